@@ -1,0 +1,2 @@
+pub mod encoding;
+pub mod flow;
