@@ -1,2 +1,4 @@
 pub mod encoding;
+pub mod engine;
 pub mod flow;
+pub mod simulator;

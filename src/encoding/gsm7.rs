@@ -28,18 +28,27 @@ pub fn septets(c: char) -> Option<u8> {
 
 /// The first character (by char index) that forces UCS-2, if any.
 pub fn first_non_gsm(text: &str) -> Option<(usize, char)> {
-    text.chars().enumerate().find(|(_, c)| septets(*c).is_none())
+    text.chars()
+        .enumerate()
+        .find(|(_, c)| septets(*c).is_none())
 }
 
 /// The encoding a text needs.
 pub fn encoding_for(text: &str) -> Encoding {
-    if first_non_gsm(text).is_some() { Encoding::Ucs2 } else { Encoding::Gsm7 }
+    if first_non_gsm(text).is_some() {
+        Encoding::Ucs2
+    } else {
+        Encoding::Gsm7
+    }
 }
 
 /// Length in the encoding's units: septets for GSM-7, UTF-16 code units for UCS-2.
 pub fn units(text: &str, encoding: Encoding) -> usize {
     match encoding {
-        Encoding::Gsm7 => text.chars().map(|c| usize::from(septets(c).unwrap_or(1))).sum(),
+        Encoding::Gsm7 => text
+            .chars()
+            .map(|c| usize::from(septets(c).unwrap_or(1)))
+            .sum(),
         Encoding::Ucs2 => text.encode_utf16().count(),
     }
 }
@@ -61,8 +70,16 @@ pub fn sms_info(text: &str) -> SmsInfo {
         Encoding::Gsm7 => (160, 153),
         Encoding::Ucs2 => (70, 67),
     };
-    let segments = if units <= single { 1 } else { units.div_ceil(multi) };
-    SmsInfo { encoding, units, segments }
+    let segments = if units <= single {
+        1
+    } else {
+        units.div_ceil(multi)
+    };
+    SmsInfo {
+        encoding,
+        units,
+        segments,
+    }
 }
 
 /// The most a single USSD screen may hold: 182 septets, or 80 UCS-2 units.

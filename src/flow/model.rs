@@ -536,7 +536,10 @@ impl Text {
     pub fn variants(&self) -> Vec<(Option<&str>, &str)> {
         match self {
             Text::One(s) => vec![(None, s.as_str())],
-            Text::PerLanguage(m) => m.iter().map(|(l, s)| (Some(l.as_str()), s.as_str())).collect(),
+            Text::PerLanguage(m) => m
+                .iter()
+                .map(|(l, s)| (Some(l.as_str()), s.as_str()))
+                .collect(),
         }
     }
 }
