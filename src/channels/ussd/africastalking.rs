@@ -1,0 +1,207 @@
+//! Africa's Talking USSD: form callbacks in, `CON `/`END ` plain text out.
+//!
+//! Request fields: `sessionId`, `serviceCode`, `phoneNumber`, `networkCode`, `text` (every
+//! input of the session joined by `*`, empty on the first request). The end-of-session
+//! notification carries `sessionId`, `phoneNumber`, `status` (Success / Incomplete / Failed),
+//! `durationInMillis`, and more. This file knows those formats and nothing else.
+
+use std::collections::HashMap;
+
+use crate::channels::ussd::{BadRequest, Resolved, UssdInput, UssdProvider, UssdReply, UssdRequest, phone, required};
+
+/// Longest `text` accepted (a whole session of answers).
+const MAX_TEXT: usize = 4096;
+
+fn form(body: &[u8]) -> Result<HashMap<String, String>, BadRequest> {
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded_pairs(body)? {
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+/// Decodes `application/x-www-form-urlencoded`. Written here (a dozen lines) rather than
+/// pulling a crate: the format is tiny and we want our own error messages.
+fn form_urlencoded_pairs(body: &[u8]) -> Result<Vec<(String, String)>, BadRequest> {
+    let text = std::str::from_utf8(body).map_err(|_| BadRequest("body is not UTF-8".into()))?;
+    let mut pairs = Vec::new();
+    for part in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        pairs.push((percent_decode(k)?, percent_decode(v)?));
+    }
+    Ok(pairs)
+}
+
+fn percent_decode(s: &str) -> Result<String, BadRequest> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| BadRequest(format!("bad percent-encoding in `{s}`")))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| BadRequest("form value is not UTF-8".into()))
+}
+
+/// Parses a USSD callback.
+pub fn parse(body: &[u8]) -> Result<UssdRequest, BadRequest> {
+    let f = form(body)?;
+    let get = |k: &str| f.get(k).map(String::as_str);
+    let session_id = required("sessionId", get("sessionId"), 128)?;
+    let service_code = required("serviceCode", get("serviceCode"), 64)?;
+    let subscriber = phone("phoneNumber", get("phoneNumber"))?;
+    let network = get("networkCode").map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let text = get("text").ok_or_else(|| BadRequest("missing field `text` (empty on the first request, but present)".into()))?;
+    if text.chars().count() > MAX_TEXT {
+        return Err(BadRequest(format!("field `text` is longer than {MAX_TEXT} characters")));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(BadRequest("field `text` contains control characters".into()));
+    }
+    Ok(UssdRequest {
+        provider: UssdProvider::AfricasTalking,
+        session_id,
+        subscriber,
+        service_code,
+        network,
+        input: UssdInput::Cumulative(text.to_string()),
+    })
+}
+
+/// The end-of-session notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEnded {
+    pub session_id: String,
+    pub subscriber: String,
+    /// `Success`, `Incomplete` or `Failed` as sent.
+    pub status: String,
+    pub duration_ms: Option<u64>,
+}
+
+pub fn parse_event(body: &[u8]) -> Result<SessionEnded, BadRequest> {
+    let f = form(body)?;
+    let get = |k: &str| f.get(k).map(String::as_str);
+    let duration_ms = match get("durationInMillis").map(str::trim).filter(|s| !s.is_empty()) {
+        Some(d) => Some(d.parse().map_err(|_| BadRequest(format!("field `durationInMillis` is not a number: `{d}`")))?),
+        None => None,
+    };
+    Ok(SessionEnded {
+        session_id: required("sessionId", get("sessionId"), 128)?,
+        subscriber: phone("phoneNumber", get("phoneNumber"))?,
+        status: required("status", get("status"), 32)?,
+        duration_ms,
+    })
+}
+
+/// The reply body: `CON text` keeps the session open, `END text` closes it.
+pub fn render(reply: &UssdReply) -> String {
+    let verb = if reply.end { "END" } else { "CON" };
+    format!("{verb} {}", reply.text)
+}
+
+/// Works out the newest input from the cumulative `text` and what the session consumed.
+///
+/// `consumed` is the cumulative text already answered. The newest input is what follows it
+/// after one `*`, taken whole, so an answer that itself contains `*` stays intact. A repeat of
+/// the same text is a duplicate delivery. Text that does not extend `consumed` (an aggregator
+/// that trims history) falls back to the part after the last `*`.
+pub fn resolve(text: &str, consumed: Option<&str>) -> Resolved {
+    let Some(consumed) = consumed else {
+        // First request: anything already in `text` was dialled with the code (`*384*12*3#`).
+        let sub_code = (!text.is_empty()).then(|| text.to_string());
+        return Resolved::Start {
+            sub_code,
+            progress: text.to_string(),
+        };
+    };
+    if text == consumed {
+        return Resolved::Duplicate;
+    }
+    let newest = if consumed.is_empty() {
+        Some(text)
+    } else {
+        text.strip_prefix(consumed).and_then(|rest| rest.strip_prefix('*'))
+    };
+    let newest = newest.unwrap_or_else(|| text.rsplit('*').next().unwrap_or(text));
+    Resolved::Answer {
+        text: newest.to_string(),
+        progress: text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(text: &str) -> Resolved {
+        Resolved::Answer { text: text.into(), progress: String::new() }
+    }
+
+    fn strip(r: Resolved) -> Resolved {
+        match r {
+            Resolved::Answer { text, .. } => answer(&text),
+            other => other,
+        }
+    }
+
+    #[test]
+    fn newest_input_from_cumulative_text() {
+        let cases: &[(&str, Option<&str>, Resolved)] = &[
+            ("", None, Resolved::Start { sub_code: None, progress: "".into() }),
+            ("3", None, Resolved::Start { sub_code: Some("3".into()), progress: "3".into() }),
+            ("1", Some(""), answer("1")),
+            ("1*2", Some("1"), answer("2")),
+            ("1*2*98", Some("1*2"), answer("98")),
+            ("1*2*98*0", Some("1*2*98"), answer("0")),
+            // an answer containing `*` stays whole
+            ("1*a*b", Some("1"), answer("a*b")),
+            // aggregator retry of the same request
+            ("1*2", Some("1*2"), Resolved::Duplicate),
+            // history that does not extend what we consumed: last segment
+            ("9*4", Some("1*2"), answer("4")),
+            // empty answer
+            ("1*", Some("1"), answer("")),
+        ];
+        for (text, consumed, expected) in cases {
+            assert_eq!(&strip(resolve(text, *consumed)), expected, "text {text:?} consumed {consumed:?}");
+        }
+    }
+
+    #[test]
+    fn parses_a_callback_and_rejects_bad_ones() {
+        let ok = parse(b"sessionId=ATUid_1&serviceCode=%2A384%2A12%23&phoneNumber=%2B254711000001&networkCode=63902&text=1%2A2").unwrap();
+        assert_eq!(ok.session_id, "ATUid_1");
+        assert_eq!(ok.service_code, "*384*12#");
+        assert_eq!(ok.subscriber, "+254711000001");
+        assert_eq!(ok.input, UssdInput::Cumulative("1*2".into()));
+        let cases: &[(&[u8], &str)] = &[
+            (b"serviceCode=1&phoneNumber=%2B254711000001&text=", "missing field `sessionId`"),
+            (b"sessionId=a&serviceCode=1&phoneNumber=abc&text=", "not a phone number"),
+            (b"sessionId=a&serviceCode=1&phoneNumber=%2B254711000001", "missing field `text`"),
+            (b"sessionId=a&serviceCode=%zz&phoneNumber=%2B254711000001&text=", "bad percent-encoding"),
+            (b"\xff\xfe", "not UTF-8"),
+        ];
+        for (body, message) in cases {
+            let err = parse(body).unwrap_err();
+            assert!(err.0.contains(message), "{:?} gave {err}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn renders_con_and_end() {
+        assert_eq!(render(&UssdReply { text: "Hi\n1. Yes".into(), end: false }), "CON Hi\n1. Yes");
+        assert_eq!(render(&UssdReply { text: "Bye".into(), end: true }), "END Bye");
+    }
+}

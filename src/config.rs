@@ -1,0 +1,286 @@
+//! Gateway configuration: `gateway-config/*.yaml` (or the embedded defaults) into typed values.
+//!
+//! Closed enums for the stores and providers, so adding one makes the compiler list every place
+//! that builds from config. Secrets may come from the environment (`BARAZA_REDIS_URL`,
+//! `BARAZA_POSTGRES_URL`, `BARAZA_PSEUDONYM_SECRET`, `BARAZA_ADMIN_TOKEN`). Reading config never
+//! starts anything; `server` builds the running parts from it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::flow::model::{Seconds, Text};
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on (the `--listen` flag overrides it).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Folder of flow files, relative to the config file's folder or absolute.
+    #[serde(default = "default_flows_dir")]
+    pub flows_dir: PathBuf,
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    #[serde(default)]
+    pub results: ResultsConfig,
+    #[serde(default)]
+    pub ussd: UssdConfig,
+    #[serde(default)]
+    pub admission: AdmissionConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Secret for pseudonymising phone numbers in logs and exports (HMAC-SHA256).
+    #[serde(default)]
+    pub pseudonym_secret: Option<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_flows_dir() -> PathBuf {
+    PathBuf::from("flows")
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, tag = "store", rename_all = "snake_case")]
+pub enum SessionsConfig {
+    /// In this process only: for development and a single node.
+    #[default]
+    Memory,
+    /// Redis, shared by every gateway node.
+    Redis {
+        /// `redis://` URL; `BARAZA_REDIS_URL` overrides it.
+        #[serde(default)]
+        url: Option<String>,
+        /// Prefix of every key (several deployments may share one Redis).
+        #[serde(default = "default_prefix")]
+        key_prefix: String,
+        /// Per-command response timeout, in milliseconds.
+        #[serde(default = "default_redis_timeout")]
+        response_timeout_ms: u64,
+    },
+}
+
+fn default_prefix() -> String {
+    "baraza".into()
+}
+
+fn default_redis_timeout() -> u64 {
+    500
+}
+
+/// Where answers are stored durably.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "store", rename_all = "snake_case")]
+pub enum ResultsConfig {
+    /// Embedded SQLite (WAL) file.
+    Sqlite {
+        #[serde(default = "default_sqlite_path")]
+        path: PathBuf,
+    },
+    /// PostgreSQL, for multi-node deployments; `BARAZA_POSTGRES_URL` overrides `url`.
+    Postgres {
+        #[serde(default)]
+        url: Option<String>,
+        /// Schema to use (created if missing).
+        #[serde(default)]
+        schema: Option<String>,
+    },
+}
+
+impl Default for ResultsConfig {
+    fn default() -> Self {
+        ResultsConfig::Sqlite {
+            path: default_sqlite_path(),
+        }
+    }
+}
+
+fn default_sqlite_path() -> PathBuf {
+    PathBuf::from("data/results.sqlite3")
+}
+
+/// USSD over HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UssdConfig {
+    /// Service codes (and sub-codes) mapped to flows.
+    pub service_codes: Vec<ServiceCode>,
+    /// Longest time a step may take before the citizen gets a polite `END`.
+    pub step_deadline_ms: u64,
+    /// Shown when a code maps to no flow.
+    pub unknown_service_message: Text,
+    /// Shown when a step cannot be completed in time or a store fails.
+    pub unavailable_message: Text,
+    /// Shown when a number sends requests faster than admission allows.
+    pub too_fast_message: Text,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for UssdConfig {
+    fn default() -> Self {
+        UssdConfig {
+            service_codes: vec![
+                ServiceCode { code: "*384*12#".into(), flow: "community_needs".into() },
+                ServiceCode { code: "*384*12*1#".into(), flow: "community_needs".into() },
+                ServiceCode { code: "*384*12*2#".into(), flow: "service_feedback".into() },
+                ServiceCode { code: "*384*12*3#".into(), flow: "grievance".into() },
+            ],
+            step_deadline_ms: 2000,
+            unknown_service_message: Text::PerLanguage(BTreeMap::from([
+                ("en".into(), "Sorry, this service code is not in use.".into()),
+                ("sw".into(), "Samahani, huduma hii haipatikani.".into()),
+            ])),
+            unavailable_message: Text::PerLanguage(BTreeMap::from([
+                ("en".into(), "Sorry, the service is busy. Please dial again in a few minutes.".into()),
+                ("sw".into(), "Samahani, huduma ina shughuli nyingi. Tafadhali piga tena baada ya dakika chache.".into()),
+            ])),
+            too_fast_message: Text::PerLanguage(BTreeMap::from([
+                ("en".into(), "Sorry, too many requests from your number. Please wait a moment and dial again.".into()),
+                ("sw".into(), "Samahani, maombi mengi kutoka namba yako. Tafadhali subiri kidogo kisha upige tena.".into()),
+            ])),
+            max_body_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// One USSD code and the flow it starts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCode {
+    /// As dialled, e.g. `*384*12#` or the sub-code `*384*12*3#`.
+    pub code: String,
+    /// Flow id.
+    pub flow: String,
+}
+
+/// Per-subscriber admission: requests beyond this rate are refused before a session loads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// Sustained requests per minute per phone number.
+    pub per_subscriber_per_minute: u32,
+    /// Requests allowed in a burst.
+    pub burst: u32,
+    /// Most numbers tracked at once (older ones are forgotten first).
+    pub max_tracked: usize,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            per_subscriber_per_minute: 60,
+            burst: 10,
+            max_tracked: 1_000_000,
+        }
+    }
+}
+
+/// The admin endpoints (flow reload).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `/admin/*`; `BARAZA_ADMIN_TOKEN` overrides it. Without one, admin
+    /// endpoints answer only requests from the loopback address.
+    pub token: Option<String>,
+}
+
+/// Why a config could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// The embedded defaults: in-memory sessions, SQLite under `./data`, flows from `flows/`.
+    pub fn embedded() -> Config {
+        Config {
+            listen: default_listen(),
+            flows_dir: default_flows_dir(),
+            sessions: SessionsConfig::Memory,
+            results: ResultsConfig::default(),
+            ussd: UssdConfig::default(),
+            admission: AdmissionConfig::default(),
+            admin: AdminConfig::default(),
+            pseudonym_secret: None,
+        }
+    }
+
+    /// Reads a config file; relative paths inside it are taken from the file's folder.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Config =
+            serde_saphyr::from_str(&source).map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.flows_dir = resolve(base, &config.flows_dir);
+        if let ResultsConfig::Sqlite { path } = &mut config.results {
+            *path = resolve(base, path);
+        }
+        Ok(config)
+    }
+
+    /// Applies environment overrides (secrets and URLs are better kept out of files).
+    pub fn apply_env(&mut self) {
+        if let Ok(url) = std::env::var("BARAZA_REDIS_URL") {
+            match &mut self.sessions {
+                SessionsConfig::Redis { url: u, .. } => *u = Some(url),
+                SessionsConfig::Memory => {
+                    self.sessions = SessionsConfig::Redis {
+                        url: Some(url),
+                        key_prefix: default_prefix(),
+                        response_timeout_ms: default_redis_timeout(),
+                    }
+                }
+            }
+        }
+        if let Ok(url) = std::env::var("BARAZA_POSTGRES_URL")
+            && let ResultsConfig::Postgres { url: u, .. } = &mut self.results
+        {
+            *u = Some(url);
+        }
+        if let Ok(secret) = std::env::var("BARAZA_PSEUDONYM_SECRET") {
+            self.pseudonym_secret = Some(secret);
+        }
+        if let Ok(token) = std::env::var("BARAZA_ADMIN_TOKEN") {
+            self.admin.token = Some(token);
+        }
+    }
+
+    /// The flow a dialled code starts: the longest configured code that matches.
+    pub fn flow_for_code(&self, code: &str) -> Option<&str> {
+        let normalized = normalize_code(code);
+        self.ussd
+            .service_codes
+            .iter()
+            .find(|c| normalize_code(&c.code) == normalized)
+            .map(|c| c.flow.as_str())
+    }
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+/// `*384*12#`, `384*12` and ` *384*12# ` all compare equal.
+pub fn normalize_code(code: &str) -> String {
+    code.trim().trim_start_matches('*').trim_end_matches('#').to_string()
+}

@@ -1,0 +1,487 @@
+//! The dispatcher: the one place that loads sessions, runs the engine and stores results.
+//!
+//! Data path of one USSD step:
+//! `channel parse -> UssdRequest -> admission -> session load -> resolve newest input ->
+//!  engine::advance (pure) -> result store commit (durable) -> session save (version-checked)
+//!  -> UssdReply -> channel render`.
+//!
+//! Invariants: an answer is committed before the reply that follows it is returned; one writer
+//! per conversation (a save that loses the version race re-reads and, for a duplicate delivery,
+//! answers with the winner's reply); every step answers within the deadline, politely. It
+//! never knows wire formats (channels do) or Redis keys (the session store does).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tracing::{Instrument, info_span, warn};
+
+use crate::admission::Admission;
+use crate::channels::ussd::{Resolved, UssdReply, UssdRequest};
+use crate::config::Config;
+use crate::engine::{self, Action, Channel, CompiledFlow, Input, SessionState, SessionStatus, Start};
+use crate::flow::catalog::FlowCatalog;
+use crate::result_store::{
+    AnswerRecord, ResponseStart, ResponseStatus, ResultStore, StatusUpdate, Write,
+};
+use crate::session_store::{SaveOutcome, SessionKey, SessionStore};
+use crate::telemetry;
+
+/// What is stored per live session: the engine state plus what the channel needs to answer a
+/// repeated delivery without running the step again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SessionRecord {
+    state: SessionState,
+    /// Provider-specific progress: the cumulative text consumed (Africa's Talking) or the last
+    /// sequence number (Hubtel).
+    progress: String,
+    /// The last reply, for duplicate deliveries.
+    reply: UssdReply,
+}
+
+const RECORD_VERSION: u8 = 1;
+
+impl SessionRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(320);
+        out.push(RECORD_VERSION);
+        if rmp_serde::encode::write(&mut out, self).is_err() {
+            out.truncate(1);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<SessionRecord> {
+        let (&version, body) = bytes.split_first()?;
+        if version != RECORD_VERSION {
+            return None;
+        }
+        rmp_serde::from_slice(body).ok()
+    }
+}
+
+/// Everything a step needs, shared by all requests.
+pub struct Gateway {
+    pub config: Config,
+    pub catalog: RwLock<Arc<FlowCatalog>>,
+    pub sessions: SessionStore,
+    pub results: ResultStore,
+    pub admission: Admission,
+    pseudonym_key: Vec<u8>,
+}
+
+/// Why a step could not complete (logged and counted; the citizen gets a polite `END`).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("session store: {0}")]
+    Sessions(String),
+    #[error("result store: {0}")]
+    Results(String),
+    #[error("flow `{0}` version {1} is not loaded")]
+    MissingFlow(String, u32),
+    #[error("session changed concurrently twice")]
+    Contention,
+}
+
+impl StepError {
+    fn kind(&self) -> &'static str {
+        match self {
+            StepError::Sessions(_) => "session_store",
+            StepError::Results(_) => "result_store",
+            StepError::MissingFlow(..) => "missing_flow",
+            StepError::Contention => "contention",
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch: the only clock reading of a step, passed to the engine.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Gateway {
+    pub fn new(config: Config, catalog: FlowCatalog, sessions: SessionStore, results: ResultStore) -> Gateway {
+        let admission = Admission::new(&config.admission);
+        let pseudonym_key = config
+            .pseudonym_secret
+            .clone()
+            .unwrap_or_else(|| "baraza-default-log-key".into())
+            .into_bytes();
+        Gateway {
+            config,
+            catalog: RwLock::new(Arc::new(catalog)),
+            sessions,
+            results,
+            admission,
+            pseudonym_key,
+        }
+    }
+
+    pub fn catalog(&self) -> Arc<FlowCatalog> {
+        match self.catalog.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn replace_catalog(&self, catalog: FlowCatalog) {
+        match self.catalog.write() {
+            Ok(mut c) => *c = Arc::new(catalog),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(catalog),
+        }
+    }
+
+    /// A phone number as it may appear in logs: a keyed hash, never the number.
+    pub fn pseudonym(&self, subscriber: &str) -> String {
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.pseudonym_key) {
+            Ok(m) => m,
+            Err(_) => return "unknown".into(),
+        };
+        mac.update(subscriber.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..6])
+    }
+
+    fn message(&self, text: &crate::flow::model::Text, lang: Option<&str>) -> String {
+        text.get(lang.unwrap_or("en"), "en").to_string()
+    }
+
+    /// One USSD step, always answered within the deadline.
+    pub async fn ussd_step(&self, request: UssdRequest) -> UssdReply {
+        let started = Instant::now();
+        let provider = request.provider.as_str();
+        let span = info_span!(
+            "ussd_step",
+            provider,
+            session = %request.session_id,
+            subscriber = %self.pseudonym(&request.subscriber),
+            flow = tracing::field::Empty,
+            node = tracing::field::Empty,
+        );
+        if !self.admission.admit(&request.subscriber) {
+            telemetry::admission_refused();
+            return UssdReply {
+                text: self.message(&self.config.ussd.too_fast_message, None),
+                end: true,
+            };
+        }
+        let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms);
+        let outcome = tokio::time::timeout(deadline, self.ussd_step_inner(&request).instrument(span.clone())).await;
+        let reply = match outcome {
+            Ok(Ok(reply)) => {
+                telemetry::step(Channel::Ussd, provider, "ok", started.elapsed());
+                reply
+            }
+            Ok(Err(e)) => {
+                span.in_scope(|| warn!(error = %e, "step failed"));
+                telemetry::error(e.kind());
+                telemetry::step(Channel::Ussd, provider, "error", started.elapsed());
+                UssdReply {
+                    text: self.message(&self.config.ussd.unavailable_message, None),
+                    end: true,
+                }
+            }
+            Err(_) => {
+                span.in_scope(|| warn!(deadline_ms = deadline.as_millis() as u64, "step missed its deadline"));
+                telemetry::error("deadline");
+                telemetry::step(Channel::Ussd, provider, "deadline", started.elapsed());
+                UssdReply {
+                    text: self.message(&self.config.ussd.unavailable_message, None),
+                    end: true,
+                }
+            }
+        };
+        reply
+    }
+
+    async fn ussd_step_inner(&self, request: &UssdRequest) -> Result<UssdReply, StepError> {
+        let key = SessionKey::new(request.provider.as_str(), &request.session_id);
+        // One retry when a concurrent request for the same session wins the save.
+        for _ in 0..2 {
+            let stored = self
+                .sessions
+                .load(&key)
+                .await
+                .map_err(|e| StepError::Sessions(e.to_string()))?;
+            let (version, record) = match stored {
+                Some(s) => match SessionRecord::decode(&s.data) {
+                    Some(r) => (Some(s.version), Some(r)),
+                    None => {
+                        telemetry::error("corrupt_session");
+                        (Some(s.version), None)
+                    }
+                },
+                None => (None, None),
+            };
+            let resolved = request.resolve(record.as_ref().map(|r| r.progress.as_str()));
+            let (flow, prior, input, progress) = match (resolved, record) {
+                (Resolved::Duplicate, Some(record)) => return Ok(record.reply),
+                (Resolved::End, Some(record)) => {
+                    self.end_session(&key, version, record).await?;
+                    return Ok(UssdReply { text: String::new(), end: true });
+                }
+                (Resolved::End, None) => return Ok(UssdReply { text: String::new(), end: true }),
+                (Resolved::Answer { text, progress }, Some(record)) => {
+                    let flow = self.flow_of(&record.state)?;
+                    (flow, Some(record.state), Input::Answer(text), progress)
+                }
+                (Resolved::Start { sub_code, progress }, _) => {
+                    let Some(flow) = self.flow_for(&request.service_code, sub_code.as_deref()) else {
+                        telemetry::error("unknown_service_code");
+                        return Ok(UssdReply {
+                            text: self.message(&self.config.ussd.unknown_service_message, None),
+                            end: true,
+                        });
+                    };
+                    let (flow, prior) = self.resumable(&request.subscriber, flow).await;
+                    (flow, prior, self.start_input(request), progress)
+                }
+                // An answer or duplicate for a session we do not hold (expired, or lost with
+                // an in-memory store): start afresh rather than fail the citizen.
+                (Resolved::Answer { progress, .. } | Resolved::Duplicate, None) => {
+                    let Some(flow) = self.flow_for(&request.service_code, None) else {
+                        return Ok(UssdReply {
+                            text: self.message(&self.config.ussd.unknown_service_message, None),
+                            end: true,
+                        });
+                    };
+                    let (flow, prior) = self.resumable(&request.subscriber, flow).await;
+                    let progress = match &request.input {
+                        crate::channels::ussd::UssdInput::Cumulative(t) => t.clone(),
+                        _ => progress,
+                    };
+                    (flow, prior, self.start_input(request), progress)
+                }
+            };
+            tracing::Span::current().record("flow", flow.flow.id.as_str());
+            let was_resume_offer = prior.is_some() && matches!(input, Input::Start(_));
+            let step = engine::advance(&flow, prior, input, now_ms());
+            tracing::Span::current().record("node", step.state.node.as_str());
+            self.commit(request, &step).await?;
+            let reply = match step.reply() {
+                Some(r) => UssdReply { text: r.rendered.text(), end: r.end },
+                None => UssdReply { text: String::new(), end: true },
+            };
+            let record = SessionRecord {
+                state: step.state,
+                progress,
+                reply: reply.clone(),
+            };
+            let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
+            let outcome = self
+                .sessions
+                .save(&key, version, &record.encode(), ttl)
+                .await
+                .map_err(|e| StepError::Sessions(e.to_string()))?;
+            match outcome {
+                SaveOutcome::Saved { .. } => {
+                    self.remember_for_resume(&request.subscriber, &flow, &record.state).await?;
+                    if was_resume_offer && record.state.awaiting == engine::Awaiting::ResumeChoice {
+                        telemetry::session("resume_offered");
+                    }
+                    return Ok(reply);
+                }
+                SaveOutcome::Conflict { .. } => {
+                    telemetry::error("version_conflict");
+                    continue;
+                }
+            }
+        }
+        Err(StepError::Contention)
+    }
+
+    fn start_input(&self, request: &UssdRequest) -> Input {
+        let mut contact = std::collections::BTreeMap::new();
+        if let Some(network) = &request.network {
+            contact.insert("network".to_string(), network.clone());
+        }
+        Input::Start(Start {
+            session_id: format!("{}:{}", request.provider.as_str(), request.session_id),
+            channel: Channel::Ussd,
+            contact,
+            language: None,
+        })
+    }
+
+    fn flow_of(&self, state: &SessionState) -> Result<Arc<CompiledFlow>, StepError> {
+        self.catalog()
+            .get(&state.flow_id, state.flow_version)
+            .ok_or_else(|| StepError::MissingFlow(state.flow_id.clone(), state.flow_version))
+    }
+
+    /// The flow a dialled code starts, sub-code first (`*384*12*3#`), then the code itself.
+    fn flow_for(&self, service_code: &str, sub_code: Option<&str>) -> Option<Arc<CompiledFlow>> {
+        let catalog = self.catalog();
+        if let Some(sub) = sub_code {
+            let base = crate::config::normalize_code(service_code);
+            let full = format!("*{base}*{sub}#");
+            if let Some(id) = self.config.flow_for_code(&full) {
+                return catalog.latest(id);
+            }
+        }
+        let id = self.config.flow_for_code(service_code)?;
+        catalog.latest(id)
+    }
+
+    /// A dropped session of this subscriber on this flow, if one can be resumed; with the
+    /// flow version it started on (sessions finish on their version).
+    async fn resumable(&self, subscriber: &str, latest: Arc<CompiledFlow>) -> (Arc<CompiledFlow>, Option<SessionState>) {
+        let bytes = match self.sessions.get_resumable(subscriber, &latest.flow.id).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return (latest, None),
+            Err(e) => {
+                warn!(error = %e, "resume lookup failed; starting afresh");
+                telemetry::error("session_store");
+                return (latest, None);
+            }
+        };
+        let Ok(state) = SessionState::decode(&bytes) else {
+            return (latest, None);
+        };
+        match self.catalog().get(&state.flow_id, state.flow_version) {
+            Some(pinned) => (pinned, Some(state)),
+            None => (latest, None),
+        }
+    }
+
+    /// Keeps (or clears) the copy used to offer "continue where you left off".
+    async fn remember_for_resume(&self, subscriber: &str, flow: &CompiledFlow, state: &SessionState) -> Result<(), StepError> {
+        let result = match state.status {
+            SessionStatus::Active | SessionStatus::Dropped if !state.answers.is_empty() => {
+                let ttl = Duration::from_secs(flow.flow.resume_window.0.max(1));
+                self.sessions.put_resumable(subscriber, &flow.flow.id, &state.encode(), ttl).await
+            }
+            SessionStatus::Active | SessionStatus::Dropped => Ok(()),
+            SessionStatus::Completed | SessionStatus::TimedOut | SessionStatus::Failed => {
+                self.sessions.clear_resumable(subscriber, &flow.flow.id).await
+            }
+        };
+        result.map_err(|e| StepError::Sessions(e.to_string()))
+    }
+
+    /// The aggregator says the session is over: a session still waiting becomes dropped.
+    async fn end_session(&self, key: &SessionKey, version: Option<u64>, record: SessionRecord) -> Result<(), StepError> {
+        if record.state.status.is_terminal() {
+            return Ok(());
+        }
+        let flow = self.flow_of(&record.state)?;
+        let subscriber = record.state.contact.get("subscriber").cloned();
+        let step = engine::advance(&flow, Some(record.state), Input::Hangup, now_ms());
+        let writes = self.writes_for(None, &step);
+        if !writes.is_empty() {
+            self.results.commit(writes).await.map_err(|e| StepError::Results(e.to_string()))?;
+        }
+        let _ = subscriber;
+        let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
+        let record = SessionRecord {
+            state: step.state,
+            progress: record.progress,
+            reply: record.reply,
+        };
+        self.sessions
+            .save(key, version, &record.encode(), ttl)
+            .await
+            .map_err(|e| StepError::Sessions(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Handles an Africa's Talking end-of-session notification.
+    pub async fn ussd_ended(&self, provider: &str, session_id: &str, subscriber: &str, status: &str) -> Result<(), StepError> {
+        let key = SessionKey::new(provider, session_id);
+        let Some(stored) = self.sessions.load(&key).await.map_err(|e| StepError::Sessions(e.to_string()))? else {
+            return Ok(());
+        };
+        let Some(record) = SessionRecord::decode(&stored.data) else {
+            return Ok(());
+        };
+        let flow = self.flow_of(&record.state)?;
+        let was_active = !record.state.status.is_terminal();
+        self.end_session(&key, Some(stored.version), record.clone()).await?;
+        if was_active {
+            telemetry::session("dropped");
+            let mut dropped = record.state;
+            dropped.status = SessionStatus::Dropped;
+            self.remember_for_resume(subscriber, &flow, &dropped).await?;
+        }
+        tracing::info!(provider, status, subscriber = %self.pseudonym(subscriber), "session ended");
+        Ok(())
+    }
+
+    /// Commits the step's writes durably (group commit happens inside the result store).
+    async fn commit(&self, request: &UssdRequest, step: &engine::Step) -> Result<(), StepError> {
+        let writes = self.writes_for(Some(request), step);
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.results.commit(writes).await.map_err(|e| StepError::Results(e.to_string()))
+    }
+
+    fn writes_for(&self, request: Option<&UssdRequest>, step: &engine::Step) -> Vec<Write> {
+        let mut writes = Vec::new();
+        for action in &step.actions {
+            match action {
+                Action::ResponseStarted { response_id, flow_id, flow_version, channel, language, started_at } => {
+                    telemetry::session("started");
+                    writes.push(Write::Start(ResponseStart {
+                        response_id: response_id.clone(),
+                        flow_id: flow_id.clone(),
+                        flow_version: *flow_version,
+                        channel: channel.as_str().to_string(),
+                        provider: request.map(|r| r.provider.as_str()).unwrap_or("").to_string(),
+                        subscriber: request.map(|r| r.subscriber.clone()).unwrap_or_default(),
+                        language: language.clone(),
+                        started_at_ms: *started_at,
+                    }))
+                }
+                Action::AnswerSaved(a) => writes.push(Write::Answer(AnswerRecord {
+                    response_id: a.response_id.clone(),
+                    result: a.result.clone(),
+                    value: a.value.clone(),
+                    label: a.label.clone(),
+                    node: a.node.clone(),
+                    step: a.step,
+                    answered_at_ms: a.at,
+                })),
+                Action::StatusChanged { status } => {
+                    let status = match status {
+                        SessionStatus::Active => {
+                            telemetry::session("resumed");
+                            ResponseStatus::Active
+                        }
+                        SessionStatus::Completed => {
+                            telemetry::session("completed");
+                            ResponseStatus::Completed
+                        }
+                        SessionStatus::Dropped => ResponseStatus::Dropped,
+                        SessionStatus::TimedOut => {
+                            telemetry::session("timed_out");
+                            ResponseStatus::TimedOut
+                        }
+                        SessionStatus::Failed => {
+                            telemetry::session("failed");
+                            ResponseStatus::Failed
+                        }
+                    };
+                    writes.push(Write::Status(StatusUpdate {
+                        response_id: step.state.response_id.clone(),
+                        status,
+                        language: Some(step.state.language.clone()),
+                        at_ms: step.state.updated_at,
+                    }))
+                }
+                Action::LanguageChanged { language } => writes.push(Write::Status(StatusUpdate {
+                    response_id: step.state.response_id.clone(),
+                    status: ResponseStatus::Active,
+                    language: Some(language.clone()),
+                    at_ms: step.state.updated_at,
+                })),
+                Action::Reply(_) => {}
+            }
+        }
+        writes
+    }
+}

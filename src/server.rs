@@ -1,0 +1,269 @@
+//! `baraza serve`: the HTTP server, its routes, reload and graceful shutdown.
+//!
+//! Routes hand request bytes to a channel parser, the parsed request to the dispatcher, and
+//! the reply to the channel renderer. Bad input gets a 400 with the parser's message, oversized
+//! bodies a 413; nothing a caller sends produces a 500. Shutdown: stop accepting, let in-flight
+//! steps finish, then flush the result store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::channels::ussd::{self, africastalking, hubtel};
+use crate::config::{Config, ResultsConfig, SessionsConfig};
+use crate::dispatcher::Gateway;
+use crate::flow::catalog::FlowCatalog;
+use crate::result_store::ResultStore;
+use crate::session_store::{InMemorySessions, RedisSessions, SessionStore};
+use crate::telemetry;
+
+/// Shared by every route.
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// Builds the stores and the flow catalog from config.
+pub async fn build_gateway(config: Config) -> anyhow::Result<Gateway> {
+    let catalog = FlowCatalog::load(std::slice::from_ref(&config.flows_dir))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sessions = match &config.sessions {
+        SessionsConfig::Memory => SessionStore::InMemory(InMemorySessions::new()),
+        SessionsConfig::Redis { url, key_prefix, response_timeout_ms } => {
+            let url = url.clone().ok_or_else(|| {
+                anyhow::anyhow!("sessions.store is redis but no url is given (set sessions.url or BARAZA_REDIS_URL)")
+            })?;
+            SessionStore::Redis(
+                RedisSessions::connect(&url, key_prefix, Duration::from_millis(*response_timeout_ms))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("redis at {url}: {e}"))?,
+            )
+        }
+    };
+    let results = match &config.results {
+        ResultsConfig::Sqlite { path } => ResultStore::open_sqlite(path)
+            .await
+            .map_err(|e| anyhow::anyhow!("sqlite result store at {}: {e}", path.display()))?,
+        ResultsConfig::Postgres { url, schema } => {
+            let url = url.clone().ok_or_else(|| {
+                anyhow::anyhow!("results.store is postgres but no url is given (set results.url or BARAZA_POSTGRES_URL)")
+            })?;
+            ResultStore::open_postgres(&url, schema.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("postgres result store: {e}"))?
+        }
+    };
+    Ok(Gateway::new(config, catalog, sessions, results))
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.gateway.config.ussd.max_body_bytes;
+    Router::new()
+        .route("/ussd/africastalking", post(africastalking_ussd))
+        .route("/ussd/africastalking/events", post(africastalking_events))
+        .route("/ussd/hubtel", post(hubtel_ussd))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/admin/reload", post(admin_reload))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+fn bad_request(e: ussd::BadRequest) -> Response {
+    telemetry::error("bad_request");
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("bad request: {e}\n"),
+    )
+        .into_response()
+}
+
+async fn africastalking_ussd(State(state): State<AppState>, body: Bytes) -> Response {
+    let request = match africastalking::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let reply = state.gateway.ussd_step(request).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        africastalking::render(&reply),
+    )
+        .into_response()
+}
+
+async fn africastalking_events(State(state): State<AppState>, body: Bytes) -> Response {
+    let event = match africastalking::parse_event(&body) {
+        Ok(e) => e,
+        Err(e) => return bad_request(e),
+    };
+    if let Err(e) = state
+        .gateway
+        .ussd_ended("africastalking", &event.session_id, &event.subscriber, &event.status)
+        .await
+    {
+        warn!(error = %e, "end-of-session notification not recorded");
+        telemetry::error("end_notification");
+        return (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response();
+    }
+    (StatusCode::OK, "OK\n").into_response()
+}
+
+async fn hubtel_ussd(State(state): State<AppState>, body: Bytes) -> Response {
+    let request = match hubtel::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let session_id = request.session_id.clone();
+    let reply = state.gateway.ussd_step(request).await;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        hubtel::render(&session_id, &reply),
+    )
+        .into_response()
+}
+
+fn health_text<E: std::fmt::Display>(r: &Result<Result<(), E>, tokio::time::error::Elapsed>) -> (bool, String) {
+    match r {
+        Ok(Ok(())) => (true, "ok".into()),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(_) => (false, "timed out".into()),
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let gateway = &state.gateway;
+    let (sessions, results) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(1), gateway.sessions.ping()),
+        tokio::time::timeout(Duration::from_secs(1), gateway.results.ping()),
+    );
+    let (sessions_ok, sessions_text) = health_text(&sessions);
+    let (results_ok, results_text) = health_text(&results);
+    let flows: Vec<String> = gateway
+        .catalog()
+        .summary()
+        .into_iter()
+        .map(|(id, v)| format!("{id}@{v}"))
+        .collect();
+    let healthy = sessions_ok && results_ok;
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "sessions": sessions_text,
+        "results": results_text,
+        "flows": flows,
+    });
+    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => {
+            handle.run_upkeep();
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+        }
+        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed\n").into_response(),
+    }
+}
+
+/// Reloads flows from disk: checked first; a broken folder is refused and the running flows stay.
+pub fn reload_flows(gateway: &Gateway) -> Result<String, String> {
+    let paths: Vec<PathBuf> = vec![gateway.config.flows_dir.clone()];
+    match gateway.catalog().reload(&paths) {
+        Ok(catalog) => {
+            let summary = catalog
+                .summary()
+                .into_iter()
+                .map(|(id, v)| format!("{id}@{v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            gateway.replace_catalog(catalog);
+            info!(flows = %summary, "flows reloaded");
+            Ok(format!("reloaded: {summary}\n"))
+        }
+        Err(e) => {
+            warn!(error = %e, "flow reload refused");
+            telemetry::error("reload_refused");
+            Err(format!("{e}\n"))
+        }
+    }
+}
+
+async fn admin_reload(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let authorised = match &state.gateway.config.admin.token {
+        Some(token) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+        None => peer.ip().is_loopback(),
+    };
+    if !authorised {
+        return (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+    }
+    match reload_flows(&state.gateway) {
+        Ok(message) => (StatusCode::OK, message).into_response(),
+        Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, message).into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs the server until `shutdown` resolves; then drains in-flight steps and flushes results.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState {
+        gateway: Arc::clone(&gateway),
+        metrics: telemetry::install_metrics(),
+    };
+    let app = router(state);
+    info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    info!("stopped accepting; flushing the result store");
+    gateway
+        .results
+        .flush_and_close()
+        .await
+        .map_err(|e| anyhow::anyhow!("flush on shutdown: {e}"))?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM; reloads flows on every SIGHUP meanwhile.
+pub async fn shutdown_signal(gateway: Arc<Gateway>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => { let _ = reload_flows(&gateway); }
+        }
+    }
+    info!("shutdown signal received");
+}
