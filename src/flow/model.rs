@@ -218,10 +218,18 @@ pub struct MenuNode {
 #[serde(deny_unknown_fields)]
 pub struct MenuOption {
     /// The key the respondent presses; defaults to the option's position (1, 2, 3...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_string"
+    )]
     pub key: Option<String>,
     /// Stable value stored and exported (e.g. `water`); defaults to the key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_string"
+    )]
     pub value: Option<String>,
     /// What the respondent sees or hears.
     pub label: Text,
@@ -335,12 +343,24 @@ pub struct Condition {
     /// Test a contact attribute known before the session (e.g. `district`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Holds when the value is exactly this (`equals: 1` and `equals: "1"` are the same).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_string"
+    )]
     pub equals: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Holds when the value is any of these.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_strings"
+    )]
     pub one_of: Option<Vec<String>>,
+    /// Holds when the value is a number at least this (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
+    /// Holds when the value is a number at most this (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
 }
@@ -454,8 +474,9 @@ impl Default for VoiceOptions {
 }
 
 /// Overrides for the built-in interface texts; see `engine::ui_text` for the defaults.
+// No `deny_unknown_fields` here: it does not work together with `flatten`, and an unknown key
+// is refused anyway, because it does not name a `UiKey`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct UiTexts {
     #[serde(flatten)]
     pub texts: BTreeMap<UiKey, Text>,
@@ -569,6 +590,15 @@ impl<'de> Deserialize<'de> for Text {
             fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
                 Ok(Text::One(v))
             }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text::One(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text::One(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text::One(v.to_string()))
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
                 let mut out = BTreeMap::new();
                 while let Some((k, v)) = map.next_entry::<String, String>()? {
@@ -643,11 +673,11 @@ impl Seconds {
 impl fmt::Display for Seconds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
-        if s != 0 && s % 86400 == 0 {
+        if s != 0 && s.is_multiple_of(86400) {
             write!(f, "{}d", s / 86400)
-        } else if s != 0 && s % 3600 == 0 {
+        } else if s != 0 && s.is_multiple_of(3600) {
             write!(f, "{}h", s / 3600)
-        } else if s != 0 && s % 60 == 0 {
+        } else if s != 0 && s.is_multiple_of(60) {
             write!(f, "{}m", s / 60)
         } else {
             write!(f, "{s}s")
@@ -697,5 +727,70 @@ impl JsonSchema for Seconds {
                 { "type": "string", "pattern": "^[0-9]+ ?[smhd]?$" }
             ]
         })
+    }
+}
+
+/// Deserializers for keys and values that campaign managers write unquoted (`key: 7`,
+/// `equals: 1`). Inside a `type:`-tagged node serde has already buffered the value as a number,
+/// so a plain `String` field would refuse it.
+mod lenient {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{self, SeqAccess, Visitor};
+
+    struct Scalar;
+    impl<'de> Visitor<'de> for Scalar {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a text or a number")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+
+    struct OneScalar(String);
+    impl<'de> de::Deserialize<'de> for OneScalar {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Scalar).map(OneScalar)
+        }
+    }
+
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(Scalar).map(Some)
+    }
+
+    pub fn opt_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of texts or numbers")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(OneScalar(s)) = seq.next_element()? {
+                    out.push(s);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(List).map(Some)
     }
 }
