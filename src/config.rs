@@ -284,3 +284,45 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
 pub fn normalize_code(code: &str) -> String {
     code.trim().trim_start_matches('*').trim_end_matches('#').to_string()
 }
+
+impl Config {
+    /// The key phone numbers are pseudonymised with (logs and exports share it, so a number
+    /// has the same pseudonym in both). From `pseudonym_secret` / `BARAZA_PSEUDONYM_SECRET`;
+    /// without one, a random key is made once and kept beside the embedded result store
+    /// (`pseudonym.key`), so the embedded defaults never fall back to a guessable key.
+    pub fn pseudonym_key(&self) -> Result<Vec<u8>, ConfigError> {
+        if let Some(secret) = &self.pseudonym_secret {
+            return Ok(secret.clone().into_bytes());
+        }
+        let folder = match &self.results {
+            ResultsConfig::Sqlite { path } => path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            ResultsConfig::Postgres { .. } => PathBuf::from("data"),
+        };
+        let key_path = folder.join("pseudonym.key");
+        let io = |source| ConfigError::Io { path: key_path.clone(), source };
+        match std::fs::read(&key_path) {
+            Ok(key) if key.len() >= 16 => return Ok(key),
+            Ok(_) => {
+                return Err(ConfigError::Invalid {
+                    path: key_path.clone(),
+                    message: "pseudonym key file is shorter than 16 bytes".into(),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::create_dir_all(&folder).map_err(io)?;
+        let mut key = vec![0u8; 32];
+        {
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut key))
+                .map_err(io)?;
+        }
+        std::fs::write(&key_path, &key).map_err(io)?;
+        Ok(key)
+    }
+}

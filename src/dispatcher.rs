@@ -105,13 +105,14 @@ pub fn now_ms() -> i64 {
 }
 
 impl Gateway {
-    pub fn new(config: Config, catalog: FlowCatalog, sessions: SessionStore, results: ResultStore) -> Gateway {
+    pub fn new(
+        config: Config,
+        catalog: FlowCatalog,
+        sessions: SessionStore,
+        results: ResultStore,
+        pseudonym_key: Vec<u8>,
+    ) -> Gateway {
         let admission = Admission::new(&config.admission);
-        let pseudonym_key = config
-            .pseudonym_secret
-            .clone()
-            .unwrap_or_else(|| "baraza-default-log-key".into())
-            .into_bytes();
         Gateway {
             config,
             catalog: RwLock::new(Arc::new(catalog)),
@@ -369,13 +370,11 @@ impl Gateway {
             return Ok(());
         }
         let flow = self.flow_of(&record.state)?;
-        let subscriber = record.state.contact.get("subscriber").cloned();
         let step = engine::advance(&flow, Some(record.state), Input::Hangup, now_ms());
         let writes = self.writes_for(None, &step);
         if !writes.is_empty() {
             self.results.commit(writes).await.map_err(|e| StepError::Results(e.to_string()))?;
         }
-        let _ = subscriber;
         let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
         let record = SessionRecord {
             state: step.state,

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use baraza::config::Config;
 use baraza::engine::{Channel, CompiledFlow};
-use baraza::simulator;
+use baraza::{result_store, server, simulator};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +50,47 @@ enum Command {
     },
     /// Print the JSON Schema of the flow format (flows/schema.json).
     Schema,
+    /// Run the gateway: USSD over HTTP (Africa's Talking, Hubtel), health and metrics.
+    Serve {
+        /// Gateway config (see gateway-config/); without one, the embedded defaults:
+        /// in-memory sessions, SQLite under ./data, the flows in flows/.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:8080, or the config's `listen`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Stored answers.
+    Results {
+        #[command(subcommand)]
+        command: ResultsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResultsCommand {
+    /// One row per response (completed or partial), a column per result name.
+    Export {
+        /// Flow id.
+        #[arg(long)]
+        flow: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Gateway config naming the result store (the embedded SQLite store otherwise).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Export phone numbers as they are instead of pseudonyms. Handle with care.
+        #[arg(long)]
+        raw_numbers: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Csv,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,7 +131,113 @@ fn main() -> ExitCode {
             print!("{}", baraza::flow::schema::generate());
             ExitCode::SUCCESS
         }
+        Command::Serve { config, listen } => report(serve(config, listen)),
+        Command::Results {
+            command:
+                ResultsCommand::Export {
+                    flow,
+                    format: ExportFormat::Csv,
+                    out,
+                    config,
+                    raw_numbers,
+                },
+        } => report(export(config, flow, out, raw_numbers)),
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(p) => Config::from_file(&p)?,
+        None => Config::embedded(),
+    };
+    config.apply_env();
+    Ok(config)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn serve(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    baraza::telemetry::init_logging();
+    let mut config = load_config(config)?;
+    if let Some(addr) = listen {
+        config.listen = addr;
+    }
+    runtime()?.block_on(async move {
+        let addr = config.listen;
+        let gateway = std::sync::Arc::new(server::build_gateway(config).await?);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let shutdown = server::shutdown_signal(std::sync::Arc::clone(&gateway));
+        server::serve(gateway, listener, shutdown).await
+    })
+}
+
+fn export(
+    config: Option<PathBuf>,
+    flow_id: String,
+    out: Option<PathBuf>,
+    raw_numbers: bool,
+) -> anyhow::Result<()> {
+    let config = load_config(config)?;
+    let key = if raw_numbers {
+        None
+    } else {
+        Some(config.pseudonym_key()?)
+    };
+    // Result names in the order the flow asks them (every loaded version), then any others
+    // found in the stored answers.
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(catalog) = baraza::flow::catalog::FlowCatalog::load(std::slice::from_ref(&config.flows_dir)) {
+        for flow in catalog.versions_of(&flow_id) {
+            for node in flow.flow.nodes.values() {
+                if let Some(r) = node.result()
+                    && !names.iter().any(|n| n == r)
+                {
+                    names.push(r.to_string());
+                }
+            }
+        }
+    }
+    runtime()?.block_on(async move {
+        let store = server::open_result_store(&config).await?;
+        let rows = store.responses(&flow_id).await?;
+        for row in &rows {
+            for name in row.answers.keys() {
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        let count = rows.len();
+        match &out {
+            Some(path) => {
+                let file = std::fs::File::create(path)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                result_store::export::export_csv(&rows, &names, key.as_deref(), std::io::BufWriter::new(file))?;
+                eprintln!("{count} responses written to {}", path.display());
+            }
+            None => {
+                result_store::export::export_csv(&rows, &names, key.as_deref(), std::io::stdout().lock())?;
+            }
+        }
+        store.flush_and_close().await?;
+        Ok(())
+    })
 }
 
 fn check(paths: Vec<PathBuf>) -> ExitCode {

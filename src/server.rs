@@ -52,20 +52,28 @@ pub async fn build_gateway(config: Config) -> anyhow::Result<Gateway> {
             )
         }
     };
-    let results = match &config.results {
+    let results = open_result_store(&config).await?;
+    let pseudonym_key = config.pseudonym_key()?;
+    Ok(Gateway::new(config, catalog, sessions, results, pseudonym_key))
+}
+
+/// Opens the configured result store (also used by `baraza results export`).
+pub async fn open_result_store(config: &Config) -> anyhow::Result<ResultStore> {
+    Ok(match &config.results {
         ResultsConfig::Sqlite { path } => ResultStore::open_sqlite(path)
             .await
             .map_err(|e| anyhow::anyhow!("sqlite result store at {}: {e}", path.display()))?,
         ResultsConfig::Postgres { url, schema } => {
             let url = url.clone().ok_or_else(|| {
-                anyhow::anyhow!("results.store is postgres but no url is given (set results.url or BARAZA_POSTGRES_URL)")
+                anyhow::anyhow!(
+                    "results.store is postgres but no url is given (set results.url or BARAZA_POSTGRES_URL)"
+                )
             })?;
             ResultStore::open_postgres(&url, schema.as_deref())
                 .await
                 .map_err(|e| anyhow::anyhow!("postgres result store: {e}"))?
         }
-    };
-    Ok(Gateway::new(config, catalog, sessions, results))
+    })
 }
 
 pub fn router(state: AppState) -> Router {

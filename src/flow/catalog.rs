@@ -101,6 +101,18 @@ impl FlowCatalog {
     }
 
     /// Flow ids with their newest version, sorted.
+    /// Every loaded version of flow `id`, oldest first.
+    pub fn versions_of(&self, id: &str) -> Vec<Arc<CompiledFlow>> {
+        let mut found: Vec<(u32, Arc<CompiledFlow>)> = self
+            .versions
+            .iter()
+            .filter(|((flow_id, _), _)| flow_id == id)
+            .map(|((_, version), flow)| (*version, Arc::clone(flow)))
+            .collect();
+        found.sort_by_key(|(version, _)| *version);
+        found.into_iter().map(|(_, flow)| flow).collect()
+    }
+
     pub fn summary(&self) -> Vec<(String, u32)> {
         let mut out: Vec<(String, u32)> = self.latest.iter().map(|(k, v)| (k.clone(), *v)).collect();
         out.sort();

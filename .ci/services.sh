@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests talk to are up: Redis on 127.0.0.1:6379 and PostgreSQL on
+# 127.0.0.1:5432 (trust auth for 127.0.0.1, database `test`). On a machine that already runs
+# them this only checks; on a fresh Debian machine it installs them with apt-get and starts them.
+# It never lets the tests skip: if a service cannot be brought up, it fails loudly.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq "$@"
+}
+
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && timeout 2 head -c 5 <&3 | grep -q PONG) 2>/dev/null; }
+postgres_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
+
+if ! redis_up; then
+  echo "services: Redis is not answering on 127.0.0.1:6379; installing/starting it"
+  command -v redis-server >/dev/null || apt_install redis-server
+  redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes
+  for _ in $(seq 50); do redis_up && break; sleep 0.2; done
+  redis_up || { echo "services: Redis did not come up" >&2; exit 1; }
+fi
+
+if ! postgres_up; then
+  echo "services: PostgreSQL is not answering on 127.0.0.1:5432; installing/starting it"
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  hba=/etc/postgresql/$version/main/pg_hba.conf
+  # Tests connect as `postgres` over TCP without a password, as on the CI machines.
+  as_root sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/' "$hba"
+  as_root pg_ctlcluster "$version" main start || as_root service postgresql start
+  for _ in $(seq 50); do postgres_up && break; sleep 0.2; done
+  postgres_up || { echo "services: PostgreSQL did not come up" >&2; exit 1; }
+fi
+if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
+  psql -h 127.0.0.1 -U postgres -d postgres -c 'create database test' >/dev/null
+fi
+echo "services: Redis and PostgreSQL are up"
