@@ -246,7 +246,9 @@ pub async fn serve(
         metrics: telemetry::install_metrics(),
     };
     let app = router(state);
-    info!(addr = %listener.local_addr()?, "listening");
+    let addr = listener.local_addr()?;
+    // Tests and scripts wait for this line (with the real port when listening on port 0).
+    info!("listening on http://{addr}");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -1,0 +1,148 @@
+//! The real `baraza` binary: `serve` with Redis sessions, a restart mid-session (the session
+//! continues from Redis on the new process), graceful shutdown, and `results export`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_baraza");
+const PHONE: &str = "+254766000123";
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+/// Starts `baraza serve` and waits for its "listening" line (a readiness signal, not a sleep).
+fn serve(config: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("baraza starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = match lines.next() {
+            Some(Ok(line)) => line,
+            other => panic!("baraza exited before listening: {other:?}"),
+        };
+        if let Some(at) = line.find("listening on http://") {
+            let rest = &line[at + "listening on http://".len()..];
+            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            break addr.parse::<SocketAddr>().expect("listen address");
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Server { child, addr }
+}
+
+impl Server {
+    fn at(&self, session: &str, text: &str) -> String {
+        let body = common::form(&[
+            ("sessionId", session),
+            ("serviceCode", "*999#"),
+            ("phoneNumber", PHONE),
+            ("networkCode", "63902"),
+            ("text", text),
+        ]);
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        write!(
+            stream,
+            "POST /ussd/africastalking HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .expect("write head");
+        stream.write_all(&body).expect("write body");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .expect("body")
+    }
+
+    /// SIGTERM, then the process must exit on its own, successfully (graceful shutdown).
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait");
+        assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_survives_a_gateway_restart_and_answers_export() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flows = common::flows_folder(dir.path());
+    let prefix = common::unique("proc");
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nflows_dir: {}\nsessions:\n  store: redis\n  url: {}\n  key_prefix: {prefix}\nresults:\n  store: sqlite\n  path: data/results.sqlite3\npseudonym_secret: process-test\nussd:\n  service_codes:\n    - {{ code: \"*999#\", flow: e2e_survey }}\n",
+            flows.display(),
+            common::redis_url()
+        ),
+    )
+    .expect("config");
+
+    let first = serve(&config);
+    assert!(first.at("p-1", "").starts_with("CON Choose language"));
+    assert!(first.at("p-1", "1").starts_with("CON Which village"));
+    first.stop();
+
+    // A new process: the session is in Redis, so the citizen goes on where they were.
+    let second = serve(&config);
+    let reply = second.at("p-1", "1*Nairobi");
+    assert!(reply.contains("What should the county fix first in Nairobi?"), "{reply}");
+    assert!(second.at("p-1", "1*Nairobi*2").starts_with("CON How satisfied"));
+    assert!(second.at("p-1", "1*Nairobi*2*5").starts_with("END Thank you"));
+    second.stop();
+
+    let out = dir.path().join("export.csv");
+    let status = Command::new(BIN)
+        .args(["results", "export", "--flow", "e2e_survey", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("export runs");
+    assert!(status.success());
+    let csv = std::fs::read_to_string(&out).expect("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].contains("village") && lines[0].contains("priority") && lines[0].contains("rating"), "{csv}");
+    assert!(lines[1].contains("Nairobi") && lines[1].contains("health") && lines[1].contains("completed"), "{csv}");
+    assert!(!csv.contains(PHONE), "number pseudonymised: {csv}");
+
+    let raw = Command::new(BIN)
+        .args(["results", "export", "--flow", "e2e_survey", "--raw-numbers", "--config"])
+        .arg(&config)
+        .output()
+        .expect("export runs");
+    assert!(raw.status.success());
+    assert!(String::from_utf8_lossy(&raw.stdout).contains(PHONE));
+
+    let unknown = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("missing.yaml"))
+        .output()
+        .expect("runs");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("missing.yaml"));
+    common::delete_keys(&prefix).await;
+}
