@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# USSD load test: the gateway against a minimal Redis GET/SET server, loaded the same way, in
+# the same run, on the same machine. Prints JSON lines and a summary; see RESULTS.md.
+#
+#   bash load-tests/ussd/run.sh            # defaults: 64 citizens, 10 s per measurement
+#   CITIZENS=128 SECONDS_PER_RUN=20 bash load-tests/ussd/run.sh
+#
+# Needs Redis on 127.0.0.1:6379 (and PostgreSQL on 5432 for RESULTS=postgres); run
+# `bash .ci/services.sh` first on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CITIZENS=${CITIZENS:-64}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+RATE=${RATE:-1000}
+LIVE_SESSIONS=${LIVE_SESSIONS:-20000}
+RESULTS=${RESULTS:-sqlite}            # sqlite | postgres: where durable answers go
+GATEWAY_PORT=${GATEWAY_PORT:-18080}
+BASELINE_PORT=${BASELINE_PORT:-18090}
+SCRIPT=${SCRIPT:-"1,Water point broken for two weeks,00"}
+CODE=${CODE:-"*384*12*3#"}
+
+cargo build --release --locked --bin baraza --bin ussd-load --bin ussd-baseline 2>&1 | tail -n 1
+bin=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_for() { # port
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "nothing listening on $1" >&2; exit 1
+}
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+redis_used() { redis-cli -h 127.0.0.1 info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r'; }
+load() { "$bin/ussd-load" --citizens "$CITIZENS" --duration "$SECONDS_PER_RUN" --service-code "$CODE" --script "$SCRIPT" "$@"; }
+
+prefix="loadtest$$"
+if [ "$RESULTS" = postgres ]; then
+  results_block="results:\n  store: postgres\n  url: postgres://postgres@127.0.0.1:5432/test\n  schema: $prefix"
+else
+  results_block="results:\n  store: sqlite\n  path: $work/results.sqlite3"
+fi
+printf "listen: 127.0.0.1:$GATEWAY_PORT\nflows_dir: $PWD/flows\nsessions:\n  store: redis\n  url: redis://127.0.0.1:6379\n  key_prefix: $prefix\n$results_block\nadmission:\n  per_subscriber_per_minute: 100000\n  burst: 10000\npseudonym_secret: load\n" > "$work/gateway.yaml"
+
+echo "== baseline: hyper + one Redis GET and one SET EX per request"
+"$bin/ussd-baseline" --listen "127.0.0.1:$BASELINE_PORT" 2>/dev/null & pids+=($!)
+wait_for "$BASELINE_PORT"
+base_closed=$(load --target "127.0.0.1:$BASELINE_PORT" --label baseline)
+echo "$base_closed"
+base_open=$(load --target "127.0.0.1:$BASELINE_PORT" --label baseline --mode open --rate "$RATE")
+echo "$base_open"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+echo "== gateway: Redis sessions, durable answers ($RESULTS), flow grievance over Africa's Talking"
+RUST_LOG=warn "$bin/baraza" serve --config "$work/gateway.yaml" 2>"$work/gateway.log" & gw=$!; pids+=($gw)
+wait_for "$GATEWAY_PORT"
+gw_closed=$(load --target "127.0.0.1:$GATEWAY_PORT" --label gateway)
+echo "$gw_closed"
+gw_open=$(load --target "127.0.0.1:$GATEWAY_PORT" --label gateway --mode open --rate "$RATE")
+echo "$gw_open"
+
+echo "== memory with $LIVE_SESSIONS live sessions (Redis store)"
+before_redis=$(redis_used); before_rss=$(rss_kib "$gw")
+"$bin/ussd-load" --target "127.0.0.1:$GATEWAY_PORT" --citizens 32 --service-code "$CODE" --script "$SCRIPT" --open-sessions "$LIVE_SESSIONS" >/dev/null
+after_redis=$(redis_used); after_rss=$(rss_kib "$gw")
+kill "$gw"; wait "$gw" 2>/dev/null || true
+
+echo "== memory with $LIVE_SESSIONS live sessions (in-memory store)"
+sed -e 's/store: redis/store: memory/' -e '/url: redis/d' -e '/key_prefix/d' "$work/gateway.yaml" > "$work/memory.yaml"
+RUST_LOG=warn "$bin/baraza" serve --config "$work/memory.yaml" 2>>"$work/gateway.log" & gm=$!; pids+=($gm)
+wait_for "$GATEWAY_PORT"
+mem_before=$(rss_kib "$gm")
+"$bin/ussd-load" --target "127.0.0.1:$GATEWAY_PORT" --citizens 32 --service-code "$CODE" --script "$SCRIPT" --open-sessions "$LIVE_SESSIONS" >/dev/null
+mem_after=$(rss_kib "$gm")
+kill "$gm"; wait "$gm" 2>/dev/null || true
+redis-cli -h 127.0.0.1 --scan --pattern "$prefix:*" | xargs -r -n 1000 redis-cli -h 127.0.0.1 del >/dev/null
+
+python3 - "$base_closed" "$gw_closed" "$base_open" "$gw_open" <<PY
+import json, sys
+bc, gc, bo, go = (json.loads(a) for a in sys.argv[1:5])
+print("== summary")
+print(f"closed loop, {bc['citizens']} citizens: gateway {gc['steps_per_s']:.0f} steps/s, baseline {bc['steps_per_s']:.0f} req/s, ratio {gc['steps_per_s']/bc['steps_per_s']:.2f}")
+print(f"closed loop latency ms p50/p99/p99.9: gateway {gc['p50_ms']}/{gc['p99_ms']}/{gc['p999_ms']}, baseline {bc['p50_ms']}/{bc['p99_ms']}/{bc['p999_ms']}")
+print(f"open loop at {go['target_rate']}/s ms p50/p99/p99.9: gateway {go['p50_ms']}/{go['p99_ms']}/{go['p999_ms']} (errors {go['errors']}), baseline {bo['p50_ms']}/{bo['p99_ms']}/{bo['p999_ms']}")
+print(f"gateway errors: closed {gc['errors']}, open {go['errors']}; sessions completed (closed) {gc['sessions_completed']}")
+PY
+echo "Redis memory per live session: $(( (after_redis - before_redis) / LIVE_SESSIONS )) bytes ($LIVE_SESSIONS sessions)"
+echo "gateway RSS, Redis store: ${before_rss} KiB -> ${after_rss} KiB with $LIVE_SESSIONS live sessions"
+echo "gateway RSS, in-memory store: ${mem_before} KiB -> ${mem_after} KiB with $LIVE_SESSIONS live sessions ($(( (mem_after - mem_before) * 1024 / LIVE_SESSIONS )) bytes/session)"
