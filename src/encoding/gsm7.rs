@@ -1,6 +1,11 @@
-//! GSM 03.38 default alphabet (with its extension table) and the UCS-2 fallback.
+//! GSM 03.38 default alphabet (with its extension table) and the UCS-2 fallback: which
+//! characters force UCS-2, what a text costs in septets or UTF-16 units, how many SMS parts it
+//! takes, and the USSD screen limit. Pure functions; the SMPP codec (packing septets onto the
+//! wire, UDH) is not here yet.
 //!
-//! PLACEHOLDER API: a helper fills in the full tables and tests; the signatures are fixed.
+//! Segment counts assume the usual concatenation header (153 septets / 67 UCS-2 units per
+//! part); they do not yet account for an escape pair or a surrogate pair that cannot be split
+//! across two parts, so a text right at a boundary may need one part more than reported.
 
 /// How a text travels over the air.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
