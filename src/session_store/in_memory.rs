@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{clamp_ttl, SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, next_version};
+use super::{
+    SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl, next_version,
+};
 
 /// How often writes sweep out expired entries.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -147,7 +149,10 @@ impl InMemorySessions {
 impl SessionBackend for InMemorySessions {
     async fn load(&self, key: &SessionKey) -> Result<Option<Stored>, SessionStoreError> {
         let now = Instant::now();
-        Ok(self.lock().live_session(key.tag(), now).map(|e| e.value.clone()))
+        Ok(self
+            .lock()
+            .live_session(key.tag(), now)
+            .map(|e| e.value.clone()))
     }
 
     async fn save(
@@ -180,7 +185,11 @@ impl SessionBackend for InMemorySessions {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, SessionStoreError> {
         let now = Instant::now();
-        Ok(self.lock().sessions.remove(key.tag()).is_some_and(|e| e.is_live(now)))
+        Ok(self
+            .lock()
+            .sessions
+            .remove(key.tag())
+            .is_some_and(|e| e.is_live(now)))
     }
 
     async fn ttl_millis(&self, key: &SessionKey) -> Result<Option<i64>, SessionStoreError> {
@@ -211,24 +220,50 @@ impl SessionBackend for InMemorySessions {
         Ok(())
     }
 
-    async fn get_resumable(&self, subscriber: &str, flow_id: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+    async fn get_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
         let now = Instant::now();
         let key = resumable_key(subscriber, flow_id);
-        Ok(self.lock().live_resumable(&key, now).map(|e| e.value.clone()))
+        Ok(self
+            .lock()
+            .live_resumable(&key, now)
+            .map(|e| e.value.clone()))
     }
 
-    async fn take_resumable(&self, subscriber: &str, flow_id: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+    async fn take_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
         let now = Instant::now();
         let key = resumable_key(subscriber, flow_id);
-        Ok(self.lock().resumable.remove(&key).filter(|e| e.is_live(now)).map(|e| e.value))
+        Ok(self
+            .lock()
+            .resumable
+            .remove(&key)
+            .filter(|e| e.is_live(now))
+            .map(|e| e.value))
     }
 
-    async fn clear_resumable(&self, subscriber: &str, flow_id: &str) -> Result<(), SessionStoreError> {
-        self.lock().resumable.remove(&resumable_key(subscriber, flow_id));
+    async fn clear_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<(), SessionStoreError> {
+        self.lock()
+            .resumable
+            .remove(&resumable_key(subscriber, flow_id));
         Ok(())
     }
 
-    async fn set_opted_out(&self, subscriber: &str, opted_out: bool) -> Result<(), SessionStoreError> {
+    async fn set_opted_out(
+        &self,
+        subscriber: &str,
+        opted_out: bool,
+    ) -> Result<(), SessionStoreError> {
         let mut maps = self.lock();
         if opted_out {
             maps.opted_out.insert(subscriber.to_owned());

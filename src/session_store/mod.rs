@@ -148,16 +148,21 @@ fn clamp_ttl(ttl: Duration) -> Duration {
 fn next_version(expected: Option<u64>) -> Result<u64, SessionStoreError> {
     match expected {
         None => Ok(1),
-        Some(v) => v.checked_add(1).ok_or(SessionStoreError::VersionOverflow(v)),
+        Some(v) => v
+            .checked_add(1)
+            .ok_or(SessionStoreError::VersionOverflow(v)),
     }
 }
 
 /// The contract every backend fulfils; [`SessionStore`] dispatches to one of them.
 ///
-/// All times to live are clamped to at least one millisecond.
+/// All times to live are clamped to between one millisecond and ten years.
 pub trait SessionBackend {
     /// The session, or `None` when it never existed, expired or was deleted.
-    fn load(&self, key: &SessionKey) -> impl Future<Output = Result<Option<Stored>, SessionStoreError>> + Send;
+    fn load(
+        &self,
+        key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<Stored>, SessionStoreError>> + Send;
 
     /// Stores `data` if the stored version equals `expected` (`None`: only if no session
     /// exists), and sets its time to live to `ttl`.
@@ -170,12 +175,18 @@ pub trait SessionBackend {
     ) -> impl Future<Output = Result<SaveOutcome, SessionStoreError>> + Send;
 
     /// Removes the session; `true` when one existed.
-    fn delete(&self, key: &SessionKey) -> impl Future<Output = Result<bool, SessionStoreError>> + Send;
+    fn delete(
+        &self,
+        key: &SessionKey,
+    ) -> impl Future<Output = Result<bool, SessionStoreError>> + Send;
 
     /// Remaining time to live of the session in milliseconds, `None` when it does not exist
     /// (`Some(-1)` would mean "no expiry", which this module never writes). For tests and
     /// diagnostics.
-    fn ttl_millis(&self, key: &SessionKey) -> impl Future<Output = Result<Option<i64>, SessionStoreError>> + Send;
+    fn ttl_millis(
+        &self,
+        key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<i64>, SessionStoreError>> + Send;
 
     /// Keeps the copy of `subscriber`'s session on `flow_id` that a redial may resume.
     fn put_resumable(
@@ -201,13 +212,24 @@ pub trait SessionBackend {
     ) -> impl Future<Output = Result<Option<Vec<u8>>, SessionStoreError>> + Send;
 
     /// Drops the resumable copy, if any.
-    fn clear_resumable(&self, subscriber: &str, flow_id: &str) -> impl Future<Output = Result<(), SessionStoreError>> + Send;
+    fn clear_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> impl Future<Output = Result<(), SessionStoreError>> + Send;
 
     /// Records (`true`) or withdraws (`false`) a subscriber's opt-out. Opt-outs never expire.
-    fn set_opted_out(&self, subscriber: &str, opted_out: bool) -> impl Future<Output = Result<(), SessionStoreError>> + Send;
+    fn set_opted_out(
+        &self,
+        subscriber: &str,
+        opted_out: bool,
+    ) -> impl Future<Output = Result<(), SessionStoreError>> + Send;
 
     /// Whether the subscriber has opted out.
-    fn is_opted_out(&self, subscriber: &str) -> impl Future<Output = Result<bool, SessionStoreError>> + Send;
+    fn is_opted_out(
+        &self,
+        subscriber: &str,
+    ) -> impl Future<Output = Result<bool, SessionStoreError>> + Send;
 
     /// Checks that the store answers (for `/healthz`).
     fn ping(&self) -> impl Future<Output = Result<(), SessionStoreError>> + Send;
@@ -271,22 +293,38 @@ impl SessionStore {
     }
 
     /// See [`SessionBackend::get_resumable`].
-    pub async fn get_resumable(&self, subscriber: &str, flow_id: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+    pub async fn get_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
         dispatch!(self, b => b.get_resumable(subscriber, flow_id))
     }
 
     /// See [`SessionBackend::take_resumable`].
-    pub async fn take_resumable(&self, subscriber: &str, flow_id: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+    pub async fn take_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
         dispatch!(self, b => b.take_resumable(subscriber, flow_id))
     }
 
     /// See [`SessionBackend::clear_resumable`].
-    pub async fn clear_resumable(&self, subscriber: &str, flow_id: &str) -> Result<(), SessionStoreError> {
+    pub async fn clear_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<(), SessionStoreError> {
         dispatch!(self, b => b.clear_resumable(subscriber, flow_id))
     }
 
     /// See [`SessionBackend::set_opted_out`].
-    pub async fn set_opted_out(&self, subscriber: &str, opted_out: bool) -> Result<(), SessionStoreError> {
+    pub async fn set_opted_out(
+        &self,
+        subscriber: &str,
+        opted_out: bool,
+    ) -> Result<(), SessionStoreError> {
         dispatch!(self, b => b.set_opted_out(subscriber, opted_out))
     }
 
@@ -307,7 +345,10 @@ mod tests {
 
     #[test]
     fn plain_ids_stay_readable() {
-        assert_eq!(SessionKey::new("africastalking", "ATUid_1.x-2").tag(), "africastalking:ATUid_1.x-2");
+        assert_eq!(
+            SessionKey::new("africastalking", "ATUid_1.x-2").tag(),
+            "africastalking:ATUid_1.x-2"
+        );
         assert_eq!(key_component("+254700000001"), "+254700000001");
     }
 
@@ -334,16 +375,44 @@ mod tests {
         other.push('y');
         assert_ne!(key_component(&other), component);
         // Exactly at the limit stays escaped; one byte over is digested.
-        assert_eq!(key_component(&"a".repeat(MAX_COMPONENT_LEN)).len(), MAX_COMPONENT_LEN);
+        assert_eq!(
+            key_component(&"a".repeat(MAX_COMPONENT_LEN)).len(),
+            MAX_COMPONENT_LEN
+        );
         assert!(key_component(&"a".repeat(MAX_COMPONENT_LEN + 1)).starts_with(DIGEST_MARK));
         // Escaping that would cross the limit is digested too.
         assert!(key_component(&"}".repeat(50)).starts_with(DIGEST_MARK));
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_store_and_its_futures_can_cross_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SessionStore>();
+        let store = SessionStore::InMemory(InMemorySessions::new());
+        let key = SessionKey::new("c", "id");
+        // Built, never polled: only their types matter (axum handlers need Send futures).
+        assert_send(&store.load(&key));
+        assert_send(&store.save(&key, None, b"", Duration::ZERO));
+        assert_send(&store.delete(&key));
+        assert_send(&store.ttl_millis(&key));
+        assert_send(&store.put_resumable("s", "f", b"", Duration::ZERO));
+        assert_send(&store.get_resumable("s", "f"));
+        assert_send(&store.take_resumable("s", "f"));
+        assert_send(&store.clear_resumable("s", "f"));
+        assert_send(&store.set_opted_out("s", true));
+        assert_send(&store.is_opted_out("s"));
+        assert_send(&store.ping());
     }
 
     #[test]
     fn versions_count_from_one_and_never_wrap() {
         assert_eq!(next_version(None).ok(), Some(1));
         assert_eq!(next_version(Some(41)).ok(), Some(42));
-        assert!(matches!(next_version(Some(u64::MAX)), Err(SessionStoreError::VersionOverflow(_))));
+        assert!(matches!(
+            next_version(Some(u64::MAX)),
+            Err(SessionStoreError::VersionOverflow(_))
+        ));
     }
 }

@@ -34,7 +34,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
 
 use super::{
-    SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl, key_component, next_version,
+    SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl, key_component,
+    next_version,
 };
 
 /// Bytes of the big-endian version that precedes the data in a session value.
@@ -164,9 +165,18 @@ impl RedisSessions {
             .set_connection_timeout(Some(response_timeout.max(Duration::from_secs(1))))
             .set_number_of_retries(RECONNECT_RETRIES)
             .set_max_delay(MAX_RECONNECT_DELAY);
-        let connection = match tokio::time::timeout(CONNECT_BUDGET, ConnectionManager::new_with_config(client, config)).await {
+        let connection = match tokio::time::timeout(
+            CONNECT_BUDGET,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        {
             Ok(connected) => connected?,
-            Err(_) => return Err(SessionStoreError::Timeout { after: CONNECT_BUDGET }),
+            Err(_) => {
+                return Err(SessionStoreError::Timeout {
+                    after: CONNECT_BUDGET,
+                });
+            }
         };
         let store = RedisSessions {
             connection,
@@ -177,7 +187,9 @@ impl RedisSessions {
         };
         // Loaded now so that every save is a single EVALSHA (see the module notes).
         let mut connection = store.connection.clone();
-        store.bounded(store.save_script.load_async(&mut connection)).await?;
+        store
+            .bounded(store.save_script.load_async(&mut connection))
+            .await?;
         Ok(store)
     }
 
@@ -189,14 +201,19 @@ impl RedisSessions {
     }
 
     /// Runs one Redis call within [`RedisSessions::call_budget`], mapping timeouts.
-    async fn bounded<T>(&self, call: impl Future<Output = Result<T, RedisError>>) -> Result<T, SessionStoreError> {
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, SessionStoreError> {
         match tokio::time::timeout(self.call_budget, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if e.is_timeout() => Err(SessionStoreError::Timeout {
                 after: self.response_timeout,
             }),
             Ok(Err(e)) => Err(SessionStoreError::Redis(e)),
-            Err(_) => Err(SessionStoreError::Timeout { after: self.call_budget }),
+            Err(_) => Err(SessionStoreError::Timeout {
+                after: self.call_budget,
+            }),
         }
     }
 
@@ -234,7 +251,9 @@ impl SessionBackend for RedisSessions {
         ttl: Duration,
     ) -> Result<SaveOutcome, SessionStoreError> {
         let version = next_version(expected)?;
-        let expected_bytes: Vec<u8> = expected.map(|v| v.to_be_bytes().to_vec()).unwrap_or_default();
+        let expected_bytes: Vec<u8> = expected
+            .map(|v| v.to_be_bytes().to_vec())
+            .unwrap_or_default();
         let mut value = Vec::with_capacity(VERSION_LEN + data.len());
         value.extend_from_slice(&version.to_be_bytes());
         value.extend_from_slice(data);
@@ -245,7 +264,9 @@ impl SessionBackend for RedisSessions {
             .arg(value)
             .arg(ttl_ms(ttl));
         let mut connection = self.connection.clone();
-        let reply: Value = self.bounded(invocation.invoke_async(&mut connection)).await?;
+        let reply: Value = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
         match reply {
             Value::Int(1) => Ok(SaveOutcome::Saved { version }),
             Value::Nil => Ok(SaveOutcome::Conflict { current: None }),
@@ -287,28 +308,52 @@ impl SessionBackend for RedisSessions {
             .arg("PX")
             .arg(ttl_ms(ttl))
             .clone();
-        self.bounded(command.query_async::<()>(&mut connection)).await
+        self.bounded(command.query_async::<()>(&mut connection))
+            .await
     }
 
-    async fn get_resumable(&self, subscriber: &str, flow_id: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+    async fn get_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
         let mut connection = self.connection.clone();
-        let command = redis::cmd("GET").arg(self.resumable_key(subscriber, flow_id)).clone();
+        let command = redis::cmd("GET")
+            .arg(self.resumable_key(subscriber, flow_id))
+            .clone();
         self.bounded(command.query_async(&mut connection)).await
     }
 
-    async fn take_resumable(&self, subscriber: &str, flow_id: &str) -> Result<Option<Vec<u8>>, SessionStoreError> {
+    async fn take_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
         let mut connection = self.connection.clone();
-        let command = redis::cmd("GETDEL").arg(self.resumable_key(subscriber, flow_id)).clone();
+        let command = redis::cmd("GETDEL")
+            .arg(self.resumable_key(subscriber, flow_id))
+            .clone();
         self.bounded(command.query_async(&mut connection)).await
     }
 
-    async fn clear_resumable(&self, subscriber: &str, flow_id: &str) -> Result<(), SessionStoreError> {
+    async fn clear_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<(), SessionStoreError> {
         let mut connection = self.connection.clone();
-        let command = redis::cmd("DEL").arg(self.resumable_key(subscriber, flow_id)).clone();
-        self.bounded(command.query_async::<()>(&mut connection)).await
+        let command = redis::cmd("DEL")
+            .arg(self.resumable_key(subscriber, flow_id))
+            .clone();
+        self.bounded(command.query_async::<()>(&mut connection))
+            .await
     }
 
-    async fn set_opted_out(&self, subscriber: &str, opted_out: bool) -> Result<(), SessionStoreError> {
+    async fn set_opted_out(
+        &self,
+        subscriber: &str,
+        opted_out: bool,
+    ) -> Result<(), SessionStoreError> {
         let mut connection = self.connection.clone();
         let key = self.opt_out_key(subscriber);
         let command = if opted_out {
@@ -316,23 +361,30 @@ impl SessionBackend for RedisSessions {
         } else {
             redis::cmd("DEL").arg(key).clone()
         };
-        self.bounded(command.query_async::<()>(&mut connection)).await
+        self.bounded(command.query_async::<()>(&mut connection))
+            .await
     }
 
     async fn is_opted_out(&self, subscriber: &str) -> Result<bool, SessionStoreError> {
         let mut connection = self.connection.clone();
-        let command = redis::cmd("EXISTS").arg(self.opt_out_key(subscriber)).clone();
+        let command = redis::cmd("EXISTS")
+            .arg(self.opt_out_key(subscriber))
+            .clone();
         let count: u64 = self.bounded(command.query_async(&mut connection)).await?;
         Ok(count > 0)
     }
 
     async fn ping(&self) -> Result<(), SessionStoreError> {
         let mut connection = self.connection.clone();
-        let reply: String = self.bounded(redis::cmd("PING").query_async(&mut connection)).await?;
+        let reply: String = self
+            .bounded(redis::cmd("PING").query_async(&mut connection))
+            .await?;
         if reply == "PONG" {
             Ok(())
         } else {
-            Err(SessionStoreError::Corrupt(format!("PING answered {reply:?}")))
+            Err(SessionStoreError::Corrupt(format!(
+                "PING answered {reply:?}"
+            )))
         }
     }
 }
@@ -362,7 +414,10 @@ mod tests {
                 data: b"data".to_vec()
             })
         );
-        assert!(matches!(decode_session(vec![1, 2, 3]), Err(SessionStoreError::Corrupt(_))));
+        assert!(matches!(
+            decode_session(vec![1, 2, 3]),
+            Err(SessionStoreError::Corrupt(_))
+        ));
         assert!(matches!(decode_version(&[0; 8]), Ok(0)));
     }
 
