@@ -1,0 +1,283 @@
+//! The in-process session store: hash maps behind one mutex, with expiry by deadline.
+//!
+//! Expired entries are treated as absent by every call, removed when a call meets them, and
+//! swept in bulk by [`InMemorySessions::purge_expired`] (also run by writes at most once per
+//! [`SWEEP_INTERVAL`], so abandoned sessions do not accumulate). Deadlines use
+//! `tokio::time::Instant`, so tests can drive expiry with `tokio::time::pause`/`advance`.
+//!
+//! It never shares state across processes, never persists anything and never blocks on I/O:
+//! every call holds the lock only for a map operation and a copy of the bytes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{
+    SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl, next_version,
+};
+
+/// How often writes sweep out expired entries.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// One stored value and when it stops existing.
+#[derive(Debug)]
+struct Entry<T> {
+    /// The stored value.
+    value: T,
+    /// The first instant at which the value counts as expired.
+    expires_at: Instant,
+}
+
+impl<T> Entry<T> {
+    fn is_live(&self, now: Instant) -> bool {
+        now < self.expires_at
+    }
+}
+
+/// Everything the store holds, guarded together.
+#[derive(Debug)]
+struct Maps {
+    /// Live sessions by [`SessionKey`] tag.
+    sessions: HashMap<String, Entry<Stored>>,
+    /// Resumable copies by (subscriber, flow id).
+    resumable: HashMap<(String, String), Entry<Vec<u8>>>,
+    /// Subscribers who opted out (no expiry).
+    opted_out: HashSet<String>,
+    /// When a write should next sweep expired entries.
+    next_sweep: Instant,
+}
+
+impl Maps {
+    /// Removes every expired entry; returns how many were removed.
+    fn purge(&mut self, now: Instant) -> usize {
+        let before = self.sessions.len() + self.resumable.len();
+        self.sessions.retain(|_, e| e.is_live(now));
+        self.resumable.retain(|_, e| e.is_live(now));
+        self.next_sweep = now + SWEEP_INTERVAL;
+        before - (self.sessions.len() + self.resumable.len())
+    }
+
+    /// Sweeps if the interval has passed (called by writes).
+    fn sweep_if_due(&mut self, now: Instant) {
+        if now >= self.next_sweep {
+            self.purge(now);
+        }
+    }
+
+    /// The live session under `tag`, dropping it first if it has expired.
+    fn live_session(&mut self, tag: &str, now: Instant) -> Option<&mut Entry<Stored>> {
+        if self.sessions.get(tag).is_some_and(|e| !e.is_live(now)) {
+            self.sessions.remove(tag);
+        }
+        self.sessions.get_mut(tag)
+    }
+
+    /// The live resumable copy under `key`, dropping it first if it has expired.
+    fn live_resumable(&mut self, key: &(String, String), now: Instant) -> Option<&Entry<Vec<u8>>> {
+        if self.resumable.get(key).is_some_and(|e| !e.is_live(now)) {
+            self.resumable.remove(key);
+        }
+        self.resumable.get(key)
+    }
+}
+
+/// Sessions held in this process (lost on restart; not shared between nodes).
+#[derive(Debug)]
+pub struct InMemorySessions {
+    /// All state behind one lock: critical sections are a map operation and a byte copy, far
+    /// below the cost of the step around them.
+    maps: Mutex<Maps>,
+}
+
+impl Default for InMemorySessions {
+    fn default() -> Self {
+        InMemorySessions::new()
+    }
+}
+
+/// A time to live as a deadline from `now`, clamped as in Redis (see [`clamp_ttl`]); should
+/// the clock still overflow, the entry expires at once rather than panicking.
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(clamp_ttl(ttl)).unwrap_or(now)
+}
+
+fn resumable_key(subscriber: &str, flow_id: &str) -> (String, String) {
+    (subscriber.to_owned(), flow_id.to_owned())
+}
+
+impl InMemorySessions {
+    /// An empty store.
+    pub fn new() -> InMemorySessions {
+        InMemorySessions {
+            maps: Mutex::new(Maps {
+                sessions: HashMap::new(),
+                resumable: HashMap::new(),
+                opted_out: HashSet::new(),
+                next_sweep: Instant::now() + SWEEP_INTERVAL,
+            }),
+        }
+    }
+
+    /// The maps; a panic elsewhere while holding the lock cannot leave them half-updated
+    /// (every update is a single map operation), so a poisoned lock is used as is.
+    fn lock(&self) -> MutexGuard<'_, Maps> {
+        match self.maps.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Removes every expired session and resumable copy now; returns how many were removed.
+    pub fn purge_expired(&self) -> usize {
+        self.lock().purge(Instant::now())
+    }
+
+    /// How many sessions and resumable copies are held, expired ones not yet purged included.
+    pub fn len(&self) -> usize {
+        let maps = self.lock();
+        maps.sessions.len() + maps.resumable.len()
+    }
+
+    /// Whether nothing is held (see [`InMemorySessions::len`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SessionBackend for InMemorySessions {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Stored>, SessionStoreError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .live_session(key.tag(), now)
+            .map(|e| e.value.clone()))
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        expected: Option<u64>,
+        data: &[u8],
+        ttl: Duration,
+    ) -> Result<SaveOutcome, SessionStoreError> {
+        let now = Instant::now();
+        let mut maps = self.lock();
+        maps.sweep_if_due(now);
+        let current = maps.live_session(key.tag(), now).map(|e| e.value.version);
+        if current != expected {
+            return Ok(SaveOutcome::Conflict { current });
+        }
+        let version = next_version(expected)?;
+        maps.sessions.insert(
+            key.tag().to_owned(),
+            Entry {
+                value: Stored {
+                    version,
+                    data: data.to_vec(),
+                },
+                expires_at: deadline(now, ttl),
+            },
+        );
+        Ok(SaveOutcome::Saved { version })
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool, SessionStoreError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .sessions
+            .remove(key.tag())
+            .is_some_and(|e| e.is_live(now)))
+    }
+
+    async fn ttl_millis(&self, key: &SessionKey) -> Result<Option<i64>, SessionStoreError> {
+        let now = Instant::now();
+        Ok(self.lock().live_session(key.tag(), now).map(|e| {
+            let left = e.expires_at.saturating_duration_since(now).as_millis();
+            i64::try_from(left).unwrap_or(i64::MAX)
+        }))
+    }
+
+    async fn put_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+        data: &[u8],
+        ttl: Duration,
+    ) -> Result<(), SessionStoreError> {
+        let now = Instant::now();
+        let mut maps = self.lock();
+        maps.sweep_if_due(now);
+        maps.resumable.insert(
+            resumable_key(subscriber, flow_id),
+            Entry {
+                value: data.to_vec(),
+                expires_at: deadline(now, ttl),
+            },
+        );
+        Ok(())
+    }
+
+    async fn get_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let now = Instant::now();
+        let key = resumable_key(subscriber, flow_id);
+        Ok(self
+            .lock()
+            .live_resumable(&key, now)
+            .map(|e| e.value.clone()))
+    }
+
+    async fn take_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let now = Instant::now();
+        let key = resumable_key(subscriber, flow_id);
+        Ok(self
+            .lock()
+            .resumable
+            .remove(&key)
+            .filter(|e| e.is_live(now))
+            .map(|e| e.value))
+    }
+
+    async fn clear_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<(), SessionStoreError> {
+        self.lock()
+            .resumable
+            .remove(&resumable_key(subscriber, flow_id));
+        Ok(())
+    }
+
+    async fn set_opted_out(
+        &self,
+        subscriber: &str,
+        opted_out: bool,
+    ) -> Result<(), SessionStoreError> {
+        let mut maps = self.lock();
+        if opted_out {
+            maps.opted_out.insert(subscriber.to_owned());
+        } else {
+            maps.opted_out.remove(subscriber);
+        }
+        Ok(())
+    }
+
+    async fn is_opted_out(&self, subscriber: &str) -> Result<bool, SessionStoreError> {
+        Ok(self.lock().opted_out.contains(subscriber))
+    }
+
+    async fn ping(&self) -> Result<(), SessionStoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,429 @@
+//! The Redis session store: one shared multiplexed connection ([`ConnectionManager`]) and one
+//! network round trip per session load and per session save.
+//!
+//! Key layout (the only place that defines it; every component escaped by
+//! [`super::key_component`], so no id can reach outside its braces or collide with another):
+//! - session: `<prefix>:s:{<channel>:<id>}`, value = 8-byte big-endian version, then the data;
+//! - resumable copy: `<prefix>:r:{<subscriber>}:<flow id>`, value = the data;
+//! - opt-out: `<prefix>:o:{<subscriber>}`, value = `1`, no expiry.
+//!
+//! The braces are a Redis Cluster hash tag: all keys of a session (and all keys of a
+//! subscriber) hash to one slot, so a script touching several of them stays valid in Cluster.
+//!
+//! Round trips, per call:
+//! - `load`: one `GET`. Version and data live in one string value, so no second read and no
+//!   script are needed.
+//! - `save`: one `EVALSHA` of [`SAVE_SCRIPT`], which compares the stored version prefix with the
+//!   expected one and `SET`s the new value with `PX` inside Redis, atomically. The script is
+//!   loaded at connect time so the `EVALSHA` hits; only after Redis lost its script cache
+//!   (restart, failover, `SCRIPT FLUSH`) does one call pay for `EVALSHA` -> `NOSCRIPT` ->
+//!   `SCRIPT LOAD` -> `EVALSHA` (done by `redis::Script`), and later calls are one trip again.
+//! - `take_resumable`: one `GETDEL` (Redis 6.2 or newer); every other call is one command.
+//!
+//! Every call is bounded: the connection manager abandons a command after the configured
+//! response timeout and a connection attempt after the connection timeout, and each call is
+//! additionally cut at [`RedisSessions::call_budget`] (room for the script reload above, and a
+//! guard against waiting on a reconnect). A cut call reports [`SessionStoreError::Timeout`].
+//! It never uses `WATCH`/`MULTI` (unsafe on a multiplexed connection), never retries a write
+//! on its own, and never logs stored data.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script, Value};
+
+use super::{
+    SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl, key_component,
+    next_version,
+};
+
+/// Bytes of the big-endian version that precedes the data in a session value.
+const VERSION_LEN: usize = 8;
+
+/// Compare-and-set of a session value, atomically inside Redis.
+///
+/// KEYS[1]: the session key. ARGV[1]: the expected 8-byte version, or empty for "must not
+/// exist". ARGV[2]: the new value (new 8-byte version, then the data). ARGV[3]: time to live
+/// in milliseconds. Returns 1 when written; otherwise the stored 8-byte version, or nil when
+/// nothing is stored. Versions are compared as byte strings, so Lua never does arithmetic on
+/// them (its numbers are doubles).
+const SAVE_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local version = string.sub(current, 1, 8)
+  if version ~= ARGV[1] then
+    return version
+  end
+elseif ARGV[1] ~= '' then
+  return false
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// Longest key prefix accepted.
+const MAX_PREFIX_LEN: usize = 64;
+
+/// Upper bound on establishing the first connection in [`RedisSessions::connect`].
+const CONNECT_BUDGET: Duration = Duration::from_secs(5);
+
+/// Reconnection attempts per outage before calls start failing fast (a later call starts a new
+/// round of attempts).
+const RECONNECT_RETRIES: usize = 4;
+
+/// Longest pause between reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Sessions in Redis, shared by every gateway node.
+#[derive(Clone)]
+pub struct RedisSessions {
+    /// The shared multiplexed connection; cloning it is cheap and every call uses a clone.
+    connection: ConnectionManager,
+    /// Prepended to every key (with `:`), so several deployments can share one Redis.
+    prefix: String,
+    /// The compare-and-set script; its SHA-1 is computed once.
+    save_script: Script,
+    /// The per-command response timeout given to the connection manager.
+    response_timeout: Duration,
+    /// The hard limit on one call, script reload and reconnect wait included.
+    call_budget: Duration,
+}
+
+impl std::fmt::Debug for RedisSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSessions")
+            .field("prefix", &self.prefix)
+            .field("response_timeout", &self.response_timeout)
+            .field("call_budget", &self.call_budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses prefixes that could break the key layout: a brace would change the Cluster hash
+/// tag; whitespace and control characters invite mistakes in `redis-cli`.
+fn validate_prefix(prefix: &str) -> Result<(), SessionStoreError> {
+    let reason = if prefix.is_empty() {
+        Some("it is empty")
+    } else if prefix.len() > MAX_PREFIX_LEN {
+        Some("it is longer than 64 bytes")
+    } else if prefix.contains(['{', '}']) {
+        Some("it contains a brace, which would change the Redis Cluster hash tag")
+    } else if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("it contains whitespace or control characters")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(SessionStoreError::InvalidPrefix {
+            prefix: prefix.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Splits a stored session value into version and data.
+fn decode_session(value: Vec<u8>) -> Result<Stored, SessionStoreError> {
+    let version = decode_version(&value)?;
+    let mut data = value;
+    data.drain(..VERSION_LEN);
+    Ok(Stored { version, data })
+}
+
+/// Reads the 8-byte big-endian version at the start of a session value.
+fn decode_version(bytes: &[u8]) -> Result<u64, SessionStoreError> {
+    bytes
+        .get(..VERSION_LEN)
+        .and_then(|prefix| <[u8; VERSION_LEN]>::try_from(prefix).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| {
+            SessionStoreError::Corrupt(format!(
+                "a session value has {} bytes, fewer than its {VERSION_LEN}-byte version",
+                bytes.len()
+            ))
+        })
+}
+
+/// A time to live as whole milliseconds for `PX`.
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(clamp_ttl(ttl).as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RedisSessions {
+    /// Connects to `url` (`redis://` or `rediss://`), loads the save script, and bounds every
+    /// later command by `response_timeout`. Keys start with `key_prefix` and `:`.
+    pub async fn connect(
+        url: &str,
+        key_prefix: &str,
+        response_timeout: Duration,
+    ) -> Result<RedisSessions, SessionStoreError> {
+        validate_prefix(key_prefix)?;
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(response_timeout))
+            .set_connection_timeout(Some(response_timeout.max(Duration::from_secs(1))))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(MAX_RECONNECT_DELAY);
+        let connection = match tokio::time::timeout(
+            CONNECT_BUDGET,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        {
+            Ok(connected) => connected?,
+            Err(_) => {
+                return Err(SessionStoreError::Timeout {
+                    after: CONNECT_BUDGET,
+                });
+            }
+        };
+        let store = RedisSessions {
+            connection,
+            prefix: key_prefix.to_owned(),
+            save_script: Script::new(SAVE_SCRIPT),
+            response_timeout,
+            call_budget: response_timeout.saturating_mul(3),
+        };
+        // Loaded now so that every save is a single EVALSHA (see the module notes).
+        let mut connection = store.connection.clone();
+        store
+            .bounded(store.save_script.load_async(&mut connection))
+            .await?;
+        Ok(store)
+    }
+
+    /// The hard limit on one call: three response timeouts, enough for the one-off script
+    /// reload (`EVALSHA`, `SCRIPT LOAD`, `EVALSHA`) and short enough to keep a USSD step
+    /// within its deadline when Redis is reconnecting.
+    pub fn call_budget(&self) -> Duration {
+        self.call_budget
+    }
+
+    /// Runs one Redis call within [`RedisSessions::call_budget`], mapping timeouts.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, SessionStoreError> {
+        match tokio::time::timeout(self.call_budget, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if e.is_timeout() => Err(SessionStoreError::Timeout {
+                after: self.response_timeout,
+            }),
+            Ok(Err(e)) => Err(SessionStoreError::Redis(e)),
+            Err(_) => Err(SessionStoreError::Timeout {
+                after: self.call_budget,
+            }),
+        }
+    }
+
+    fn session_key(&self, key: &SessionKey) -> String {
+        format!("{}:s:{{{}}}", self.prefix, key.tag())
+    }
+
+    fn resumable_key(&self, subscriber: &str, flow_id: &str) -> String {
+        format!(
+            "{}:r:{{{}}}:{}",
+            self.prefix,
+            key_component(subscriber),
+            key_component(flow_id)
+        )
+    }
+
+    fn opt_out_key(&self, subscriber: &str) -> String {
+        format!("{}:o:{{{}}}", self.prefix, key_component(subscriber))
+    }
+}
+
+impl SessionBackend for RedisSessions {
+    async fn load(&self, key: &SessionKey) -> Result<Option<Stored>, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("GET").arg(self.session_key(key)).clone();
+        let value: Option<Vec<u8>> = self.bounded(command.query_async(&mut connection)).await?;
+        value.map(decode_session).transpose()
+    }
+
+    async fn save(
+        &self,
+        key: &SessionKey,
+        expected: Option<u64>,
+        data: &[u8],
+        ttl: Duration,
+    ) -> Result<SaveOutcome, SessionStoreError> {
+        let version = next_version(expected)?;
+        let expected_bytes: Vec<u8> = expected
+            .map(|v| v.to_be_bytes().to_vec())
+            .unwrap_or_default();
+        let mut value = Vec::with_capacity(VERSION_LEN + data.len());
+        value.extend_from_slice(&version.to_be_bytes());
+        value.extend_from_slice(data);
+        let mut invocation = self.save_script.prepare_invoke();
+        invocation
+            .key(self.session_key(key))
+            .arg(expected_bytes)
+            .arg(value)
+            .arg(ttl_ms(ttl));
+        let mut connection = self.connection.clone();
+        let reply: Value = self
+            .bounded(invocation.invoke_async(&mut connection))
+            .await?;
+        match reply {
+            Value::Int(1) => Ok(SaveOutcome::Saved { version }),
+            Value::Nil => Ok(SaveOutcome::Conflict { current: None }),
+            Value::BulkString(current) => Ok(SaveOutcome::Conflict {
+                current: Some(decode_version(&current)?),
+            }),
+            other => Err(SessionStoreError::Corrupt(format!(
+                "the save script answered {other:?}, expected 1, nil or a version"
+            ))),
+        }
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("DEL").arg(self.session_key(key)).clone();
+        let removed: u64 = self.bounded(command.query_async(&mut connection)).await?;
+        Ok(removed > 0)
+    }
+
+    async fn ttl_millis(&self, key: &SessionKey) -> Result<Option<i64>, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("PTTL").arg(self.session_key(key)).clone();
+        let millis: i64 = self.bounded(command.query_async(&mut connection)).await?;
+        // -2: no such key; -1: no expiry (never written by this module).
+        Ok((millis != -2).then_some(millis))
+    }
+
+    async fn put_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+        data: &[u8],
+        ttl: Duration,
+    ) -> Result<(), SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("SET")
+            .arg(self.resumable_key(subscriber, flow_id))
+            .arg(data)
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .clone();
+        self.bounded(command.query_async::<()>(&mut connection))
+            .await
+    }
+
+    async fn get_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("GET")
+            .arg(self.resumable_key(subscriber, flow_id))
+            .clone();
+        self.bounded(command.query_async(&mut connection)).await
+    }
+
+    async fn take_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("GETDEL")
+            .arg(self.resumable_key(subscriber, flow_id))
+            .clone();
+        self.bounded(command.query_async(&mut connection)).await
+    }
+
+    async fn clear_resumable(
+        &self,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<(), SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("DEL")
+            .arg(self.resumable_key(subscriber, flow_id))
+            .clone();
+        self.bounded(command.query_async::<()>(&mut connection))
+            .await
+    }
+
+    async fn set_opted_out(
+        &self,
+        subscriber: &str,
+        opted_out: bool,
+    ) -> Result<(), SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let key = self.opt_out_key(subscriber);
+        let command = if opted_out {
+            redis::cmd("SET").arg(key).arg(1).clone()
+        } else {
+            redis::cmd("DEL").arg(key).clone()
+        };
+        self.bounded(command.query_async::<()>(&mut connection))
+            .await
+    }
+
+    async fn is_opted_out(&self, subscriber: &str) -> Result<bool, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("EXISTS")
+            .arg(self.opt_out_key(subscriber))
+            .clone();
+        let count: u64 = self.bounded(command.query_async(&mut connection)).await?;
+        Ok(count > 0)
+    }
+
+    async fn ping(&self) -> Result<(), SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let reply: String = self
+            .bounded(redis::cmd("PING").query_async(&mut connection))
+            .await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(SessionStoreError::Corrupt(format!(
+                "PING answered {reply:?}"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_that_break_the_layout_are_refused() {
+        assert!(validate_prefix("baraza").is_ok());
+        assert!(validate_prefix("baraza-prod:v2").is_ok());
+        for bad in ["", "a{b", "a}b", "a b", "a\nb", &"p".repeat(65)] {
+            assert!(validate_prefix(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn session_values_decode_or_report_corruption() {
+        let mut value = 7u64.to_be_bytes().to_vec();
+        value.extend_from_slice(b"data");
+        let stored = decode_session(value).ok();
+        assert_eq!(
+            stored,
+            Some(Stored {
+                version: 7,
+                data: b"data".to_vec()
+            })
+        );
+        assert!(matches!(
+            decode_session(vec![1, 2, 3]),
+            Err(SessionStoreError::Corrupt(_))
+        ));
+        assert!(matches!(decode_version(&[0; 8]), Ok(0)));
+    }
+
+    #[test]
+    fn ttl_is_whole_milliseconds_at_least_one() {
+        assert_eq!(ttl_ms(Duration::ZERO), 1);
+        assert_eq!(ttl_ms(Duration::from_secs(180)), 180_000);
+    }
+}
