@@ -246,6 +246,20 @@ pub async fn serve(
         metrics: telemetry::install_metrics(),
     };
     let app = router(state);
+    // The in-memory store also expires entries lazily; this sweep bounds memory when many
+    // sessions are abandoned (Redis expires keys itself).
+    if matches!(gateway.sessions, SessionStore::InMemory(_)) {
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                if let SessionStore::InMemory(sessions) = &gateway.sessions {
+                    sessions.purge_expired();
+                }
+            }
+        });
+    }
     let addr = listener.local_addr()?;
     // Tests and scripts wait for this line (with the real port when listening on port 0).
     info!("listening on http://{addr}");
