@@ -1,4 +1,5 @@
 pub mod encoding;
 pub mod engine;
 pub mod flow;
+pub mod result_store;
 pub mod simulator;
