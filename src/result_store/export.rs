@@ -97,7 +97,9 @@ pub fn export_csv(
     for (name, &has_label) in result_names.iter().zip(&labelled) {
         header.push(neutralise(name));
         if has_label {
-            header.push(Cow::Owned(neutralise(&format!("{name}_label")).into_owned()));
+            header.push(Cow::Owned(
+                neutralise(&format!("{name}_label")).into_owned(),
+            ));
         }
     }
     writer.write_record(header.iter().map(|cell| cell.as_ref()))?;
@@ -224,7 +226,10 @@ mod tests {
         assert_eq!(format_utc_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(format_utc_ms(1_772_353_805_120), "2026-03-01T08:30:05.120Z");
         assert_eq!(format_utc_ms(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(format_utc_ms(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(
+            format_utc_ms(253_402_300_799_999),
+            "9999-12-31T23:59:59.999Z"
+        );
     }
 
     #[test]

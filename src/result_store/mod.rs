@@ -327,7 +327,10 @@ pub(crate) fn pending_migrations<'a>(
     {
         return Err(ResultStoreError::SchemaTooNew { found, known });
     }
-    Ok(all.iter().filter(|m| !applied.contains(&m.version)).collect())
+    Ok(all
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect())
 }
 
 /// How a waiter learns the outcome of its commit.
@@ -474,7 +477,7 @@ pub(crate) fn settle(
 /// the writer.
 enum ReadSource {
     Sqlite(PathBuf),
-    Postgres(postgres::Target),
+    Postgres(Box<postgres::Target>),
 }
 
 /// Everything the clones of one store share.
@@ -547,7 +550,7 @@ impl ResultStore {
             queue,
             counters,
             stopped,
-            ReadSource::Postgres(target),
+            ReadSource::Postgres(Box::new(target)),
         ))
     }
 
@@ -586,7 +589,9 @@ impl ResultStore {
             .map_err(|_| ResultStoreError::Closed)?;
         self.shared.pending.fetch_add(1, Ordering::SeqCst);
         let _guard = PendingGuard(&self.shared.pending);
-        outcome.await.unwrap_or(Err(ResultStoreError::WriterStopped))
+        outcome
+            .await
+            .unwrap_or(Err(ResultStoreError::WriterStopped))
     }
 
     /// Checks that the writer is running and the database answers.
@@ -597,7 +602,9 @@ impl ResultStore {
             .send(Request::Ping(reply))
             .await
             .map_err(|_| ResultStoreError::Closed)?;
-        outcome.await.unwrap_or(Err(ResultStoreError::WriterStopped))
+        outcome
+            .await
+            .unwrap_or(Err(ResultStoreError::WriterStopped))
     }
 
     /// Commits everything queued, stops accepting commits and closes the database; returns
@@ -605,7 +612,9 @@ impl ResultStore {
     pub async fn flush_and_close(&self) -> Result<(), ResultStoreError> {
         let (reply, outcome) = oneshot::channel();
         let result = match self.shared.queue.send(Request::Close(reply)).await {
-            Ok(()) => outcome.await.unwrap_or(Err(ResultStoreError::WriterStopped)),
+            Ok(()) => outcome
+                .await
+                .unwrap_or(Err(ResultStoreError::WriterStopped)),
             // Already closing or closed: just wait for the writer to finish.
             Err(_) => Ok(()),
         };
@@ -672,13 +681,22 @@ mod tests {
         let sqlite: Vec<i64> = SQLITE_MIGRATIONS.iter().map(|m| m.version).collect();
         let postgres: Vec<i64> = POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect();
         assert_eq!(sqlite, postgres);
-        assert!(sqlite.windows(2).all(|w| w[0] < w[1]), "versions must increase");
+        assert!(
+            sqlite.windows(2).all(|w| w[0] < w[1]),
+            "versions must increase"
+        );
     }
 
     #[test]
     fn pending_migrations_skips_applied_and_refuses_newer_databases() {
-        assert_eq!(pending_migrations(SQLITE_MIGRATIONS, &[]).map(|m| m.len()), Ok(1));
-        assert_eq!(pending_migrations(SQLITE_MIGRATIONS, &[1]).map(|m| m.len()), Ok(0));
+        assert_eq!(
+            pending_migrations(SQLITE_MIGRATIONS, &[]).map(|m| m.len()),
+            Ok(1)
+        );
+        assert_eq!(
+            pending_migrations(SQLITE_MIGRATIONS, &[1]).map(|m| m.len()),
+            Ok(0)
+        );
         assert_eq!(
             pending_migrations(SQLITE_MIGRATIONS, &[1, 7]).map(|m| m.len()),
             Err(ResultStoreError::SchemaTooNew { found: 7, known: 1 })

@@ -91,9 +91,10 @@ pub(super) struct Target {
 
 impl Target {
     pub(super) fn new(url: &str, schema: Option<&str>) -> Result<Target, ResultStoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| ResultStoreError::Postgres(format!("invalid url: {}", describe(&e))))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                ResultStoreError::Postgres(format!("invalid url: {}", describe(&e)))
+            })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
@@ -262,11 +263,9 @@ impl<'a> Bound<'a> {
         match write {
             Write::Start(s) => Bound::Start(s, i64::from(s.flow_version)),
             Write::Answer(a) => Bound::Answer(a, i64::from(a.step)),
-            Write::Status(u) => Bound::Status(
-                u,
-                u.status.as_str(),
-                u.status.is_ended().then_some(u.at_ms),
-            ),
+            Write::Status(u) => {
+                Bound::Status(u, u.status.as_str(), u.status.is_ended().then_some(u.at_ms))
+            }
         }
     }
 
@@ -291,13 +290,9 @@ impl<'a> Bound<'a> {
                 &a.node,
                 &a.answered_at_ms,
             ],
-            Bound::Status(u, status, ended_at) => vec![
-                &u.response_id,
-                status,
-                &u.at_ms,
-                ended_at,
-                &u.language,
-            ],
+            Bound::Status(u, status, ended_at) => {
+                vec![&u.response_id, status, &u.at_ms, ended_at, &u.language]
+            }
         }
     }
 }

@@ -124,12 +124,10 @@ fn migrate(conn: &mut Connection) -> Result<(), ResultStoreError> {
         let mut stmt = tx
             .prepare("SELECT version FROM schema_migrations")
             .map_err(sqlite_error)?;
-        let versions = stmt
-            .query_map([], |row| row.get(0))
+        stmt.query_map([], |row| row.get(0))
             .map_err(sqlite_error)?
             .collect::<Result<_, _>>()
-            .map_err(sqlite_error)?;
-        versions
+            .map_err(sqlite_error)?
     };
     for migration in pending_migrations(SQLITE_MIGRATIONS, &applied)? {
         let failed = |e: rusqlite::Error| ResultStoreError::Migration {
