@@ -19,8 +19,8 @@
 //! decimal part: `-5`, `+254712345678`, `3.5`) is left alone: spreadsheets read it as a number,
 //! never as a formula, and negative answers and phone numbers stay usable.
 //!
-//! It never reads the database itself (callers pass rows) and never writes partial headers for
-//! a failed export beyond what the writer already flushed.
+//! It never reads the database itself (callers pass the rows) and never writes a phone
+//! number unless the caller explicitly asked for raw numbers.
 
 use std::borrow::Cow;
 

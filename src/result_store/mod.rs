@@ -19,8 +19,10 @@
 //!   [`ResultStore::rejected_writes`]) and skipped, while the rest of the batch, including the
 //!   other writes of the same request, is committed and the request is answered `Ok`. Failing
 //!   the request would only show the citizen an error for data that no retry can repair.
-//! * **A failing batch** (database error) is retried one request at a time, so one poisoned
-//!   request cannot fail the requests that happened to share its transaction.
+//! * **A failing batch** is retried one request at a time when the error may come from one
+//!   request's data (constraint, trigger, size), so one poisoned request cannot fail the
+//!   requests that happened to share its transaction. When the database itself is unavailable
+//!   (lock timeout, disk, lost connection) every waiter gets the error at once instead.
 //! * NUL characters in text are replaced by U+FFFD before storing (PostgreSQL cannot store
 //!   them in `text`; SQLite does the same so both backends behave alike).
 //!
@@ -400,6 +402,16 @@ pub(crate) fn gather(first: Request, queue: &mut mpsc::Receiver<Request>) -> Bat
     batch
 }
 
+/// Why applying a batch failed, and whether its requests are worth retrying one by one.
+pub(crate) struct Failure {
+    /// What every waiter of the batch is told if it is not retried.
+    pub error: ResultStoreError,
+    /// True when the error may come from one request's data (a constraint, a trigger, a
+    /// value too big); false when the database itself is unavailable (lock timeout, disk,
+    /// lost connection), where retrying each request alone would only multiply the wait.
+    pub isolate: bool,
+}
+
 /// A write skipped because its response was never started.
 #[derive(Debug)]
 pub(crate) struct Rejection {
@@ -701,6 +713,22 @@ mod tests {
             pending_migrations(SQLITE_MIGRATIONS, &[1, 7]).map(|m| m.len()),
             Err(ResultStoreError::SchemaTooNew { found: 7, known: 1 })
         );
+    }
+
+    /// Compiles only if handles and the futures of every method can move between threads
+    /// (the server shares the store across its request tasks).
+    #[test]
+    fn handles_and_futures_are_thread_safe() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        fn check(store: &ResultStore) {
+            send_sync(store);
+            send(store.commit(Vec::new()));
+            send(store.ping());
+            send(store.flush_and_close());
+            send(store.responses("flow"));
+        }
+        let _ = check as fn(&ResultStore);
     }
 
     #[test]

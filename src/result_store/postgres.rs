@@ -17,9 +17,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 
 use super::{
-    Control, Counters, MIGRATIONS_TABLE_SQL, POSTGRES_MIGRATIONS, PendingCommit, Rejection,
-    Request, ResponseRow, ResponseStatus, ResultStoreError, Write, gather, pending_migrations,
-    settle,
+    Control, Counters, Failure, MIGRATIONS_TABLE_SQL, POSTGRES_MIGRATIONS, PendingCommit,
+    Rejection, Request, ResponseRow, ResponseStatus, ResultStoreError, Write, gather,
+    pending_migrations, settle,
 };
 
 const BACKEND: &str = "postgres";
@@ -62,6 +62,21 @@ const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label F
 /// (the driver's own text is often just "db error").
 fn pg_error(e: tokio_postgres::Error) -> ResultStoreError {
     ResultStoreError::Postgres(describe(&e))
+}
+
+/// A write-path error, classified: only errors the server reports for a statement, on a
+/// connection that is still open, are worth isolating; connection problems and server-wide
+/// conditions (SQLSTATE classes 08, 53, 57, 58) are not.
+fn pg_failure(e: tokio_postgres::Error) -> Failure {
+    let isolate = !e.is_closed()
+        && e.as_db_error().is_some_and(|db| {
+            let class = db.code().code().get(..2).unwrap_or("");
+            !matches!(class, "08" | "53" | "57" | "58")
+        });
+    Failure {
+        error: pg_error(e),
+        isolate,
+    }
 }
 
 fn describe(e: &tokio_postgres::Error) -> String {
@@ -386,23 +401,27 @@ impl Writer {
         let started = Instant::now();
         match self.apply(&commits).await {
             Ok(rejections) => settle(counters, BACKEND, commits, Ok(rejections), started),
-            Err(error) if commits.len() > 1 => {
+            Err(failure) if failure.isolate && commits.len() > 1 => {
+                let error = failure.error;
                 tracing::warn!(%error, requests = commits.len(), "postgres batch failed; retrying its requests one by one");
                 for commit in commits {
                     let started = Instant::now();
-                    let outcome = self.apply(std::slice::from_ref(&commit)).await;
+                    let outcome = self
+                        .apply(std::slice::from_ref(&commit))
+                        .await
+                        .map_err(|failure| failure.error);
                     settle(counters, BACKEND, vec![commit], outcome, started);
                 }
             }
-            Err(error) => settle(counters, BACKEND, commits, Err(error), started),
+            Err(failure) => settle(counters, BACKEND, commits, Err(failure.error), started),
         }
     }
 
-    async fn apply(
-        &mut self,
-        commits: &[PendingCommit],
-    ) -> Result<Vec<Rejection>, ResultStoreError> {
-        let connection = self.connection().await?;
+    async fn apply(&mut self, commits: &[PendingCommit]) -> Result<Vec<Rejection>, Failure> {
+        let connection = self.connection().await.map_err(|error| Failure {
+            error,
+            isolate: false,
+        })?;
         let WriterConnection {
             client,
             start,
@@ -410,7 +429,7 @@ impl Writer {
             status,
         } = connection;
         let (start, answer, status) = (&*start, &*answer, &*status);
-        let tx = client.transaction().await.map_err(pg_error)?;
+        let tx = client.transaction().await.map_err(pg_failure)?;
         let writes: Vec<&Write> = commits.iter().flat_map(|c| c.writes.iter()).collect();
         let bound: Vec<Bound<'_>> = writes.iter().map(|w| Bound::new(w)).collect();
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = bound.iter().map(Bound::params).collect();
@@ -429,14 +448,14 @@ impl Writer {
         let outcomes = pipelined(executions).await;
         let mut rejections = Vec::new();
         for (write, outcome) in writes.iter().zip(outcomes) {
-            let changed = outcome.map_err(pg_error)?;
+            let changed = outcome.map_err(pg_failure)?;
             if changed == 0
                 && let Some(rejection) = Rejection::unknown_response(write)
             {
                 rejections.push(rejection);
             }
         }
-        tx.commit().await.map_err(pg_error)?;
+        tx.commit().await.map_err(pg_failure)?;
         Ok(rejections)
     }
 }

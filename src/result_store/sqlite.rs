@@ -14,8 +14,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Control, Counters, MIGRATIONS_TABLE_SQL, PendingCommit, Rejection, Request, ResponseRow,
-    ResponseStatus, ResultStoreError, SQLITE_MIGRATIONS, Write, gather, pending_migrations, settle,
+    Control, Counters, Failure, MIGRATIONS_TABLE_SQL, PendingCommit, Rejection, Request,
+    ResponseRow, ResponseStatus, ResultStoreError, SQLITE_MIGRATIONS, Write, gather,
+    pending_migrations, settle,
 };
 
 /// How long a statement waits for a lock held by another connection (another process, a
@@ -53,6 +54,31 @@ const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label F
 
 fn sqlite_error(e: rusqlite::Error) -> ResultStoreError {
     ResultStoreError::Sqlite(e.to_string())
+}
+
+/// A write-path error, classified: errors of the database or its file are not isolated.
+fn sqlite_failure(e: rusqlite::Error) -> Failure {
+    use rusqlite::ErrorCode;
+    let unavailable = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::OutOfMemory
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::PermissionDenied
+                | ErrorCode::FileLockingProtocolFailed
+        )
+    );
+    Failure {
+        error: sqlite_error(e),
+        isolate: !unavailable,
+    }
 }
 
 /// Starts the writer thread; the receiver says whether opening and migrating succeeded.
@@ -205,29 +231,32 @@ impl Writer {
         let started = Instant::now();
         match self.apply(&commits) {
             Ok(rejections) => settle(counters, BACKEND, commits, Ok(rejections), started),
-            Err(error) if commits.len() > 1 => {
+            Err(failure) if failure.isolate && commits.len() > 1 => {
+                let error = failure.error;
                 tracing::warn!(%error, requests = commits.len(), "sqlite batch failed; retrying its requests one by one");
                 for commit in commits {
                     let started = Instant::now();
-                    let outcome = self.apply(std::slice::from_ref(&commit));
+                    let outcome = self
+                        .apply(std::slice::from_ref(&commit))
+                        .map_err(|failure| failure.error);
                     settle(counters, BACKEND, vec![commit], outcome, started);
                 }
             }
-            Err(error) => settle(counters, BACKEND, commits, Err(error), started),
+            Err(failure) => settle(counters, BACKEND, commits, Err(failure.error), started),
         }
     }
 
-    fn apply(&mut self, commits: &[PendingCommit]) -> Result<Vec<Rejection>, ResultStoreError> {
+    fn apply(&mut self, commits: &[PendingCommit]) -> Result<Vec<Rejection>, Failure> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite_error)?;
+            .map_err(sqlite_failure)?;
         let mut rejections = Vec::new();
         {
-            let mut start = tx.prepare_cached(INSERT_START).map_err(sqlite_error)?;
-            let mut touch = tx.prepare_cached(TOUCH_RESPONSE).map_err(sqlite_error)?;
-            let mut answer = tx.prepare_cached(UPSERT_ANSWER).map_err(sqlite_error)?;
-            let mut status = tx.prepare_cached(UPDATE_STATUS).map_err(sqlite_error)?;
+            let mut start = tx.prepare_cached(INSERT_START).map_err(sqlite_failure)?;
+            let mut touch = tx.prepare_cached(TOUCH_RESPONSE).map_err(sqlite_failure)?;
+            let mut answer = tx.prepare_cached(UPSERT_ANSWER).map_err(sqlite_failure)?;
+            let mut status = tx.prepare_cached(UPDATE_STATUS).map_err(sqlite_failure)?;
             for write in commits.iter().flat_map(|c| c.writes.iter()) {
                 let known = match write {
                     Write::Start(s) => {
@@ -242,13 +271,13 @@ impl Writer {
                                 s.language,
                                 s.started_at_ms,
                             ])
-                            .map_err(sqlite_error)?;
+                            .map_err(sqlite_failure)?;
                         true
                     }
                     Write::Answer(a) => {
                         let touched = touch
                             .execute(params![a.response_id, a.answered_at_ms])
-                            .map_err(sqlite_error)?;
+                            .map_err(sqlite_failure)?;
                         if touched > 0 {
                             answer
                                 .execute(params![
@@ -260,7 +289,7 @@ impl Writer {
                                     a.node,
                                     a.answered_at_ms,
                                 ])
-                                .map_err(sqlite_error)?;
+                                .map_err(sqlite_failure)?;
                         }
                         touched > 0
                     }
@@ -274,7 +303,7 @@ impl Writer {
                                 ended_at,
                                 u.language,
                             ])
-                            .map_err(sqlite_error)?;
+                            .map_err(sqlite_failure)?;
                         changed > 0
                     }
                 };
@@ -283,7 +312,7 @@ impl Writer {
                 }
             }
         }
-        tx.commit().map_err(sqlite_error)?;
+        tx.commit().map_err(sqlite_failure)?;
         Ok(rejections)
     }
 }
