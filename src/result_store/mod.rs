@@ -1,0 +1,762 @@
+//! The durable result store: response starts, answers and status changes, each committed
+//! durably before the screen that follows it is returned to the citizen.
+//!
+//! Two backends share one logical schema and one behaviour: embedded SQLite (the default, WAL
+//! journal) and PostgreSQL (for several gateway nodes). Both are driven the same way:
+//!
+//! * **Group commit.** One writer (a dedicated thread for SQLite, a task for PostgreSQL) takes
+//!   commit requests off a queue, drains everything already queued (up to
+//!   [`MAX_WRITES_PER_BATCH`]), applies it in ONE transaction and then answers every waiter. So
+//!   concurrent sessions share one flush (one fsync) instead of queueing behind each other's.
+//!   `commit` returns only after that transaction is committed.
+//! * **Idempotency.** A `Start` for a known response id is ignored. Answers are keyed by
+//!   `(response_id, result, step)`: a repeated delivery of a step overwrites its own row (so it
+//!   is recorded once, and a changed value on the same step replaces the old one), an answer
+//!   given again at a later step (the respondent went back) adds a row, and readers take the
+//!   row with the highest step as the current value, keeping the history.
+//! * **Writes for unknown responses.** An `Answer` or `Status` whose response was never started
+//!   is rejected on its own: logged (warn), counted (`baraza_result_writes_rejected_total`,
+//!   [`ResultStore::rejected_writes`]) and skipped, while the rest of the batch, including the
+//!   other writes of the same request, is committed and the request is answered `Ok`. Failing
+//!   the request would only show the citizen an error for data that no retry can repair.
+//! * **A failing batch** is retried one request at a time when the error may come from one
+//!   request's data (constraint, trigger, size), so one poisoned request cannot fail the
+//!   requests that happened to share its transaction. When the database itself is unavailable
+//!   (lock timeout, disk, lost connection) every waiter gets the error at once instead.
+//! * NUL characters in text are replaced by U+FFFD before storing (PostgreSQL cannot store
+//!   them in `text`; SQLite does the same so both backends behave alike).
+//!
+//! It never keeps live session state (that is the session store's job), never formats
+//! anything for a channel, and never pseudonymises in storage: the subscriber number is kept
+//! as given, and [`export`] pseudonymises it on the way out unless raw numbers are asked for.
+
+pub mod export;
+mod postgres;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::warn;
+
+pub use export::{ExportError, export_csv};
+
+/// Commit requests that may wait in the queue before `commit` itself waits for room
+/// (backpressure instead of unbounded memory).
+const QUEUE_CAPACITY: usize = 8192;
+
+/// The writer stops draining the queue into the current transaction once it holds this many
+/// writes (a single larger request is still taken whole).
+pub const MAX_WRITES_PER_BATCH: usize = 4096;
+
+/// One change to the stored results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// A response began (first step of a session).
+    Start(ResponseStart),
+    /// An answer was given.
+    Answer(AnswerRecord),
+    /// The response changed status and/or language.
+    Status(StatusUpdate),
+}
+
+impl Write {
+    /// The response this write belongs to.
+    pub fn response_id(&self) -> &str {
+        match self {
+            Write::Start(s) => &s.response_id,
+            Write::Answer(a) => &a.response_id,
+            Write::Status(s) => &s.response_id,
+        }
+    }
+
+    fn scrub_nul(&mut self) {
+        fn scrub(text: &mut String) {
+            if text.contains('\0') {
+                *text = text.replace('\0', "\u{FFFD}");
+            }
+        }
+        match self {
+            Write::Start(s) => {
+                for field in [
+                    &mut s.response_id,
+                    &mut s.flow_id,
+                    &mut s.channel,
+                    &mut s.provider,
+                    &mut s.subscriber,
+                    &mut s.language,
+                ] {
+                    scrub(field);
+                }
+            }
+            Write::Answer(a) => {
+                for field in [&mut a.response_id, &mut a.result, &mut a.value, &mut a.node] {
+                    scrub(field);
+                }
+                if let Some(label) = &mut a.label {
+                    scrub(label);
+                }
+            }
+            Write::Status(s) => {
+                scrub(&mut s.response_id);
+                if let Some(language) = &mut s.language {
+                    scrub(language);
+                }
+            }
+        }
+    }
+}
+
+/// A new response: who answers which flow version over which channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseStart {
+    /// Unique per session (the engine's response id); the key of everything else.
+    pub response_id: String,
+    /// The flow answered, so results can be exported per flow.
+    pub flow_id: String,
+    /// The flow version the session runs on (sessions finish on the version they started).
+    pub flow_version: u32,
+    /// `ussd`, `sms` or `voice`, for per-channel analysis.
+    pub channel: String,
+    /// The aggregator or operator that carried the session, for per-provider analysis.
+    pub provider: String,
+    /// The phone number as received; pseudonymised only when exported.
+    pub subscriber: String,
+    /// The language the session started in.
+    pub language: String,
+    /// When the session started, ms since the Unix epoch.
+    pub started_at_ms: i64,
+}
+
+/// One answer, as the engine saved it (mirrors `engine::SavedAnswer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerRecord {
+    /// The response it belongs to.
+    pub response_id: String,
+    /// The result name in the flow (the export column).
+    pub result: String,
+    /// The stored value (a choice key, number, text...).
+    pub value: String,
+    /// For menus, yes/no and language choices: the chosen label in the flow's default language.
+    pub label: Option<String>,
+    /// The node that asked, for drop-off analysis.
+    pub node: String,
+    /// The step that produced it; with `response_id` and `result` it makes storage idempotent.
+    pub step: u32,
+    /// When it was answered, ms since the Unix epoch.
+    pub answered_at_ms: i64,
+}
+
+/// A change of status (and possibly language) of a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    /// The response it belongs to.
+    pub response_id: String,
+    /// The new status; any status but `Active` also sets the end time.
+    pub status: ResponseStatus,
+    /// The session's language now, if known; `None` keeps the stored one.
+    pub language: Option<String>,
+    /// When it changed, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Where a response stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResponseStatus {
+    /// In progress (also after a dropped session was resumed).
+    Active,
+    /// Reached the end of the flow.
+    Completed,
+    /// The session was lost (network, hang-up) before the end; may be resumed.
+    Dropped,
+    /// The respondent stopped answering.
+    TimedOut,
+    /// The respondent asked not to be surveyed.
+    OptedOut,
+    /// The gateway could not continue the session.
+    Failed,
+}
+
+impl ResponseStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [ResponseStatus; 6] = [
+        ResponseStatus::Active,
+        ResponseStatus::Completed,
+        ResponseStatus::Dropped,
+        ResponseStatus::TimedOut,
+        ResponseStatus::OptedOut,
+        ResponseStatus::Failed,
+    ];
+
+    /// The stored and exported name (`timed_out`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseStatus::Active => "active",
+            ResponseStatus::Completed => "completed",
+            ResponseStatus::Dropped => "dropped",
+            ResponseStatus::TimedOut => "timed_out",
+            ResponseStatus::OptedOut => "opted_out",
+            ResponseStatus::Failed => "failed",
+        }
+    }
+
+    /// The status named `name` (as produced by [`ResponseStatus::as_str`]).
+    pub fn parse(name: &str) -> Option<ResponseStatus> {
+        ResponseStatus::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the response has (for now) ended; only `Active` has not.
+    pub fn is_ended(self) -> bool {
+        self != ResponseStatus::Active
+    }
+}
+
+impl std::fmt::Display for ResponseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One stored response with its current answers, as read back for export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRow {
+    /// See [`ResponseStart::response_id`].
+    pub response_id: String,
+    /// See [`ResponseStart::flow_id`].
+    pub flow_id: String,
+    /// See [`ResponseStart::flow_version`].
+    pub flow_version: u32,
+    /// See [`ResponseStart::channel`].
+    pub channel: String,
+    /// See [`ResponseStart::provider`].
+    pub provider: String,
+    /// The raw phone number (pseudonymise before showing it anywhere).
+    pub subscriber: String,
+    /// The latest known language of the session.
+    pub language: String,
+    /// The latest status.
+    pub status: ResponseStatus,
+    /// When the response started, ms since the Unix epoch.
+    pub started_at_ms: i64,
+    /// The latest activity (start, answer or status change), ms since the Unix epoch.
+    pub updated_at_ms: i64,
+    /// When it ended (any status but active); `None` while active.
+    pub ended_at_ms: Option<i64>,
+    /// Result name -> (value, label) of the latest answer (highest step) to that result.
+    pub answers: BTreeMap<String, (String, Option<String>)>,
+}
+
+/// Why the result store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResultStoreError {
+    /// The folder of the SQLite file could not be created.
+    #[error("cannot create the folder {path}: {message}")]
+    CreateDir { path: PathBuf, message: String },
+    /// An SQLite error (message of the driver).
+    #[error("sqlite: {0}")]
+    Sqlite(String),
+    /// A PostgreSQL error (server message and SQLSTATE when the server sent one).
+    #[error("postgres: {0}")]
+    Postgres(String),
+    /// The configured schema name is not a plain identifier.
+    #[error(
+        "invalid postgres schema name `{0}`: use 1 to 63 ASCII letters, digits or underscores, not starting with a digit"
+    )]
+    InvalidSchema(String),
+    /// A migration could not be applied (nothing of it was kept).
+    #[error("migration {version} ({name}) failed: {message}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        message: String,
+    },
+    /// The database was migrated by a newer build; this build refuses to write to it.
+    #[error(
+        "the database is at schema version {found}, newer than this build knows ({known}); run a newer baraza"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    /// Stored data that this build cannot read back (e.g. an unknown status name).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// `flush_and_close` was called; nothing more is accepted.
+    #[error("the result store is closed")]
+    Closed,
+    /// The writer ended without answering (it panicked or its runtime shut down).
+    #[error("the result store writer stopped unexpectedly")]
+    WriterStopped,
+}
+
+/// A schema migration: applied once, in version order, recorded in `schema_migrations`.
+pub(crate) struct Migration {
+    /// Increasing version number; the same numbers exist for both dialects.
+    pub version: i64,
+    /// Short description, for error messages and the migrations table.
+    pub name: &'static str,
+    /// The statements, run in one transaction with the version record.
+    pub sql: &'static str,
+}
+
+/// The migrations table, identical in both dialects.
+pub(crate) const MIGRATIONS_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
+     version BIGINT NOT NULL PRIMARY KEY, \
+     name TEXT NOT NULL, \
+     applied_at_ms BIGINT NOT NULL)";
+
+pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("migrations/sqlite/0001_init.sql"),
+}];
+
+pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("migrations/postgres/0001_init.sql"),
+}];
+
+/// The migrations of `all` not yet in `applied`, or an error if the database is newer.
+pub(crate) fn pending_migrations<'a>(
+    all: &'a [Migration],
+    applied: &[i64],
+) -> Result<Vec<&'a Migration>, ResultStoreError> {
+    let known = all.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(&found) = applied.iter().max()
+        && found > known
+    {
+        return Err(ResultStoreError::SchemaTooNew { found, known });
+    }
+    Ok(all
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect())
+}
+
+/// How a waiter learns the outcome of its commit.
+type Reply = oneshot::Sender<Result<(), ResultStoreError>>;
+
+/// What the writer is asked to do.
+pub(crate) enum Request {
+    /// Commit these writes durably, then answer.
+    Commit(PendingCommit),
+    /// Check the database answers (after everything queued before it is committed).
+    Ping(Reply),
+    /// Commit everything queued, accept nothing more, close the database.
+    Close(Reply),
+}
+
+/// One caller's writes and where to send the outcome.
+pub(crate) struct PendingCommit {
+    /// The writes, applied in order.
+    pub writes: Vec<Write>,
+    /// The waiting caller (it may have given up: a failed send is ignored).
+    pub reply: Reply,
+}
+
+/// A request that is not a commit, handled once the commits before it are done.
+pub(crate) enum Control {
+    Ping(Reply),
+    Close(Reply),
+}
+
+/// What the writer took off the queue in one go.
+pub(crate) struct Batch {
+    /// Commits to apply in one transaction, in queue order.
+    pub commits: Vec<PendingCommit>,
+    /// A ping or close found behind them; the drain stops there to keep queue order.
+    pub control: Option<Control>,
+}
+
+/// Takes `first` and whatever is already queued behind it (up to the write cap or the first
+/// non-commit request) without waiting for more.
+pub(crate) fn gather(first: Request, queue: &mut mpsc::Receiver<Request>) -> Batch {
+    let mut batch = Batch {
+        commits: Vec::new(),
+        control: None,
+    };
+    let mut writes = 0usize;
+    let mut next = Some(first);
+    while let Some(request) = next.take() {
+        match request {
+            Request::Commit(commit) => {
+                writes += commit.writes.len();
+                batch.commits.push(commit);
+            }
+            Request::Ping(reply) => {
+                batch.control = Some(Control::Ping(reply));
+                break;
+            }
+            Request::Close(reply) => {
+                batch.control = Some(Control::Close(reply));
+                break;
+            }
+        }
+        if writes >= MAX_WRITES_PER_BATCH {
+            break;
+        }
+        next = queue.try_recv().ok();
+    }
+    batch
+}
+
+/// Why applying a batch failed, and whether its requests are worth retrying one by one.
+pub(crate) struct Failure {
+    /// What every waiter of the batch is told if it is not retried.
+    pub error: ResultStoreError,
+    /// True when the error may come from one request's data (a constraint, a trigger, a
+    /// value too big); false when the database itself is unavailable (lock timeout, disk,
+    /// lost connection), where retrying each request alone would only multiply the wait.
+    pub isolate: bool,
+}
+
+/// A write skipped because its response was never started.
+#[derive(Debug)]
+pub(crate) struct Rejection {
+    /// The unknown response id.
+    pub response_id: String,
+    /// `answer` or `status`.
+    pub kind: &'static str,
+}
+
+impl Rejection {
+    pub(crate) fn unknown_response(write: &Write) -> Option<Rejection> {
+        let kind = match write {
+            Write::Start(_) => return None,
+            Write::Answer(_) => "answer",
+            Write::Status(_) => "status",
+        };
+        Some(Rejection {
+            response_id: write.response_id().to_string(),
+            kind,
+        })
+    }
+}
+
+/// Counters shared between the store handle and its writer.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Transactions committed by the writer.
+    batches: AtomicU64,
+    /// Writes skipped because their response was unknown.
+    rejected: AtomicU64,
+}
+
+/// Answers the waiters of one transaction attempt and records what it did.
+pub(crate) fn settle(
+    counters: &Counters,
+    backend: &'static str,
+    commits: Vec<PendingCommit>,
+    outcome: Result<Vec<Rejection>, ResultStoreError>,
+    started: Instant,
+) {
+    match outcome {
+        Ok(rejections) => {
+            counters.batches.fetch_add(1, Ordering::SeqCst);
+            metrics::counter!("baraza_result_batches_total", "backend" => backend).increment(1);
+            metrics::histogram!("baraza_result_batch_requests", "backend" => backend)
+                .record(commits.len() as f64);
+            metrics::histogram!("baraza_result_commit_seconds", "backend" => backend)
+                .record(started.elapsed().as_secs_f64());
+            for rejection in &rejections {
+                counters.rejected.fetch_add(1, Ordering::SeqCst);
+                metrics::counter!("baraza_result_writes_rejected_total", "kind" => rejection.kind)
+                    .increment(1);
+                warn!(
+                    response_id = %rejection.response_id,
+                    kind = rejection.kind,
+                    "result write rejected: no response with this id was started; the rest of the batch is kept"
+                );
+            }
+            for commit in commits {
+                let _ = commit.reply.send(Ok(()));
+            }
+        }
+        Err(error) => {
+            metrics::counter!("baraza_result_batch_failures_total", "backend" => backend)
+                .increment(1);
+            warn!(%error, requests = commits.len(), backend, "result commit failed");
+            for commit in commits {
+                let _ = commit.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// Where `responses()` reads from: its own connection, so a large export never holds up
+/// the writer.
+enum ReadSource {
+    Sqlite(PathBuf),
+    Postgres(Box<postgres::Target>),
+}
+
+/// Everything the clones of one store share.
+struct Shared {
+    /// Requests to the single writer.
+    queue: mpsc::Sender<Request>,
+    counters: Arc<Counters>,
+    /// Commit requests handed to the writer and not yet answered.
+    pending: AtomicUsize,
+    /// Becomes `true` when the writer has finished (after `flush_and_close` or a crash).
+    stopped: watch::Receiver<bool>,
+    reads: ReadSource,
+}
+
+/// Handle to the result store; clones share the same writer.
+#[derive(Clone)]
+pub struct ResultStore {
+    shared: Arc<Shared>,
+}
+
+/// Decrements the pending count however the waiting ends (answer, error or cancellation).
+struct PendingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ResultStore {
+    /// Opens (creating if needed, with parent folders) the SQLite file at `path`, switches it
+    /// to WAL with `synchronous=FULL`, applies migrations and starts the writer thread.
+    ///
+    /// `FULL` rather than `NORMAL`: in WAL mode `NORMAL` skips the fsync at each commit, so a
+    /// power loss can undo commits that were already acknowledged, which breaks the promise
+    /// that an answer is durable before the next screen. Group commit pays one fsync per
+    /// batch, not per answer, which keeps `FULL` affordable.
+    pub async fn open_sqlite(path: &Path) -> Result<ResultStore, ResultStoreError> {
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (stopped_tx, stopped) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let ready = sqlite::start_writer(
+            path.to_path_buf(),
+            receiver,
+            Arc::clone(&counters),
+            stopped_tx,
+        )?;
+        ready.await.map_err(|_| ResultStoreError::WriterStopped)??;
+        Ok(ResultStore::from_parts(
+            queue,
+            counters,
+            stopped,
+            ReadSource::Sqlite(path.to_path_buf()),
+        ))
+    }
+
+    /// Connects to PostgreSQL at `url` (no TLS), creates `schema` if given and missing, applies
+    /// migrations there and starts the writer task (which reconnects if the connection drops).
+    /// Without a schema the server's default `search_path` (normally `public`) is used.
+    pub async fn open_postgres(
+        url: &str,
+        schema: Option<&str>,
+    ) -> Result<ResultStore, ResultStoreError> {
+        let target = postgres::Target::new(url, schema)?;
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let (stopped_tx, stopped) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        postgres::start_writer(target.clone(), receiver, Arc::clone(&counters), stopped_tx).await?;
+        Ok(ResultStore::from_parts(
+            queue,
+            counters,
+            stopped,
+            ReadSource::Postgres(Box::new(target)),
+        ))
+    }
+
+    fn from_parts(
+        queue: mpsc::Sender<Request>,
+        counters: Arc<Counters>,
+        stopped: watch::Receiver<bool>,
+        reads: ReadSource,
+    ) -> ResultStore {
+        ResultStore {
+            shared: Arc::new(Shared {
+                queue,
+                counters,
+                pending: AtomicUsize::new(0),
+                stopped,
+                reads,
+            }),
+        }
+    }
+
+    /// Commits `writes` (in order) and returns once they are durably committed, sharing the
+    /// transaction with whatever other sessions committed at the same moment. See the module
+    /// documentation for idempotency and for writes whose response is unknown.
+    pub async fn commit(&self, mut writes: Vec<Write>) -> Result<(), ResultStoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        for write in &mut writes {
+            write.scrub_nul();
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.shared
+            .queue
+            .send(Request::Commit(PendingCommit { writes, reply }))
+            .await
+            .map_err(|_| ResultStoreError::Closed)?;
+        self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        let _guard = PendingGuard(&self.shared.pending);
+        outcome
+            .await
+            .unwrap_or(Err(ResultStoreError::WriterStopped))
+    }
+
+    /// Checks that the writer is running and the database answers.
+    pub async fn ping(&self) -> Result<(), ResultStoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.shared
+            .queue
+            .send(Request::Ping(reply))
+            .await
+            .map_err(|_| ResultStoreError::Closed)?;
+        outcome
+            .await
+            .unwrap_or(Err(ResultStoreError::WriterStopped))
+    }
+
+    /// Commits everything queued, stops accepting commits and closes the database; returns
+    /// when the writer has finished. Calling it again (from any clone) just waits for that.
+    pub async fn flush_and_close(&self) -> Result<(), ResultStoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let result = match self.shared.queue.send(Request::Close(reply)).await {
+            Ok(()) => outcome
+                .await
+                .unwrap_or(Err(ResultStoreError::WriterStopped)),
+            // Already closing or closed: just wait for the writer to finish.
+            Err(_) => Ok(()),
+        };
+        let mut stopped = self.shared.stopped.clone();
+        // The writer sets the flag when it finishes cleanly; dropping it unset means it died.
+        match stopped.wait_for(|done| *done).await {
+            Ok(_) => result,
+            Err(_) => Err(ResultStoreError::WriterStopped),
+        }
+    }
+
+    /// Every response of `flow_id` with its current answers, oldest first. Reads on a
+    /// connection of its own (a consistent snapshot), never through the writer.
+    pub async fn responses(&self, flow_id: &str) -> Result<Vec<ResponseRow>, ResultStoreError> {
+        match &self.shared.reads {
+            ReadSource::Sqlite(path) => {
+                let path = path.clone();
+                let flow_id = flow_id.to_string();
+                tokio::task::spawn_blocking(move || sqlite::read_responses(&path, &flow_id))
+                    .await
+                    .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
+            }
+            ReadSource::Postgres(target) => postgres::read_responses(target, flow_id).await,
+        }
+    }
+
+    /// Transactions committed so far by this store's writer (group commit makes this smaller
+    /// than the number of `commit` calls under concurrency).
+    pub fn batches_committed(&self) -> u64 {
+        self.shared.counters.batches.load(Ordering::SeqCst)
+    }
+
+    /// Writes skipped so far because their response was never started.
+    pub fn rejected_writes(&self) -> u64 {
+        self.shared.counters.rejected.load(Ordering::SeqCst)
+    }
+
+    /// Commit requests handed to the writer and not yet answered (queue depth, for metrics
+    /// and for tests that need every request queued before releasing the writer).
+    pub fn pending_commits(&self) -> usize {
+        self.shared.pending.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for ResultStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match &self.shared.reads {
+            ReadSource::Sqlite(path) => format!("sqlite {}", path.display()),
+            ReadSource::Postgres(target) => format!("postgres {}", target.describe()),
+        };
+        f.debug_struct("ResultStore")
+            .field("backend", &backend)
+            .field("batches_committed", &self.batches_committed())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_dialects_have_the_same_migration_versions() {
+        let sqlite: Vec<i64> = SQLITE_MIGRATIONS.iter().map(|m| m.version).collect();
+        let postgres: Vec<i64> = POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(sqlite, postgres);
+        assert!(
+            sqlite.windows(2).all(|w| w[0] < w[1]),
+            "versions must increase"
+        );
+    }
+
+    #[test]
+    fn pending_migrations_skips_applied_and_refuses_newer_databases() {
+        assert_eq!(
+            pending_migrations(SQLITE_MIGRATIONS, &[]).map(|m| m.len()),
+            Ok(1)
+        );
+        assert_eq!(
+            pending_migrations(SQLITE_MIGRATIONS, &[1]).map(|m| m.len()),
+            Ok(0)
+        );
+        assert_eq!(
+            pending_migrations(SQLITE_MIGRATIONS, &[1, 7]).map(|m| m.len()),
+            Err(ResultStoreError::SchemaTooNew { found: 7, known: 1 })
+        );
+    }
+
+    /// Compiles only if handles and the futures of every method can move between threads
+    /// (the server shares the store across its request tasks).
+    #[test]
+    fn handles_and_futures_are_thread_safe() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        fn check(store: &ResultStore) {
+            send_sync(store);
+            send(store.commit(Vec::new()));
+            send(store.ping());
+            send(store.flush_and_close());
+            send(store.responses("flow"));
+        }
+        let _ = check as fn(&ResultStore);
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in ResponseStatus::ALL {
+            assert_eq!(ResponseStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(ResponseStatus::parse("Completed"), None);
+        assert!(!ResponseStatus::Active.is_ended());
+        assert!(ResponseStatus::Dropped.is_ended());
+    }
+
+    #[test]
+    fn nul_characters_are_replaced() {
+        let mut write = Write::Answer(AnswerRecord {
+            response_id: "r".into(),
+            result: "q".into(),
+            value: "a\0b".into(),
+            label: Some("\0".into()),
+            node: "n".into(),
+            step: 1,
+            answered_at_ms: 0,
+        });
+        write.scrub_nul();
+        let Write::Answer(answer) = write else {
+            panic!("still an answer")
+        };
+        assert_eq!(answer.value, "a\u{FFFD}b");
+        assert_eq!(answer.label.as_deref(), Some("\u{FFFD}"));
+    }
+}

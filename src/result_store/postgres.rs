@@ -1,0 +1,546 @@
+//! The PostgreSQL backend: one writer task owning one connection (re-established when it
+//! drops), applying group-committed batches in one transaction whose statements are
+//! pipelined (sent back to back, not one round trip each); reads on connections of their own.
+//!
+//! It never uses TLS (`NoTls`; run it on a private network or a local socket), never builds
+//! SQL from data (only from the validated schema name), and never writes outside the writer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
+
+use super::{
+    Control, Counters, Failure, MIGRATIONS_TABLE_SQL, POSTGRES_MIGRATIONS, PendingCommit,
+    Rejection, Request, ResponseRow, ResponseStatus, ResultStoreError, Write, gather,
+    pending_migrations, settle,
+};
+
+const BACKEND: &str = "postgres";
+
+/// Used when the URL sets no `connect_timeout`, so an unreachable server fails a step
+/// instead of hanging it.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+const INSERT_START: &str = "INSERT INTO responses (response_id, flow_id, flow_version, channel, \
+     provider, subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $8, NULL) \
+     ON CONFLICT (response_id) DO NOTHING";
+
+/// Marks activity on the response and stores the answer only if the response exists: no row
+/// inserted or updated means the response is unknown. (One statement, so a batch's
+/// statements can be pipelined without a failed foreign key aborting the transaction.)
+const UPSERT_ANSWER: &str = "WITH touched AS (\
+       UPDATE responses SET updated_at_ms = GREATEST(updated_at_ms, $7::BIGINT) \
+       WHERE response_id = $1::TEXT RETURNING response_id) \
+     INSERT INTO answers (response_id, result, step, value, label, node, answered_at_ms) \
+     SELECT response_id, $2::TEXT, $3::BIGINT, $4::TEXT, $5::TEXT, $6::TEXT, $7::BIGINT \
+     FROM touched \
+     ON CONFLICT (response_id, result, step) DO UPDATE SET value = EXCLUDED.value, \
+     label = EXCLUDED.label, node = EXCLUDED.node, answered_at_ms = EXCLUDED.answered_at_ms";
+
+const UPDATE_STATUS: &str = "UPDATE responses SET status = $2, \
+     updated_at_ms = GREATEST(updated_at_ms, $3), ended_at_ms = $4, \
+     language = COALESCE($5, language) WHERE response_id = $1";
+
+const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, channel, provider, \
+     subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms \
+     FROM responses WHERE flow_id = $1 ORDER BY started_at_ms, response_id";
+
+/// Answers in step order, so the latest step of each result is read last and wins.
+const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label FROM answers a \
+     JOIN responses r ON r.response_id = a.response_id WHERE r.flow_id = $1 \
+     ORDER BY a.response_id, a.result, a.step";
+
+/// A PostgreSQL error with the server's message, detail and SQLSTATE when it sent them
+/// (the driver's own text is often just "db error").
+fn pg_error(e: tokio_postgres::Error) -> ResultStoreError {
+    ResultStoreError::Postgres(describe(&e))
+}
+
+/// A write-path error, classified: only errors the server reports for a statement, on a
+/// connection that is still open, are worth isolating; connection problems and server-wide
+/// conditions (SQLSTATE classes 08, 53, 57, 58) are not.
+fn pg_failure(e: tokio_postgres::Error) -> Failure {
+    let isolate = !e.is_closed()
+        && e.as_db_error().is_some_and(|db| {
+            let class = db.code().code().get(..2).unwrap_or("");
+            !matches!(class, "08" | "53" | "57" | "58")
+        });
+    Failure {
+        error: pg_error(e),
+        isolate,
+    }
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(": ");
+                text.push_str(detail);
+            }
+            text
+        }
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Where to connect: the URL and the schema that holds the tables.
+#[derive(Clone)]
+pub(super) struct Target {
+    config: tokio_postgres::Config,
+    /// Validated identifier, or `None` for the server's default search path.
+    schema: Option<String>,
+}
+
+impl Target {
+    pub(super) fn new(url: &str, schema: Option<&str>) -> Result<Target, ResultStoreError> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| {
+                ResultStoreError::Postgres(format!("invalid url: {}", describe(&e)))
+            })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("baraza");
+        }
+        let schema = match schema {
+            Some(name) if valid_schema_name(name) => Some(name.to_string()),
+            Some(name) => return Err(ResultStoreError::InvalidSchema(name.to_string())),
+            None => None,
+        };
+        Ok(Target { config, schema })
+    }
+
+    /// Host, database and schema, without credentials.
+    pub(super) fn describe(&self) -> String {
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        format!(
+            "{}/{} schema {}",
+            hosts.join(","),
+            self.config.get_dbname().unwrap_or(""),
+            self.schema.as_deref().unwrap_or("(default)")
+        )
+    }
+
+    /// A new connection with `search_path` set to the schema; the connection runs on a task
+    /// of its own that ends when the client is dropped.
+    async fn connect(&self) -> Result<Client, ResultStoreError> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(pg_error)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %describe(&e), "postgres result store connection ended");
+            }
+        });
+        if let Some(schema) = &self.schema {
+            client
+                .batch_execute(&format!("SET search_path TO \"{schema}\""))
+                .await
+                .map_err(pg_error)?;
+        }
+        Ok(client)
+    }
+}
+
+/// An unquoted-style identifier: `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes (the server's
+/// limit). Being this strict means it can be quoted without escaping.
+fn valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    first_ok && name.len() <= 63 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Connects, creates the schema, migrates, and spawns the writer task.
+pub(super) async fn start_writer(
+    target: Target,
+    queue: mpsc::Receiver<Request>,
+    counters: Arc<Counters>,
+    stopped: watch::Sender<bool>,
+) -> Result<(), ResultStoreError> {
+    let mut client = target.connect().await?;
+    if let Some(schema) = &target.schema {
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await
+            .map_err(pg_error)?;
+    }
+    migrate(&mut client).await?;
+    let connection = WriterConnection::prepare(client).await?;
+    let writer = Writer {
+        target,
+        connection: Some(connection),
+    };
+    tokio::spawn(async move {
+        writer.run(queue, &counters).await;
+        stopped.send_replace(true);
+    });
+    Ok(())
+}
+
+async fn migrate(client: &mut Client) -> Result<(), ResultStoreError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    // Nodes starting together migrate one after the other (lock per schema, held until commit).
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('baraza_migrations:' || COALESCE(current_schema(), '')))",
+        &[],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.batch_execute(MIGRATIONS_TABLE_SQL)
+        .await
+        .map_err(pg_error)?;
+    let applied: Vec<i64> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(pg_error)?;
+    for migration in pending_migrations(POSTGRES_MIGRATIONS, &applied)? {
+        let failed = |e: tokio_postgres::Error| ResultStoreError::Migration {
+            version: migration.version,
+            name: migration.name,
+            message: describe(&e),
+        };
+        tx.batch_execute(migration.sql).await.map_err(failed)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) \
+             VALUES ($1, $2, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)",
+            &[&migration.version, &migration.name],
+        )
+        .await
+        .map_err(failed)?;
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+/// The writer's connection with its prepared statements.
+struct WriterConnection {
+    client: Client,
+    start: Statement,
+    answer: Statement,
+    status: Statement,
+}
+
+impl WriterConnection {
+    async fn prepare(client: Client) -> Result<WriterConnection, ResultStoreError> {
+        let start = client.prepare(INSERT_START).await.map_err(pg_error)?;
+        let answer = client.prepare(UPSERT_ANSWER).await.map_err(pg_error)?;
+        let status = client.prepare(UPDATE_STATUS).await.map_err(pg_error)?;
+        Ok(WriterConnection {
+            client,
+            start,
+            answer,
+            status,
+        })
+    }
+}
+
+/// The writer task's state.
+struct Writer {
+    target: Target,
+    /// `None` after the connection was lost and could not yet be re-established.
+    connection: Option<WriterConnection>,
+}
+
+/// One write with the owned values its parameters borrow.
+enum Bound<'a> {
+    Start(&'a super::ResponseStart, i64),
+    Answer(&'a super::AnswerRecord, i64),
+    Status(&'a super::StatusUpdate, &'static str, Option<i64>),
+}
+
+impl<'a> Bound<'a> {
+    fn new(write: &'a Write) -> Bound<'a> {
+        match write {
+            Write::Start(s) => Bound::Start(s, i64::from(s.flow_version)),
+            Write::Answer(a) => Bound::Answer(a, i64::from(a.step)),
+            Write::Status(u) => {
+                Bound::Status(u, u.status.as_str(), u.status.is_ended().then_some(u.at_ms))
+            }
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        match self {
+            Bound::Start(s, flow_version) => vec![
+                &s.response_id,
+                &s.flow_id,
+                flow_version,
+                &s.channel,
+                &s.provider,
+                &s.subscriber,
+                &s.language,
+                &s.started_at_ms,
+            ],
+            Bound::Answer(a, step) => vec![
+                &a.response_id,
+                &a.result,
+                step,
+                &a.value,
+                &a.label,
+                &a.node,
+                &a.answered_at_ms,
+            ],
+            Bound::Status(u, status, ended_at) => {
+                vec![&u.response_id, status, &u.at_ms, ended_at, &u.language]
+            }
+        }
+    }
+}
+
+type Execution<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Drives `executions` together, polling them in order so that each is sent to the server
+/// before the next (tokio-postgres sends a statement on its first poll): the statements are
+/// pipelined on the connection and still applied in order.
+async fn pipelined(mut executions: Vec<Execution<'_>>) -> Vec<Result<u64, tokio_postgres::Error>> {
+    let mut results: Vec<Option<Result<u64, tokio_postgres::Error>>> =
+        executions.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (execution, result) in executions.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                match execution.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => *result = Some(outcome),
+                    Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+impl Writer {
+    /// Serves the queue until it is closed (by `flush_and_close`) and empty, or every handle
+    /// is dropped; then answers the close requests.
+    async fn run(mut self, mut queue: mpsc::Receiver<Request>, counters: &Counters) {
+        let mut close_replies = Vec::new();
+        while let Some(first) = queue.recv().await {
+            let batch = gather(first, &mut queue);
+            if !batch.commits.is_empty() {
+                self.commit_batch(batch.commits, counters).await;
+            }
+            match batch.control {
+                None => {}
+                Some(Control::Ping(reply)) => {
+                    let _ = reply.send(self.ping().await);
+                }
+                Some(Control::Close(reply)) => {
+                    queue.close();
+                    close_replies.push(reply);
+                }
+            }
+        }
+        // Dropping the client ends its connection task (the server sees a clean terminate).
+        self.connection = None;
+        for reply in close_replies {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// The connection, re-established if it was lost.
+    async fn connection(&mut self) -> Result<&mut WriterConnection, ResultStoreError> {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.client.is_closed())
+        {
+            tracing::warn!("postgres result store connection lost; reconnecting");
+            self.connection = None;
+        }
+        if self.connection.is_none() {
+            let client = self.target.connect().await?;
+            self.connection = Some(WriterConnection::prepare(client).await?);
+        }
+        self.connection
+            .as_mut()
+            .ok_or_else(|| ResultStoreError::Postgres("no connection".into()))
+    }
+
+    async fn ping(&mut self) -> Result<(), ResultStoreError> {
+        let connection = self.connection().await?;
+        connection
+            .client
+            .batch_execute("SELECT 1")
+            .await
+            .map_err(pg_error)
+    }
+
+    /// One transaction for the whole batch; if it fails, one per request.
+    async fn commit_batch(&mut self, commits: Vec<PendingCommit>, counters: &Counters) {
+        let started = Instant::now();
+        match self.apply(&commits).await {
+            Ok(rejections) => settle(counters, BACKEND, commits, Ok(rejections), started),
+            Err(failure) if failure.isolate && commits.len() > 1 => {
+                let error = failure.error;
+                tracing::warn!(%error, requests = commits.len(), "postgres batch failed; retrying its requests one by one");
+                for commit in commits {
+                    let started = Instant::now();
+                    let outcome = self
+                        .apply(std::slice::from_ref(&commit))
+                        .await
+                        .map_err(|failure| failure.error);
+                    settle(counters, BACKEND, vec![commit], outcome, started);
+                }
+            }
+            Err(failure) => settle(counters, BACKEND, commits, Err(failure.error), started),
+        }
+    }
+
+    async fn apply(&mut self, commits: &[PendingCommit]) -> Result<Vec<Rejection>, Failure> {
+        let connection = self.connection().await.map_err(|error| Failure {
+            error,
+            isolate: false,
+        })?;
+        let WriterConnection {
+            client,
+            start,
+            answer,
+            status,
+        } = connection;
+        let (start, answer, status) = (&*start, &*answer, &*status);
+        let tx = client.transaction().await.map_err(pg_failure)?;
+        let writes: Vec<&Write> = commits.iter().flat_map(|c| c.writes.iter()).collect();
+        let bound: Vec<Bound<'_>> = writes.iter().map(|w| Bound::new(w)).collect();
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = bound.iter().map(Bound::params).collect();
+        let executions: Vec<Execution<'_>> = bound
+            .iter()
+            .zip(&params)
+            .map(|(b, p)| {
+                let statement = match b {
+                    Bound::Start(..) => start,
+                    Bound::Answer(..) => answer,
+                    Bound::Status(..) => status,
+                };
+                Box::pin(tx.execute(statement, p.as_slice())) as Execution<'_>
+            })
+            .collect();
+        let outcomes = pipelined(executions).await;
+        let mut rejections = Vec::new();
+        for (write, outcome) in writes.iter().zip(outcomes) {
+            let changed = outcome.map_err(pg_failure)?;
+            if changed == 0
+                && let Some(rejection) = Rejection::unknown_response(write)
+            {
+                rejections.push(rejection);
+            }
+        }
+        tx.commit().await.map_err(pg_failure)?;
+        Ok(rejections)
+    }
+}
+
+/// Reads every response of `flow_id` in one read-only, repeatable-read transaction on a
+/// fresh connection.
+pub(super) async fn read_responses(
+    target: &Target,
+    flow_id: &str,
+) -> Result<Vec<ResponseRow>, ResultStoreError> {
+    let mut client = target.connect().await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)?;
+    let mut rows = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for row in tx
+        .query(SELECT_RESPONSES, &[&flow_id])
+        .await
+        .map_err(pg_error)?
+    {
+        let response = response_row(&row)?;
+        index.insert(response.response_id.clone(), rows.len());
+        rows.push(response);
+    }
+    for row in tx
+        .query(SELECT_ANSWERS, &[&flow_id])
+        .await
+        .map_err(pg_error)?
+    {
+        let response_id: String = row.try_get(0).map_err(pg_error)?;
+        let result: String = row.try_get(1).map_err(pg_error)?;
+        let value: String = row.try_get(2).map_err(pg_error)?;
+        let label: Option<String> = row.try_get(3).map_err(pg_error)?;
+        if let Some(&i) = index.get(&response_id) {
+            rows[i].answers.insert(result, (value, label));
+        }
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(rows)
+}
+
+fn response_row(row: &tokio_postgres::Row) -> Result<ResponseRow, ResultStoreError> {
+    let response_id: String = row.try_get(0).map_err(pg_error)?;
+    let flow_version: i64 = row.try_get(2).map_err(pg_error)?;
+    let status: String = row.try_get(7).map_err(pg_error)?;
+    Ok(ResponseRow {
+        flow_version: u32::try_from(flow_version).map_err(|_| {
+            ResultStoreError::Corrupt(format!(
+                "response {response_id} has flow version {flow_version}"
+            ))
+        })?,
+        status: ResponseStatus::parse(&status).ok_or_else(|| {
+            ResultStoreError::Corrupt(format!(
+                "response {response_id} has unknown status `{status}`"
+            ))
+        })?,
+        flow_id: row.try_get(1).map_err(pg_error)?,
+        channel: row.try_get(3).map_err(pg_error)?,
+        provider: row.try_get(4).map_err(pg_error)?,
+        subscriber: row.try_get(5).map_err(pg_error)?,
+        language: row.try_get(6).map_err(pg_error)?,
+        started_at_ms: row.try_get(8).map_err(pg_error)?,
+        updated_at_ms: row.try_get(9).map_err(pg_error)?,
+        ended_at_ms: row.try_get(10).map_err(pg_error)?,
+        answers: Default::default(),
+        response_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_schema_name;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["baraza", "_x", "results_2026", &"a".repeat(63)] {
+            assert!(valid_schema_name(good), "{good}");
+        }
+        for bad in ["", "1abc", "a-b", "a\"b", "a b", "école", &"a".repeat(64)] {
+            assert!(!valid_schema_name(bad), "{bad}");
+        }
+    }
+}

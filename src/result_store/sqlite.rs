@@ -1,0 +1,390 @@
+//! The SQLite backend: one writer thread owning the only read-write connection, applying
+//! group-committed batches in `BEGIN IMMEDIATE` transactions; reads on short-lived connections
+//! of their own.
+//!
+//! It never runs SQLite calls on async runtime threads (the writer is a plain thread, reads
+//! go through `spawn_blocking`) and never writes outside the writer thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    Control, Counters, Failure, MIGRATIONS_TABLE_SQL, PendingCommit, Rejection, Request,
+    ResponseRow, ResponseStatus, ResultStoreError, SQLITE_MIGRATIONS, Write, gather,
+    pending_migrations, settle,
+};
+
+/// How long a statement waits for a lock held by another connection (another process, a
+/// reader checkpointing) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const BACKEND: &str = "sqlite";
+
+const INSERT_START: &str = "INSERT INTO responses (response_id, flow_id, flow_version, channel, \
+     provider, subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', ?8, ?8, NULL) \
+     ON CONFLICT (response_id) DO NOTHING";
+
+/// Marks activity on the response; no row changed means the response is unknown.
+const TOUCH_RESPONSE: &str = "UPDATE responses SET updated_at_ms = MAX(updated_at_ms, ?2) \
+     WHERE response_id = ?1";
+
+const UPSERT_ANSWER: &str = "INSERT INTO answers (response_id, result, step, value, label, node, \
+     answered_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+     ON CONFLICT (response_id, result, step) DO UPDATE SET value = excluded.value, \
+     label = excluded.label, node = excluded.node, answered_at_ms = excluded.answered_at_ms";
+
+const UPDATE_STATUS: &str = "UPDATE responses SET status = ?2, \
+     updated_at_ms = MAX(updated_at_ms, ?3), ended_at_ms = ?4, language = COALESCE(?5, language) \
+     WHERE response_id = ?1";
+
+const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, channel, provider, \
+     subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms \
+     FROM responses WHERE flow_id = ?1 ORDER BY started_at_ms, response_id";
+
+/// Answers in step order, so the latest step of each result is read last and wins.
+const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label FROM answers a \
+     JOIN responses r ON r.response_id = a.response_id WHERE r.flow_id = ?1 \
+     ORDER BY a.response_id, a.result, a.step";
+
+fn sqlite_error(e: rusqlite::Error) -> ResultStoreError {
+    ResultStoreError::Sqlite(e.to_string())
+}
+
+/// A write-path error, classified: errors of the database or its file are not isolated.
+fn sqlite_failure(e: rusqlite::Error) -> Failure {
+    use rusqlite::ErrorCode;
+    let unavailable = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::OutOfMemory
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::PermissionDenied
+                | ErrorCode::FileLockingProtocolFailed
+        )
+    );
+    Failure {
+        error: sqlite_error(e),
+        isolate: !unavailable,
+    }
+}
+
+/// Starts the writer thread; the receiver says whether opening and migrating succeeded.
+pub(super) fn start_writer(
+    path: PathBuf,
+    queue: mpsc::Receiver<Request>,
+    counters: Arc<Counters>,
+    stopped: watch::Sender<bool>,
+) -> Result<oneshot::Receiver<Result<(), ResultStoreError>>, ResultStoreError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("baraza-results".into())
+        .spawn(move || {
+            let writer = match Writer::open(&path) {
+                Ok(writer) => {
+                    let _ = ready_tx.send(Ok(()));
+                    writer
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    stopped.send_replace(true);
+                    return;
+                }
+            };
+            writer.run(queue, &counters);
+            stopped.send_replace(true);
+        })
+        .map_err(|e| ResultStoreError::Sqlite(format!("cannot start the writer thread: {e}")))?;
+    Ok(ready_rx)
+}
+
+/// Opens the database file read-write (creating it and its folder), WAL, synchronous=FULL.
+fn open_connection(path: &Path) -> Result<Connection, ResultStoreError> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| ResultStoreError::CreateDir {
+            path: parent.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    let conn = Connection::open(path).map_err(sqlite_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(sqlite_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(ResultStoreError::Sqlite(format!(
+            "{} cannot use the WAL journal (SQLite kept `{mode}`); use a file on a local disk",
+            path.display()
+        )));
+    }
+    // Why FULL and not NORMAL: see `ResultStore::open_sqlite`.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite_error)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(sqlite_error)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), ResultStoreError> {
+    // IMMEDIATE: two processes opening the same file migrate one after the other.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    tx.execute_batch(MIGRATIONS_TABLE_SQL)
+        .map_err(sqlite_error)?;
+    let applied: Vec<i64> = {
+        let mut stmt = tx
+            .prepare("SELECT version FROM schema_migrations")
+            .map_err(sqlite_error)?;
+        stmt.query_map([], |row| row.get(0))
+            .map_err(sqlite_error)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite_error)?
+    };
+    for migration in pending_migrations(SQLITE_MIGRATIONS, &applied)? {
+        let failed = |e: rusqlite::Error| ResultStoreError::Migration {
+            version: migration.version,
+            name: migration.name,
+            message: e.to_string(),
+        };
+        tx.execute_batch(migration.sql).map_err(failed)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
+            params![migration.version, migration.name, now_ms()],
+        )
+        .map_err(failed)?;
+    }
+    tx.commit().map_err(sqlite_error)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The writer thread's state: the one read-write connection.
+struct Writer {
+    conn: Connection,
+}
+
+impl Writer {
+    fn open(path: &Path) -> Result<Writer, ResultStoreError> {
+        let mut conn = open_connection(path)?;
+        migrate(&mut conn)?;
+        Ok(Writer { conn })
+    }
+
+    /// Serves the queue until it is closed (by `flush_and_close`) and empty, or every handle
+    /// is dropped; then closes the database and answers the close requests.
+    fn run(mut self, mut queue: mpsc::Receiver<Request>, counters: &Counters) {
+        let mut close_replies = Vec::new();
+        while let Some(first) = queue.blocking_recv() {
+            let batch = gather(first, &mut queue);
+            if !batch.commits.is_empty() {
+                self.commit_batch(batch.commits, counters);
+            }
+            match batch.control {
+                None => {}
+                Some(Control::Ping(reply)) => {
+                    let _ = reply.send(self.ping());
+                }
+                Some(Control::Close(reply)) => {
+                    // Refuse new requests; those already queued are still committed.
+                    queue.close();
+                    close_replies.push(reply);
+                }
+            }
+        }
+        let closed = self
+            .conn
+            .close()
+            .map_err(|(_, e)| ResultStoreError::Sqlite(format!("closing the database: {e}")));
+        for reply in close_replies {
+            let _ = reply.send(closed.clone());
+        }
+    }
+
+    fn ping(&self) -> Result<(), ResultStoreError> {
+        self.conn
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(sqlite_error)
+    }
+
+    /// One transaction for the whole batch; if it fails, one per request.
+    fn commit_batch(&mut self, commits: Vec<PendingCommit>, counters: &Counters) {
+        let started = Instant::now();
+        match self.apply(&commits) {
+            Ok(rejections) => settle(counters, BACKEND, commits, Ok(rejections), started),
+            Err(failure) if failure.isolate && commits.len() > 1 => {
+                let error = failure.error;
+                tracing::warn!(%error, requests = commits.len(), "sqlite batch failed; retrying its requests one by one");
+                for commit in commits {
+                    let started = Instant::now();
+                    let outcome = self
+                        .apply(std::slice::from_ref(&commit))
+                        .map_err(|failure| failure.error);
+                    settle(counters, BACKEND, vec![commit], outcome, started);
+                }
+            }
+            Err(failure) => settle(counters, BACKEND, commits, Err(failure.error), started),
+        }
+    }
+
+    fn apply(&mut self, commits: &[PendingCommit]) -> Result<Vec<Rejection>, Failure> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_failure)?;
+        let mut rejections = Vec::new();
+        {
+            let mut start = tx.prepare_cached(INSERT_START).map_err(sqlite_failure)?;
+            let mut touch = tx.prepare_cached(TOUCH_RESPONSE).map_err(sqlite_failure)?;
+            let mut answer = tx.prepare_cached(UPSERT_ANSWER).map_err(sqlite_failure)?;
+            let mut status = tx.prepare_cached(UPDATE_STATUS).map_err(sqlite_failure)?;
+            for write in commits.iter().flat_map(|c| c.writes.iter()) {
+                let known = match write {
+                    Write::Start(s) => {
+                        start
+                            .execute(params![
+                                s.response_id,
+                                s.flow_id,
+                                s.flow_version,
+                                s.channel,
+                                s.provider,
+                                s.subscriber,
+                                s.language,
+                                s.started_at_ms,
+                            ])
+                            .map_err(sqlite_failure)?;
+                        true
+                    }
+                    Write::Answer(a) => {
+                        let touched = touch
+                            .execute(params![a.response_id, a.answered_at_ms])
+                            .map_err(sqlite_failure)?;
+                        if touched > 0 {
+                            answer
+                                .execute(params![
+                                    a.response_id,
+                                    a.result,
+                                    a.step,
+                                    a.value,
+                                    a.label,
+                                    a.node,
+                                    a.answered_at_ms,
+                                ])
+                                .map_err(sqlite_failure)?;
+                        }
+                        touched > 0
+                    }
+                    Write::Status(u) => {
+                        let ended_at = u.status.is_ended().then_some(u.at_ms);
+                        let changed = status
+                            .execute(params![
+                                u.response_id,
+                                u.status.as_str(),
+                                u.at_ms,
+                                ended_at,
+                                u.language,
+                            ])
+                            .map_err(sqlite_failure)?;
+                        changed > 0
+                    }
+                };
+                if !known && let Some(rejection) = Rejection::unknown_response(write) {
+                    rejections.push(rejection);
+                }
+            }
+        }
+        tx.commit().map_err(sqlite_failure)?;
+        Ok(rejections)
+    }
+}
+
+/// Reads every response of `flow_id` in one read transaction on a fresh connection.
+pub(super) fn read_responses(
+    path: &Path,
+    flow_id: &str,
+) -> Result<Vec<ResponseRow>, ResultStoreError> {
+    // Read-write without CREATE (a WAL reader may need to create the -shm file), but
+    // query-only: this connection never changes anything.
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
+    conn.pragma_update(None, "query_only", "ON")
+        .map_err(sqlite_error)?;
+    let tx = conn.transaction().map_err(sqlite_error)?;
+    let mut rows = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    {
+        let mut stmt = tx.prepare(SELECT_RESPONSES).map_err(sqlite_error)?;
+        let mut found = stmt.query([flow_id]).map_err(sqlite_error)?;
+        while let Some(row) = found.next().map_err(sqlite_error)? {
+            let response = response_row(row)?;
+            index.insert(response.response_id.clone(), rows.len());
+            rows.push(response);
+        }
+    }
+    {
+        let mut stmt = tx.prepare(SELECT_ANSWERS).map_err(sqlite_error)?;
+        let mut found = stmt.query([flow_id]).map_err(sqlite_error)?;
+        while let Some(row) = found.next().map_err(sqlite_error)? {
+            let response_id: String = row.get(0).map_err(sqlite_error)?;
+            let result: String = row.get(1).map_err(sqlite_error)?;
+            let value: String = row.get(2).map_err(sqlite_error)?;
+            let label: Option<String> = row.get(3).map_err(sqlite_error)?;
+            if let Some(&i) = index.get(&response_id) {
+                rows[i].answers.insert(result, (value, label));
+            }
+        }
+    }
+    tx.finish().map_err(sqlite_error)?;
+    Ok(rows)
+}
+
+fn response_row(row: &rusqlite::Row<'_>) -> Result<ResponseRow, ResultStoreError> {
+    let response_id: String = row.get(0).map_err(sqlite_error)?;
+    let flow_version: i64 = row.get(2).map_err(sqlite_error)?;
+    let status: String = row.get(7).map_err(sqlite_error)?;
+    Ok(ResponseRow {
+        flow_version: u32::try_from(flow_version).map_err(|_| {
+            ResultStoreError::Corrupt(format!(
+                "response {response_id} has flow version {flow_version}"
+            ))
+        })?,
+        status: ResponseStatus::parse(&status).ok_or_else(|| {
+            ResultStoreError::Corrupt(format!(
+                "response {response_id} has unknown status `{status}`"
+            ))
+        })?,
+        flow_id: row.get(1).map_err(sqlite_error)?,
+        channel: row.get(3).map_err(sqlite_error)?,
+        provider: row.get(4).map_err(sqlite_error)?,
+        subscriber: row.get(5).map_err(sqlite_error)?,
+        language: row.get(6).map_err(sqlite_error)?,
+        started_at_ms: row.get(8).map_err(sqlite_error)?,
+        updated_at_ms: row.get(9).map_err(sqlite_error)?,
+        ended_at_ms: row.get(10).map_err(sqlite_error)?,
+        answers: Default::default(),
+        response_id,
+    })
+}

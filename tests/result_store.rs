@@ -1,0 +1,914 @@
+//! Behaviour of the result store, run identically against SQLite (a temporary folder) and a
+//! real PostgreSQL server (`BARAZA_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`, one fresh schema per test, dropped afterwards),
+//! plus exact-byte checks of the CSV export.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use baraza::result_store::{
+    AnswerRecord, ResponseRow, ResponseStart, ResponseStatus, ResultStore, ResultStoreError,
+    StatusUpdate, Write, export_csv,
+};
+use tokio::task::JoinSet;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
+
+fn postgres_url() -> String {
+    std::env::var("BARAZA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A private database for one test: a SQLite file in a temporary folder, or a PostgreSQL
+/// schema that is dropped when the fixture is (even if the test panics).
+enum Fixture {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        url: String,
+        schema: String,
+    },
+}
+
+impl Fixture {
+    fn sqlite(_test: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        // Nested, to prove open_sqlite creates missing parent folders.
+        let path = dir
+            .path()
+            .join("data")
+            .join("nested")
+            .join("results.sqlite3");
+        Fixture::Sqlite { _dir: dir, path }
+    }
+
+    fn postgres(test: &str) -> Fixture {
+        let short: String = test.chars().take(30).collect();
+        let schema = format!(
+            "rs_{}_{}_{}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::SeqCst),
+            short
+        );
+        Fixture::Postgres {
+            url: postgres_url(),
+            schema,
+        }
+    }
+
+    async fn try_open(&self) -> Result<ResultStore, ResultStoreError> {
+        match self {
+            Fixture::Sqlite { path, .. } => ResultStore::open_sqlite(path).await,
+            Fixture::Postgres { url, schema } => {
+                ResultStore::open_postgres(url, Some(schema)).await
+            }
+        }
+    }
+
+    async fn open(&self) -> ResultStore {
+        match self.try_open().await {
+            Ok(store) => store,
+            Err(e) => panic!("opening the result store failed: {e}"),
+        }
+    }
+
+    async fn admin(&self) -> Admin {
+        match self {
+            Fixture::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).expect("open sqlite directly");
+                conn.busy_timeout(Duration::from_secs(10))
+                    .expect("busy timeout");
+                Admin::Sqlite(conn)
+            }
+            Fixture::Postgres { url, schema } => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to postgres");
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("SET search_path TO \"{schema}\""))
+                    .await
+                    .expect("set search_path");
+                Admin::Postgres(client)
+            }
+        }
+    }
+
+    /// How many answer rows exist for `response_id` (bypassing the store's read path).
+    async fn answer_rows(&self, response_id: &str) -> i64 {
+        match self.admin().await {
+            Admin::Sqlite(conn) => conn
+                .query_row(
+                    "SELECT COUNT(*) FROM answers WHERE response_id = ?1",
+                    [response_id],
+                    |row| row.get(0),
+                )
+                .expect("count answers"),
+            Admin::Postgres(client) => client
+                .query_one(
+                    "SELECT COUNT(*) FROM answers WHERE response_id = $1",
+                    &[&response_id],
+                )
+                .await
+                .expect("count answers")
+                .get(0),
+        }
+    }
+
+    async fn migration_versions(&self) -> Vec<i64> {
+        match self.admin().await {
+            Admin::Sqlite(conn) => {
+                let mut stmt = conn
+                    .prepare("SELECT version FROM schema_migrations ORDER BY version")
+                    .expect("prepare");
+                stmt.query_map([], |row| row.get(0))
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("rows")
+            }
+            Admin::Postgres(client) => client
+                .query(
+                    "SELECT version FROM schema_migrations ORDER BY version",
+                    &[],
+                )
+                .await
+                .expect("query")
+                .iter()
+                .map(|row| row.get(0))
+                .collect(),
+        }
+    }
+
+    /// Pretends a newer build migrated the database.
+    async fn record_migration(&self, version: i64) {
+        let sql = "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ";
+        match self.admin().await {
+            Admin::Sqlite(conn) => {
+                conn.execute(&format!("{sql} (?1, 'future', 0)"), [version])
+                    .expect("insert migration");
+            }
+            Admin::Postgres(client) => {
+                client
+                    .execute(&format!("{sql} ($1, 'future', 0)"), &[&version])
+                    .await
+                    .expect("insert migration");
+            }
+        }
+    }
+
+    /// Installs a trigger that makes the database refuse answers with the value `poison`,
+    /// standing in for any error a single request could cause.
+    async fn poison_answers(&self) {
+        match self.admin().await {
+            Admin::Sqlite(conn) => conn
+                .execute_batch(
+                    "CREATE TRIGGER poison BEFORE INSERT ON answers WHEN NEW.value = 'poison' \
+                     BEGIN SELECT RAISE(ABORT, 'poisoned value'); END;",
+                )
+                .expect("create trigger"),
+            Admin::Postgres(client) => client
+                .batch_execute(
+                    "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                     BEGIN IF NEW.value = 'poison' THEN RAISE EXCEPTION 'poisoned value'; END IF; \
+                     RETURN NEW; END $$; \
+                     CREATE TRIGGER poison BEFORE INSERT ON answers \
+                     FOR EACH ROW EXECUTE FUNCTION poison();",
+                )
+                .await
+                .expect("create trigger"),
+        }
+    }
+
+    /// Takes a lock that makes the store's writer wait until `release`.
+    async fn block_writer(&self) -> WriterBlock {
+        match self.admin().await {
+            Admin::Sqlite(conn) => {
+                conn.execute_batch("BEGIN IMMEDIATE")
+                    .expect("take the write lock");
+                WriterBlock::Sqlite(conn)
+            }
+            Admin::Postgres(client) => {
+                client
+                    .batch_execute("BEGIN; LOCK TABLE responses IN EXCLUSIVE MODE")
+                    .await
+                    .expect("lock the responses table");
+                WriterBlock::Postgres(client)
+            }
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Fixture::Postgres { url, schema } = self {
+            let (url, schema) = (url.clone(), schema.clone());
+            // Drop runs inside the test's runtime: clean up on a thread with its own.
+            let cleanup = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("cleanup runtime");
+                runtime.block_on(async move {
+                    let (client, connection) =
+                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                    tokio::spawn(connection);
+                    client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await
+                })
+            });
+            match cleanup.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("could not drop a test schema: {e}"),
+                Err(_) => eprintln!("the schema cleanup thread panicked"),
+            }
+        }
+    }
+}
+
+/// A direct connection to the test database, beside the store.
+enum Admin {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+/// A held lock that blocks the store's writer.
+enum WriterBlock {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl WriterBlock {
+    async fn release(self) {
+        match self {
+            WriterBlock::Sqlite(conn) => conn.execute_batch("ROLLBACK").expect("release"),
+            WriterBlock::Postgres(client) => {
+                client.batch_execute("ROLLBACK").await.expect("release")
+            }
+        }
+    }
+}
+
+/// Waits (yielding, with a generous safety limit against hangs) until `count` commit requests
+/// are in the writer's hands.
+async fn until_pending(store: &ResultStore, count: usize) {
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while store.pending_commits() < count {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "only {} of {count} commits reached the writer",
+        store.pending_commits()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+const SUBSCRIBER_1: &str = "+254700000001";
+const SUBSCRIBER_2: &str = "+254700000002";
+
+fn start(id: &str, flow: &str, subscriber: &str, at: i64) -> Write {
+    Write::Start(ResponseStart {
+        response_id: id.to_string(),
+        flow_id: flow.to_string(),
+        flow_version: 3,
+        channel: "ussd".to_string(),
+        provider: "africastalking".to_string(),
+        subscriber: subscriber.to_string(),
+        language: "en".to_string(),
+        started_at_ms: at,
+    })
+}
+
+fn answer(id: &str, result: &str, value: &str, label: Option<&str>, step: u32, at: i64) -> Write {
+    Write::Answer(AnswerRecord {
+        response_id: id.to_string(),
+        result: result.to_string(),
+        value: value.to_string(),
+        label: label.map(str::to_string),
+        node: format!("ask_{result}"),
+        step,
+        answered_at_ms: at,
+    })
+}
+
+fn status(id: &str, status: ResponseStatus, language: Option<&str>, at: i64) -> Write {
+    Write::Status(StatusUpdate {
+        response_id: id.to_string(),
+        status,
+        language: language.map(str::to_string),
+        at_ms: at,
+    })
+}
+
+fn answers(
+    pairs: &[(&str, &str, Option<&str>)],
+) -> std::collections::BTreeMap<String, (String, Option<String>)> {
+    pairs
+        .iter()
+        .map(|(result, value, label)| {
+            (
+                result.to_string(),
+                (value.to_string(), label.map(str::to_string)),
+            )
+        })
+        .collect()
+}
+
+async fn commit(store: &ResultStore, writes: Vec<Write>) {
+    if let Err(e) = store.commit(writes).await {
+        panic!("commit failed: {e}");
+    }
+}
+
+async fn responses(store: &ResultStore, flow: &str) -> Vec<ResponseRow> {
+    match store.responses(flow).await {
+        Ok(rows) => rows,
+        Err(e) => panic!("reading responses failed: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The behavioural suite, instantiated once per backend
+
+macro_rules! behaviour_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Fixture::sqlite(stringify!($test))).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Fixture::postgres(stringify!($test))).await;
+                }
+            )*
+        }
+    };
+}
+
+behaviour_suite!(
+    start_answers_and_status_round_trip,
+    resumed_response_is_active_again,
+    duplicate_deliveries_are_recorded_once,
+    same_step_replaces_and_later_step_supersedes,
+    concurrent_commits_share_transactions,
+    close_commits_everything_already_queued,
+    everything_survives_close_and_reopen,
+    migrations_are_idempotent_and_newer_schemas_refused,
+    unknown_response_is_rejected_without_losing_the_batch,
+    export_of_stored_rows_is_byte_exact,
+    ping_reports_health,
+    failing_request_does_not_fail_its_batch_neighbours,
+);
+
+async fn start_answers_and_status_round_trip(fx: Fixture) {
+    let store = fx.open().await;
+    commit(&store, vec![start("r1", "poll", SUBSCRIBER_1, 1_000)]).await;
+    commit(
+        &store,
+        vec![
+            answer("r1", "district", "2", Some("Kisumu"), 1, 2_000),
+            answer("r1", "age", "34", None, 2, 3_000),
+        ],
+    )
+    .await;
+    commit(
+        &store,
+        vec![status("r1", ResponseStatus::Completed, Some("sw"), 4_000)],
+    )
+    .await;
+    commit(
+        &store,
+        vec![start("elsewhere", "other-flow", SUBSCRIBER_2, 500)],
+    )
+    .await;
+
+    let expected = ResponseRow {
+        response_id: "r1".into(),
+        flow_id: "poll".into(),
+        flow_version: 3,
+        channel: "ussd".into(),
+        provider: "africastalking".into(),
+        subscriber: SUBSCRIBER_1.into(),
+        language: "sw".into(),
+        status: ResponseStatus::Completed,
+        started_at_ms: 1_000,
+        updated_at_ms: 4_000,
+        ended_at_ms: Some(4_000),
+        answers: answers(&[("age", "34", None), ("district", "2", Some("Kisumu"))]),
+    };
+    assert_eq!(responses(&store, "poll").await, vec![expected]);
+    assert_eq!(responses(&store, "other-flow").await.len(), 1);
+    assert_eq!(responses(&store, "no-such-flow").await, vec![]);
+    assert_eq!(store.rejected_writes(), 0);
+    store.flush_and_close().await.expect("close");
+}
+
+async fn resumed_response_is_active_again(fx: Fixture) {
+    let store = fx.open().await;
+    commit(&store, vec![start("r1", "poll", SUBSCRIBER_1, 1_000)]).await;
+    commit(
+        &store,
+        vec![status("r1", ResponseStatus::Dropped, None, 5_000)],
+    )
+    .await;
+    let row = &responses(&store, "poll").await[0];
+    assert_eq!(
+        (row.status, row.ended_at_ms, row.language.as_str()),
+        (ResponseStatus::Dropped, Some(5_000), "en")
+    );
+
+    commit(
+        &store,
+        vec![status("r1", ResponseStatus::Active, Some("fr"), 6_000)],
+    )
+    .await;
+    let row = &responses(&store, "poll").await[0];
+    assert_eq!(
+        (row.status, row.ended_at_ms, row.updated_at_ms),
+        (ResponseStatus::Active, None, 6_000)
+    );
+    assert_eq!(row.language, "fr");
+
+    // An answer is activity; a late status with an older time does not move the clock back.
+    commit(&store, vec![answer("r1", "q", "1", None, 4, 7_000)]).await;
+    commit(
+        &store,
+        vec![status("r1", ResponseStatus::TimedOut, None, 6_500)],
+    )
+    .await;
+    let row = &responses(&store, "poll").await[0];
+    assert_eq!(
+        (row.status, row.updated_at_ms, row.ended_at_ms),
+        (ResponseStatus::TimedOut, 7_000, Some(6_500))
+    );
+    assert_eq!(
+        row.language, "fr",
+        "a status without a language keeps the stored one"
+    );
+    store.flush_and_close().await.expect("close");
+}
+
+async fn duplicate_deliveries_are_recorded_once(fx: Fixture) {
+    let store = fx.open().await;
+    commit(&store, vec![start("r1", "poll", SUBSCRIBER_1, 1_000)]).await;
+    // A repeated Start (redelivered first step) changes nothing.
+    let mut again = start("r1", "poll", SUBSCRIBER_2, 9_000);
+    if let Write::Start(s) = &mut again {
+        s.flow_version = 4;
+    }
+    commit(&store, vec![again]).await;
+    let the_answer = answer("r1", "district", "2", Some("Kisumu"), 1, 2_000);
+    commit(&store, vec![the_answer.clone()]).await;
+    commit(&store, vec![the_answer.clone()]).await;
+    commit(&store, vec![the_answer.clone(), the_answer]).await;
+
+    assert_eq!(fx.answer_rows("r1").await, 1);
+    let rows = responses(&store, "poll").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].flow_version,
+            rows[0].subscriber.as_str(),
+            rows[0].started_at_ms
+        ),
+        (3, SUBSCRIBER_1, 1_000)
+    );
+    assert_eq!(
+        rows[0].answers,
+        answers(&[("district", "2", Some("Kisumu"))])
+    );
+    store.flush_and_close().await.expect("close");
+}
+
+async fn same_step_replaces_and_later_step_supersedes(fx: Fixture) {
+    let store = fx.open().await;
+    commit(&store, vec![start("r1", "poll", SUBSCRIBER_1, 1_000)]).await;
+    commit(
+        &store,
+        vec![answer("r1", "consent", "1", Some("Yes"), 1, 2_000)],
+    )
+    .await;
+    commit(
+        &store,
+        vec![answer("r1", "consent", "2", Some("No"), 1, 2_100)],
+    )
+    .await;
+    assert_eq!(
+        fx.answer_rows("r1").await,
+        1,
+        "the same step overwrites its row"
+    );
+    assert_eq!(
+        responses(&store, "poll").await[0].answers,
+        answers(&[("consent", "2", Some("No"))])
+    );
+
+    // The respondent went back and answered again at a later step: that value is current,
+    // and the earlier one is kept as history.
+    commit(
+        &store,
+        vec![answer("r1", "consent", "1", Some("Yes"), 3, 4_000)],
+    )
+    .await;
+    assert_eq!(fx.answer_rows("r1").await, 2);
+    assert_eq!(
+        responses(&store, "poll").await[0].answers,
+        answers(&[("consent", "1", Some("Yes"))])
+    );
+    // A redelivery of the older step does not bring the older value back.
+    commit(
+        &store,
+        vec![answer("r1", "consent", "2", Some("No"), 1, 2_100)],
+    )
+    .await;
+    assert_eq!(
+        responses(&store, "poll").await[0].answers,
+        answers(&[("consent", "1", Some("Yes"))])
+    );
+    store.flush_and_close().await.expect("close");
+}
+
+async fn concurrent_commits_share_transactions(fx: Fixture) {
+    const SESSIONS: usize = 50;
+    let store = fx.open().await;
+    let before = store.batches_committed();
+    // Hold the writer on its first transaction so the other requests queue up behind it.
+    let block = fx.block_writer().await;
+    let mut tasks = JoinSet::new();
+    for i in 0..SESSIONS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let id = format!("c{i:02}");
+            let at = 1_000 + i as i64;
+            store
+                .commit(vec![
+                    start(&id, "poll", SUBSCRIBER_1, at),
+                    answer(&id, "q", &i.to_string(), None, 1, at),
+                ])
+                .await
+        });
+    }
+    until_pending(&store, SESSIONS).await;
+    block.release().await;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("a concurrent commit failed: {e}"),
+            Err(e) => panic!("a commit task failed: {e}"),
+        }
+    }
+    let batches = store.batches_committed() - before;
+    assert!(batches >= 1, "nothing was committed");
+    assert!(
+        batches < SESSIONS as u64,
+        "{SESSIONS} commits took {batches} transactions: no group commit"
+    );
+
+    let rows = responses(&store, "poll").await;
+    assert_eq!(rows.len(), SESSIONS);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.response_id, format!("c{i:02}"));
+        assert_eq!(row.answers, answers(&[("q", &i.to_string(), None)]));
+    }
+    store.flush_and_close().await.expect("close");
+}
+
+async fn close_commits_everything_already_queued(fx: Fixture) {
+    const SESSIONS: usize = 10;
+    let store = fx.open().await;
+    let block = fx.block_writer().await;
+    let mut tasks = JoinSet::new();
+    for i in 0..SESSIONS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .commit(vec![start(
+                    &format!("q{i}"),
+                    "poll",
+                    SUBSCRIBER_1,
+                    i as i64,
+                )])
+                .await
+        });
+    }
+    until_pending(&store, SESSIONS).await;
+    let closing = {
+        let store = store.clone();
+        tokio::spawn(async move { store.flush_and_close().await })
+    };
+    block.release().await;
+    while let Some(joined) = tasks.join_next().await {
+        assert!(
+            matches!(joined, Ok(Ok(()))),
+            "a commit queued before close failed: {joined:?}"
+        );
+    }
+    assert_eq!(closing.await.expect("close task"), Ok(()));
+    drop(store);
+
+    let reopened = fx.open().await;
+    assert_eq!(responses(&reopened, "poll").await.len(), SESSIONS);
+    reopened.flush_and_close().await.expect("close");
+}
+
+async fn everything_survives_close_and_reopen(fx: Fixture) {
+    let store = fx.open().await;
+    commit(
+        &store,
+        vec![
+            start("r1", "poll", SUBSCRIBER_1, 1_000),
+            answer("r1", "district", "2", Some("Kisumu"), 1, 2_000),
+            status("r1", ResponseStatus::Completed, None, 3_000),
+        ],
+    )
+    .await;
+    let before = responses(&store, "poll").await;
+    store.flush_and_close().await.expect("close");
+    assert_eq!(
+        store
+            .commit(vec![start("late", "poll", SUBSCRIBER_2, 4_000)])
+            .await,
+        Err(ResultStoreError::Closed)
+    );
+    assert_eq!(
+        store.flush_and_close().await,
+        Ok(()),
+        "closing twice is harmless"
+    );
+    drop(store);
+
+    let reopened = fx.open().await;
+    assert_eq!(responses(&reopened, "poll").await, before);
+    commit(&reopened, vec![answer("r1", "age", "40", None, 2, 5_000)]).await;
+    assert_eq!(responses(&reopened, "poll").await[0].answers.len(), 2);
+    reopened.flush_and_close().await.expect("close");
+}
+
+async fn migrations_are_idempotent_and_newer_schemas_refused(fx: Fixture) {
+    let first = fx.open().await;
+    commit(&first, vec![start("r1", "poll", SUBSCRIBER_1, 1_000)]).await;
+    // A second store on the same database while the first is open, then again after closing.
+    let second = fx.open().await;
+    second.flush_and_close().await.expect("close second");
+    first.flush_and_close().await.expect("close first");
+    let third = fx.open().await;
+    assert_eq!(responses(&third, "poll").await.len(), 1);
+    third.flush_and_close().await.expect("close third");
+    assert_eq!(fx.migration_versions().await, vec![1]);
+
+    fx.record_migration(99).await;
+    match fx.try_open().await {
+        Err(ResultStoreError::SchemaTooNew {
+            found: 99,
+            known: 1,
+        }) => {}
+        Err(other) => panic!("expected SchemaTooNew, got {other}"),
+        Ok(_) => panic!("a database migrated by a newer build was opened"),
+    }
+}
+
+async fn unknown_response_is_rejected_without_losing_the_batch(fx: Fixture) {
+    let store = fx.open().await;
+    let outcome = store
+        .commit(vec![
+            start("k1", "poll", SUBSCRIBER_1, 1_000),
+            answer("ghost", "q", "lost", None, 1, 1_500),
+            answer("k1", "q", "kept", None, 1, 2_000),
+            status("ghost", ResponseStatus::Completed, None, 2_500),
+            status("k1", ResponseStatus::Completed, None, 3_000),
+        ])
+        .await;
+    assert_eq!(
+        outcome,
+        Ok(()),
+        "the valid writes are committed and the request succeeds"
+    );
+    assert_eq!(store.rejected_writes(), 2);
+    assert_eq!(fx.answer_rows("ghost").await, 0);
+    let rows = responses(&store, "poll").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].status, &rows[0].answers),
+        (ResponseStatus::Completed, &answers(&[("q", "kept", None)]))
+    );
+    store.flush_and_close().await.expect("close");
+}
+
+async fn ping_reports_health(fx: Fixture) {
+    let store = fx.open().await;
+    assert_eq!(store.ping().await, Ok(()));
+    store.flush_and_close().await.expect("close");
+    assert_eq!(store.ping().await, Err(ResultStoreError::Closed));
+}
+
+async fn failing_request_does_not_fail_its_batch_neighbours(fx: Fixture) {
+    let store = fx.open().await;
+    commit(
+        &store,
+        vec![
+            start("good", "poll", SUBSCRIBER_1, 1_000),
+            start("bad", "poll", SUBSCRIBER_2, 1_001),
+        ],
+    )
+    .await;
+    fx.poison_answers().await;
+    let before = store.batches_committed();
+    let block = fx.block_writer().await;
+    // The first request occupies the writer; the next two queue up and share a transaction.
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .commit(vec![answer("good", "first", "1", None, 1, 2_000)])
+                .await
+        })
+    };
+    until_pending(&store, 1).await;
+    let poisoned = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .commit(vec![answer("bad", "q", "poison", None, 1, 2_001)])
+                .await
+        })
+    };
+    let neighbour = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .commit(vec![answer("good", "q", "fine", None, 2, 2_002)])
+                .await
+        })
+    };
+    until_pending(&store, 3).await;
+    block.release().await;
+
+    assert_eq!(first.await.expect("task"), Ok(()));
+    assert_eq!(
+        neighbour.await.expect("task"),
+        Ok(()),
+        "a neighbour of a failing request must not fail"
+    );
+    match poisoned.await.expect("task") {
+        Err(e) => assert!(
+            e.to_string().contains("poisoned value"),
+            "unexpected error: {e}"
+        ),
+        Ok(()) => panic!("the poisoned request was reported as committed"),
+    }
+    assert!(store.batches_committed() - before >= 2);
+    let rows = responses(&store, "poll").await;
+    let good = rows
+        .iter()
+        .find(|r| r.response_id == "good")
+        .expect("good response");
+    assert_eq!(
+        good.answers,
+        answers(&[("first", "1", None), ("q", "fine", None)])
+    );
+    assert_eq!(fx.answer_rows("bad").await, 0);
+    store.flush_and_close().await.expect("close");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export
+
+/// 2026-03-01T08:30:05.120Z
+const T0: i64 = 1_772_353_805_120;
+
+fn export_fixture_writes() -> Vec<Write> {
+    vec![
+        start("r1", "poll", SUBSCRIBER_1, T0),
+        answer("r1", "district", "2", Some("Kisumu"), 1, T0 + 10_000),
+        answer("r1", "age", "34", None, 2, T0 + 20_000),
+        answer(
+            "r1",
+            "comment",
+            "Roads, \"bad\"\nand dusty",
+            None,
+            3,
+            T0 + 30_000,
+        ),
+        status("r1", ResponseStatus::Completed, Some("sw"), T0 + 59_880),
+        start("r2", "poll", SUBSCRIBER_2, T0 + 94_880),
+        answer("r2", "age", "-1", None, 1, T0 + 100_000),
+        answer(
+            "r2",
+            "comment",
+            "=HYPERLINK(\"http://x\",\"win\")",
+            None,
+            2,
+            T0 + 110_000,
+        ),
+    ]
+}
+
+fn export_result_names() -> Vec<String> {
+    ["district", "age", "comment", "never_asked"]
+        .map(String::from)
+        .to_vec()
+}
+
+const EXPORT_HEADER: &str = "response_id,flow_id,flow_version,channel,language,status,started_at,ended_at,subscriber,district,district_label,age,comment,never_asked\r\n";
+
+/// HMAC-SHA256("test-secret", number), first 16 hex digits (computed with `openssl dgst`).
+const EXPECTED_PSEUDONYMISED: &str = concat!(
+    "response_id,flow_id,flow_version,channel,language,status,started_at,ended_at,subscriber,district,district_label,age,comment,never_asked\r\n",
+    "r1,poll,3,ussd,sw,completed,2026-03-01T08:30:05.120Z,2026-03-01T08:31:05.000Z,5c1c685f0e989fcf,2,Kisumu,34,\"Roads, \"\"bad\"\"\nand dusty\",\r\n",
+    "r2,poll,3,ussd,en,active,2026-03-01T08:31:40.000Z,,c344e421362a2397,,,-1,\"'=HYPERLINK(\"\"http://x\"\",\"\"win\"\")\",\r\n",
+);
+
+const EXPECTED_RAW: &str = concat!(
+    "response_id,flow_id,flow_version,channel,language,status,started_at,ended_at,subscriber,district,district_label,age,comment,never_asked\r\n",
+    "r1,poll,3,ussd,sw,completed,2026-03-01T08:30:05.120Z,2026-03-01T08:31:05.000Z,+254700000001,2,Kisumu,34,\"Roads, \"\"bad\"\"\nand dusty\",\r\n",
+    "r2,poll,3,ussd,en,active,2026-03-01T08:31:40.000Z,,+254700000002,,,-1,\"'=HYPERLINK(\"\"http://x\"\",\"\"win\"\")\",\r\n",
+);
+
+fn export_to_string(rows: &[ResponseRow], names: &[String], secret: Option<&[u8]>) -> String {
+    let mut out = Vec::new();
+    if let Err(e) = export_csv(rows, names, secret, &mut out) {
+        panic!("export failed: {e}");
+    }
+    String::from_utf8(out).expect("CSV is UTF-8")
+}
+
+async fn export_of_stored_rows_is_byte_exact(fx: Fixture) {
+    let store = fx.open().await;
+    commit(&store, export_fixture_writes()).await;
+    let rows = responses(&store, "poll").await;
+    let names = export_result_names();
+    assert_eq!(
+        export_to_string(&rows, &names, Some(b"test-secret")),
+        EXPECTED_PSEUDONYMISED
+    );
+    assert_eq!(export_to_string(&rows, &names, None), EXPECTED_RAW);
+    store.flush_and_close().await.expect("close");
+}
+
+#[test]
+fn export_without_rows_is_just_the_header_and_labels_only_appear_when_used() {
+    assert_eq!(
+        export_to_string(&[], &export_result_names(), Some(b"k")),
+        EXPORT_HEADER.replace("district_label,", "")
+    );
+
+    let row = ResponseRow {
+        response_id: "-r".into(),
+        flow_id: "poll".into(),
+        flow_version: 1,
+        channel: "sms".into(),
+        provider: "p".into(),
+        subscriber: String::new(),
+        language: "en".into(),
+        status: ResponseStatus::OptedOut,
+        started_at_ms: 0,
+        updated_at_ms: 0,
+        ended_at_ms: Some(-1),
+        answers: answers(&[("x", "@me", Some("+label"))]),
+    };
+    assert_eq!(
+        export_to_string(&[row], &["x".to_string()], Some(b"k")),
+        "response_id,flow_id,flow_version,channel,language,status,started_at,ended_at,subscriber,x,x_label\r\n\
+         '-r,poll,1,sms,en,opted_out,1970-01-01T00:00:00.000Z,1969-12-31T23:59:59.999Z,,'@me,'+label\r\n"
+    );
+}
+
+#[tokio::test]
+async fn invalid_postgres_schema_names_are_refused_before_connecting() {
+    let refused = ResultStore::open_postgres(&postgres_url(), Some("x\"; DROP TABLE y; --")).await;
+    assert!(
+        matches!(refused, Err(ResultStoreError::InvalidSchema(_))),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_file_uses_the_wal_journal() {
+    let fx = Fixture::sqlite("wal");
+    let store = fx.open().await;
+    let Admin::Sqlite(conn) = fx.admin().await else {
+        unreachable!("a sqlite fixture")
+    };
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .expect("journal mode");
+    assert_eq!(mode, "wal");
+    store.flush_and_close().await.expect("close");
+}
