@@ -331,17 +331,6 @@ impl Positions {
             (under && same).then(|| (e.path.as_slice(), self.line_col(e.start)))
         })
     }
-
-    /// The text of line `line` (1-based), without its line break.
-    pub fn line_text(&self, line: usize) -> Option<String> {
-        let start = *self.line_starts.get(line.checked_sub(1)?)?;
-        let end = self
-            .line_starts
-            .get(line)
-            .map_or(self.chars.len(), |next| next.saturating_sub(1));
-        let text: String = self.chars[start..end.max(start)].iter().collect();
-        Some(text.trim_end_matches('\r').to_string())
-    }
 }
 
 /// The index in `raw` (the scalar as written, without its opening quote) where decoded
@@ -465,7 +454,6 @@ nodes:
         assert_eq!(at, (7, 22));
         assert_eq!(path, ypath!["nodes", "ask", "options", 0_usize, "next"].as_slice());
         assert_eq!(p.find_scalar(&node, "b").map(|(_, at)| at), Some((11, 15)));
-        assert_eq!(p.line_text(2).as_deref(), Some("nodes:"));
     }
 
     #[test]
