@@ -657,14 +657,14 @@ fn field_path(field: &str) -> Vec<Seg> {
     out
 }
 
-/// `option 3`, `rule 1`, `fallback`: a target field in words.
-fn field_words(field: &str) -> String {
+/// `option 3 of menu `ask``, `the fallback of question `age``: where a target is written.
+fn target_words(field: &str, node: &str) -> String {
     match field_path(field).as_slice() {
-        [Seg::Key(k), Seg::Index(i), ..] if k == "options" => format!("option {}", i + 1),
-        [Seg::Key(k), Seg::Index(i), ..] if k == "rules" => format!("rule {}", i + 1),
-        [Seg::Key(k)] if k == "default" => "the default".to_string(),
-        [Seg::Key(k)] if k == "fallback" => "the fallback".to_string(),
-        _ => "`next`".to_string(),
+        [Seg::Key(k), Seg::Index(i), ..] if k == "options" => format!("option {} of {node}", i + 1),
+        [Seg::Key(k), Seg::Index(i), ..] if k == "rules" => format!("rule {} of {node}", i + 1),
+        [Seg::Key(k)] if k == "default" => format!("the default of {node}"),
+        [Seg::Key(k)] if k == "fallback" => format!("the fallback of {node}"),
+        _ => node.to_string(),
     }
 }
 
@@ -703,9 +703,8 @@ impl<'a> Ctx<'a> {
                         self.pos.value(&p),
                         "unknown-target",
                         format!(
-                            "{} {} leads to `{target}`, which does not exist{hint}",
-                            self.node_name(id),
-                            field_words(&field)
+                            "{} leads to `{target}`, which does not exist{hint}",
+                            target_words(&field, &self.node_name(id))
                         ),
                     );
                     continue;
@@ -1249,7 +1248,7 @@ impl<'a> Ctx<'a> {
             .collect();
         let why = if skipped.is_empty() {
             format!(
-                "this path never passes {}",
+                "which never passes {}",
                 savers
                     .iter()
                     .map(|s| self.node_name(s))
@@ -1258,7 +1257,7 @@ impl<'a> Ctx<'a> {
             )
         } else {
             format!(
-                "on this path `{}` can be skipped or given up on without saving it",
+                "on which `{}` can be skipped or given up on without saving it",
                 skipped.join("`, `")
             )
         };
@@ -1266,7 +1265,7 @@ impl<'a> Ctx<'a> {
             at,
             "unset-variable",
             format!(
-                "{what} uses `{root}.{result}`, which may not be set yet: a respondent can get here by {} and {why}",
+                "{what} uses `{root}.{result}`, which may not be set yet: a respondent can get here by {}, {why}",
                 show_path(&path)
             ),
         );
