@@ -3,5 +3,13 @@
 //!
 //! Nothing here runs a flow; that is `engine`.
 
+pub mod check;
+pub mod diagnostic;
+pub mod load;
 pub mod model;
+mod positions;
 pub mod schema;
+
+pub use check::{CheckReport, check, check_paths, render_report};
+pub use diagnostic::{Diagnostic, Severity};
+pub use load::{SourceFlow, load_file, load_str};
