@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::flow::model::{Seconds, Text};
+use crate::flow::model::Text;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]

@@ -243,7 +243,7 @@ impl Gateway {
                 }
                 // An answer or duplicate for a session we do not hold (expired, or lost with
                 // an in-memory store): start afresh rather than fail the citizen.
-                (Resolved::Answer { progress, .. } | Resolved::Duplicate, None) => {
+                (resolved @ (Resolved::Answer { .. } | Resolved::Duplicate), None) => {
                     let Some(flow) = self.flow_for(&request.service_code, None) else {
                         return Ok(UssdReply {
                             text: self.message(&self.config.ussd.unknown_service_message, None),
@@ -251,9 +251,14 @@ impl Gateway {
                         });
                     };
                     let (flow, prior) = self.resumable(&request.subscriber, flow).await;
-                    let progress = match &request.input {
-                        crate::channels::ussd::UssdInput::Cumulative(t) => t.clone(),
-                        _ => progress,
+                    // Everything this request carries counts as consumed by the new session.
+                    let progress = match (&request.input, resolved) {
+                        (crate::channels::ussd::UssdInput::Cumulative(t), _) => t.clone(),
+                        (_, Resolved::Answer { progress, .. }) => progress,
+                        (crate::channels::ussd::UssdInput::Latest { sequence, .. }, _) => {
+                            sequence.to_string()
+                        }
+                        _ => "0".to_string(),
                     };
                     (flow, prior, self.start_input(request), progress)
                 }

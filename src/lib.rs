@@ -1,6 +1,19 @@
+//! Baraza: survey and feedback flows for citizens on basic phones, over USSD, SMS and voice.
+//!
+//! The data path, module by module (see ARCHITECTURE.md):
+//! `channels` (wire formats) -> `dispatcher` (admission, session load via `session_store`)
+//! -> `engine::advance` (pure) -> actions -> `result_store` commit, session save -> `channels`
+//! render. `flow` holds the format, the checker and the catalog; `server` the HTTP routes.
+
+pub mod admission;
+pub mod channels;
+pub mod config;
+pub mod dispatcher;
 pub mod encoding;
 pub mod engine;
 pub mod flow;
 pub mod result_store;
+pub mod server;
 pub mod session_store;
 pub mod simulator;
+pub mod telemetry;

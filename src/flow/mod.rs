@@ -3,6 +3,7 @@
 //!
 //! Nothing here runs a flow; that is `engine`.
 
+pub mod catalog;
 pub mod check;
 pub mod diagnostic;
 pub mod load;
