@@ -70,6 +70,9 @@ pub struct UssdScreen {
     pub encoding: Encoding,
     /// Length in the encoding's units (septets or UTF-16 code units).
     pub units: usize,
+    /// The most units this screen may hold: the standard limit for its encoding, or the
+    /// flow's lower `ussd.max_chars` (so tools can show how close a screen is to being cut).
+    pub limit: usize,
 }
 
 /// The lines of a screen before pagination.
@@ -194,5 +197,6 @@ pub fn render(screen: &Screen, layout: &Layout, page: usize) -> UssdScreen {
         pages: count,
         encoding,
         units,
+        limit: layout.limit(encoding),
     }
 }
