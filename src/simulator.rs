@@ -29,7 +29,9 @@ pub enum ScriptItem {
     Dial,
     /// `!record` or `!record 25`: on voice, the respondent speaks an answer for that many
     /// seconds (10 by default) and the provider sends the recording.
-    Recording { seconds: u32 },
+    Recording {
+        seconds: u32,
+    },
 }
 
 /// Length of a `!record` answer when the script gives none.
@@ -206,10 +208,7 @@ impl<'a> Simulation<'a> {
             }
             ScriptItem::Recording { seconds } => {
                 self.recordings += 1;
-                let url = format!(
-                    "recordings/sim-{}-{}.wav",
-                    self.sessions, self.recordings
-                );
+                let url = format!("recordings/sim-{}-{}.wav", self.sessions, self.recordings);
                 let _ = writeln!(self.transcript, "> (speaks for {seconds} s: {url})");
                 let prior = self.load();
                 self.step(

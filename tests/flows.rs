@@ -46,7 +46,12 @@ fn options(channel: Channel, language: Option<&str>) -> Options {
 
 /// Runs `script` through the simulator and returns the transcript, checking that the state
 /// survived encode/decode at every step.
-fn transcript(flow: &CompiledFlow, channel: Channel, language: Option<&str>, script: &str) -> String {
+fn transcript(
+    flow: &CompiledFlow,
+    channel: Channel,
+    language: Option<&str>,
+    script: &str,
+) -> String {
     let items = simulator::parse_script(script);
     let out = simulator::run_script(flow, options(channel, language), &items);
     assert!(
@@ -109,7 +114,13 @@ fn expected(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// Snapshots a transcript as `tests/snapshots/flows__<name>.snap`, with the script and
 /// channel in the snapshot's header so a reviewer knows what was typed.
-fn snapshot(name: &str, flow: &str, channel: Channel, language: Option<&str>, script: &str) {
+fn snapshot(
+    name: &str,
+    flow: &str,
+    channel: Channel,
+    language: Option<&str>,
+    script: &str,
+) -> String {
     let compiled = load(flow);
     let out = transcript(&compiled, channel, language, script);
     let mut settings = insta::Settings::clone_current();
@@ -119,7 +130,20 @@ fn snapshot(name: &str, flow: &str, channel: Channel, language: Option<&str>, sc
         language.map(|l| format!(" --lang {l}")).unwrap_or_default()
     ));
     settings.set_omit_expression(true);
-    settings.bind(|| insta::assert_snapshot!(name, out));
+    settings.bind(|| insta::assert_snapshot!(name, &out));
+    out
+}
+
+/// Asserts that a transcript reached the flow's end and saved `line` (as the answers table
+/// shows it, e.g. `priority  agriculture`, spaces collapsed).
+fn assert_completed_with(out: &str, line: &str) {
+    assert!(out.contains("(session completed)"), "not completed:\n{out}");
+    assert!(table(out).contains(line), "`{line}` not saved:\n{out}");
+}
+
+/// The answers table at the end of a transcript, spaces collapsed.
+fn table(out: &str) -> String {
+    flat(out.split("Saved answers:").nth(1).unwrap_or_default())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,41 +238,48 @@ fn community_needs_sms_english_with_reminder_and_skip() {
     assert_eq!(sim.transcript.matches("Reminder:").count(), 1);
     let saved = answers(&sim);
     assert_eq!(saved.get("priority").map(String::as_str), Some("health"));
-    assert!(!saved.contains_key("comment"), "SKIP must leave the comment unset");
+    assert!(
+        !saved.contains_key("comment"),
+        "SKIP must leave the comment unset"
+    );
 }
 
 #[test]
 fn community_needs_sms_swahili() {
-    snapshot(
+    let out = snapshot(
         "community_needs__sms_sw",
         "community_needs",
         Channel::Sms,
         None,
         "2,1,1,1,2,8,1,2,Hakuna dawa katika zahanati ya Migosi",
     );
+    assert_completed_with(&out, "problem staff");
 }
 
 #[test]
 fn community_needs_voice_english_with_repeat_and_skip() {
     // * repeats the priority menu; 0 skips the comment.
-    snapshot(
+    let out = snapshot(
         "community_needs__voice_en",
         "community_needs",
         Channel::Voice,
         None,
         "1,1,5,2,5,*,3,5,0",
     );
+    assert_completed_with(&out, "priority roads");
+    assert!(!table(&out).contains("comment"), "0 skips the comment");
 }
 
 #[test]
 fn community_needs_voice_swahili() {
-    snapshot(
+    let out = snapshot(
         "community_needs__voice_sw",
         "community_needs",
         Channel::Voice,
         Some("sw"),
         "2,1,2,3,6,9,2,4,0",
     );
+    assert_completed_with(&out, "problem distance");
 }
 
 #[test]
@@ -315,9 +346,8 @@ fn community_needs_ward_fallback_lets_the_respondent_type_it() {
     assert!(!saved.contains_key("ward"), "no ward was chosen");
     // The typed-ward question comes with the reason, on the same screen, just above it.
     assert!(
-        flat(&sim.transcript).contains(
-            "Sorry, that is not on the list. What is the name of your ward or village?"
-        ),
+        flat(&sim.transcript)
+            .contains("Sorry, that is not on the list. What is the name of your ward or village?"),
         "{}",
         sim.transcript
     );
@@ -350,7 +380,12 @@ fn community_needs_resume_after_a_drop_continues() {
             ("satisfaction", "5"),
         ])
     );
-    assert_eq!(sim.saved.len(), 7, "no answer is saved twice: {:?}", sim.saved);
+    assert_eq!(
+        sim.saved.len(),
+        7,
+        "no answer is saved twice: {:?}",
+        sim.saved
+    );
     assert!(flat(&sim.transcript).contains("You have an unfinished survey. 1. Continue"));
 }
 
@@ -405,18 +440,22 @@ fn service_feedback_ussd_english_low_rating() {
             ("got_service", "no"),
         ])
     );
-    assert!(sim.transcript.contains("00. Don't remember"), "ui: override");
+    assert!(
+        sim.transcript.contains("00. Don't remember"),
+        "ui: override"
+    );
 }
 
 #[test]
 fn service_feedback_ussd_swahili_high_rating() {
-    snapshot(
+    let out = snapshot(
         "service_feedback__ussd_sw",
         "service_feedback",
         Channel::Ussd,
         Some("sw"),
         "5,4,1,1/2/2026",
     );
+    assert_completed_with(&out, "visit_date 2026-02-01");
 }
 
 #[test]
@@ -448,12 +487,17 @@ fn service_feedback_sms_swahili_with_reminder() {
 
 #[test]
 fn service_feedback_sms_english_skip() {
-    snapshot(
+    let out = snapshot(
         "service_feedback__sms_en",
         "service_feedback",
         Channel::Sms,
         None,
         "3,1,7,1,2,SKIP",
+    );
+    assert_completed_with(&out, "problem waiting");
+    assert!(
+        !table(&out).contains("visit_date"),
+        "SKIP leaves the date unset"
     );
 }
 
@@ -471,7 +515,10 @@ fn service_feedback_sms_times_out_after_one_reminder() {
     let sim = simulate(&flow, Channel::Sms, None, script);
     assert!(sim.finished);
     assert!(sim.transcript.contains("(session timed_out)"));
-    assert!(!answers(&sim).contains_key("rating"), "a late answer is ignored");
+    assert!(
+        !answers(&sim).contains_key("rating"),
+        "a late answer is ignored"
+    );
 }
 
 #[test]
@@ -496,12 +543,17 @@ fn service_feedback_voice_english_with_invalid_date() {
 
 #[test]
 fn service_feedback_voice_swahili() {
-    snapshot(
+    let out = snapshot(
         "service_feedback__voice_sw",
         "service_feedback",
         Channel::Voice,
         Some("sw"),
         "4,1,3,2,0",
+    );
+    assert_completed_with(&out, "problem supplies");
+    assert!(
+        !table(&out).contains("visit_date"),
+        "0 leaves the date unset"
     );
 }
 
@@ -566,13 +618,7 @@ fn grievance_ussd_english_reads_back_the_reference() {
 #[test]
 fn grievance_sms_swahili_skips_location_after_reminder() {
     let script = "2,3,Barabara ya Nyalenda imejaa mashimo,!timeout,SKIP";
-    snapshot(
-        "grievance__sms_sw",
-        "grievance",
-        Channel::Sms,
-        None,
-        script,
-    );
+    snapshot("grievance__sms_sw", "grievance", Channel::Sms, None, script);
     let flow = load("grievance");
     let sim = simulate(&flow, Channel::Sms, None, script);
     assert!(sim.finished);
@@ -586,13 +632,23 @@ fn grievance_sms_swahili_skips_location_after_reminder() {
 }
 
 #[test]
-fn grievance_sms_english() {
-    snapshot(
-        "grievance__sms_en",
-        "grievance",
-        Channel::Sms,
-        None,
-        "1,Garbage collection,Nobody has collected rubbish on our street for 3 weeks,Lower Migosi",
+fn grievance_sms_english_answers_a_menu_with_its_label() {
+    // By SMS a menu choice may be typed out instead of its number, in any letter case.
+    let script = "1,garbage,Nobody has collected rubbish on our street for 3 weeks,Lower Migosi";
+    snapshot("grievance__sms_en", "grievance", Channel::Sms, None, script);
+    let flow = load("grievance");
+    let sim = simulate(&flow, Channel::Sms, None, script);
+    assert!(sim.finished);
+    assert_eq!(
+        answers(&sim),
+        expected(&[
+            ("category", "waste"),
+            (
+                "description",
+                "Nobody has collected rubbish on our street for 3 weeks"
+            ),
+            ("location", "Lower Migosi"),
+        ])
     );
 }
 
@@ -626,13 +682,15 @@ fn grievance_voice_english_records_the_description() {
 
 #[test]
 fn grievance_voice_swahili_skips_location() {
-    snapshot(
+    let out = snapshot(
         "grievance__voice_sw",
         "grievance",
         Channel::Voice,
         None,
         "2,4,!record,0",
     );
+    assert_completed_with(&out, "description recordings/sim-1-1.wav (10s)");
+    assert!(!table(&out).contains("location"), "0 skips the location");
 }
 
 #[test]
