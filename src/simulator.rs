@@ -27,21 +27,40 @@ pub enum ScriptItem {
     Hangup,
     /// `!dial`: the respondent dials again (a new session; may offer to resume).
     Dial,
+    /// `!record` or `!record 25`: on voice, the respondent speaks an answer for that many
+    /// seconds (10 by default) and the provider sends the recording.
+    Recording {
+        seconds: u32,
+    },
 }
 
-/// Splits `"1,2,hello"` into items; `\,` is a literal comma; `!timeout`, `!hangup` and
-/// `!dial` are events.
+/// Length of a `!record` answer when the script gives none.
+const DEFAULT_RECORDING_SECONDS: u32 = 10;
+
+/// The event named by one trimmed script item, if it is one.
+fn event(item: &str) -> Option<ScriptItem> {
+    match item {
+        "!timeout" => Some(ScriptItem::Timeout),
+        "!hangup" => Some(ScriptItem::Hangup),
+        "!dial" => Some(ScriptItem::Dial),
+        "!record" => Some(ScriptItem::Recording {
+            seconds: DEFAULT_RECORDING_SECONDS,
+        }),
+        _ => {
+            let seconds = item.strip_prefix("!record ")?.trim().parse().ok()?;
+            Some(ScriptItem::Recording { seconds })
+        }
+    }
+}
+
+/// Splits `"1,2,hello"` into items; `\,` is a literal comma; `!timeout`, `!hangup`, `!dial`
+/// and `!record [seconds]` are events.
 pub fn parse_script(script: &str) -> Vec<ScriptItem> {
     let mut items = Vec::new();
     let mut current = String::new();
     let mut chars = script.chars().peekable();
     let push = |s: &mut String, items: &mut Vec<ScriptItem>| {
-        let item = match s.trim() {
-            "!timeout" => ScriptItem::Timeout,
-            "!hangup" => ScriptItem::Hangup,
-            "!dial" => ScriptItem::Dial,
-            _ => ScriptItem::Answer(std::mem::take(s)),
-        };
+        let item = event(s.trim()).unwrap_or_else(|| ScriptItem::Answer(std::mem::take(s)));
         s.clear();
         items.push(item);
     };
@@ -92,9 +111,16 @@ pub struct Simulation<'a> {
     stored: Option<Vec<u8>>,
     now: i64,
     sessions: u32,
+    /// Recordings made so far, to give each a distinct file name.
+    recordings: u32,
     pub transcript: String,
-    /// Every answer saved, in order: (result, value, label).
+    /// Every answer saved, in order: (result, value, label). After a restart this holds the
+    /// abandoned response's answers too; `current_answers` has only the latest response's.
     pub saved: Vec<(String, String, Option<String>)>,
+    /// Index in `saved` where the latest response's answers begin.
+    response_start: usize,
+    /// Responses begun so far (a restart after a drop begins a new one).
+    responses: u32,
     pub finished: bool,
 }
 
@@ -107,8 +133,11 @@ impl<'a> Simulation<'a> {
             stored: None,
             now,
             sessions: 0,
+            recordings: 0,
             transcript: String::new(),
             saved: Vec::new(),
+            response_start: 0,
+            responses: 0,
             finished: false,
         }
     }
@@ -177,6 +206,19 @@ impl<'a> Simulation<'a> {
                 let prior = self.load();
                 self.step(prior, Input::Hangup);
             }
+            ScriptItem::Recording { seconds } => {
+                self.recordings += 1;
+                let url = format!("recordings/sim-{}-{}.wav", self.sessions, self.recordings);
+                let _ = writeln!(self.transcript, "> (speaks for {seconds} s: {url})");
+                let prior = self.load();
+                self.step(
+                    prior,
+                    Input::Recording {
+                        url,
+                        duration_seconds: *seconds,
+                    },
+                );
+            }
         }
     }
 
@@ -199,17 +241,31 @@ impl<'a> Simulation<'a> {
                 Action::StatusChanged { status } => {
                     let _ = writeln!(self.transcript, "(session {})", status.as_str());
                 }
-                Action::ResponseStarted { .. } => {}
+                Action::ResponseStarted { response_id, .. } => {
+                    self.responses += 1;
+                    self.response_start = self.saved.len();
+                    if self.responses > 1 {
+                        let _ = writeln!(
+                            self.transcript,
+                            "(new response {response_id}; the earlier answers stay with the unfinished one)"
+                        );
+                    }
+                }
             }
         }
         self.finished = state.status.is_terminal();
         self.store(&state);
     }
 
-    /// The answers saved, as a table.
+    /// The answers saved in the latest response, in order: (result, value, label).
+    pub fn current_answers(&self) -> &[(String, String, Option<String>)] {
+        self.saved.get(self.response_start..).unwrap_or_default()
+    }
+
+    /// The answers of the latest response, as a table.
     pub fn answers_table(&self) -> String {
         let mut latest: Vec<(String, String, Option<String>)> = Vec::new();
-        for (r, v, l) in &self.saved {
+        for (r, v, l) in self.current_answers() {
             if let Some(slot) = latest.iter_mut().find(|(name, _, _)| name == r) {
                 *slot = (r.clone(), v.clone(), l.clone());
             } else {
@@ -244,7 +300,7 @@ pub fn show(rendered: &Rendered) -> String {
                 Encoding::Gsm7 => "GSM-7",
                 Encoding::Ucs2 => "UCS-2",
             };
-            let limit = crate::encoding::gsm7::ussd_limit(u.encoding);
+            let limit = u.limit;
             let page = if u.pages > 1 {
                 format!(" page {}/{}", u.page + 1, u.pages)
             } else {
@@ -341,7 +397,7 @@ pub fn run_interactive(
     sim.dial();
     writeln!(
         output,
-        "(type an answer and press Enter; !hangup, !timeout, !dial; Ctrl-D quits)"
+        "(type an answer and press Enter; !hangup, !timeout, !dial, !record; Ctrl-D quits)"
     )?;
     loop {
         output.write_all(sim.transcript.as_bytes())?;
@@ -393,6 +449,14 @@ mod tests {
             ]
         );
         assert_eq!(parse_script(""), vec![]);
+        assert_eq!(
+            parse_script("!record,!record 25,!record soon"),
+            vec![
+                ScriptItem::Recording { seconds: 10 },
+                ScriptItem::Recording { seconds: 25 },
+                ScriptItem::Answer("!record soon".into()),
+            ]
+        );
     }
 
     #[test]

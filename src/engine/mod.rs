@@ -487,8 +487,11 @@ impl<'a> Run<'a> {
                 if s.attempts > limit {
                     match retry.and_then(|r| r.fallback.clone()) {
                         Some(fallback) => {
+                            // Say why the flow moves on; a new question with no word about
+                            // the rejected answer reads as a glitch.
+                            let notice = self.invalid_notice(&s);
                             s.attempts = 0;
-                            self.enter(&mut s, fallback, Vec::new());
+                            self.enter(&mut s, fallback, vec![Line::text(notice)]);
                             s
                         }
                         None => self.fail(s),

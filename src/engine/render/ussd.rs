@@ -70,6 +70,9 @@ pub struct UssdScreen {
     pub encoding: Encoding,
     /// Length in the encoding's units (septets or UTF-16 code units).
     pub units: usize,
+    /// The most units this screen may hold: the standard limit for its encoding, or the
+    /// flow's lower `ussd.max_chars` (so tools can show how close a screen is to being cut).
+    pub limit: usize,
 }
 
 /// The lines of a screen before pagination.
@@ -180,9 +183,41 @@ fn longest_prefix_fitting(text: &str, nav: &str, layout: &Layout) -> usize {
     }
 }
 
-/// Renders page `page` of the screen (the last page when `page` is past the end).
+/// The one page of a final screen. The session closes with it, so nobody can ask for a second
+/// page: when it does not fit, the lines before the prompt (a "Sorry" notice, messages passed
+/// through) give way to the end text, and an end text still too long is cut at the limit.
+fn final_page(screen: &Screen, layout: &Layout) -> String {
+    let whole = lines(screen, layout).join("\n");
+    if layout.fits(&whole) {
+        return whole;
+    }
+    let bare = Screen {
+        lead: Vec::new(),
+        ..screen.clone()
+    };
+    let text = lines(&bare, layout).join("\n");
+    if layout.fits(&text) {
+        return text;
+    }
+    let mut end = 0;
+    for (i, c) in text.char_indices() {
+        let next = i + c.len_utf8();
+        if !layout.fits(&text[..next]) {
+            break;
+        }
+        end = next;
+    }
+    text[..end].to_string()
+}
+
+/// Renders page `page` of the screen (the last page when `page` is past the end). A final
+/// screen is never paginated (see `final_page`).
 pub fn render(screen: &Screen, layout: &Layout, page: usize) -> UssdScreen {
-    let pages = paginate(screen, layout);
+    let pages = if screen.end {
+        vec![final_page(screen, layout)]
+    } else {
+        paginate(screen, layout)
+    };
     let count = pages.len();
     let index = page.min(count.saturating_sub(1));
     let text = pages.into_iter().nth(index).unwrap_or_default();
@@ -194,5 +229,55 @@ pub fn render(screen: &Screen, layout: &Layout, page: usize) -> UssdScreen {
         pages: count,
         encoding,
         units,
+        limit: layout.limit(encoding),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::screen::{Expect, Line};
+
+    fn layout(max_chars: usize) -> Layout {
+        Layout {
+            max_chars: Some(max_chars),
+            more_line: "98. More".into(),
+            back_line: "0. Back".into(),
+            skip_line: "00. Skip".into(),
+        }
+    }
+
+    fn final_screen(lead: &str, prompt: &str) -> Screen {
+        Screen {
+            lead: vec![Line::text(lead)],
+            prompt: Line::text(prompt),
+            choices: Vec::new(),
+            expect: Expect::Nothing,
+            end: true,
+            language: "en".into(),
+        }
+    }
+
+    #[test]
+    fn a_final_screen_that_fits_keeps_its_lead() {
+        let shown = render(&final_screen("Sorry.", "Goodbye."), &layout(60), 0);
+        assert_eq!(shown.text, "Sorry.\nGoodbye.");
+        assert_eq!(shown.pages, 1);
+    }
+
+    #[test]
+    fn a_final_screen_too_long_drops_its_lead_rather_than_paginate() {
+        let end = "Thank you. Your reference is K3M7-Q9XA.";
+        let shown = render(&final_screen(&"x".repeat(40), end), &layout(60), 0);
+        assert_eq!(shown.text, end);
+        assert_eq!(shown.pages, 1);
+    }
+
+    #[test]
+    fn a_final_text_too_long_for_any_screen_is_cut_at_the_limit() {
+        let shown = render(&final_screen("", &"y".repeat(100)), &layout(60), 0);
+        assert_eq!(shown.text, "y".repeat(60));
+        assert_eq!(shown.units, 60);
+        assert_eq!(shown.limit, 60);
     }
 }

@@ -121,7 +121,8 @@ pub fn render(flow: &Flow, screen: &Screen, ui: UiLookup<'_>) -> VoicePrompt {
             finish_on_key: None,
             timeout_seconds,
         }),
-        Expect::Number { .. } | Expect::Date { .. } => {
+        // Every answer that ends with the hash key says so: a caller cannot see the screen.
+        Expect::Number { .. } | Expect::Date { .. } | Expect::Text { record: false, .. } => {
             parts.push(part(
                 &Line::text(ui(UiKey::VoiceFinishHash, &[])),
                 &language,
@@ -133,17 +134,16 @@ pub fn render(flow: &Flow, screen: &Screen, ui: UiLookup<'_>) -> VoicePrompt {
             })
         }
         Expect::Text { record: true, .. } => {
+            parts.push(part(
+                &Line::text(ui(UiKey::VoiceFinishHash, &[])),
+                &language,
+            ));
             record = Some(RecordSpec {
                 max_length_seconds: 60,
                 finish_on_key: '#',
             });
             None
         }
-        Expect::Text { .. } => Some(Gather {
-            num_digits: None,
-            finish_on_key: Some('#'),
-            timeout_seconds,
-        }),
     };
     if let Some(skip) = screen.skip() {
         let said = ui(
