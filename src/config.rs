@@ -177,7 +177,7 @@ impl Default for AdmissionConfig {
     fn default() -> Self {
         AdmissionConfig {
             per_subscriber_per_minute: 60,
-            burst: 10,
+            burst: 20,
             max_tracked: 1_000_000,
         }
     }

@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value = "*384*12*3#")]
     service_code: String,
     /// Answers after the dial, comma-separated; a session ends after the last one.
-    #[arg(long, default_value = "1,Water point broken for two weeks,00")]
+    #[arg(long, default_value = "1,1,Water point broken for two weeks,Near the market")]
     script: String,
     /// Instead of a timed run: open this many sessions (dial + first answer) and leave them
     /// live, to measure memory per live session.

@@ -17,7 +17,7 @@ LIVE_SESSIONS=${LIVE_SESSIONS:-20000}
 RESULTS=${RESULTS:-sqlite}            # sqlite | postgres: where durable answers go
 GATEWAY_PORT=${GATEWAY_PORT:-18080}
 BASELINE_PORT=${BASELINE_PORT:-18090}
-SCRIPT=${SCRIPT:-"1,Water point broken for two weeks,00"}
+SCRIPT=${SCRIPT:-"1,1,Water point broken for two weeks,Near the market"}
 CODE=${CODE:-"*384*12*3#"}
 
 cargo build --release --locked --bin baraza --bin ussd-load --bin ussd-baseline 2>&1 | tail -n 1
