@@ -246,33 +246,38 @@ fn check(paths: Vec<PathBuf>) -> ExitCode {
     } else {
         paths
     };
-    let mut errors = 0;
-    for path in &paths {
-        match load_one(path) {
-            Ok(f) => println!(
-                "{}: ok ({} v{}, {} nodes)",
-                path.display(),
-                f.flow.id,
-                f.flow.version,
-                f.flow.nodes.len()
-            ),
-            Err(e) => {
-                errors += 1;
-                eprintln!("{e}");
-            }
-        }
-    }
-    if errors > 0 {
+    let report = baraza::flow::check_paths(&paths);
+    print!("{}", baraza::flow::render_report(&report));
+    if report.has_errors() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
 }
 
+/// Loads a flow for the simulator: the checker's loader (placed errors), then compiled.
+/// Only errors stop it; warnings are the checker's business.
 fn load_one(path: &PathBuf) -> Result<CompiledFlow, String> {
-    let source = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let flow = serde_saphyr::from_str(&source).map_err(|e| format!("{}: {e}", path.display()))?;
-    CompiledFlow::compile(flow).map_err(|errs| {
+    let source = baraza::flow::load_file(path).map_err(|diagnostics| {
+        diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let errors: Vec<String> = baraza::flow::check(&source)
+        .into_iter()
+        .filter(|d| d.severity == baraza::flow::Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    if !errors.is_empty() {
+        return Err(format!(
+            "{}\n(run `baraza check {}` for details)",
+            errors.join("\n"),
+            path.display()
+        ));
+    }
+    CompiledFlow::compile(source.flow).map_err(|errs| {
         errs.iter()
             .map(|e| format!("{}: {e}", path.display()))
             .collect::<Vec<_>>()
