@@ -14,8 +14,7 @@ use baraza::engine::{
 };
 
 fn load(path: &Path) -> CompiledFlow {
-    let source = std::fs::read_to_string(path).expect("read flow");
-    let flow = serde_saphyr::from_str(&source).expect("parse flow");
+    let flow = baraza::flow::load_file(path).expect("flow loads").flow;
     CompiledFlow::compile(flow).expect("compile flow")
 }
 
@@ -153,5 +152,52 @@ proptest! {
                 prop_assert!(pages.iter().any(|p| p.lines().any(|l| l == line)), "lost {line:?}");
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any bytes as a callback body: a request or a clear 400 message, never a panic; and the
+    /// newest-input logic never panics on any stored progress.
+    #[test]
+    fn ussd_callback_parsers_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..400),
+        text in "[0-9*#a-z ]{0,60}",
+        consumed in proptest::option::of("[0-9*#a-z ]{0,60}"),
+    ) {
+        use baraza::channels::ussd::{africastalking, hubtel};
+        let _ = africastalking::parse(&body);
+        let _ = africastalking::parse_event(&body);
+        let _ = hubtel::parse(&body);
+        let form = format!(
+            "sessionId=s&serviceCode=*384*12%23&phoneNumber=%2B254700000000&text={}",
+            text.replace('*', "%2A").replace('#', "%23").replace(' ', "+")
+        );
+        let request = africastalking::parse(form.as_bytes());
+        prop_assert!(request.is_ok(), "a well-formed callback is accepted: {form}");
+        if let Ok(request) = request {
+            let _ = request.resolve(consumed.as_deref());
+        }
+    }
+
+    /// Whatever the cumulative text, the newest input is exactly what was appended after the
+    /// consumed part, even when answers contain `*`.
+    #[test]
+    fn africastalking_newest_input_is_what_was_appended(
+        answers in proptest::collection::vec("[a-z0-9*]{1,12}", 1..6),
+        newest in "[a-z0-9*]{1,12}",
+    ) {
+        use baraza::channels::ussd::{Resolved, africastalking};
+        let consumed = answers.join("*");
+        let text = format!("{consumed}*{newest}");
+        match africastalking::resolve(&text, Some(&consumed)) {
+            Resolved::Answer { text: got, progress } => {
+                prop_assert_eq!(got, newest);
+                prop_assert_eq!(progress, text);
+            }
+            other => prop_assert!(false, "expected an answer, got {:?}", other),
+        }
+        prop_assert_eq!(africastalking::resolve(&consumed, Some(&consumed)), Resolved::Duplicate);
     }
 }
