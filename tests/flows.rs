@@ -901,3 +901,98 @@ fn a_re_prompt_never_pushes_a_one_screen_question_onto_two_pages() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// README.md: its example flow runs, and its pasted transcript is what the simulator prints.
+
+fn readme() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    std::fs::read_to_string(&path).expect("read README.md")
+}
+
+/// The first fenced block of `kind` after `heading` in the README.
+fn readme_block(readme: &str, heading: &str, kind: &str) -> String {
+    let after = readme
+        .split_once(heading)
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("README.md has no `{heading}`"));
+    let fence = format!("```{kind}\n");
+    let start = after
+        .find(&fence)
+        .unwrap_or_else(|| panic!("no {kind} block after `{heading}`"))
+        + fence.len();
+    let end = after[start..].find("```").expect("closing fence") + start;
+    after[start..end].to_string()
+}
+
+#[test]
+fn readme_example_flow_runs() {
+    let source = readme_block(&readme(), "### An annotated example", "yaml");
+    let flow = serde_saphyr::from_str(&source)
+        .unwrap_or_else(|e| panic!("README.md's example flow does not parse: {e}"));
+    let flow = CompiledFlow::compile(flow).expect("README.md's example flow compiles");
+    // Broken for 10 days: the urgent ending, with the reference.
+    let sim = simulate(&flow, Channel::Ussd, None, "1,2,10");
+    assert!(sim.finished);
+    assert_eq!(
+        answers(&sim),
+        expected(&[
+            ("language", "en"),
+            ("status", "broken"),
+            ("days_broken", "10")
+        ])
+    );
+    assert!(
+        flat(&sim.transcript).contains(&format!(
+            "A technician will visit within 3 days. Reference {}.",
+            reference_for("sim-1")
+        )),
+        "{}",
+        sim.transcript
+    );
+    // In Kiswahili by SMS, with the number skipped: the branch takes its default.
+    let sim = simulate(&flow, Channel::Sms, None, "2,2,SKIP");
+    assert!(sim.finished);
+    assert!(
+        sim.transcript.contains("Asante! Umesema: Kimeharibika."),
+        "{}",
+        sim.transcript
+    );
+    // Wrong keys twice more than allowed: the fallback thanks the respondent anyway.
+    let sim = simulate(&flow, Channel::Ussd, None, "1,7,8,9");
+    assert!(sim.finished);
+    assert!(flat(&sim.transcript).contains("Please choose 1, 2 or 3. Thank you!"));
+}
+
+#[test]
+fn readme_transcript_is_what_the_simulator_prints() {
+    let readme = readme();
+    let marker = "```console\n$ baraza simulate ";
+    let start = readme
+        .find(marker)
+        .expect("README.md shows a `baraza simulate` run")
+        + marker.len();
+    let end = readme[start..].find("```").expect("closing fence") + start;
+    let (command, shown) = readme[start..end]
+        .split_once('\n')
+        .expect("a command line and its output");
+    let input = command
+        .split_once("--input \"")
+        .and_then(|(_, rest)| rest.strip_suffix('"'))
+        .expect("the command has --input \"...\" last");
+    assert!(
+        !command.contains("--channel") && !command.contains("--lang"),
+        "this test replays USSD runs in the default language only"
+    );
+    let name = command
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.strip_prefix("flows/"))
+        .and_then(|p| p.strip_suffix(".yaml"))
+        .expect("a flow in flows/");
+    let actual = transcript(&load(name), Channel::Ussd, None, input);
+    assert_eq!(
+        shown, actual,
+        "README.md's transcript is stale: paste the output of `baraza simulate {command}`"
+    );
+}
