@@ -26,7 +26,12 @@ fn expectations(path: &Path) -> Vec<Expectation> {
         .filter_map(|l| l.strip_prefix("# expect:"))
         .map(|rest| {
             let parts: Vec<&str> = rest.split_whitespace().collect();
-            assert_eq!(parts.len(), 3, "{}: bad expectation `{rest}`", path.display());
+            assert_eq!(
+                parts.len(),
+                3,
+                "{}: bad expectation `{rest}`",
+                path.display()
+            );
             let severity = match parts[0] {
                 "error" => Severity::Error,
                 "warning" => Severity::Warning,
@@ -390,7 +395,11 @@ nodes:
 ",
     );
     assert_eq!(codes(&diagnostics), ["unset-variable"]);
-    assert!(diagnostics[0].message.contains("first → show"), "{}", diagnostics[0]);
+    assert!(
+        diagnostics[0].message.contains("first → show"),
+        "{}",
+        diagnostics[0]
+    );
     assert_eq!((diagnostics[0].line, diagnostics[0].column), (15, 49));
 }
 

@@ -22,8 +22,8 @@ use crate::engine::CompiledFlow;
 use crate::engine::render::{sms, ussd};
 use crate::engine::screen::{Choice, Expect, Line, Screen, SkipKeys};
 use crate::engine::ui_text;
-pub use crate::flow::diagnostic::{Diagnostic, Severity};
 use crate::flow::diagnostic::did_you_mean;
+pub use crate::flow::diagnostic::{Diagnostic, Severity};
 use crate::flow::load::{self, SourceFlow};
 use crate::flow::model::{AnswerType, Condition, Flow, Node, NodeId, Text, UiKey};
 use crate::flow::positions::{LineCol, Positions, Seg, ypath};
@@ -188,9 +188,8 @@ fn flow_files_in(folder: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn sort_and_dedup(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.sort_by(|a, b| {
-        (&a.path, a.line, a.column, a.severity, a.code).cmp(&(
-            &b.path, b.line, b.column, b.severity, b.code,
-        ))
+        (&a.path, a.line, a.column, a.severity, a.code)
+            .cmp(&(&b.path, b.line, b.column, b.severity, b.code))
     });
     diagnostics.dedup_by(|a, b| {
         a.path == b.path && a.line == b.line && a.column == b.column && a.code == b.code
@@ -453,7 +452,9 @@ impl<'a> Ctx<'a> {
             self.warning(
                 self.pos.key(&ypath!["nodes", id, field]),
                 "ignored-setting",
-                format!("`{field}` of question `{id}` does nothing: it only applies with `{applies}`"),
+                format!(
+                    "`{field}` of question `{id}` does nothing: it only applies with `{applies}`"
+                ),
             );
         }
     }
@@ -465,7 +466,9 @@ impl<'a> Ctx<'a> {
             (Some(_), Some(_)) => self.error(
                 at,
                 "bad-condition",
-                format!("{place} names both a `result` and a `contact` attribute; test one of them"),
+                format!(
+                    "{place} names both a `result` and a `contact` attribute; test one of them"
+                ),
             ),
             (None, None) => self.error(
                 at,
@@ -499,7 +502,9 @@ impl<'a> Ctx<'a> {
             self.error(
                 at,
                 "bad-condition",
-                format!("{place} has more than one test; use one of `equals`, `one_of`, or `min`/`max`"),
+                format!(
+                    "{place} has more than one test; use one of `equals`, `one_of`, or `min`/`max`"
+                ),
             );
         }
         if let (Some(min), Some(max)) = (c.min, c.max)
@@ -697,8 +702,8 @@ impl<'a> Ctx<'a> {
             for (field, target) in node.targets() {
                 let Some(&to) = index.get(target.as_str()) else {
                     let hint = did_you_mean(target, ids.iter().map(String::as_str));
-                    let mut p = ypath!["nodes", id];
-                    p.extend(field_path(&field));
+                    let p = ypath!["nodes", id];
+                    let p = [p.as_slice(), &field_path(&field)].concat();
                     self.error(
                         self.pos.value(&p),
                         "unknown-target",
@@ -830,10 +835,7 @@ impl<'a> Ctx<'a> {
             if !g.reachable[n] || can_end[n] {
                 continue;
             }
-            let entered = n == start
-                || reverse[n]
-                    .iter()
-                    .any(|&p| g.reachable[p] && can_end[p]);
+            let entered = n == start || reverse[n].iter().any(|&p| g.reachable[p] && can_end[p]);
             if !entered {
                 continue;
             }
@@ -892,7 +894,10 @@ fn saved_on(node: &Node, field: &str) -> Option<String> {
                 return None;
             };
             let rule = b.rules.get(*i).filter(|_| k == "rules")?;
-            rule.when.result.clone().filter(|_| rule.when.contact.is_none())
+            rule.when
+                .result
+                .clone()
+                .filter(|_| rule.when.contact.is_none())
         }
         Node::Question(_) | Node::Message(_) | Node::End(_) => None,
     }
@@ -964,7 +969,7 @@ impl<'a> Ctx<'a> {
     fn text_sites(&self) -> Vec<TextSite<'a>> {
         let flow = self.flow;
         let mut sites = vec![TextSite {
-            path: ypath!["name"],
+            path: ypath!["name"].to_vec(),
             text: &flow.name,
             node: None,
             what: "the flow name".to_string(),
@@ -975,7 +980,7 @@ impl<'a> Ctx<'a> {
             let name = self.node_name(id);
             if let Some(prompt) = node.prompt() {
                 sites.push(TextSite {
-                    path: ypath!["nodes", id, "text"],
+                    path: ypath!["nodes", id, "text"].to_vec(),
                     text: &prompt.text,
                     node: Some(id),
                     what: format!("the text of {name}"),
@@ -987,7 +992,7 @@ impl<'a> Ctx<'a> {
                 Node::Menu(m) => {
                     for (i, o) in m.options.iter().enumerate() {
                         sites.push(TextSite {
-                            path: ypath!["nodes", id, "options", i, "label"],
+                            path: ypath!["nodes", id, "options", i, "label"].to_vec(),
                             text: &o.label,
                             node: Some(id),
                             what: format!("option {} of {name}", i + 1),
@@ -1003,7 +1008,7 @@ impl<'a> Ctx<'a> {
             };
             if let Some(invalid) = retry.and_then(|r| r.invalid.as_ref()) {
                 sites.push(TextSite {
-                    path: ypath!["nodes", id, "invalid"],
+                    path: ypath!["nodes", id, "invalid"].to_vec(),
                     text: invalid,
                     node: Some(id),
                     what: format!("the invalid-answer text of {name}"),
@@ -1015,7 +1020,7 @@ impl<'a> Ctx<'a> {
         for (key, text) in &flow.ui.texts {
             let name = ui_key_name(*key);
             sites.push(TextSite {
-                path: ypath!["ui", name.as_str()],
+                path: ypath!["ui", name.as_str()].to_vec(),
                 text,
                 node: None,
                 what: format!("the interface text `ui.{name}`"),
@@ -1331,7 +1336,11 @@ fn variable_refs(text: &str) -> Vec<VarRef> {
     let bytes = text.as_bytes();
     let mut i = 0;
     while let Some(open) = find_tag(text, i) {
-        let close = if &text[open..open + 2] == "{{" { "}}" } else { "%}" };
+        let close = if &text[open..open + 2] == "{{" {
+            "}}"
+        } else {
+            "%}"
+        };
         let body_start = open + 2;
         let body_end = text[body_start..]
             .find(close)
@@ -1505,7 +1514,7 @@ impl<'a> Ctx<'a> {
                 // A custom invalid-answer notice is shown above the prompt.
                 if let Some(invalid) = retry_invalid(node) {
                     let origin = LineOrigin {
-                        path: variant_path(ypath!["nodes", id, "invalid"], invalid, lang),
+                        path: variant_path(&ypath!["nodes", id, "invalid"], invalid, lang),
                         what: format!("the invalid-answer text of {}", self.node_name(id)),
                     };
                     let text = self.fill(invalid.get(lang, &flow.default_language), lang, &[]);
@@ -1537,9 +1546,10 @@ impl<'a> Ctx<'a> {
             let node = flow.nodes.get(current)?;
             match node {
                 Node::Message(m) if seen.insert(current) => {
-                    let text = self.fill(m.prompt.text.get(lang, &flow.default_language), lang, &[]);
+                    let text =
+                        self.fill(m.prompt.text.get(lang, &flow.default_language), lang, &[]);
                     let origin = LineOrigin {
-                        path: variant_path(ypath!["nodes", current, "text"], &m.prompt.text, lang),
+                        path: variant_path(&ypath!["nodes", current, "text"], &m.prompt.text, lang),
                         what: format!("the text of message `{current}`"),
                     };
                     lead.push((Line::text(text), Some(origin)));
@@ -1578,7 +1588,7 @@ impl<'a> Ctx<'a> {
         let prompt_text = self.fill(prompt.text.get(lang, &flow.default_language), lang, &[]);
         if !prompt_text.trim().is_empty() {
             origins.push(Some(LineOrigin {
-                path: variant_path(ypath!["nodes", current, "text"], &prompt.text, lang),
+                path: variant_path(&ypath!["nodes", current, "text"], &prompt.text, lang),
                 what: format!("the text of {name}"),
             }));
         }
@@ -1594,7 +1604,7 @@ impl<'a> Ctx<'a> {
                     });
                     origins.push(Some(LineOrigin {
                         path: variant_path(
-                            ypath!["nodes", current, "options", i, "label"],
+                            &ypath!["nodes", current, "options", i, "label"],
                             &o.label,
                             lang,
                         ),
@@ -1611,7 +1621,7 @@ impl<'a> Ctx<'a> {
                         audio: None,
                     });
                     origins.push(Some(LineOrigin {
-                        path: ypath!["nodes", current, "options", i, "label"],
+                        path: ypath!["nodes", current, "options", i, "label"].to_vec(),
                         what: format!("option {} of {name}", i + 1),
                     }));
                 }
@@ -1732,7 +1742,7 @@ impl<'a> Ctx<'a> {
         let Some(prompt) = node.prompt() else {
             return;
         };
-        let path = variant_path(ypath!["nodes", id, "text"], &prompt.text, lang);
+        let path = variant_path(&ypath!["nodes", id, "text"], &prompt.text, lang);
         let (per_part, encoding) = match info.encoding {
             gsm7::Encoding::Gsm7 => (153, "GSM-7"),
             gsm7::Encoding::Ucs2 => (67, "UCS-2"),
@@ -1782,9 +1792,17 @@ impl<'a> Ctx<'a> {
     }
 
     /// A plausible value for the expression inside `{{ }}`.
-    fn placeholder(&self, expression: &str, lang: &str, extra: &[(&'static str, String)]) -> String {
+    fn placeholder(
+        &self,
+        expression: &str,
+        lang: &str,
+        extra: &[(&'static str, String)],
+    ) -> String {
         let flow = self.flow;
-        let Some(r) = variable_refs(&format!("{{{{{expression}}}}}")).into_iter().next() else {
+        let Some(r) = variable_refs(&format!("{{{{{expression}}}}}"))
+            .into_iter()
+            .next()
+        else {
             return "xxxxxxxxxx".to_string();
         };
         if let Some((_, value)) = extra.iter().find(|(name, _)| *name == r.root) {
@@ -1819,8 +1837,14 @@ impl<'a> Ctx<'a> {
                     .map(|o| ui_free(o.label.get(lang, &flow.default_language)))
                     .collect(),
             ),
-            Node::Menu(m) => longest((0..m.options.len()).map(|i| m.value_of(i).into_owned()).collect()),
-            Node::Language(l) if label => longest(l.options.iter().map(|o| o.label.clone()).collect()),
+            Node::Menu(m) => longest(
+                (0..m.options.len())
+                    .map(|i| m.value_of(i).into_owned())
+                    .collect(),
+            ),
+            Node::Language(l) if label => {
+                longest(l.options.iter().map(|o| o.label.clone()).collect())
+            }
             Node::Language(l) => longest(l.options.iter().map(|o| o.language.clone()).collect()),
             Node::Question(q) => match q.answer {
                 AnswerType::YesNo if label => longest(vec![
@@ -1858,7 +1882,8 @@ fn retry_invalid(node: &Node) -> Option<&Text> {
 
 /// The path of the variant of `text` shown in `lang`: `path.lang` for a per-language text
 /// (or the language it falls back to), `path` itself for a single text.
-fn variant_path(mut path: Vec<Seg>, text: &Text, lang: &str) -> Vec<Seg> {
+fn variant_path(path: &[Seg], text: &Text, lang: &str) -> Vec<Seg> {
+    let mut path = path.to_vec();
     if let Text::PerLanguage(map) = text {
         if map.contains_key(lang) {
             path.push(Seg::from(lang));
@@ -1877,4 +1902,3 @@ fn engine_compile_problems(flow: &Flow) -> Vec<String> {
         Err(errors) => errors.iter().map(ToString::to_string).collect(),
     }
 }
-

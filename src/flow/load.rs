@@ -287,10 +287,7 @@ fn strip_location(message: &str) -> String {
 fn describe_value(positions: &Positions, path: &[Seg]) -> String {
     match path.last() {
         Some(Seg::Key(k)) if path.len() > 2 || path.first() != Some(&Seg::from("nodes")) => {
-            format!(
-                "for `{k}` {}",
-                describe(positions, &path[..path.len() - 1])
-            )
+            format!("for `{k}` {}", describe(positions, &path[..path.len() - 1]))
         }
         _ => describe(positions, path),
     }
@@ -309,16 +306,26 @@ pub(crate) fn describe(positions: &Positions, path: &[Seg]) -> String {
         [Seg::Key(k)] if k == "nodes" => "in `nodes`".to_string(),
         [Seg::Key(k)] => format!("in `{k}`"),
         [Seg::Key(n), Seg::Key(id)] if n == "nodes" => format!("in {} `{id}`", node_kind(id)),
-        [Seg::Key(n), Seg::Key(id), Seg::Key(o), Seg::Index(i)] if n == "nodes" && o == "options" => {
+        [Seg::Key(n), Seg::Key(id), Seg::Key(o), Seg::Index(i)]
+            if n == "nodes" && o == "options" =>
+        {
             format!("in option {} of {} `{id}`", i + 1, node_kind(id))
         }
         [Seg::Key(n), Seg::Key(id), Seg::Key(r), Seg::Index(i)] if n == "nodes" && r == "rules" => {
             format!("in rule {} of {} `{id}`", i + 1, node_kind(id))
         }
-        [Seg::Key(n), Seg::Key(id), Seg::Key(r), Seg::Index(i), Seg::Key(w)]
-            if n == "nodes" && r == "rules" && w == "when" =>
-        {
-            format!("in the condition of rule {} of {} `{id}`", i + 1, node_kind(id))
+        [
+            Seg::Key(n),
+            Seg::Key(id),
+            Seg::Key(r),
+            Seg::Index(i),
+            Seg::Key(w),
+        ] if n == "nodes" && r == "rules" && w == "when" => {
+            format!(
+                "in the condition of rule {} of {} `{id}`",
+                i + 1,
+                node_kind(id)
+            )
         }
         [Seg::Key(n), Seg::Key(id), rest @ ..] if n == "nodes" => {
             format!("in `{}` of {} `{id}`", dotted(rest), node_kind(id))
@@ -427,21 +434,32 @@ nodes:
     fn unknown_field_in_a_buffered_node_points_at_the_key() {
         let d = first_error(&BASE.replace("      - label: Two", "      - lable: Two"));
         assert_eq!((d.line, d.column, d.code), (14, 9, "unknown-field"));
-        assert!(d.message.contains("in option 2 of menu `ask`"), "{}", d.message);
+        assert!(
+            d.message.contains("in option 2 of menu `ask`"),
+            "{}",
+            d.message
+        );
         assert!(d.message.contains("did you mean `label`?"), "{}", d.message);
     }
 
     #[test]
     fn unknown_field_of_a_node_lists_its_fields() {
-        let d = first_error(&BASE.replace("    result: pick\n", "    result: pick\n    colour: red\n"));
+        let d =
+            first_error(&BASE.replace("    result: pick\n", "    result: pick\n    colour: red\n"));
         assert_eq!((d.line, d.column, d.code), (12, 5, "unknown-field"));
-        assert!(d.message.contains("expected one of type, "), "{}", d.message);
+        assert!(
+            d.message.contains("expected one of type, "),
+            "{}",
+            d.message
+        );
         assert!(d.message.contains("options"), "{}", d.message);
     }
 
     #[test]
     fn yes_is_not_a_boolean() {
-        let d = first_error(&BASE.replace("    result: pick\n", "    result: pick\n    retries: yes\n"));
+        let d = first_error(
+            &BASE.replace("    result: pick\n", "    result: pick\n    retries: yes\n"),
+        );
         assert_eq!(d.code, "wrong-type");
         assert_eq!((d.line, d.column), (12, 14));
     }
