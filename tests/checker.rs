@@ -575,3 +575,100 @@ nodes:
     assert_eq!(codes(&diagnostics), ["unknown-variable"]);
     assert_eq!(diagnostics[0].line, 8);
 }
+
+#[test]
+fn a_loop_of_messages_and_branches_is_a_warning() {
+    let diagnostics = check_source(
+        "start: ask
+nodes:
+  ask:
+    type: question
+    answer: number
+    text: Age?
+    result: age
+    next: route
+  route:
+    type: branch
+    rules:
+      - when: {result: age, min: 18}
+        next: bye
+    default: note
+  note:
+    type: message
+    text: Adults only, sorry.
+    next: route
+  bye:
+    type: end
+    text: Bye
+",
+    );
+    assert_eq!(codes(&diagnostics), ["hop-loop"]);
+    assert_eq!(diagnostics[0].severity, Severity::Warning);
+    assert_eq!((diagnostics[0].line, diagnostics[0].column), (14, 3));
+}
+
+#[test]
+fn keys_that_turn_the_page_of_a_long_menu_are_a_warning() {
+    let options: String = (1..=9)
+        .map(|i| {
+            let key = if i == 9 { "0".to_string() } else { i.to_string() };
+            format!("      - {{key: {key}, label: Option number {i} with a long label here, next: bye}}\n")
+        })
+        .collect();
+    let diagnostics = check_source(&format!(
+        "start: ask
+nodes:
+  ask:
+    type: menu
+    text: Pick one
+    result: pick
+    options:
+{options}  bye:
+    type: end
+    text: Bye
+"
+    ));
+    assert_eq!(codes(&diagnostics), ["key-conflict"]);
+    assert_eq!((diagnostics[0].line, diagnostics[0].column), (21, 15));
+}
+
+#[test]
+fn translations_for_undeclared_languages_are_a_warning() {
+    let diagnostics = check_source(
+        "start: bye
+nodes:
+  bye:
+    type: end
+    text: {en: Bye, sw: Kwaheri}
+",
+    );
+    assert_eq!(codes(&diagnostics), ["unknown-language"]);
+    assert_eq!((diagnostics[0].line, diagnostics[0].column), (10, 21));
+}
+
+#[test]
+fn a_menu_without_options_is_an_error() {
+    let diagnostics = check_source(
+        "start: ask
+nodes:
+  ask:
+    type: menu
+    text: Pick
+    result: pick
+    options: []
+    fallback: bye
+  bye:
+    type: end
+    text: Bye
+",
+    );
+    assert_eq!(codes(&diagnostics), ["no-options"]);
+}
+
+#[test]
+fn unreadable_and_empty_files_are_errors() {
+    let missing = baraza::flow::load_file("tests/no_such_flow.yaml").expect_err("missing file");
+    assert_eq!(missing[0].code, "unreadable");
+    let empty = load_str("empty.yaml", "").expect_err("empty file");
+    assert_eq!(empty[0].code, "yaml-syntax");
+}

@@ -743,6 +743,7 @@ impl<'a> Ctx<'a> {
         }
         self.unreachable(&graph);
         self.dead_ends(&graph);
+        self.hop_loops(&graph);
         graph.set_on_entry = answers_set(&graph);
         graph
     }
@@ -872,6 +873,67 @@ impl<'a> Ctx<'a> {
                 format!(
                     "no path from {} reaches an end node{around}; add a way out to an `end` node",
                     self.node_name(id)
+                ),
+            );
+        }
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// Cycles through messages and branches only: nothing waits for an answer on the way, so
+    /// nothing can change, and a session that enters one goes round until the engine gives up.
+    fn hop_loops(&mut self, g: &Graph) {
+        let hops: Vec<bool> = self
+            .flow
+            .nodes
+            .values()
+            .map(|n| matches!(n, Node::Message(_) | Node::Branch(_)))
+            .collect();
+        let mut covered = vec![false; g.ids.len()];
+        for n in 0..g.ids.len() {
+            if !hops[n] || !g.reachable[n] || covered[n] {
+                continue;
+            }
+            // Hop nodes reachable from `n` without waiting; a loop if `n` is among them.
+            let mut seen = vec![false; g.ids.len()];
+            let mut order = Vec::new();
+            let mut queue = VecDeque::from([n]);
+            let mut comes_back = false;
+            while let Some(m) = queue.pop_front() {
+                for e in &g.edges[m] {
+                    if e.to == n {
+                        comes_back = true;
+                    }
+                    if hops[e.to] && !seen[e.to] {
+                        seen[e.to] = true;
+                        order.push(e.to);
+                        queue.push_back(e.to);
+                    }
+                }
+            }
+            if !comes_back {
+                continue;
+            }
+            let mut names = vec![g.ids[n].as_str()];
+            for &m in &order {
+                covered[m] = true;
+                if m != n {
+                    names.push(g.ids[m].as_str());
+                }
+            }
+            covered[n] = true;
+            let id = &g.ids[n];
+            self.warning(
+                self.pos.key(&ypath!["nodes", id]),
+                "hop-loop",
+                format!(
+                    "{} can lead back to itself through {} without waiting for an answer; a session that takes this loop never stops (the gateway ends it as failed)",
+                    self.node_name(id),
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
         }
@@ -1430,7 +1492,7 @@ fn gsm_replacement(c: char) -> Option<&'static str> {
         '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{FEFF}' => "",
         '\u{2022}' | '\u{00B7}' => "-",
         'á' | 'â' | 'ã' | 'ā' => "a",
-        'ç' => "Ç",
+        'ç' => "c",
         'ê' | 'ë' | 'ē' => "e",
         'í' | 'î' | 'ï' => "i",
         'ó' | 'ô' | 'õ' => "o",
@@ -1461,7 +1523,7 @@ struct BuiltScreen {
 
 /// A problem of one line of a USSD screen, found by the same arithmetic the engine paginates by.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct UssdLineProblem {
+pub struct UssdLineProblem {
     /// Index of the line in `ussd::lines(screen)`.
     pub line: usize,
     /// Its length in the units of its encoding.
@@ -1473,10 +1535,7 @@ pub(crate) struct UssdLineProblem {
 
 /// Lines of `screen` that pagination would have to cut because they do not fit even on a page
 /// of their own (with the `more` and `back` lines); empty when every line fits.
-pub(crate) fn ussd_block_limit_problems(
-    screen: &Screen,
-    layout: &ussd::Layout,
-) -> Vec<UssdLineProblem> {
+pub fn ussd_block_limit_problems(screen: &Screen, layout: &ussd::Layout) -> Vec<UssdLineProblem> {
     let pages = ussd::paginate(screen, layout);
     let lines = ussd::lines(screen, layout);
     let mut problems = Vec::new();
