@@ -672,3 +672,37 @@ fn unreadable_and_empty_files_are_errors() {
     let empty = load_str("empty.yaml", "").expect_err("empty file");
     assert_eq!(empty[0].code, "yaml-syntax");
 }
+
+#[test]
+fn every_missing_translation_is_named_once() {
+    let source = "\
+id: t
+version: 1
+name: Test
+languages: [en, sw, fr]
+default_language: en
+start: bye
+nodes:
+  bye:
+    type: end
+    text: {en: Bye}
+";
+    let diagnostics = check(&load_str("t.yaml", source).expect("loads"));
+    assert_eq!(codes(&diagnostics), ["missing-translation"]);
+    assert!(
+        diagnostics[0]
+            .message
+            .contains("no `sw` or `fr` translation"),
+        "{}",
+        diagnostics[0]
+    );
+}
+
+#[test]
+fn a_file_named_twice_is_checked_once() {
+    let report = check_paths(&[
+        PathBuf::from("tests/fixtures"),
+        PathBuf::from("tests/fixtures/valid_minimal.yaml"),
+    ]);
+    assert!(!report.has_errors(), "{}", render_report(&report));
+}

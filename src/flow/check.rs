@@ -53,10 +53,12 @@ impl CheckReport {
         self.error_count() > 0
     }
 
+    /// How many problems are errors.
     pub fn error_count(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
     }
 
+    /// How many problems are warnings.
     pub fn warning_count(&self) -> usize {
         self.diagnostics.len() - self.error_count()
     }
@@ -94,6 +96,12 @@ pub fn check_paths(paths: &[PathBuf]) -> CheckReport {
             ));
         }
     }
+
+    // A file named twice (`flows flows/a.yaml`) is checked once, not reported as its own twin.
+    let mut seen = HashSet::new();
+    report
+        .files
+        .retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
 
     // Load and check each file; keep every parsed flow for the duplicate-id check.
     let mut parsed: Vec<(SourceFlow, bool)> = Vec::new();
@@ -272,9 +280,12 @@ pub fn check(source: &SourceFlow) -> Vec<Diagnostic> {
 
 /// One flow being checked.
 struct Ctx<'a> {
+    /// The file, for every diagnostic.
     path: &'a Path,
     flow: &'a Flow,
+    /// Where each YAML path is written, to place diagnostics.
     pos: Positions,
+    /// Diagnostics found so far.
     out: Vec<Diagnostic>,
 }
 
@@ -579,6 +590,7 @@ fn kind_name(node: &Node) -> &'static str {
 
 /// One way from a node to another.
 struct Edge {
+    /// The node it leads to.
     to: usize,
     /// The result this step is sure to have saved (a chosen option, an answered question, a
     /// rule that held on a result); `None` for fallbacks, skips and defaults.
@@ -587,9 +599,13 @@ struct Edge {
 
 /// The flow as a graph over node indices (the order of `nodes`).
 struct Graph {
+    /// Node names by index.
     ids: Vec<NodeId>,
+    /// The ways out of each node (targets that do not exist are left out).
     edges: Vec<Vec<Edge>>,
+    /// The start node, when it exists.
     start: Option<usize>,
+    /// Whether each node can be reached from the start.
     reachable: Vec<bool>,
     /// Results saved on every path from the start to each node (`None`: unreachable).
     set_on_entry: Vec<Option<BTreeSet<String>>>,
@@ -1006,6 +1022,7 @@ fn answers_set(g: &Graph) -> Vec<Option<BTreeSet<String>>> {
 
 /// One text of the flow and where it is shown.
 struct TextSite<'f> {
+    /// Where the text is written.
     path: Vec<Seg>,
     text: &'f Text,
     /// The node whose screen shows it (its answers must be set there); `None` for texts shown
@@ -1022,8 +1039,11 @@ struct TextSite<'f> {
 /// A variable reference found in a template: `answers.village` at byte `offset`.
 #[derive(Debug, Clone, PartialEq)]
 struct VarRef {
+    /// The first name (`answers`).
     root: String,
+    /// The attribute after it, if any (`village`).
     attr: Option<String>,
+    /// Byte offset of `root` in the template, to place diagnostics.
     offset: usize,
 }
 
@@ -1098,18 +1118,22 @@ impl<'a> Ctx<'a> {
         let declared = self.flow.languages.clone();
         for site in self.text_sites() {
             if let Text::PerLanguage(map) = site.text {
-                if site.all_languages {
-                    for lang in declared.iter().filter(|l| !map.contains_key(*l)) {
-                        self.error(
-                            self.pos.value(&site.path),
-                            "missing-translation",
-                            format!(
-                                "{} has no `{lang}` translation (the flow's languages are {})",
-                                site.what,
-                                declared.join(", ")
-                            ),
-                        );
-                    }
+                let missing: Vec<String> = declared
+                    .iter()
+                    .filter(|l| !map.contains_key(*l))
+                    .map(|l| format!("`{l}`"))
+                    .collect();
+                if site.all_languages && !missing.is_empty() {
+                    self.error(
+                        self.pos.value(&site.path),
+                        "missing-translation",
+                        format!(
+                            "{} has no {} translation (the flow's languages are {})",
+                            site.what,
+                            missing.join(" or "),
+                            declared.join(", ")
+                        ),
+                    );
                 }
                 for lang in map.keys().filter(|l| !declared.contains(l)) {
                     let hint = did_you_mean(lang, declared.iter().map(String::as_str));
@@ -1510,7 +1534,9 @@ fn gsm_replacement(c: char) -> Option<&'static str> {
 /// Where a line of a screen comes from, to report a problem at its text.
 #[derive(Clone)]
 struct LineOrigin {
+    /// Where the text of the line is written.
     path: Vec<Seg>,
+    /// The text in words, for messages.
     what: String,
 }
 
@@ -1518,6 +1544,8 @@ struct LineOrigin {
 /// origin of each of its lines (in the order of `ussd::lines`).
 struct BuiltScreen {
     screen: Screen,
+    /// One per line of `ussd::lines(screen)`; `None` for lines the flow did not write
+    /// (built-in Yes/No, the skip line).
     origins: Vec<Option<LineOrigin>>,
 }
 
@@ -1528,6 +1556,7 @@ pub struct UssdLineProblem {
     pub line: usize,
     /// Its length in the units of its encoding.
     pub units: usize,
+    /// The encoding of the line on a page of its own (UCS-2 lowers the limit to 80).
     pub encoding: gsm7::Encoding,
     /// The most units a line can have on a page of its own, beside the navigation lines.
     pub room: usize,
