@@ -706,3 +706,46 @@ fn a_file_named_twice_is_checked_once() {
     ]);
     assert!(!report.has_errors(), "{}", render_report(&report));
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Characters that tend to break YAML, templates and positions.
+    const NASTY: &[&str] = &[
+        "{", "}", "{{", "}}", "{%", "%}", "'", "\"", ":", "- ", "\n", "  ", "’", "|", ">", "#",
+        "\\u2019", "[", "]", ",", "é", "🙂", "\t", "answers.", "labels.x",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever a manager's editor does to a flow, loading and checking report problems
+        /// and never panic.
+        #[test]
+        fn loading_and_checking_a_mangled_flow(
+            edits in proptest::collection::vec((0usize..4000, 0usize..12, 0usize..NASTY.len()), 1..4)
+        ) {
+            let mut source = std::fs::read_to_string("tests/fixtures/valid_minimal.yaml")
+                .expect("fixture");
+            for (at, cut, insert) in edits {
+                let chars: Vec<char> = source.chars().collect();
+                let at = at % (chars.len() + 1);
+                let end = (at + cut).min(chars.len());
+                let mut next: String = chars[..at].iter().collect();
+                next.push_str(NASTY[insert]);
+                next.extend(&chars[end..]);
+                source = next;
+            }
+            match load_str("mangled.yaml", source.clone()) {
+                Ok(flow) => {
+                    for d in check(&flow) {
+                        prop_assert!(d.line >= 1 && d.column >= 1, "{d}");
+                        prop_assert!(d.line <= source.lines().count().max(1), "{d}");
+                    }
+                }
+                Err(diagnostics) => prop_assert!(!diagnostics.is_empty()),
+            }
+        }
+    }
+}
