@@ -123,10 +123,11 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
             )
         }
         E::SerdeMissingField { field, .. } => {
-            let container = around.clone();
+            let (container, at) = missing_field_owner(&positions, &around, field)
+                .unwrap_or_else(|| (around.clone(), reported));
             error_at(
                 "missing-field",
-                reported,
+                at,
                 format!(
                     "missing field `{field}` {}",
                     describe(&positions, &container)
@@ -155,7 +156,8 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
                 "wrong-type",
                 at,
                 format!(
-                    "expected {expected}, found {unexpected} {}{hint}",
+                    "expected {}, found {unexpected} {}{hint}",
+                    human_type(expected),
                     describe_value(&positions, &found)
                 ),
             )
@@ -208,6 +210,41 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
         ),
         other => error_at("yaml-syntax", reported, strip_location(&other.to_string())),
     }
+}
+
+/// The option or rule of a node that lacks `field`, when the node itself does not take it
+/// (the deserializer reports a missing field inside a node at the node's start).
+fn missing_field_owner(
+    positions: &Positions,
+    node: &[Seg],
+    field: &str,
+) -> Option<(Vec<Seg>, LineCol)> {
+    if node.len() != 2 || node.first() != Some(&Seg::from("nodes")) {
+        return None;
+    }
+    if node_fields(positions, node).iter().any(|f| f == field) {
+        return None;
+    }
+    for (list, fields) in [
+        ("options", &["next", "label", "language"][..]),
+        ("rules", &["when", "next"][..]),
+    ] {
+        if !fields.contains(&field) {
+            continue;
+        }
+        for i in 0.. {
+            let item = [node, &[Seg::from(list), Seg::Index(i)]].concat();
+            if !positions.exists(&item) {
+                break;
+            }
+            let with_field = [item.as_slice(), &[Seg::from(field)]].concat();
+            if !positions.exists(&with_field) {
+                let at = positions.value(&item);
+                return Some((item, at));
+            }
+        }
+    }
+    None
 }
 
 /// `unknown field `x` in option 2 of menu `ask`; expected one of ...`, at the key itself.
@@ -263,15 +300,17 @@ fn quoted_value(unexpected: &str) -> Option<&str> {
     None
 }
 
-fn human_type(ty: &str) -> &'static str {
+fn human_type(ty: &str) -> &str {
     match ty {
-        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
-            "a whole number"
-        }
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" | "u64" | "usize" => "a whole number (0 or more)",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
         "f32" | "f64" => "a number",
-        "bool" => "true or false",
+        "bool" | "a boolean" => "true or false",
         "char" => "a single character",
-        _ => "another kind of value",
+        "a string" => "a text",
+        other => other,
     }
 }
 
@@ -298,7 +337,11 @@ pub(crate) fn describe(positions: &Positions, path: &[Seg]) -> String {
     let node_kind = |id: &str| {
         positions
             .scalar(&[Seg::from("nodes"), Seg::from(id), Seg::from("type")])
-            .map(|k| k.replace('_', " "))
+            .map(|kind| match kind {
+                "language" => "language choice".to_string(),
+                "end" => "end node".to_string(),
+                other => other.replace('_', " "),
+            })
             .unwrap_or_else(|| "node".to_string())
     };
     match path {
@@ -469,5 +512,28 @@ nodes:
         let d = first_error(&BASE.replace("type: end", "type: ned"));
         assert_eq!((d.line, d.column, d.code), (17, 11, "unknown-value"));
         assert!(d.message.contains("did you mean `end`?"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_missing_field_of_an_option_points_at_the_option() {
+        let d =
+            first_error(&BASE.replace("      - {label: One, next: bye}", "      - {label: One}"));
+        assert_eq!((d.line, d.column, d.code), (13, 9, "missing-field"));
+        assert!(
+            d.message.contains("in option 1 of menu `ask`"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_named_in_plain_words() {
+        let d = first_error(&BASE.replace("version: 1", "version: -1"));
+        assert_eq!((d.line, d.column, d.code), (2, 10, "wrong-type"));
+        assert!(
+            d.message.contains("a whole number (0 or more)"),
+            "{}",
+            d.message
+        );
     }
 }
