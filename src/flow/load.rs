@@ -148,7 +148,7 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
                 .and_then(find_scalar)
                 .unwrap_or((pointed.clone(), reported));
             let hint = if expected.contains("boolean") {
-                " (write true or false)"
+                " (yes, no, on and off are texts here, not booleans)"
             } else {
                 ""
             };
@@ -166,7 +166,7 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
             "wrong-type",
             reported,
             format!(
-                "expected true or false {} (yes, no, on and off are not booleans here)",
+                "expected true or false {} (yes, no, on and off are texts here, not booleans)",
                 describe_value(&positions, &pointed)
             ),
         ),
