@@ -435,7 +435,7 @@ impl<'a> Ctx<'a> {
                 self.pos.value(&ypath!["nodes", id, "min"]),
                 "min-greater-than-max",
                 format!(
-                    "question `{id}` accepts numbers from {min} to {max}: no number can be both; swap `min` and `max`"
+                    "question `{id}` has `min: {min}` above `max: {max}`, so it accepts no number at all; swap them"
                 ),
             );
         }

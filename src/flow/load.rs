@@ -208,7 +208,11 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
             reported,
             "the file holds more than one YAML document (`---`); put one flow per file".to_string(),
         ),
-        other => error_at("yaml-syntax", reported, strip_location(&other.to_string())),
+        other => error_at(
+            "yaml-syntax",
+            reported,
+            with_yaml_hint(&strip_location(&other.to_string())),
+        ),
     }
 }
 
@@ -271,7 +275,11 @@ fn unknown_field(
     } else {
         format!("; expected one of {}", expected.join(", "))
     };
-    let hint = did_you_mean(field, expected.iter().map(String::as_str));
+    let mut hint = did_you_mean(field, expected.iter().map(String::as_str));
+    if hint.is_empty() && field.chars().any(|c| c == ' ' || c.is_uppercase()) {
+        hint = " (if this is the end of a text, a comma inside `{...}` cut it: put the text in quotes)"
+            .to_string();
+    }
     Diagnostic::error(
         path,
         at,
@@ -312,6 +320,30 @@ fn human_type(ty: &str) -> &str {
         "a string" => "a text",
         other => other,
     }
+}
+
+/// The parser's message, followed by what usually causes it in a hand-written flow.
+fn with_yaml_hint(message: &str) -> String {
+    let lower = message.to_lowercase();
+    let hint = if lower.contains("mapping values are not allowed") {
+        "a `: ` inside a text starts a new field; put the whole text in quotes"
+    } else if lower.contains("tab") {
+        "indent with spaces, not tabs"
+    } else if lower.contains("quoted scalar") || lower.contains("unclosed quote") {
+        "a quote is not closed, or the lines after it are not indented"
+    } else if lower.contains("flow sequence")
+        || lower.contains("flow mapping")
+        || lower.contains("',' or ']'")
+        || lower.contains("',' or '}'")
+        || lower.contains("illegal placement")
+    {
+        "a `[` or `{` is not closed, or a text inside it holds a comma or colon (quote it)"
+    } else if lower.contains("indent") || lower.contains("expected key") {
+        "check the indentation: the fields of one node or option must line up"
+    } else {
+        return message.to_string();
+    };
+    format!("{message}: {hint}")
 }
 
 /// The deserializer's message without its trailing ` at line L, column C`.
