@@ -749,3 +749,22 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn a_text_that_tests_or_defaults_an_answer_may_use_it_anywhere() {
+    let diagnostics = check_source(
+        "start: ask
+nodes:
+  ask:
+    type: question
+    optional: true
+    text: Your village?
+    result: village
+    next: bye
+  bye:
+    type: end
+    text: \"Thanks{% if answers.village %} from {{ answers.village }}{% endif %}, {{ labels.village | default(value='friend') }}\"
+",
+    );
+    assert_eq!(diagnostics, Vec::<Diagnostic>::new());
+}

@@ -1045,6 +1045,9 @@ struct VarRef {
     attr: Option<String>,
     /// Byte offset of `root` in the template, to place diagnostics.
     offset: usize,
+    /// Tested in a `{% if %}` (or any statement) or given a `| default(...)`: the text copes
+    /// with the value being absent.
+    guarded: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -1279,20 +1282,28 @@ impl<'a> Ctx<'a> {
                         "{what} uses `session.{attr}`; the only session variable is `session.reference`"
                     ),
                 ),
-                "answers" | "labels" => self.answer_ref(site, what, &r.root, attr, at, g),
+                "answers" | "labels" => {
+                    // A result the text tests or defaults anywhere is handled when absent.
+                    let guarded = refs
+                        .iter()
+                        .any(|o| o.guarded && o.attr.as_deref() == Some(attr.as_str()));
+                    let written = format!("{}.{attr}", r.root);
+                    self.answer_ref(site, what, (&written, attr), at, guarded, g);
+                }
                 _ => {}
             }
         }
     }
 
-    /// `answers.x` / `labels.x` must name a saved result, set on every path to where it shows.
+    /// `answers.x` / `labels.x` (`written`, naming `result`) must name a saved result, set on
+    /// every path to where it shows.
     fn answer_ref(
         &mut self,
         site: &TextSite<'_>,
         what: &str,
-        root: &str,
-        result: &str,
+        (written, result): (&str, &str),
         at: LineCol,
+        guarded: bool,
         g: &Graph,
     ) {
         let savers: Vec<&str> = self
@@ -1308,8 +1319,13 @@ impl<'a> Ctx<'a> {
             self.error(
                 at,
                 "unknown-result",
-                format!("{what} uses `{root}.{result}`, but no node saves a result named `{result}`{hint}"),
+                format!(
+                    "{what} uses `{written}`, but no node saves a result named `{result}`{hint}"
+                ),
             );
+            return;
+        }
+        if guarded {
             return;
         }
         let Some(node) = site.node else {
@@ -1317,7 +1333,7 @@ impl<'a> Ctx<'a> {
                 at,
                 "unset-variable",
                 format!(
-                    "{what} uses `{root}.{result}`, but it can be shown before any answer is given; use it in a node's text instead"
+                    "{what} uses `{written}`, but it can be shown before any answer is given; use it in a node's text instead"
                 ),
             );
             return;
@@ -1356,7 +1372,7 @@ impl<'a> Ctx<'a> {
             at,
             "unset-variable",
             format!(
-                "{what} uses `{root}.{result}`, which may not be set yet: a respondent can get here by {}, {why}",
+                "{what} uses `{written}`, which may not be set yet: a respondent can get here by {}, {why}",
                 show_path(&path)
             ),
         );
@@ -1416,7 +1432,8 @@ fn tera_error(e: &tera::Error, text: &str) -> (String, Option<usize>) {
 }
 
 /// Every `answers.x`, `labels["x"]`, `flow.name`... inside the `{{ }}` and `{% %}` tags of a
-/// template, with the byte offset of its first name. Strings inside tags are skipped.
+/// template, with the byte offset of its first name. Strings inside tags are skipped. (Filter
+/// and keyword names come out as roots too; callers only look up the names they care about.)
 fn variable_refs(text: &str) -> Vec<VarRef> {
     let mut refs = Vec::new();
     let bytes = text.as_bytes();
@@ -1450,10 +1467,15 @@ fn variable_refs(text: &str) -> Vec<VarRef> {
                 if !previous_dot {
                     let root = text[start..j].to_string();
                     let attr = attribute_after(&text[j..body_end]);
+                    let after: String = text[j..body_end]
+                        .chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect();
                     refs.push(VarRef {
                         root,
                         attr,
                         offset: start,
+                        guarded: close == "%}" || after.contains("|default"),
                     });
                 }
                 previous_dot = false;
