@@ -26,7 +26,12 @@ fn expectations(path: &Path) -> Vec<Expectation> {
         .filter_map(|l| l.strip_prefix("# expect:"))
         .map(|rest| {
             let parts: Vec<&str> = rest.split_whitespace().collect();
-            assert_eq!(parts.len(), 3, "{}: bad expectation `{rest}`", path.display());
+            assert_eq!(
+                parts.len(),
+                3,
+                "{}: bad expectation `{rest}`",
+                path.display()
+            );
             let severity = match parts[0] {
                 "error" => Severity::Error,
                 "warning" => Severity::Warning,
@@ -390,7 +395,11 @@ nodes:
 ",
     );
     assert_eq!(codes(&diagnostics), ["unset-variable"]);
-    assert!(diagnostics[0].message.contains("first → show"), "{}", diagnostics[0]);
+    assert!(
+        diagnostics[0].message.contains("first → show"),
+        "{}",
+        diagnostics[0]
+    );
     assert_eq!((diagnostics[0].line, diagnostics[0].column), (15, 49));
 }
 
@@ -565,4 +574,197 @@ nodes:
     );
     assert_eq!(codes(&diagnostics), ["unknown-variable"]);
     assert_eq!(diagnostics[0].line, 8);
+}
+
+#[test]
+fn a_loop_of_messages_and_branches_is_a_warning() {
+    let diagnostics = check_source(
+        "start: ask
+nodes:
+  ask:
+    type: question
+    answer: number
+    text: Age?
+    result: age
+    next: route
+  route:
+    type: branch
+    rules:
+      - when: {result: age, min: 18}
+        next: bye
+    default: note
+  note:
+    type: message
+    text: Adults only, sorry.
+    next: route
+  bye:
+    type: end
+    text: Bye
+",
+    );
+    assert_eq!(codes(&diagnostics), ["hop-loop"]);
+    assert_eq!(diagnostics[0].severity, Severity::Warning);
+    assert_eq!((diagnostics[0].line, diagnostics[0].column), (14, 3));
+}
+
+#[test]
+fn keys_that_turn_the_page_of_a_long_menu_are_a_warning() {
+    let options: String = (1..=9)
+        .map(|i| {
+            let key = if i == 9 { "0".to_string() } else { i.to_string() };
+            format!("      - {{key: {key}, label: Option number {i} with a long label here, next: bye}}\n")
+        })
+        .collect();
+    let diagnostics = check_source(&format!(
+        "start: ask
+nodes:
+  ask:
+    type: menu
+    text: Pick one
+    result: pick
+    options:
+{options}  bye:
+    type: end
+    text: Bye
+"
+    ));
+    assert_eq!(codes(&diagnostics), ["key-conflict"]);
+    assert_eq!((diagnostics[0].line, diagnostics[0].column), (21, 15));
+}
+
+#[test]
+fn translations_for_undeclared_languages_are_a_warning() {
+    let diagnostics = check_source(
+        "start: bye
+nodes:
+  bye:
+    type: end
+    text: {en: Bye, sw: Kwaheri}
+",
+    );
+    assert_eq!(codes(&diagnostics), ["unknown-language"]);
+    assert_eq!((diagnostics[0].line, diagnostics[0].column), (10, 21));
+}
+
+#[test]
+fn a_menu_without_options_is_an_error() {
+    let diagnostics = check_source(
+        "start: ask
+nodes:
+  ask:
+    type: menu
+    text: Pick
+    result: pick
+    options: []
+    fallback: bye
+  bye:
+    type: end
+    text: Bye
+",
+    );
+    assert_eq!(codes(&diagnostics), ["no-options"]);
+}
+
+#[test]
+fn unreadable_and_empty_files_are_errors() {
+    let missing = baraza::flow::load_file("tests/no_such_flow.yaml").expect_err("missing file");
+    assert_eq!(missing[0].code, "unreadable");
+    let empty = load_str("empty.yaml", "").expect_err("empty file");
+    assert_eq!(empty[0].code, "yaml-syntax");
+}
+
+#[test]
+fn every_missing_translation_is_named_once() {
+    let source = "\
+id: t
+version: 1
+name: Test
+languages: [en, sw, fr]
+default_language: en
+start: bye
+nodes:
+  bye:
+    type: end
+    text: {en: Bye}
+";
+    let diagnostics = check(&load_str("t.yaml", source).expect("loads"));
+    assert_eq!(codes(&diagnostics), ["missing-translation"]);
+    assert!(
+        diagnostics[0]
+            .message
+            .contains("no `sw` or `fr` translation"),
+        "{}",
+        diagnostics[0]
+    );
+}
+
+#[test]
+fn a_file_named_twice_is_checked_once() {
+    let report = check_paths(&[
+        PathBuf::from("tests/fixtures"),
+        PathBuf::from("tests/fixtures/valid_minimal.yaml"),
+    ]);
+    assert!(!report.has_errors(), "{}", render_report(&report));
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Characters that tend to break YAML, templates and positions.
+    const NASTY: &[&str] = &[
+        "{", "}", "{{", "}}", "{%", "%}", "'", "\"", ":", "- ", "\n", "  ", "’", "|", ">", "#",
+        "\\u2019", "[", "]", ",", "é", "🙂", "\t", "answers.", "labels.x",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever a manager's editor does to a flow, loading and checking report problems
+        /// and never panic.
+        #[test]
+        fn loading_and_checking_a_mangled_flow(
+            edits in proptest::collection::vec((0usize..4000, 0usize..12, 0usize..NASTY.len()), 1..4)
+        ) {
+            let mut source = std::fs::read_to_string("tests/fixtures/valid_minimal.yaml")
+                .expect("fixture");
+            for (at, cut, insert) in edits {
+                let chars: Vec<char> = source.chars().collect();
+                let at = at % (chars.len() + 1);
+                let end = (at + cut).min(chars.len());
+                let mut next: String = chars[..at].iter().collect();
+                next.push_str(NASTY[insert]);
+                next.extend(&chars[end..]);
+                source = next;
+            }
+            match load_str("mangled.yaml", source.clone()) {
+                Ok(flow) => {
+                    for d in check(&flow) {
+                        prop_assert!(d.line >= 1 && d.column >= 1, "{d}");
+                        prop_assert!(d.line <= source.lines().count().max(1), "{d}");
+                    }
+                }
+                Err(diagnostics) => prop_assert!(!diagnostics.is_empty()),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_text_that_tests_or_defaults_an_answer_may_use_it_anywhere() {
+    let diagnostics = check_source(
+        "start: ask
+nodes:
+  ask:
+    type: question
+    optional: true
+    text: Your village?
+    result: village
+    next: bye
+  bye:
+    type: end
+    text: \"Thanks{% if answers.village %} from {{ answers.village }}{% endif %}, {{ labels.village | default(value='friend') }}\"
+",
+    );
+    assert_eq!(diagnostics, Vec::<Diagnostic>::new());
 }

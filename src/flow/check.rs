@@ -22,8 +22,8 @@ use crate::engine::CompiledFlow;
 use crate::engine::render::{sms, ussd};
 use crate::engine::screen::{Choice, Expect, Line, Screen, SkipKeys};
 use crate::engine::ui_text;
-pub use crate::flow::diagnostic::{Diagnostic, Severity};
 use crate::flow::diagnostic::did_you_mean;
+pub use crate::flow::diagnostic::{Diagnostic, Severity};
 use crate::flow::load::{self, SourceFlow};
 use crate::flow::model::{AnswerType, Condition, Flow, Node, NodeId, Text, UiKey};
 use crate::flow::positions::{LineCol, Positions, Seg, ypath};
@@ -53,10 +53,12 @@ impl CheckReport {
         self.error_count() > 0
     }
 
+    /// How many problems are errors.
     pub fn error_count(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
     }
 
+    /// How many problems are warnings.
     pub fn warning_count(&self) -> usize {
         self.diagnostics.len() - self.error_count()
     }
@@ -94,6 +96,12 @@ pub fn check_paths(paths: &[PathBuf]) -> CheckReport {
             ));
         }
     }
+
+    // A file named twice (`flows flows/a.yaml`) is checked once, not reported as its own twin.
+    let mut seen = HashSet::new();
+    report
+        .files
+        .retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
 
     // Load and check each file; keep every parsed flow for the duplicate-id check.
     let mut parsed: Vec<(SourceFlow, bool)> = Vec::new();
@@ -188,9 +196,8 @@ fn flow_files_in(folder: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn sort_and_dedup(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.sort_by(|a, b| {
-        (&a.path, a.line, a.column, a.severity, a.code).cmp(&(
-            &b.path, b.line, b.column, b.severity, b.code,
-        ))
+        (&a.path, a.line, a.column, a.severity, a.code)
+            .cmp(&(&b.path, b.line, b.column, b.severity, b.code))
     });
     diagnostics.dedup_by(|a, b| {
         a.path == b.path && a.line == b.line && a.column == b.column && a.code == b.code
@@ -273,9 +280,12 @@ pub fn check(source: &SourceFlow) -> Vec<Diagnostic> {
 
 /// One flow being checked.
 struct Ctx<'a> {
+    /// The file, for every diagnostic.
     path: &'a Path,
     flow: &'a Flow,
+    /// Where each YAML path is written, to place diagnostics.
     pos: Positions,
+    /// Diagnostics found so far.
     out: Vec<Diagnostic>,
 }
 
@@ -425,7 +435,7 @@ impl<'a> Ctx<'a> {
                 self.pos.value(&ypath!["nodes", id, "min"]),
                 "min-greater-than-max",
                 format!(
-                    "question `{id}` accepts numbers from {min} to {max}: no number can be both; swap `min` and `max`"
+                    "question `{id}` has `min: {min}` above `max: {max}`, so it accepts no number at all; swap them"
                 ),
             );
         }
@@ -453,7 +463,9 @@ impl<'a> Ctx<'a> {
             self.warning(
                 self.pos.key(&ypath!["nodes", id, field]),
                 "ignored-setting",
-                format!("`{field}` of question `{id}` does nothing: it only applies with `{applies}`"),
+                format!(
+                    "`{field}` of question `{id}` does nothing: it only applies with `{applies}`"
+                ),
             );
         }
     }
@@ -465,7 +477,9 @@ impl<'a> Ctx<'a> {
             (Some(_), Some(_)) => self.error(
                 at,
                 "bad-condition",
-                format!("{place} names both a `result` and a `contact` attribute; test one of them"),
+                format!(
+                    "{place} names both a `result` and a `contact` attribute; test one of them"
+                ),
             ),
             (None, None) => self.error(
                 at,
@@ -499,7 +513,9 @@ impl<'a> Ctx<'a> {
             self.error(
                 at,
                 "bad-condition",
-                format!("{place} has more than one test; use one of `equals`, `one_of`, or `min`/`max`"),
+                format!(
+                    "{place} has more than one test; use one of `equals`, `one_of`, or `min`/`max`"
+                ),
             );
         }
         if let (Some(min), Some(max)) = (c.min, c.max)
@@ -574,6 +590,7 @@ fn kind_name(node: &Node) -> &'static str {
 
 /// One way from a node to another.
 struct Edge {
+    /// The node it leads to.
     to: usize,
     /// The result this step is sure to have saved (a chosen option, an answered question, a
     /// rule that held on a result); `None` for fallbacks, skips and defaults.
@@ -582,9 +599,13 @@ struct Edge {
 
 /// The flow as a graph over node indices (the order of `nodes`).
 struct Graph {
+    /// Node names by index.
     ids: Vec<NodeId>,
+    /// The ways out of each node (targets that do not exist are left out).
     edges: Vec<Vec<Edge>>,
+    /// The start node, when it exists.
     start: Option<usize>,
+    /// Whether each node can be reached from the start.
     reachable: Vec<bool>,
     /// Results saved on every path from the start to each node (`None`: unreachable).
     set_on_entry: Vec<Option<BTreeSet<String>>>,
@@ -697,8 +718,8 @@ impl<'a> Ctx<'a> {
             for (field, target) in node.targets() {
                 let Some(&to) = index.get(target.as_str()) else {
                     let hint = did_you_mean(target, ids.iter().map(String::as_str));
-                    let mut p = ypath!["nodes", id];
-                    p.extend(field_path(&field));
+                    let p = ypath!["nodes", id];
+                    let p = [p.as_slice(), &field_path(&field)].concat();
                     self.error(
                         self.pos.value(&p),
                         "unknown-target",
@@ -738,6 +759,7 @@ impl<'a> Ctx<'a> {
         }
         self.unreachable(&graph);
         self.dead_ends(&graph);
+        self.hop_loops(&graph);
         graph.set_on_entry = answers_set(&graph);
         graph
     }
@@ -830,10 +852,7 @@ impl<'a> Ctx<'a> {
             if !g.reachable[n] || can_end[n] {
                 continue;
             }
-            let entered = n == start
-                || reverse[n]
-                    .iter()
-                    .any(|&p| g.reachable[p] && can_end[p]);
+            let entered = n == start || reverse[n].iter().any(|&p| g.reachable[p] && can_end[p]);
             if !entered {
                 continue;
             }
@@ -876,6 +895,67 @@ impl<'a> Ctx<'a> {
     }
 }
 
+impl<'a> Ctx<'a> {
+    /// Cycles through messages and branches only: nothing waits for an answer on the way, so
+    /// nothing can change, and a session that enters one goes round until the engine gives up.
+    fn hop_loops(&mut self, g: &Graph) {
+        let hops: Vec<bool> = self
+            .flow
+            .nodes
+            .values()
+            .map(|n| matches!(n, Node::Message(_) | Node::Branch(_)))
+            .collect();
+        let mut covered = vec![false; g.ids.len()];
+        for n in 0..g.ids.len() {
+            if !hops[n] || !g.reachable[n] || covered[n] {
+                continue;
+            }
+            // Hop nodes reachable from `n` without waiting; a loop if `n` is among them.
+            let mut seen = vec![false; g.ids.len()];
+            let mut order = Vec::new();
+            let mut queue = VecDeque::from([n]);
+            let mut comes_back = false;
+            while let Some(m) = queue.pop_front() {
+                for e in &g.edges[m] {
+                    if e.to == n {
+                        comes_back = true;
+                    }
+                    if hops[e.to] && !seen[e.to] {
+                        seen[e.to] = true;
+                        order.push(e.to);
+                        queue.push_back(e.to);
+                    }
+                }
+            }
+            if !comes_back {
+                continue;
+            }
+            let mut names = vec![g.ids[n].as_str()];
+            for &m in &order {
+                covered[m] = true;
+                if m != n {
+                    names.push(g.ids[m].as_str());
+                }
+            }
+            covered[n] = true;
+            let id = &g.ids[n];
+            self.warning(
+                self.pos.key(&ypath!["nodes", id]),
+                "hop-loop",
+                format!(
+                    "{} can lead back to itself through {} without waiting for an answer; a session that takes this loop never stops (the gateway ends it as failed)",
+                    self.node_name(id),
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
+}
+
 /// The result a step through `field` of `node` is sure to have saved.
 fn saved_on(node: &Node, field: &str) -> Option<String> {
     if field == "fallback" {
@@ -892,7 +972,10 @@ fn saved_on(node: &Node, field: &str) -> Option<String> {
                 return None;
             };
             let rule = b.rules.get(*i).filter(|_| k == "rules")?;
-            rule.when.result.clone().filter(|_| rule.when.contact.is_none())
+            rule.when
+                .result
+                .clone()
+                .filter(|_| rule.when.contact.is_none())
         }
         Node::Question(_) | Node::Message(_) | Node::End(_) => None,
     }
@@ -939,6 +1022,7 @@ fn answers_set(g: &Graph) -> Vec<Option<BTreeSet<String>>> {
 
 /// One text of the flow and where it is shown.
 struct TextSite<'f> {
+    /// Where the text is written.
     path: Vec<Seg>,
     text: &'f Text,
     /// The node whose screen shows it (its answers must be set there); `None` for texts shown
@@ -955,16 +1039,22 @@ struct TextSite<'f> {
 /// A variable reference found in a template: `answers.village` at byte `offset`.
 #[derive(Debug, Clone, PartialEq)]
 struct VarRef {
+    /// The first name (`answers`).
     root: String,
+    /// The attribute after it, if any (`village`).
     attr: Option<String>,
+    /// Byte offset of `root` in the template, to place diagnostics.
     offset: usize,
+    /// Tested in a `{% if %}` (or any statement) or given a `| default(...)`: the text copes
+    /// with the value being absent.
+    guarded: bool,
 }
 
 impl<'a> Ctx<'a> {
     fn text_sites(&self) -> Vec<TextSite<'a>> {
         let flow = self.flow;
         let mut sites = vec![TextSite {
-            path: ypath!["name"],
+            path: ypath!["name"].to_vec(),
             text: &flow.name,
             node: None,
             what: "the flow name".to_string(),
@@ -975,7 +1065,7 @@ impl<'a> Ctx<'a> {
             let name = self.node_name(id);
             if let Some(prompt) = node.prompt() {
                 sites.push(TextSite {
-                    path: ypath!["nodes", id, "text"],
+                    path: ypath!["nodes", id, "text"].to_vec(),
                     text: &prompt.text,
                     node: Some(id),
                     what: format!("the text of {name}"),
@@ -987,7 +1077,7 @@ impl<'a> Ctx<'a> {
                 Node::Menu(m) => {
                     for (i, o) in m.options.iter().enumerate() {
                         sites.push(TextSite {
-                            path: ypath!["nodes", id, "options", i, "label"],
+                            path: ypath!["nodes", id, "options", i, "label"].to_vec(),
                             text: &o.label,
                             node: Some(id),
                             what: format!("option {} of {name}", i + 1),
@@ -1003,7 +1093,7 @@ impl<'a> Ctx<'a> {
             };
             if let Some(invalid) = retry.and_then(|r| r.invalid.as_ref()) {
                 sites.push(TextSite {
-                    path: ypath!["nodes", id, "invalid"],
+                    path: ypath!["nodes", id, "invalid"].to_vec(),
                     text: invalid,
                     node: Some(id),
                     what: format!("the invalid-answer text of {name}"),
@@ -1015,7 +1105,7 @@ impl<'a> Ctx<'a> {
         for (key, text) in &flow.ui.texts {
             let name = ui_key_name(*key);
             sites.push(TextSite {
-                path: ypath!["ui", name.as_str()],
+                path: ypath!["ui", name.as_str()].to_vec(),
                 text,
                 node: None,
                 what: format!("the interface text `ui.{name}`"),
@@ -1031,18 +1121,22 @@ impl<'a> Ctx<'a> {
         let declared = self.flow.languages.clone();
         for site in self.text_sites() {
             if let Text::PerLanguage(map) = site.text {
-                if site.all_languages {
-                    for lang in declared.iter().filter(|l| !map.contains_key(*l)) {
-                        self.error(
-                            self.pos.value(&site.path),
-                            "missing-translation",
-                            format!(
-                                "{} has no `{lang}` translation (the flow's languages are {})",
-                                site.what,
-                                declared.join(", ")
-                            ),
-                        );
-                    }
+                let missing: Vec<String> = declared
+                    .iter()
+                    .filter(|l| !map.contains_key(*l))
+                    .map(|l| format!("`{l}`"))
+                    .collect();
+                if site.all_languages && !missing.is_empty() {
+                    self.error(
+                        self.pos.value(&site.path),
+                        "missing-translation",
+                        format!(
+                            "{} has no {} translation (the flow's languages are {})",
+                            site.what,
+                            missing.join(" or "),
+                            declared.join(", ")
+                        ),
+                    );
                 }
                 for lang in map.keys().filter(|l| !declared.contains(l)) {
                     let hint = did_you_mean(lang, declared.iter().map(String::as_str));
@@ -1188,20 +1282,28 @@ impl<'a> Ctx<'a> {
                         "{what} uses `session.{attr}`; the only session variable is `session.reference`"
                     ),
                 ),
-                "answers" | "labels" => self.answer_ref(site, what, &r.root, attr, at, g),
+                "answers" | "labels" => {
+                    // A result the text tests or defaults anywhere is handled when absent.
+                    let guarded = refs
+                        .iter()
+                        .any(|o| o.guarded && o.attr.as_deref() == Some(attr.as_str()));
+                    let written = format!("{}.{attr}", r.root);
+                    self.answer_ref(site, what, (&written, attr), at, guarded, g);
+                }
                 _ => {}
             }
         }
     }
 
-    /// `answers.x` / `labels.x` must name a saved result, set on every path to where it shows.
+    /// `answers.x` / `labels.x` (`written`, naming `result`) must name a saved result, set on
+    /// every path to where it shows.
     fn answer_ref(
         &mut self,
         site: &TextSite<'_>,
         what: &str,
-        root: &str,
-        result: &str,
+        (written, result): (&str, &str),
         at: LineCol,
+        guarded: bool,
         g: &Graph,
     ) {
         let savers: Vec<&str> = self
@@ -1217,8 +1319,13 @@ impl<'a> Ctx<'a> {
             self.error(
                 at,
                 "unknown-result",
-                format!("{what} uses `{root}.{result}`, but no node saves a result named `{result}`{hint}"),
+                format!(
+                    "{what} uses `{written}`, but no node saves a result named `{result}`{hint}"
+                ),
             );
+            return;
+        }
+        if guarded {
             return;
         }
         let Some(node) = site.node else {
@@ -1226,7 +1333,7 @@ impl<'a> Ctx<'a> {
                 at,
                 "unset-variable",
                 format!(
-                    "{what} uses `{root}.{result}`, but it can be shown before any answer is given; use it in a node's text instead"
+                    "{what} uses `{written}`, but it can be shown before any answer is given; use it in a node's text instead"
                 ),
             );
             return;
@@ -1265,7 +1372,7 @@ impl<'a> Ctx<'a> {
             at,
             "unset-variable",
             format!(
-                "{what} uses `{root}.{result}`, which may not be set yet: a respondent can get here by {}, {why}",
+                "{what} uses `{written}`, which may not be set yet: a respondent can get here by {}, {why}",
                 show_path(&path)
             ),
         );
@@ -1325,13 +1432,18 @@ fn tera_error(e: &tera::Error, text: &str) -> (String, Option<usize>) {
 }
 
 /// Every `answers.x`, `labels["x"]`, `flow.name`... inside the `{{ }}` and `{% %}` tags of a
-/// template, with the byte offset of its first name. Strings inside tags are skipped.
+/// template, with the byte offset of its first name. Strings inside tags are skipped. (Filter
+/// and keyword names come out as roots too; callers only look up the names they care about.)
 fn variable_refs(text: &str) -> Vec<VarRef> {
     let mut refs = Vec::new();
     let bytes = text.as_bytes();
     let mut i = 0;
     while let Some(open) = find_tag(text, i) {
-        let close = if &text[open..open + 2] == "{{" { "}}" } else { "%}" };
+        let close = if &text[open..open + 2] == "{{" {
+            "}}"
+        } else {
+            "%}"
+        };
         let body_start = open + 2;
         let body_end = text[body_start..]
             .find(close)
@@ -1355,10 +1467,15 @@ fn variable_refs(text: &str) -> Vec<VarRef> {
                 if !previous_dot {
                     let root = text[start..j].to_string();
                     let attr = attribute_after(&text[j..body_end]);
+                    let after: String = text[j..body_end]
+                        .chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect();
                     refs.push(VarRef {
                         root,
                         attr,
                         offset: start,
+                        guarded: close == "%}" || after.contains("|default"),
                     });
                 }
                 previous_dot = false;
@@ -1421,7 +1538,7 @@ fn gsm_replacement(c: char) -> Option<&'static str> {
         '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{FEFF}' => "",
         '\u{2022}' | '\u{00B7}' => "-",
         'á' | 'â' | 'ã' | 'ā' => "a",
-        'ç' => "Ç",
+        'ç' => "c",
         'ê' | 'ë' | 'ē' => "e",
         'í' | 'î' | 'ï' => "i",
         'ó' | 'ô' | 'õ' => "o",
@@ -1439,7 +1556,9 @@ fn gsm_replacement(c: char) -> Option<&'static str> {
 /// Where a line of a screen comes from, to report a problem at its text.
 #[derive(Clone)]
 struct LineOrigin {
+    /// Where the text of the line is written.
     path: Vec<Seg>,
+    /// The text in words, for messages.
     what: String,
 }
 
@@ -1447,16 +1566,19 @@ struct LineOrigin {
 /// origin of each of its lines (in the order of `ussd::lines`).
 struct BuiltScreen {
     screen: Screen,
+    /// One per line of `ussd::lines(screen)`; `None` for lines the flow did not write
+    /// (built-in Yes/No, the skip line).
     origins: Vec<Option<LineOrigin>>,
 }
 
 /// A problem of one line of a USSD screen, found by the same arithmetic the engine paginates by.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct UssdLineProblem {
+pub struct UssdLineProblem {
     /// Index of the line in `ussd::lines(screen)`.
     pub line: usize,
     /// Its length in the units of its encoding.
     pub units: usize,
+    /// The encoding of the line on a page of its own (UCS-2 lowers the limit to 80).
     pub encoding: gsm7::Encoding,
     /// The most units a line can have on a page of its own, beside the navigation lines.
     pub room: usize,
@@ -1464,10 +1586,7 @@ pub(crate) struct UssdLineProblem {
 
 /// Lines of `screen` that pagination would have to cut because they do not fit even on a page
 /// of their own (with the `more` and `back` lines); empty when every line fits.
-pub(crate) fn ussd_block_limit_problems(
-    screen: &Screen,
-    layout: &ussd::Layout,
-) -> Vec<UssdLineProblem> {
+pub fn ussd_block_limit_problems(screen: &Screen, layout: &ussd::Layout) -> Vec<UssdLineProblem> {
     let pages = ussd::paginate(screen, layout);
     let lines = ussd::lines(screen, layout);
     let mut problems = Vec::new();
@@ -1505,7 +1624,7 @@ impl<'a> Ctx<'a> {
                 // A custom invalid-answer notice is shown above the prompt.
                 if let Some(invalid) = retry_invalid(node) {
                     let origin = LineOrigin {
-                        path: variant_path(ypath!["nodes", id, "invalid"], invalid, lang),
+                        path: variant_path(&ypath!["nodes", id, "invalid"], invalid, lang),
                         what: format!("the invalid-answer text of {}", self.node_name(id)),
                     };
                     let text = self.fill(invalid.get(lang, &flow.default_language), lang, &[]);
@@ -1537,9 +1656,10 @@ impl<'a> Ctx<'a> {
             let node = flow.nodes.get(current)?;
             match node {
                 Node::Message(m) if seen.insert(current) => {
-                    let text = self.fill(m.prompt.text.get(lang, &flow.default_language), lang, &[]);
+                    let text =
+                        self.fill(m.prompt.text.get(lang, &flow.default_language), lang, &[]);
                     let origin = LineOrigin {
-                        path: variant_path(ypath!["nodes", current, "text"], &m.prompt.text, lang),
+                        path: variant_path(&ypath!["nodes", current, "text"], &m.prompt.text, lang),
                         what: format!("the text of message `{current}`"),
                     };
                     lead.push((Line::text(text), Some(origin)));
@@ -1578,7 +1698,7 @@ impl<'a> Ctx<'a> {
         let prompt_text = self.fill(prompt.text.get(lang, &flow.default_language), lang, &[]);
         if !prompt_text.trim().is_empty() {
             origins.push(Some(LineOrigin {
-                path: variant_path(ypath!["nodes", current, "text"], &prompt.text, lang),
+                path: variant_path(&ypath!["nodes", current, "text"], &prompt.text, lang),
                 what: format!("the text of {name}"),
             }));
         }
@@ -1594,7 +1714,7 @@ impl<'a> Ctx<'a> {
                     });
                     origins.push(Some(LineOrigin {
                         path: variant_path(
-                            ypath!["nodes", current, "options", i, "label"],
+                            &ypath!["nodes", current, "options", i, "label"],
                             &o.label,
                             lang,
                         ),
@@ -1611,7 +1731,7 @@ impl<'a> Ctx<'a> {
                         audio: None,
                     });
                     origins.push(Some(LineOrigin {
-                        path: ypath!["nodes", current, "options", i, "label"],
+                        path: ypath!["nodes", current, "options", i, "label"].to_vec(),
                         what: format!("option {} of {name}", i + 1),
                     }));
                 }
@@ -1732,7 +1852,7 @@ impl<'a> Ctx<'a> {
         let Some(prompt) = node.prompt() else {
             return;
         };
-        let path = variant_path(ypath!["nodes", id, "text"], &prompt.text, lang);
+        let path = variant_path(&ypath!["nodes", id, "text"], &prompt.text, lang);
         let (per_part, encoding) = match info.encoding {
             gsm7::Encoding::Gsm7 => (153, "GSM-7"),
             gsm7::Encoding::Ucs2 => (67, "UCS-2"),
@@ -1782,9 +1902,17 @@ impl<'a> Ctx<'a> {
     }
 
     /// A plausible value for the expression inside `{{ }}`.
-    fn placeholder(&self, expression: &str, lang: &str, extra: &[(&'static str, String)]) -> String {
+    fn placeholder(
+        &self,
+        expression: &str,
+        lang: &str,
+        extra: &[(&'static str, String)],
+    ) -> String {
         let flow = self.flow;
-        let Some(r) = variable_refs(&format!("{{{{{expression}}}}}")).into_iter().next() else {
+        let Some(r) = variable_refs(&format!("{{{{{expression}}}}}"))
+            .into_iter()
+            .next()
+        else {
             return "xxxxxxxxxx".to_string();
         };
         if let Some((_, value)) = extra.iter().find(|(name, _)| *name == r.root) {
@@ -1819,8 +1947,14 @@ impl<'a> Ctx<'a> {
                     .map(|o| ui_free(o.label.get(lang, &flow.default_language)))
                     .collect(),
             ),
-            Node::Menu(m) => longest((0..m.options.len()).map(|i| m.value_of(i).into_owned()).collect()),
-            Node::Language(l) if label => longest(l.options.iter().map(|o| o.label.clone()).collect()),
+            Node::Menu(m) => longest(
+                (0..m.options.len())
+                    .map(|i| m.value_of(i).into_owned())
+                    .collect(),
+            ),
+            Node::Language(l) if label => {
+                longest(l.options.iter().map(|o| o.label.clone()).collect())
+            }
             Node::Language(l) => longest(l.options.iter().map(|o| o.language.clone()).collect()),
             Node::Question(q) => match q.answer {
                 AnswerType::YesNo if label => longest(vec![
@@ -1858,7 +1992,8 @@ fn retry_invalid(node: &Node) -> Option<&Text> {
 
 /// The path of the variant of `text` shown in `lang`: `path.lang` for a per-language text
 /// (or the language it falls back to), `path` itself for a single text.
-fn variant_path(mut path: Vec<Seg>, text: &Text, lang: &str) -> Vec<Seg> {
+fn variant_path(path: &[Seg], text: &Text, lang: &str) -> Vec<Seg> {
+    let mut path = path.to_vec();
     if let Text::PerLanguage(map) = text {
         if map.contains_key(lang) {
             path.push(Seg::from(lang));
@@ -1877,4 +2012,3 @@ fn engine_compile_problems(flow: &Flow) -> Vec<String> {
         Err(errors) => errors.iter().map(ToString::to_string).collect(),
     }
 }
-

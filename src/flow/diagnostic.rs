@@ -158,13 +158,19 @@ mod tests {
             Some("ask_village")
         );
         assert_eq!(closest("zzz", ["ask_age", "ask_village"]), None);
-        assert_eq!(did_you_mean("lable", ["label", "key"]), " (did you mean `label`?)");
+        assert_eq!(
+            did_you_mean("lable", ["label", "key"]),
+            " (did you mean `label`?)"
+        );
     }
 
     #[test]
     fn display_has_file_line_column_severity_and_code() {
         let d = Diagnostic::error("flows/x.yaml", (12, 15), "unknown-target", "bad");
-        assert_eq!(d.to_string(), "flows/x.yaml:12:15: error[unknown-target]: bad");
+        assert_eq!(
+            d.to_string(),
+            "flows/x.yaml:12:15: error[unknown-target]: bad"
+        );
         let w = Diagnostic::warning("flows/x.yaml", (0, 0), "unreadable", "gone");
         assert_eq!(w.to_string(), "flows/x.yaml: warning[unreadable]: gone");
     }

@@ -123,10 +123,11 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
             )
         }
         E::SerdeMissingField { field, .. } => {
-            let container = around.clone();
+            let (container, at) = missing_field_owner(&positions, &around, field)
+                .unwrap_or_else(|| (around.clone(), reported));
             error_at(
                 "missing-field",
-                reported,
+                at,
                 format!(
                     "missing field `{field}` {}",
                     describe(&positions, &container)
@@ -147,7 +148,7 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
                 .and_then(find_scalar)
                 .unwrap_or((pointed.clone(), reported));
             let hint = if expected.contains("boolean") {
-                " (write true or false)"
+                " (yes, no, on and off are texts here, not booleans)"
             } else {
                 ""
             };
@@ -155,7 +156,8 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
                 "wrong-type",
                 at,
                 format!(
-                    "expected {expected}, found {unexpected} {}{hint}",
+                    "expected {}, found {unexpected} {}{hint}",
+                    human_type(expected),
                     describe_value(&positions, &found)
                 ),
             )
@@ -164,7 +166,7 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
             "wrong-type",
             reported,
             format!(
-                "expected true or false {} (yes, no, on and off are not booleans here)",
+                "expected true or false {} (yes, no, on and off are texts here, not booleans)",
                 describe_value(&positions, &pointed)
             ),
         ),
@@ -206,8 +208,47 @@ fn diagnose(path: &Path, source: &str, error: &serde_saphyr::Error) -> Diagnosti
             reported,
             "the file holds more than one YAML document (`---`); put one flow per file".to_string(),
         ),
-        other => error_at("yaml-syntax", reported, strip_location(&other.to_string())),
+        other => error_at(
+            "yaml-syntax",
+            reported,
+            with_yaml_hint(&strip_location(&other.to_string())),
+        ),
     }
+}
+
+/// The option or rule of a node that lacks `field`, when the node itself does not take it
+/// (the deserializer reports a missing field inside a node at the node's start).
+fn missing_field_owner(
+    positions: &Positions,
+    node: &[Seg],
+    field: &str,
+) -> Option<(Vec<Seg>, LineCol)> {
+    if node.len() != 2 || node.first() != Some(&Seg::from("nodes")) {
+        return None;
+    }
+    if node_fields(positions, node).iter().any(|f| f == field) {
+        return None;
+    }
+    for (list, fields) in [
+        ("options", &["next", "label", "language"][..]),
+        ("rules", &["when", "next"][..]),
+    ] {
+        if !fields.contains(&field) {
+            continue;
+        }
+        for i in 0.. {
+            let item = [node, &[Seg::from(list), Seg::Index(i)]].concat();
+            if !positions.exists(&item) {
+                break;
+            }
+            let with_field = [item.as_slice(), &[Seg::from(field)]].concat();
+            if !positions.exists(&with_field) {
+                let at = positions.value(&item);
+                return Some((item, at));
+            }
+        }
+    }
+    None
 }
 
 /// `unknown field `x` in option 2 of menu `ask`; expected one of ...`, at the key itself.
@@ -234,7 +275,11 @@ fn unknown_field(
     } else {
         format!("; expected one of {}", expected.join(", "))
     };
-    let hint = did_you_mean(field, expected.iter().map(String::as_str));
+    let mut hint = did_you_mean(field, expected.iter().map(String::as_str));
+    if hint.is_empty() && field.chars().any(|c| c == ' ' || c.is_uppercase()) {
+        hint = " (if this is the end of a text, a comma inside `{...}` cut it: put the text in quotes)"
+            .to_string();
+    }
     Diagnostic::error(
         path,
         at,
@@ -263,16 +308,42 @@ fn quoted_value(unexpected: &str) -> Option<&str> {
     None
 }
 
-fn human_type(ty: &str) -> &'static str {
+fn human_type(ty: &str) -> &str {
     match ty {
-        "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" => {
-            "a whole number"
-        }
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" | "u64" | "usize" => "a whole number (0 or more)",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
         "f32" | "f64" => "a number",
-        "bool" => "true or false",
+        "bool" | "a boolean" => "true or false",
         "char" => "a single character",
-        _ => "another kind of value",
+        "a string" => "a text",
+        other => other,
     }
+}
+
+/// The parser's message, followed by what usually causes it in a hand-written flow.
+fn with_yaml_hint(message: &str) -> String {
+    let lower = message.to_lowercase();
+    let hint = if lower.contains("mapping values are not allowed") {
+        "a `: ` inside a text starts a new field; put the whole text in quotes"
+    } else if lower.contains("tab") {
+        "indent with spaces, not tabs"
+    } else if lower.contains("quoted scalar") || lower.contains("unclosed quote") {
+        "a quote is not closed, or the lines after it are not indented"
+    } else if lower.contains("flow sequence")
+        || lower.contains("flow mapping")
+        || lower.contains("',' or ']'")
+        || lower.contains("',' or '}'")
+        || lower.contains("illegal placement")
+    {
+        "a `[` or `{` is not closed, or a text inside it holds a comma or colon (quote it)"
+    } else if lower.contains("indent") || lower.contains("expected key") {
+        "check the indentation: the fields of one node or option must line up"
+    } else {
+        return message.to_string();
+    };
+    format!("{message}: {hint}")
 }
 
 /// The deserializer's message without its trailing ` at line L, column C`.
@@ -287,10 +358,7 @@ fn strip_location(message: &str) -> String {
 fn describe_value(positions: &Positions, path: &[Seg]) -> String {
     match path.last() {
         Some(Seg::Key(k)) if path.len() > 2 || path.first() != Some(&Seg::from("nodes")) => {
-            format!(
-                "for `{k}` {}",
-                describe(positions, &path[..path.len() - 1])
-            )
+            format!("for `{k}` {}", describe(positions, &path[..path.len() - 1]))
         }
         _ => describe(positions, path),
     }
@@ -301,7 +369,11 @@ pub(crate) fn describe(positions: &Positions, path: &[Seg]) -> String {
     let node_kind = |id: &str| {
         positions
             .scalar(&[Seg::from("nodes"), Seg::from(id), Seg::from("type")])
-            .map(|k| k.replace('_', " "))
+            .map(|kind| match kind {
+                "language" => "language choice".to_string(),
+                "end" => "end node".to_string(),
+                other => other.replace('_', " "),
+            })
             .unwrap_or_else(|| "node".to_string())
     };
     match path {
@@ -309,16 +381,26 @@ pub(crate) fn describe(positions: &Positions, path: &[Seg]) -> String {
         [Seg::Key(k)] if k == "nodes" => "in `nodes`".to_string(),
         [Seg::Key(k)] => format!("in `{k}`"),
         [Seg::Key(n), Seg::Key(id)] if n == "nodes" => format!("in {} `{id}`", node_kind(id)),
-        [Seg::Key(n), Seg::Key(id), Seg::Key(o), Seg::Index(i)] if n == "nodes" && o == "options" => {
+        [Seg::Key(n), Seg::Key(id), Seg::Key(o), Seg::Index(i)]
+            if n == "nodes" && o == "options" =>
+        {
             format!("in option {} of {} `{id}`", i + 1, node_kind(id))
         }
         [Seg::Key(n), Seg::Key(id), Seg::Key(r), Seg::Index(i)] if n == "nodes" && r == "rules" => {
             format!("in rule {} of {} `{id}`", i + 1, node_kind(id))
         }
-        [Seg::Key(n), Seg::Key(id), Seg::Key(r), Seg::Index(i), Seg::Key(w)]
-            if n == "nodes" && r == "rules" && w == "when" =>
-        {
-            format!("in the condition of rule {} of {} `{id}`", i + 1, node_kind(id))
+        [
+            Seg::Key(n),
+            Seg::Key(id),
+            Seg::Key(r),
+            Seg::Index(i),
+            Seg::Key(w),
+        ] if n == "nodes" && r == "rules" && w == "when" => {
+            format!(
+                "in the condition of rule {} of {} `{id}`",
+                i + 1,
+                node_kind(id)
+            )
         }
         [Seg::Key(n), Seg::Key(id), rest @ ..] if n == "nodes" => {
             format!("in `{}` of {} `{id}`", dotted(rest), node_kind(id))
@@ -427,21 +509,32 @@ nodes:
     fn unknown_field_in_a_buffered_node_points_at_the_key() {
         let d = first_error(&BASE.replace("      - label: Two", "      - lable: Two"));
         assert_eq!((d.line, d.column, d.code), (14, 9, "unknown-field"));
-        assert!(d.message.contains("in option 2 of menu `ask`"), "{}", d.message);
+        assert!(
+            d.message.contains("in option 2 of menu `ask`"),
+            "{}",
+            d.message
+        );
         assert!(d.message.contains("did you mean `label`?"), "{}", d.message);
     }
 
     #[test]
     fn unknown_field_of_a_node_lists_its_fields() {
-        let d = first_error(&BASE.replace("    result: pick\n", "    result: pick\n    colour: red\n"));
+        let d =
+            first_error(&BASE.replace("    result: pick\n", "    result: pick\n    colour: red\n"));
         assert_eq!((d.line, d.column, d.code), (12, 5, "unknown-field"));
-        assert!(d.message.contains("expected one of type, "), "{}", d.message);
+        assert!(
+            d.message.contains("expected one of type, "),
+            "{}",
+            d.message
+        );
         assert!(d.message.contains("options"), "{}", d.message);
     }
 
     #[test]
     fn yes_is_not_a_boolean() {
-        let d = first_error(&BASE.replace("    result: pick\n", "    result: pick\n    retries: yes\n"));
+        let d = first_error(
+            &BASE.replace("    result: pick\n", "    result: pick\n    retries: yes\n"),
+        );
         assert_eq!(d.code, "wrong-type");
         assert_eq!((d.line, d.column), (12, 14));
     }
@@ -451,5 +544,28 @@ nodes:
         let d = first_error(&BASE.replace("type: end", "type: ned"));
         assert_eq!((d.line, d.column, d.code), (17, 11, "unknown-value"));
         assert!(d.message.contains("did you mean `end`?"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_missing_field_of_an_option_points_at_the_option() {
+        let d =
+            first_error(&BASE.replace("      - {label: One, next: bye}", "      - {label: One}"));
+        assert_eq!((d.line, d.column, d.code), (13, 9, "missing-field"));
+        assert!(
+            d.message.contains("in option 1 of menu `ask`"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_named_in_plain_words() {
+        let d = first_error(&BASE.replace("version: 1", "version: -1"));
+        assert_eq!((d.line, d.column, d.code), (2, 10, "wrong-type"));
+        assert!(
+            d.message.contains("a whole number (0 or more)"),
+            "{}",
+            d.message
+        );
     }
 }

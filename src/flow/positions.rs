@@ -44,10 +44,11 @@ impl From<usize> for Seg {
     }
 }
 
-/// Builds a YAML path from keys and indices: `ypath!["nodes", id, "options", 2]`.
+/// Builds a YAML path (an array of `Seg`) from keys and indices:
+/// `ypath!["nodes", id, "options", 2]`.
 macro_rules! ypath {
     ($($seg:expr),* $(,)?) => {
-        vec![$($crate::flow::positions::Seg::from($seg)),*]
+        [$($crate::flow::positions::Seg::from($seg)),*]
     };
 }
 pub(crate) use ypath;
@@ -120,7 +121,10 @@ impl Positions {
             let here = (span.start.line(), span.start.col() + 1);
             match event {
                 Event::Scalar(value, style, _, _) => {
-                    if let Some(Frame::Map { key: key @ None, .. }) = stack.last_mut() {
+                    if let Some(Frame::Map {
+                        key: key @ None, ..
+                    }) = stack.last_mut()
+                    {
                         *key = Some((value.into_owned(), here));
                         continue;
                     }
@@ -133,7 +137,10 @@ impl Positions {
                     }
                 }
                 Event::Alias(_) => {
-                    if let Some(Frame::Map { key: key @ None, .. }) = stack.last_mut() {
+                    if let Some(Frame::Map {
+                        key: key @ None, ..
+                    }) = stack.last_mut()
+                    {
                         *key = Some(("*".to_string(), here));
                         continue;
                     }
@@ -179,7 +186,10 @@ impl Positions {
                         self.entries[entry].end = span.end.index();
                     }
                     Some(Frame::ComplexKey { key_at }) => {
-                        if let Some(Frame::Map { key: key @ None, .. }) = stack.last_mut() {
+                        if let Some(Frame::Map {
+                            key: key @ None, ..
+                        }) = stack.last_mut()
+                        {
                             *key = Some(("?".to_string(), key_at));
                         }
                     }
@@ -420,8 +430,14 @@ nodes:
         let p = Positions::parse(SOURCE);
         assert_eq!(p.value(&ypath!["id"]), (1, 5));
         assert_eq!(p.key(&ypath!["nodes", "ask"]), (3, 3));
-        assert_eq!(p.value(&ypath!["nodes", "ask", "options", 0_usize, "next"]), (7, 28));
-        assert_eq!(p.key(&ypath!["nodes", "ask", "options", 1_usize, "next"]), (11, 9));
+        assert_eq!(
+            p.value(&ypath!["nodes", "ask", "options", 0_usize, "next"]),
+            (7, 28)
+        );
+        assert_eq!(
+            p.key(&ypath!["nodes", "ask", "options", 1_usize, "next"]),
+            (11, 9)
+        );
         assert_eq!(p.value(&ypath!["nodes", "ask", "text", "sw"]), (5, 32));
         // A missing path falls back to its nearest ancestor.
         assert_eq!(p.value(&ypath!["nodes", "ask", "text", "fr"]), (5, 11));
@@ -452,7 +468,10 @@ nodes:
         assert_eq!(node, ypath!["nodes", "ask"]);
         let (path, at) = p.find_key(&node, "next").expect("a next key");
         assert_eq!(at, (7, 22));
-        assert_eq!(path, ypath!["nodes", "ask", "options", 0_usize, "next"].as_slice());
+        assert_eq!(
+            path,
+            ypath!["nodes", "ask", "options", 0_usize, "next"].as_slice()
+        );
         assert_eq!(p.find_scalar(&node, "b").map(|(_, at)| at), Some((11, 15)));
     }
 
