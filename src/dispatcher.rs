@@ -147,8 +147,27 @@ impl Gateway {
         hex::encode(&mac.finalize().into_bytes()[..6])
     }
 
+    /// A gateway message in the respondent's language; when it is not known (the session
+    /// could not be read), every translation on one screen if they fit, else English.
     fn message(&self, text: &crate::flow::model::Text, lang: Option<&str>) -> String {
-        text.get(lang.unwrap_or("en"), "en").to_string()
+        if let Some(lang) = lang {
+            return text.get(lang, "en").to_string();
+        }
+        let variants = text.variants();
+        let mut ordered: Vec<&str> = variants
+            .iter()
+            .filter(|(l, _)| *l == Some("en"))
+            .chain(variants.iter().filter(|(l, _)| *l != Some("en")))
+            .map(|(_, t)| *t)
+            .collect();
+        ordered.dedup();
+        let all = ordered.join("\n");
+        let encoding = crate::encoding::gsm7::encoding_for(&all);
+        if crate::encoding::gsm7::units(&all, encoding) <= crate::encoding::gsm7::ussd_limit(encoding) {
+            all
+        } else {
+            text.get("en", "en").to_string()
+        }
     }
 
     /// One USSD step, always answered within the deadline.
@@ -171,7 +190,15 @@ impl Gateway {
             };
         }
         let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms);
-        let outcome = tokio::time::timeout(deadline, self.ussd_step_inner(&request).instrument(span.clone())).await;
+        // What the step learnt of the respondent's language before it failed or ran out of time.
+        let known_language = std::sync::Mutex::new(None::<String>);
+        let outcome = tokio::time::timeout(
+            deadline,
+            self.ussd_step_inner(&request, &known_language)
+                .instrument(span.clone()),
+        )
+        .await;
+        let language = known_language.lock().ok().and_then(|l| l.clone());
         let reply = match outcome {
             Ok(Ok(reply)) => {
                 telemetry::step(Channel::Ussd, provider, "ok", started.elapsed());
@@ -182,7 +209,7 @@ impl Gateway {
                 telemetry::error(e.kind());
                 telemetry::step(Channel::Ussd, provider, "error", started.elapsed());
                 UssdReply {
-                    text: self.message(&self.config.ussd.unavailable_message, None),
+                    text: self.message(&self.config.ussd.unavailable_message, language.as_deref()),
                     end: true,
                 }
             }
@@ -191,7 +218,7 @@ impl Gateway {
                 telemetry::error("deadline");
                 telemetry::step(Channel::Ussd, provider, "deadline", started.elapsed());
                 UssdReply {
-                    text: self.message(&self.config.ussd.unavailable_message, None),
+                    text: self.message(&self.config.ussd.unavailable_message, language.as_deref()),
                     end: true,
                 }
             }
@@ -199,7 +226,11 @@ impl Gateway {
         reply
     }
 
-    async fn ussd_step_inner(&self, request: &UssdRequest) -> Result<UssdReply, StepError> {
+    async fn ussd_step_inner(
+        &self,
+        request: &UssdRequest,
+        known_language: &std::sync::Mutex<Option<String>>,
+    ) -> Result<UssdReply, StepError> {
         let key = SessionKey::new(request.provider.as_str(), &request.session_id);
         // One retry when a concurrent request for the same session wins the save.
         for _ in 0..2 {
@@ -218,6 +249,9 @@ impl Gateway {
                 },
                 None => (None, None),
             };
+            if let (Some(record), Ok(mut known)) = (&record, known_language.lock()) {
+                *known = Some(record.state.language.clone());
+            }
             let resolved = request.resolve(record.as_ref().map(|r| r.progress.as_str()));
             let (flow, prior, input, progress) = match (resolved, record) {
                 (Resolved::Duplicate, Some(record)) => return Ok(record.reply),

@@ -29,7 +29,11 @@ async fn a_stalled_redis_gets_a_polite_end_not_an_aggregator_timeout() {
     let reply = gw.at("d-1", "+254777000001", "*999#", "1").await;
     // Without the deadline this step would have waited for Redis and shown the next question;
     // the Redis timeout (10 s) is longer than the pause, so only the deadline gives this reply.
-    assert_eq!(reply, "END Sorry, the service is busy. Please dial again in a few minutes.");
+    // The session could not be read, so its language is unknown: both translations, one screen.
+    assert_eq!(
+        reply,
+        "END Sorry, the service is busy. Please dial again in a few minutes.\nSamahani, huduma ina shughuli nyingi. Tafadhali piga tena baada ya dakika chache."
+    );
 
     let (_, metrics) = gw.get("/metrics").await;
     assert!(metrics.contains("kind=\"deadline\""), "deadline counted: {metrics}");

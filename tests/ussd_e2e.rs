@@ -326,7 +326,10 @@ async fn garbage_inputs_get_clear_errors() {
     }
     // An unknown service code is a polite END, not an error.
     let reply = gw.at("u-1", PHONE, "*123*45#", "").await;
-    assert_eq!(reply, "END Sorry, this service code is not in use.");
+    assert_eq!(
+        reply,
+        "END Sorry, this service code is not in use.\nSamahani, huduma hii haipatikani."
+    );
     // The gateway still works after all that.
     assert!(gw.at("ok-1", PHONE, "*999#", "").await.starts_with("CON "));
     gw.cleanup().await;
