@@ -43,3 +43,50 @@ async fn a_stalled_redis_gets_a_polite_end_not_an_aggregator_timeout() {
     assert!(again.starts_with("CON "), "{again}");
     gw.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_stalled_result_store_gets_a_polite_end_and_the_answer_is_still_kept() {
+    let gw = common::start_with(Stores::RedisPostgres, |c| {
+        c.sessions = baraza::config::SessionsConfig::Memory;
+        c.ussd.step_deadline_ms = 1_000;
+    })
+    .await;
+    let schema = gw.pg_schema.clone().expect("schema");
+    assert!(gw.at("pg-1", "+254777000002", "*999#", "").await.starts_with("CON "));
+    let english = gw.at("pg-1", "+254777000002", "*999#", "1").await;
+    assert!(english.starts_with("CON Which village"), "{english}");
+
+    // Another client holds the answers table: the step's commit cannot finish in time.
+    let (client, connection) = tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("postgres");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{schema}\".answers IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .expect("lock");
+    let reply = gw.at("pg-1", "+254777000002", "*999#", "1*Kakamega").await;
+    // The session is known, so the apology comes in its language only.
+    assert_eq!(reply, "END Sorry, the service is busy. Please dial again in a few minutes.");
+    client.batch_execute("ROLLBACK").await.expect("unlock");
+
+    // The commit was queued, not dropped: once the table is free it lands.
+    let rows = wait_for_answer(&gw, "village").await;
+    assert_eq!(rows.as_deref(), Some("Kakamega"));
+    gw.cleanup().await;
+}
+
+/// Waits (on the store's own flush, not on a timer) until `result` is stored.
+async fn wait_for_answer(gw: &common::TestGateway, result: &str) -> Option<String> {
+    for _ in 0..200 {
+        let rows = gw.gateway.results.responses("e2e_survey").await.expect("responses");
+        if let Some(value) = rows.first().and_then(|r| r.answers.get(result)).map(|(v, _)| v.clone()) {
+            return Some(value);
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    None
+}
