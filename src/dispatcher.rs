@@ -26,7 +26,7 @@ use crate::flow::catalog::FlowCatalog;
 use crate::result_store::{
     AnswerRecord, ResponseStart, ResponseStatus, ResultStore, StatusUpdate, Write,
 };
-use crate::session_store::{SaveOutcome, SessionKey, SessionStore};
+use crate::session_store::{ResumeCopy, SaveOutcome, SessionKey, SessionStore};
 use crate::telemetry;
 
 /// What is stored per live session: the engine state plus what the channel needs to answer a
@@ -59,6 +59,29 @@ impl SessionRecord {
             return None;
         }
         rmp_serde::from_slice(body).ok()
+    }
+}
+
+/// What a saved state means for the subscriber's "continue where you left off" copy: kept
+/// while the session is unfinished and has answers worth continuing, removed once it is over.
+fn resume_copy<'a>(
+    subscriber: &'a str,
+    flow: &'a CompiledFlow,
+    state: &SessionState,
+    state_bytes: &'a [u8],
+) -> ResumeCopy<'a> {
+    match state.status {
+        SessionStatus::Active | SessionStatus::Dropped if !state.answers.is_empty() => ResumeCopy::Put {
+            subscriber,
+            flow_id: &flow.flow.id,
+            data: state_bytes,
+            ttl: Duration::from_secs(flow.flow.resume_window.0.max(1)),
+        },
+        SessionStatus::Active | SessionStatus::Dropped => ResumeCopy::Keep,
+        SessionStatus::Completed | SessionStatus::TimedOut | SessionStatus::Failed => ResumeCopy::Clear {
+            subscriber,
+            flow_id: &flow.flow.id,
+        },
     }
 }
 
@@ -312,14 +335,15 @@ impl Gateway {
                 reply: reply.clone(),
             };
             let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
+            let state_bytes = record.state.encode();
+            let resume = resume_copy(&request.subscriber, &flow, &record.state, &state_bytes);
             let outcome = self
                 .sessions
-                .save(&key, version, &record.encode(), ttl)
+                .save_and_remember(&key, version, &record.encode(), ttl, resume)
                 .await
                 .map_err(|e| StepError::Sessions(e.to_string()))?;
             match outcome {
                 SaveOutcome::Saved { .. } => {
-                    self.remember_for_resume(&request.subscriber, &flow, &record.state).await?;
                     if was_resume_offer && record.state.awaiting == engine::Awaiting::ResumeChoice {
                         telemetry::session("resume_offered");
                     }
@@ -390,14 +414,14 @@ impl Gateway {
 
     /// Keeps (or clears) the copy used to offer "continue where you left off".
     async fn remember_for_resume(&self, subscriber: &str, flow: &CompiledFlow, state: &SessionState) -> Result<(), StepError> {
-        let result = match state.status {
-            SessionStatus::Active | SessionStatus::Dropped if !state.answers.is_empty() => {
-                let ttl = Duration::from_secs(flow.flow.resume_window.0.max(1));
-                self.sessions.put_resumable(subscriber, &flow.flow.id, &state.encode(), ttl).await
+        let bytes = state.encode();
+        let result = match resume_copy(subscriber, flow, state, &bytes) {
+            ResumeCopy::Keep => Ok(()),
+            ResumeCopy::Put { subscriber, flow_id, data, ttl } => {
+                self.sessions.put_resumable(subscriber, flow_id, data, ttl).await
             }
-            SessionStatus::Active | SessionStatus::Dropped => Ok(()),
-            SessionStatus::Completed | SessionStatus::TimedOut | SessionStatus::Failed => {
-                self.sessions.clear_resumable(subscriber, &flow.flow.id).await
+            ResumeCopy::Clear { subscriber, flow_id } => {
+                self.sessions.clear_resumable(subscriber, flow_id).await
             }
         };
         result.map_err(|e| StepError::Sessions(e.to_string()))

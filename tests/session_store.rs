@@ -332,6 +332,7 @@ on_both_backends!(
     opt_outs_are_recorded_and_withdrawn,
     odd_ids_stay_distinct,
     ping_answers,
+    save_and_remember_writes_the_session_and_the_resume_copy,
 );
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -1083,4 +1084,50 @@ async fn redis_connect_to_nothing_fails_instead_of_hanging() {
     .await
     .expect("connect must give up on its own");
     assert!(result.is_err());
+}
+
+async fn save_and_remember_writes_the_session_and_the_resume_copy(store: Arc<SessionStore>) {
+    use baraza::session_store::ResumeCopy;
+    let key = SessionKey::new("ussd", "remember");
+    let put = ResumeCopy::Put {
+        subscriber: "+254700000009",
+        flow_id: "survey",
+        data: b"copy-1",
+        ttl: MINUTE,
+    };
+    let first = store
+        .save_and_remember(&key, None, b"state-1", MINUTE, put)
+        .await
+        .expect("save");
+    assert_eq!(first, SaveOutcome::Saved { version: 1 });
+    assert_eq!(store.load(&key).await.expect("load").map(|s| s.data), Some(b"state-1".to_vec()));
+    assert_eq!(
+        store.get_resumable("+254700000009", "survey").await.expect("get"),
+        Some(b"copy-1".to_vec())
+    );
+    let keep = store
+        .save_and_remember(&key, Some(1), b"state-2", MINUTE, ResumeCopy::Keep)
+        .await
+        .expect("save");
+    assert_eq!(keep, SaveOutcome::Saved { version: 2 });
+    assert_eq!(
+        store.get_resumable("+254700000009", "survey").await.expect("get"),
+        Some(b"copy-1".to_vec()),
+        "Keep leaves the copy alone"
+    );
+    let stale = store
+        .save_and_remember(&key, Some(1), b"stale", MINUTE, ResumeCopy::Keep)
+        .await
+        .expect("save");
+    assert!(matches!(stale, SaveOutcome::Conflict { current: Some(2) }), "{stale:?}");
+    let clear = ResumeCopy::Clear {
+        subscriber: "+254700000009",
+        flow_id: "survey",
+    };
+    let done = store
+        .save_and_remember(&key, Some(2), b"state-3", MINUTE, clear)
+        .await
+        .expect("save");
+    assert_eq!(done, SaveOutcome::Saved { version: 3 });
+    assert_eq!(store.get_resumable("+254700000009", "survey").await.expect("get"), None);
 }

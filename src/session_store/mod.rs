@@ -22,6 +22,25 @@ use sha2::{Digest, Sha256};
 pub use in_memory::InMemorySessions;
 pub use redis_store::RedisSessions;
 
+/// What a save does to the subscriber's "continue where you left off" copy of a flow.
+#[derive(Debug, Clone, Copy)]
+pub enum ResumeCopy<'a> {
+    /// Leave it as it is.
+    Keep,
+    /// Replace it with `data` for `ttl` (the flow's resume window).
+    Put {
+        subscriber: &'a str,
+        flow_id: &'a str,
+        data: &'a [u8],
+        ttl: Duration,
+    },
+    /// Remove it (the flow was completed or abandoned for good).
+    Clear {
+        subscriber: &'a str,
+        flow_id: &'a str,
+    },
+}
+
 /// Longest escaped key component kept as is; longer ones are replaced by a digest so that an
 /// arbitrary caller-supplied id cannot make keys (and Redis memory) grow without bound.
 const MAX_COMPONENT_LEN: usize = 128;
@@ -269,6 +288,43 @@ impl SessionStore {
         ttl: Duration,
     ) -> Result<SaveOutcome, SessionStoreError> {
         dispatch!(self, b => b.save(key, expected, data, ttl))
+    }
+
+    /// A save plus the matching change to the subscriber's "continue where you left off" copy,
+    /// in one round trip on Redis (the two commands are pipelined; see
+    /// [`RedisSessions::save_and_remember`]). The copy is written only when the save wins,
+    /// except on Redis where a lost compare-and-set may still have rewritten the copy with the
+    /// loser's bytes; the loser retries and writes it again, so the copy converges.
+    pub async fn save_and_remember(
+        &self,
+        key: &SessionKey,
+        expected: Option<u64>,
+        data: &[u8],
+        ttl: Duration,
+        resume: ResumeCopy<'_>,
+    ) -> Result<SaveOutcome, SessionStoreError> {
+        match self {
+            SessionStore::Redis(redis) => {
+                redis
+                    .save_and_remember(key, expected, data, ttl, resume)
+                    .await
+            }
+            SessionStore::InMemory(memory) => {
+                let outcome = memory.save(key, expected, data, ttl).await?;
+                if matches!(outcome, SaveOutcome::Saved { .. }) {
+                    match resume {
+                        ResumeCopy::Keep => {}
+                        ResumeCopy::Put { subscriber, flow_id, data, ttl } => {
+                            memory.put_resumable(subscriber, flow_id, data, ttl).await?
+                        }
+                        ResumeCopy::Clear { subscriber, flow_id } => {
+                            memory.clear_resumable(subscriber, flow_id).await?
+                        }
+                    }
+                }
+                Ok(outcome)
+            }
+        }
     }
 
     /// See [`SessionBackend::delete`].

@@ -34,7 +34,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
 
 use super::{
-    SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl, key_component,
+    ResumeCopy, SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl, key_component,
     next_version,
 };
 
@@ -232,6 +232,89 @@ impl RedisSessions {
 
     fn opt_out_key(&self, subscriber: &str) -> String {
         format!("{}:o:{{{}}}", self.prefix, key_component(subscriber))
+    }
+}
+
+impl RedisSessions {
+    /// The compare-and-set of `save` and the resume-copy write pipelined: one round trip for
+    /// both (Redis runs them back to back). The copy lives under the subscriber's hash tag, the
+    /// session under its own, so they cannot share one script in Redis Cluster; pipelining keeps
+    /// the round trip without needing one slot. If Redis lost the script (`NOSCRIPT`), this
+    /// falls back to `save` (which reloads it) and then the copy write: rare, and still correct.
+    pub async fn save_and_remember(
+        &self,
+        key: &SessionKey,
+        expected: Option<u64>,
+        data: &[u8],
+        ttl: Duration,
+        resume: ResumeCopy<'_>,
+    ) -> Result<SaveOutcome, SessionStoreError> {
+        if matches!(resume, ResumeCopy::Keep) {
+            return self.save(key, expected, data, ttl).await;
+        }
+        let version = next_version(expected)?;
+        let expected_bytes: Vec<u8> = expected
+            .map(|v| v.to_be_bytes().to_vec())
+            .unwrap_or_default();
+        let mut value = Vec::with_capacity(VERSION_LEN + data.len());
+        value.extend_from_slice(&version.to_be_bytes());
+        value.extend_from_slice(data);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(self.save_script.get_hash())
+            .arg(1)
+            .arg(self.session_key(key))
+            .arg(&expected_bytes)
+            .arg(&value)
+            .arg(ttl_ms(ttl));
+        match resume {
+            ResumeCopy::Keep => {}
+            ResumeCopy::Put { subscriber, flow_id, data, ttl } => {
+                pipe.cmd("SET")
+                    .arg(self.resumable_key(subscriber, flow_id))
+                    .arg(data)
+                    .arg("PX")
+                    .arg(ttl_ms(ttl))
+                    .ignore();
+            }
+            ResumeCopy::Clear { subscriber, flow_id } => {
+                pipe.cmd("DEL")
+                    .arg(self.resumable_key(subscriber, flow_id))
+                    .ignore();
+            }
+        }
+        let mut connection = self.connection.clone();
+        let replies: Result<(Value,), SessionStoreError> =
+            self.bounded(pipe.query_async(&mut connection)).await;
+        let reply = match replies {
+            Ok((reply,)) => reply,
+            Err(SessionStoreError::Redis(e)) if e.code() == Some("NOSCRIPT") => {
+                let outcome = self.save(key, expected, data, ttl).await?;
+                if matches!(outcome, SaveOutcome::Saved { .. }) {
+                    match resume {
+                        ResumeCopy::Keep => {}
+                        ResumeCopy::Put { subscriber, flow_id, data, ttl } => {
+                            self.put_resumable(subscriber, flow_id, data, ttl).await?
+                        }
+                        ResumeCopy::Clear { subscriber, flow_id } => {
+                            self.clear_resumable(subscriber, flow_id).await?
+                        }
+                    }
+                }
+                return Ok(outcome);
+            }
+            Err(e) => return Err(e),
+        };
+        match reply {
+            Value::Int(1) => Ok(SaveOutcome::Saved { version }),
+            Value::Nil => Ok(SaveOutcome::Conflict { current: None }),
+            Value::BulkString(current) => Ok(SaveOutcome::Conflict {
+                current: Some(decode_version(&current)?),
+            }),
+            other => Err(SessionStoreError::Corrupt(format!(
+                "the save script answered {other:?}, expected 1, nil or a version"
+            ))),
+        }
     }
 }
 
