@@ -30,6 +30,8 @@ pub struct Config {
     #[serde(default)]
     pub ussd: UssdConfig,
     #[serde(default)]
+    pub voice: VoiceConfig,
+    #[serde(default)]
     pub admission: AdmissionConfig,
     #[serde(default)]
     pub admin: AdminConfig,
@@ -161,6 +163,48 @@ pub struct ServiceCode {
     pub flow: String,
 }
 
+/// Voice menus over the providers' webhooks (Africa's Talking Voice, TwiML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceConfig {
+    /// The address providers reach this gateway at: audio URLs and callback URLs in the XML
+    /// replies are built from it (e.g. `https://baraza.example.org`).
+    pub public_url: String,
+    /// Folder of recorded prompts, served read-only at `/audio/...`; flows name files in it.
+    pub audio_dir: PathBuf,
+    /// Numbers called, mapped to the flow that answers them.
+    pub numbers: Vec<VoiceNumber>,
+    /// The flow for calls to a number not listed (none: such calls are rejected).
+    pub default_flow: Option<String>,
+    /// Said when a step cannot be completed (a store failed or the deadline passed).
+    pub unavailable_message: Text,
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        VoiceConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            audio_dir: PathBuf::from("audio"),
+            numbers: Vec::new(),
+            default_flow: Some("service_feedback".into()),
+            unavailable_message: Text::PerLanguage(BTreeMap::from([
+                ("en".into(), "Sorry, the service is busy. Please call again later. Goodbye.".into()),
+                ("sw".into(), "Samahani, huduma ina shughuli nyingi. Tafadhali piga tena baadaye. Kwaheri.".into()),
+            ])),
+        }
+    }
+}
+
+/// One called number and its flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceNumber {
+    /// As the provider sends it (E.164, e.g. `+254711082000`).
+    pub number: String,
+    /// Flow id.
+    pub flow: String,
+}
+
 /// Per-subscriber admission: requests beyond this rate are refused before a session loads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -213,6 +257,7 @@ impl Config {
             sessions: SessionsConfig::Memory,
             results: ResultsConfig::default(),
             ussd: UssdConfig::default(),
+            voice: VoiceConfig::default(),
             admission: AdmissionConfig::default(),
             admin: AdminConfig::default(),
             pseudonym_secret: None,
@@ -235,6 +280,7 @@ impl Config {
         if let ResultsConfig::Sqlite { path } = &mut config.results {
             *path = resolve(base, path);
         }
+        config.voice.audio_dir = resolve(base, &config.voice.audio_dir);
         Ok(config)
     }
 
