@@ -76,9 +76,25 @@ pub async fn open_result_store(config: &Config) -> anyhow::Result<ResultStore> {
     })
 }
 
+/// Recorded prompts, read-only: `tower_http::services::ServeDir` refuses paths that leave the
+/// folder (`..`, absolute paths), sets the content type from the extension and answers range
+/// and conditional requests; recordings change only with a new file name, so caching is long.
+fn audio_files<S: Clone + Send + Sync + 'static>(folder: &std::path::Path) -> Router<S> {
+    use tower_http::services::ServeDir;
+    use tower_http::set_header::SetResponseHeaderLayer;
+    Router::new()
+        .fallback_service(ServeDir::new(folder).append_index_html_on_directories(false))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("public, max-age=86400"),
+        ))
+}
+
 pub fn router(state: AppState) -> Router {
     let max_body = state.gateway.config.ussd.max_body_bytes;
+    let audio = audio_files(&state.gateway.config.voice.audio_dir);
     Router::new()
+        .nest("/audio", audio)
         .route("/ussd/africastalking", post(africastalking_ussd))
         .route("/ussd/africastalking/events", post(africastalking_events))
         .route("/ussd/hubtel", post(hubtel_ussd))
