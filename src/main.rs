@@ -30,6 +30,9 @@ enum Command {
     Check {
         /// Flow files or folders (default: flows/).
         paths: Vec<PathBuf>,
+        /// Folder of recorded prompts: every recording a flow names must exist in it.
+        #[arg(long)]
+        audio_dir: Option<PathBuf>,
     },
     /// Try a flow as a citizen would, on a simulated basic phone.
     Simulate {
@@ -119,7 +122,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { paths } => check(paths),
+        Command::Check { paths, audio_dir } => check(paths, audio_dir),
         Command::Simulate {
             flow,
             channel,
@@ -240,13 +243,14 @@ fn export(
     })
 }
 
-fn check(paths: Vec<PathBuf>) -> ExitCode {
+fn check(paths: Vec<PathBuf>, audio_dir: Option<PathBuf>) -> ExitCode {
     let paths = if paths.is_empty() {
         vec![PathBuf::from("flows")]
     } else {
         paths
     };
-    let report = baraza::flow::check_paths(&paths);
+    let options = baraza::flow::CheckOptions { audio_dir };
+    let report = baraza::flow::check_paths_with(&paths, &options);
     print!("{}", baraza::flow::render_report(&report));
     if report.has_errors() {
         ExitCode::from(1)

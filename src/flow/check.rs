@@ -64,9 +64,22 @@ impl CheckReport {
     }
 }
 
+/// What the checker needs to know beyond the flow files.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// The folder recorded prompts are served from (`voice.audio_dir` of the gateway config);
+    /// when given, every recording a flow names must exist in it.
+    pub audio_dir: Option<PathBuf>,
+}
+
 /// Checks every flow file named in `paths`; a folder stands for its `*.yaml` and `*.yml` files
 /// (not its sub-folders). A path that does not exist is an error.
 pub fn check_paths(paths: &[PathBuf]) -> CheckReport {
+    check_paths_with(paths, &CheckOptions::default())
+}
+
+/// [`check_paths`] with options (the audio folder).
+pub fn check_paths_with(paths: &[PathBuf], options: &CheckOptions) -> CheckReport {
     let mut report = CheckReport::default();
     for path in paths {
         if path.is_dir() {
@@ -121,7 +134,7 @@ pub fn check_paths(paths: &[PathBuf]) -> CheckReport {
         report.sources.insert(file.clone(), source.clone());
         match load::load_str(&file, source) {
             Ok(flow) => {
-                let found = check(&flow);
+                let found = check_with(&flow, options);
                 let clean = !found.iter().any(Diagnostic::is_error);
                 report.diagnostics.extend(found);
                 parsed.push((flow, clean));
@@ -255,6 +268,11 @@ pub fn render_report(report: &CheckReport) -> String {
 
 /// Checks one parsed flow; the diagnostics are sorted by line and column.
 pub fn check(source: &SourceFlow) -> Vec<Diagnostic> {
+    check_with(source, &CheckOptions::default())
+}
+
+/// [`check`] with options (the audio folder).
+pub fn check_with(source: &SourceFlow, options: &CheckOptions) -> Vec<Diagnostic> {
     let mut ctx = Ctx {
         path: &source.path,
         flow: &source.flow,
@@ -273,6 +291,7 @@ pub fn check(source: &SourceFlow) -> Vec<Diagnostic> {
         }
     }
     ctx.screens(&graph);
+    ctx.voice(options);
     let mut out = ctx.out;
     sort_and_dedup(&mut out);
     out
@@ -305,6 +324,133 @@ impl<'a> Ctx<'a> {
         match self.flow.nodes.get(id) {
             Some(node) => format!("{} `{id}`", kind_name(node)),
             None => format!("node `{id}`"),
+        }
+    }
+
+    // ---- voice: recordings and text-to-speech ------------------------------------------------
+
+    /// Every recording a flow names is a safe relative path (and exists, when the audio folder
+    /// is known). A flow that uses voice at all (it names a recording or allows text-to-speech)
+    /// must have, for every prompt and menu label in every declared language, a recording or
+    /// permission to read it by text-to-speech: otherwise a caller would hear nothing.
+    fn voice(&mut self, options: &CheckOptions) {
+        let flow = self.flow;
+        // (YAML path of the audio map or file, node, what, audio by language)
+        let mut sites: Vec<(Vec<Seg>, String, BTreeMap<String, String>)> = Vec::new();
+        for (id, node) in &flow.nodes {
+            if let Some(prompt) = node.prompt() {
+                sites.push((
+                    ypath!["nodes", id.as_str()].to_vec(),
+                    format!("the text of {}", self.node_name(id)),
+                    prompt.audio.clone(),
+                ));
+            }
+            match node {
+                Node::Menu(menu) => {
+                    for (i, option) in menu.options.iter().enumerate() {
+                        sites.push((
+                            ypath!["nodes", id.as_str(), "options", i].to_vec(),
+                            format!("option {} of {}", i + 1, self.node_name(id)),
+                            option.audio.clone(),
+                        ));
+                    }
+                }
+                Node::Language(choice) => {
+                    for (i, option) in choice.options.iter().enumerate() {
+                        let mut audio = BTreeMap::new();
+                        if let Some(file) = &option.audio {
+                            // A language's own name is said in that language only.
+                            audio.insert(option.language.clone(), file.clone());
+                        }
+                        sites.push((
+                            ypath!["nodes", id.as_str(), "options", i].to_vec(),
+                            format!("option {} of {}", i + 1, self.node_name(id)),
+                            audio,
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        for (path, what, audio) in &sites {
+            for (lang, file) in audio {
+                // `audio: {sw: file}` on prompts and menu options; `audio: file` on a language
+                // option (positions fall back to the nearest written ancestor).
+                let mut file_path = path.clone();
+                file_path.push(Seg::from("audio"));
+                if !what.contains("language choice") || path.len() != 4 {
+                    file_path.push(Seg::from(lang.as_str()));
+                }
+                let at = self.pos.value(&file_path);
+                let relative = Path::new(file);
+                let escapes = relative.is_absolute()
+                    || relative
+                        .components()
+                        .any(|c| !matches!(c, std::path::Component::Normal(_)));
+                if escapes || file.trim().is_empty() {
+                    self.error(
+                        at,
+                        "bad-audio-path",
+                        format!(
+                            "recording `{file}` of {what} ({lang}) must be a plain path inside the audio folder (no `..`, not absolute)"
+                        ),
+                    );
+                    continue;
+                }
+                if let Some(folder) = &options.audio_dir
+                    && !folder.join(relative).is_file()
+                {
+                    self.error(
+                        at,
+                        "missing-audio",
+                        format!(
+                            "recording `{file}` of {what} ({lang}) is not in the audio folder {}",
+                            folder.display()
+                        ),
+                    );
+                }
+            }
+        }
+
+        let uses_voice =
+            !flow.voice.tts_languages.is_empty() || sites.iter().any(|(_, _, a)| !a.is_empty());
+        if !uses_voice {
+            return;
+        }
+        for (path, what, audio) in &sites {
+            let missing: Vec<&str> = flow
+                .languages
+                .iter()
+                .filter(|lang| !audio.contains_key(*lang) && !flow.voice.tts_languages.contains(*lang))
+                .map(String::as_str)
+                .collect();
+            // A language option is said only in its own language.
+            let missing: Vec<&str> = if path.len() == 4 && what.contains("language choice") {
+                let language = match flow.nodes.get(path_node(path)) {
+                    Some(Node::Language(choice)) => path_index(path)
+                        .and_then(|i| choice.options.get(i))
+                        .map(|o| o.language.as_str()),
+                    _ => None,
+                };
+                missing.into_iter().filter(|l| Some(*l) == language).collect()
+            } else {
+                missing
+            };
+            if missing.is_empty() {
+                continue;
+            }
+            let at = self.pos.key(path);
+            self.error(
+                at,
+                "voice-no-audio",
+                format!(
+                    "{what} has no recording in {} and text-to-speech is not allowed for {} (voice.tts_languages): a caller would hear nothing; add `audio:` for {} or allow text-to-speech",
+                    missing.join(", "),
+                    if missing.len() == 1 { "it" } else { "them" },
+                    if missing.len() == 1 { "it" } else { "each" },
+                ),
+            );
         }
     }
 
@@ -557,6 +703,22 @@ impl<'a> Ctx<'a> {
                 Some(_) => {}
             }
         }
+    }
+}
+
+/// The node id in a `["nodes", id, ...]` path.
+fn path_node(path: &[Seg]) -> &str {
+    match path.get(1) {
+        Some(Seg::Key(k)) => k.as_str(),
+        _ => "",
+    }
+}
+
+/// The option index in a `["nodes", id, "options", i]` path.
+fn path_index(path: &[Seg]) -> Option<usize> {
+    match path.get(3) {
+        Some(Seg::Index(i)) => Some(*i),
+        _ => None,
     }
 }
 

@@ -11,6 +11,8 @@ pub mod model;
 mod positions;
 pub mod schema;
 
-pub use check::{CheckReport, check, check_paths, render_report};
+pub use check::{
+    CheckOptions, CheckReport, check, check_paths, check_paths_with, check_with, render_report,
+};
 pub use diagnostic::{Diagnostic, Severity};
 pub use load::{SourceFlow, load_file, load_str};
