@@ -28,10 +28,10 @@ fn flows_dir() -> PathBuf {
 /// positions; here a broken example flow simply fails the test with serde's message.)
 fn load(name: &str) -> CompiledFlow {
     let path = flows_dir().join(format!("{name}.yaml"));
-    let source = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let flow = serde_saphyr::from_str(&source)
-        .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+    // The checker's loader: the same options (strict booleans) as `baraza check` and serve.
+    let flow = baraza::flow::load_file(&path)
+        .unwrap_or_else(|e| panic!("{} does not load: {e:?}", path.display()))
+        .flow;
     CompiledFlow::compile(flow)
         .unwrap_or_else(|e| panic!("{} does not compile: {e:?}", path.display()))
 }
@@ -995,4 +995,32 @@ fn readme_transcript_is_what_the_simulator_prints() {
         shown, actual,
         "README.md's transcript is stale: paste the output of `baraza simulate {command}`"
     );
+}
+
+#[test]
+fn voice_no_input_asks_again_then_says_goodbye_and_the_next_call_can_continue() {
+    let flow = load("community_needs");
+    // Language, consent, then silence three times on the age question (2 retries allowed).
+    let sim = simulate(&flow, Channel::Voice, None, "1,1,!timeout,!timeout,!timeout");
+    let out = &sim.transcript;
+    assert_eq!(out.matches("Sorry, we did not hear an answer.").count(), 2, "{out}");
+    assert!(out.contains("(session dropped)"), "{out}");
+    assert!(out.contains("Your session has ended. Thank you."), "{out}");
+    let kept = answers(&sim);
+    assert_eq!(kept.get("consent").map(String::as_str), Some("yes"), "answers kept: {kept:?}");
+
+    let resumed = simulate(
+        &flow,
+        Channel::Voice,
+        None,
+        "1,1,!timeout,!timeout,!timeout,!dial,1,2",
+    );
+    assert!(
+        resumed.transcript.contains("You have an unfinished survey."),
+        "{}",
+        resumed.transcript
+    );
+    let kept = answers(&resumed);
+    assert_eq!(kept.get("consent").map(String::as_str), Some("yes"), "{kept:?}");
+    assert_eq!(kept.get("age").map(String::as_str), Some("25-34"), "{kept:?}");
 }

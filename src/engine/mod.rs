@@ -384,12 +384,46 @@ impl<'a> Run<'a> {
             self.reply_current(&s);
             return s;
         }
+        if s.channel == Channel::Voice {
+            return self.voice_no_input(s);
+        }
         let status = match s.channel {
             Channel::Sms => SessionStatus::TimedOut,
             Channel::Ussd | Channel::Voice => SessionStatus::Dropped,
         };
         s.status = status;
         self.status(status);
+        s
+    }
+
+    /// A voice caller pressed nothing in time: ask again ("Sorry, we did not hear an answer")
+    /// as often as the node allows wrong answers, then say goodbye. The session is dropped, not
+    /// failed: the answers given are kept and the next call may continue.
+    fn voice_no_input(&mut self, mut s: SessionState) -> SessionState {
+        s.attempts = s.attempts.saturating_add(1);
+        let limit = match self.f().nodes.get(&s.node) {
+            Some(Node::Menu(m)) => m.retry.retries(),
+            Some(Node::Question(q)) => q.retry.retries(),
+            Some(Node::Language(l)) => l.retry.retries(),
+            _ => 0,
+        };
+        if s.attempts > limit {
+            s.status = SessionStatus::Dropped;
+            s.lead.clear();
+            self.status(SessionStatus::Dropped);
+            let screen = Screen {
+                lead: Vec::new(),
+                prompt: Line::text(self.ui(&s, UiKey::TimedOut, &[])),
+                choices: Vec::new(),
+                expect: Expect::Nothing,
+                end: true,
+                language: s.language.clone(),
+            };
+            self.push_reply(&s, screen);
+            return s;
+        }
+        s.lead = vec![Line::text(self.ui(&s, UiKey::NoInput, &[]))];
+        self.reply_current(&s);
         s
     }
 

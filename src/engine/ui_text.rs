@@ -72,6 +72,9 @@ fn builtin(key: UiKey, lang: &str) -> Option<&'static str> {
         (TimedOut, "en") => "Your session has ended. Thank you.",
         (TimedOut, "sw") => "Muda wako umekwisha. Asante.",
         (TimedOut, "fr") => "Votre session est terminee. Merci.",
+        (NoInput, "en") => "Sorry, we did not hear an answer.",
+        (NoInput, "sw") => "Samahani, hatukusikia jibu.",
+        (NoInput, "fr") => "Desole, nous n'avons pas entendu de reponse.",
         _ => return None,
     };
     Some(text)
@@ -80,10 +83,10 @@ fn builtin(key: UiKey, lang: &str) -> Option<&'static str> {
 /// The text for `key` in `lang` for this flow: the flow's override, else the built-in one.
 /// Returns the raw template (it may contain `{{ min }}` and the like).
 pub fn raw<'a>(flow: &'a Flow, key: UiKey, lang: &str) -> &'a str {
-    if let Some(text) = flow.ui.texts.get(&key) {
-        if text.has(lang) {
-            return text.get(lang, &flow.default_language);
-        }
+    if let Some(text) = flow.ui.texts.get(&key)
+        && text.has(lang)
+    {
+        return text.get(lang, &flow.default_language);
     }
     builtin(key, lang)
         .or_else(|| {
@@ -98,7 +101,7 @@ pub fn raw<'a>(flow: &'a Flow, key: UiKey, lang: &str) -> &'a str {
 }
 
 /// Every interface key, for compiling templates up front.
-pub const ALL_KEYS: [UiKey; 19] = [
+pub const ALL_KEYS: [UiKey; 20] = [
     UiKey::More,
     UiKey::Back,
     UiKey::Skip,
@@ -118,6 +121,7 @@ pub const ALL_KEYS: [UiKey; 19] = [
     UiKey::VoiceFinishHash,
     UiKey::Reminder,
     UiKey::TimedOut,
+    UiKey::NoInput,
 ];
 
 /// Whether the gateway ships a built-in translation of every interface text for `lang`.

@@ -522,6 +522,8 @@ pub enum UiKey {
     Reminder,
     /// Said when a session ends because it timed out or the answer came too late.
     TimedOut,
+    /// Said before the question again when a voice caller pressed nothing in time.
+    NoInput,
 }
 
 /// A text: one string for every language, or one per language.
