@@ -47,9 +47,12 @@ impl ConcatInfo {
     }
 }
 
+/// One information element of a UDH: (identifier, data).
+type InformationElement<'a> = (u8, &'a [u8]);
+
 /// The information elements of a UDH and the payload after it, when the UDH is well formed
 /// (its length and every element's length stay inside the message).
-fn udh_elements(short_message: &[u8]) -> Option<(Vec<(u8, &[u8])>, &[u8])> {
+fn udh_elements(short_message: &[u8]) -> Option<(Vec<InformationElement<'_>>, &[u8])> {
     let (&header_length, rest) = short_message.split_first()?;
     let header_length = usize::from(header_length);
     let header = rest.get(..header_length)?;
