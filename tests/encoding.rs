@@ -170,17 +170,20 @@ proptest! {
     }
 
     #[test]
-    fn decoders_never_panic(octets in prop::collection::vec(any::<u8>(), 0..400), fill in 0u8..16, count in 0usize..500) {
+    fn decoders_never_panic(
+        octets in prop::collection::vec(any::<u8>(), 0..400),
+        fill in 0u8..16,
+        count in 0usize..500,
+        data_coding in any::<u8>(),
+    ) {
         let _ = gsm7::decode_unpacked(&octets);
         let _ = gsm7::decode_ucs2(&octets);
         let _ = gsm7::decode_latin1(&octets);
         let _ = gsm7::unpack_septets(&octets, fill, count);
         let _ = reassembly::parse_udh(&octets);
         let _ = reassembly::strip_udh(&octets);
-        for byte in [0u8, 1, 3, 4, 8] {
-            if let Some(coding) = DataCoding::from_byte(byte) {
-                let _ = coding.decode(&octets);
-            }
+        if let Some(coding) = DataCoding::from_inbound(data_coding) {
+            let _ = coding.decode(&octets);
         }
     }
 

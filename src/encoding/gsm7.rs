@@ -395,6 +395,36 @@ impl DataCoding {
         }
     }
 
+    /// The coding of an inbound `data_coding` (deliver_sm): the SMPP values first (and 0x02,
+    /// 8-bit binary), then the TS 23.038 data coding scheme groups an SMSC may pass through
+    /// from the handset (message class or flash: 0x10-0x1F, 0x40-0x5F, 0xF0-0xFF; message
+    /// waiting: 0xC0-0xEF). `None` for compressed text, national codings and reserved values.
+    pub fn from_inbound(byte: u8) -> Option<DataCoding> {
+        if let Some(coding) = DataCoding::from_byte(byte) {
+            return Some(coding);
+        }
+        // Bits 3-2 of the general data coding groups name the alphabet.
+        let alphabet = match byte & 0x0C {
+            0x00 => Some(DataCoding::SmscDefaultGsm),
+            0x04 => Some(DataCoding::Octet),
+            0x08 => Some(DataCoding::Ucs2),
+            _ => None,
+        };
+        match byte {
+            0x02 => Some(DataCoding::Octet),
+            // General data coding, uncompressed (with or without automatic deletion).
+            0x10..=0x1F | 0x40..=0x5F => alphabet,
+            // Message waiting indication: discard or store, GSM alphabet.
+            0xC0..=0xDF => Some(DataCoding::SmscDefaultGsm),
+            // Message waiting indication: store, UCS-2.
+            0xE0..=0xEF => Some(DataCoding::Ucs2),
+            // Data coding / message class: bit 2 chooses 8-bit data over GSM.
+            0xF0..=0xFF if byte & 0x04 != 0 => Some(DataCoding::Octet),
+            0xF0..=0xFF => Some(DataCoding::SmscDefaultGsm),
+            _ => None,
+        }
+    }
+
     /// The `data_coding` octet.
     pub fn to_byte(self) -> u8 {
         match self {
@@ -628,6 +658,41 @@ mod tests {
         }
         assert_eq!(DataCoding::from_byte(0x02), None);
         assert_eq!(DataCoding::try_from(0xF0), Err(0xF0));
+    }
+
+    #[test]
+    fn inbound_data_coding_reads_dcs_groups() {
+        // SMPP values win over the DCS reading of 0x00-0x0F (0x03 is Latin-1 in SMPP).
+        assert_eq!(DataCoding::from_inbound(0x03), Some(DataCoding::Latin1));
+        assert_eq!(DataCoding::from_inbound(0x02), Some(DataCoding::Octet));
+        // 0x10 flash GSM, 0x18 flash UCS-2, 0x11 class 1 GSM, 0x15 class 1 8-bit.
+        assert_eq!(
+            DataCoding::from_inbound(0x10),
+            Some(DataCoding::SmscDefaultGsm)
+        );
+        assert_eq!(DataCoding::from_inbound(0x18), Some(DataCoding::Ucs2));
+        assert_eq!(
+            DataCoding::from_inbound(0x11),
+            Some(DataCoding::SmscDefaultGsm)
+        );
+        assert_eq!(DataCoding::from_inbound(0x15), Some(DataCoding::Octet));
+        // 0x1C: reserved alphabet; 0x20: compressed.
+        assert_eq!(DataCoding::from_inbound(0x1C), None);
+        assert_eq!(DataCoding::from_inbound(0x20), None);
+        // 0xF0 class 0 GSM, 0xF6 class 2 8-bit, 0xC8 message waiting GSM, 0xE0 UCS-2.
+        assert_eq!(
+            DataCoding::from_inbound(0xF0),
+            Some(DataCoding::SmscDefaultGsm)
+        );
+        assert_eq!(DataCoding::from_inbound(0xF6), Some(DataCoding::Octet));
+        assert_eq!(
+            DataCoding::from_inbound(0xC8),
+            Some(DataCoding::SmscDefaultGsm)
+        );
+        assert_eq!(DataCoding::from_inbound(0xE0), Some(DataCoding::Ucs2));
+        // National codings and reserved groups.
+        assert_eq!(DataCoding::from_inbound(0x06), None);
+        assert_eq!(DataCoding::from_inbound(0x80), None);
     }
 
     #[test]
