@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 pub use crate::channels::ussd::BadRequest;
+use crate::engine::Input;
 use crate::engine::render::voice::{VoicePart, VoicePrompt};
 
 /// The voice providers Baraza speaks to.
@@ -97,6 +98,26 @@ pub enum VoiceEvent {
         status: String,
         duration_seconds: Option<u32>,
     },
+}
+
+impl VoiceEvent {
+    /// The engine input this event stands for; `None` for `CallStarted`, whose
+    /// `Input::Start` needs what only the dispatcher knows (flow, contact, language).
+    pub fn engine_input(&self) -> Option<Input> {
+        match self {
+            VoiceEvent::CallStarted => None,
+            VoiceEvent::Digits(keys) => Some(Input::Answer(keys.clone())),
+            VoiceEvent::NoInput => Some(Input::Timeout),
+            VoiceEvent::Recording {
+                url,
+                duration_seconds,
+            } => Some(Input::Recording {
+                url: url.clone(),
+                duration_seconds: *duration_seconds,
+            }),
+            VoiceEvent::Ended { .. } => Some(Input::Hangup),
+        }
+    }
 }
 
 /// What to tell the provider to do next.
@@ -560,6 +581,35 @@ mod tests {
         assert_eq!(digits("d", None), Ok(None));
         assert!(digits("d", Some("1a")).is_err_and(|e| e.0.contains("`d`")));
         assert!(digits("d", Some(&"1".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn events_map_to_engine_inputs() {
+        assert_eq!(VoiceEvent::CallStarted.engine_input(), None);
+        assert_eq!(
+            VoiceEvent::Digits("42".into()).engine_input(),
+            Some(Input::Answer("42".into()))
+        );
+        assert_eq!(VoiceEvent::NoInput.engine_input(), Some(Input::Timeout));
+        assert_eq!(
+            VoiceEvent::Recording {
+                url: "https://r/1.mp3".into(),
+                duration_seconds: 7
+            }
+            .engine_input(),
+            Some(Input::Recording {
+                url: "https://r/1.mp3".into(),
+                duration_seconds: 7
+            })
+        );
+        assert_eq!(
+            VoiceEvent::Ended {
+                status: "completed".into(),
+                duration_seconds: None
+            }
+            .engine_input(),
+            Some(Input::Hangup)
+        );
     }
 
     #[test]
