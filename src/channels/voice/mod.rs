@@ -55,6 +55,7 @@ pub enum CallDirection {
 /// One callback of a call as the provider sent it, provider details removed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VoiceRequest {
+    /// Which provider sent it: part of the session key, and the dialect of the reply.
     pub provider: VoiceProvider,
     /// The provider's call id: the session key for the whole call.
     pub call_id: String,
@@ -68,6 +69,7 @@ pub struct VoiceRequest {
     /// `Recording` delivered on the final callback (the caller hung up while recording), so
     /// the dispatcher stores the answer and then ends the session.
     pub call_over: bool,
+    /// What this callback reports.
     pub event: VoiceEvent,
 }
 
@@ -147,15 +149,19 @@ pub struct AudioBase {
 /// An audio path that cannot be turned into a safe URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AudioPathError {
+    /// No path at all.
     #[error("audio path is empty")]
     Empty,
+    /// `a//b`, `/a` or `a/`: the server could read these as another folder.
     #[error("audio path `{0}` has an empty segment (leading, trailing or double `/`)")]
     EmptySegment(String),
+    /// A segment that would move within or out of the audio folder.
     #[error("audio path `{0}` has a `.` or `..` segment")]
     DotSegment(String),
 }
 
 impl AudioBase {
+    /// An audio base at `base_url` (a trailing `/` is ignored).
     pub fn new(base_url: impl Into<String>) -> AudioBase {
         AudioBase {
             base_url: base_url.into(),
