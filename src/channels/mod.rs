@@ -6,3 +6,4 @@
 //! the rest.
 
 pub mod ussd;
+pub mod voice;
