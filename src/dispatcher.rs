@@ -29,6 +29,8 @@ use crate::result_store::{
 use crate::session_store::{ResumeCopy, SaveOutcome, SessionKey, SessionStore};
 use crate::telemetry;
 
+mod voice;
+
 /// What is stored per live session: the engine state plus what the channel needs to answer a
 /// repeated delivery without running the step again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -483,6 +485,14 @@ impl Gateway {
     }
 
     fn writes_for(&self, request: Option<&UssdRequest>, step: &engine::Step) -> Vec<Write> {
+        match request {
+            Some(r) => self.writes_for_subscriber(&r.subscriber, r.provider.as_str(), step),
+            None => self.writes_for_subscriber("", "", step),
+        }
+    }
+
+    /// The result-store writes of a step's actions (metrics counted on the way).
+    fn writes_for_subscriber(&self, subscriber: &str, provider: &str, step: &engine::Step) -> Vec<Write> {
         let mut writes = Vec::new();
         for action in &step.actions {
             match action {
@@ -493,8 +503,8 @@ impl Gateway {
                         flow_id: flow_id.clone(),
                         flow_version: *flow_version,
                         channel: channel.as_str().to_string(),
-                        provider: request.map(|r| r.provider.as_str()).unwrap_or("").to_string(),
-                        subscriber: request.map(|r| r.subscriber.clone()).unwrap_or_default(),
+                        provider: provider.to_string(),
+                        subscriber: subscriber.to_string(),
                         language: language.clone(),
                         started_at_ms: *started_at,
                     }))

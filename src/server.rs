@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::channels::ussd::{self, africastalking, hubtel};
+use crate::channels::voice;
 use crate::config::{Config, ResultsConfig, SessionsConfig};
 use crate::dispatcher::Gateway;
 use crate::flow::catalog::FlowCatalog;
@@ -98,6 +99,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ussd/africastalking", post(africastalking_ussd))
         .route("/ussd/africastalking/events", post(africastalking_events))
         .route("/ussd/hubtel", post(hubtel_ussd))
+        .route("/voice/africastalking", post(africastalking_voice))
+        .route("/voice/twiml", post(twiml_voice))
+        .route("/voice/twiml/status", post(twiml_status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(admin_reload))
@@ -157,6 +161,64 @@ async fn hubtel_ussd(State(state): State<AppState>, body: Bytes) -> Response {
         hubtel::render(&session_id, &reply),
     )
         .into_response()
+}
+
+fn voice_bad_request(e: voice::BadRequest) -> Response {
+    telemetry::error("bad_request");
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("bad request: {e}\n"),
+    )
+        .into_response()
+}
+
+/// Where providers post the next callback of a call, and where recordings are served from.
+fn voice_urls(gateway: &Gateway, route: &str) -> (String, voice::AudioBase) {
+    let base = gateway.config.voice.public_url.trim_end_matches('/');
+    (format!("{base}{route}"), voice::AudioBase::new(base))
+}
+
+async fn africastalking_voice(State(state): State<AppState>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    let request = match voice::africastalking::parse_with_query(&body, query.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(e) => return voice_bad_request(e),
+    };
+    let (action_url, audio) = voice_urls(&state.gateway, "/voice/africastalking");
+    let reply = state.gateway.voice_step(request, &action_url).await;
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        voice::africastalking::render(&reply, &audio),
+    )
+        .into_response()
+}
+
+async fn twiml_voice(State(state): State<AppState>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    let request = match voice::twiml::parse(&body, query.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(e) => return voice_bad_request(e),
+    };
+    let (action_url, audio) = voice_urls(&state.gateway, "/voice/twiml");
+    let reply = state.gateway.voice_step(request, &action_url).await;
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        voice::twiml::render(&reply, &audio),
+    )
+        .into_response()
+}
+
+/// TwiML status callbacks (`statusCallback`): the call ended (or never connected); the
+/// provider wants only a 2xx.
+async fn twiml_status(State(state): State<AppState>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    let request = match voice::twiml::parse(&body, query.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(e) => return voice_bad_request(e),
+    };
+    if request.call_over {
+        let (action_url, _) = voice_urls(&state.gateway, "/voice/twiml");
+        let _ = state.gateway.voice_step(request, &action_url).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn health_text<E: std::fmt::Display>(r: &Result<Result<(), E>, tokio::time::error::Elapsed>) -> (bool, String) {

@@ -55,3 +55,229 @@ async fn audio_files_are_served_with_type_and_caching_and_never_outside_the_fold
     let _ = std::fs::remove_file(outside);
     gw.cleanup().await;
 }
+
+const CITIZEN: &str = "+254711000001";
+const COMPLAINTS_LINE: &str = "+254205000000";
+
+async fn voice_gateway(stores: Stores) -> common::TestGateway {
+    common::start_with(stores, |c| {
+        c.voice.public_url = "https://gw.example.org".into();
+        c.voice.numbers = vec![baraza::config::VoiceNumber {
+            number: COMPLAINTS_LINE.into(),
+            flow: "grievance".into(),
+        }];
+        c.voice.default_flow = Some("service_feedback".into());
+    })
+    .await
+}
+
+/// One Africa's Talking voice callback; returns the XML reply.
+async fn at_voice(gw: &common::TestGateway, call: &str, query: &str, fields: &[(&str, &str)]) -> String {
+    let mut all = vec![
+        ("sessionId", call),
+        ("direction", "Inbound"),
+        ("callerNumber", CITIZEN),
+        ("destinationNumber", COMPLAINTS_LINE),
+    ];
+    all.extend_from_slice(fields);
+    let path = if query.is_empty() {
+        "/voice/africastalking".to_string()
+    } else {
+        format!("/voice/africastalking?{query}")
+    };
+    let (status, xml) = gw.post(&path, "application/x-www-form-urlencoded", common::form(&all)).await;
+    assert_eq!(status, StatusCode::OK, "{xml}");
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    xml
+}
+
+async fn complaint_by_voice(stores: Stores) {
+    let gw = voice_gateway(stores).await;
+    let first = at_voice(&gw, "ATVId_1", "", &[("isActive", "1")]).await;
+    assert!(first.contains("<GetDigits") && first.contains("Choose language"), "{first}");
+    assert!(first.contains("callbackUrl=\"https://gw.example.org/voice/africastalking\""), "{first}");
+    let category = at_voice(&gw, "ATVId_1", "", &[("isActive", "1"), ("dtmfDigits", "1")]).await;
+    assert!(category.contains("For Water and sewage, press 1."), "{category}");
+    let describe = at_voice(&gw, "ATVId_1", "", &[("isActive", "1"), ("dtmfDigits", "6")]).await;
+    assert!(describe.contains("<Record"), "the description is spoken: {describe}");
+    let location = at_voice(
+        &gw,
+        "ATVId_1",
+        "",
+        &[("isActive", "1"), ("recordingUrl", "https://voice.example/rec/a1.mp3")],
+    )
+    .await;
+    assert!(location.contains("Where is it?"), "{location}");
+    let end = at_voice(&gw, "ATVId_1", "", &[("isActive", "1"), ("dtmfDigits", "0")]).await;
+    assert!(end.contains("Your complaint is registered. Reference:"), "{end}");
+    assert!(end.contains("<Hangup"), "{end}");
+    // The provider's final callback after the goodbye changes nothing.
+    at_voice(&gw, "ATVId_1", "", &[("isActive", "0"), ("durationInSeconds", "95")]).await;
+
+    let rows = gw.gateway.results.responses("grievance").await.expect("responses");
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.channel, "voice");
+    assert_eq!(row.provider, "africastalking");
+    assert_eq!(row.subscriber, CITIZEN);
+    assert_eq!(row.status, baraza::result_store::ResponseStatus::Completed);
+    assert_eq!(row.answers.get("category").map(|(v, _)| v.as_str()), Some("conduct"));
+    assert_eq!(
+        row.answers.get("description").map(|(v, _)| v.as_str()),
+        Some("https://voice.example/rec/a1.mp3"),
+        "the recording URL is the answer"
+    );
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_complaint_by_voice_over_africastalking_memory_sqlite() {
+    complaint_by_voice(Stores::MemorySqlite).await;
+}
+
+#[tokio::test]
+async fn a_complaint_by_voice_over_africastalking_redis_postgres() {
+    complaint_by_voice(Stores::RedisPostgres).await;
+}
+
+/// One TwiML callback.
+async fn twiml(gw: &common::TestGateway, call: &str, to: &str, query: &str, fields: &[(&str, &str)]) -> String {
+    let mut all = vec![
+        ("CallSid", call),
+        ("AccountSid", "AC1"),
+        ("From", CITIZEN),
+        ("To", to),
+        ("Direction", "inbound"),
+    ];
+    all.extend_from_slice(fields);
+    let path = if query.is_empty() {
+        "/voice/twiml".to_string()
+    } else {
+        format!("/voice/twiml?{query}")
+    };
+    let (status, xml) = gw.post(&path, "application/x-www-form-urlencoded", common::form(&all)).await;
+    assert_eq!(status, StatusCode::OK, "{xml}");
+    xml
+}
+
+/// The service feedback flow over TwiML, with the keys its voice snapshot uses; the stored
+/// answers must be the simulator's.
+#[tokio::test]
+async fn service_feedback_over_twiml_stores_what_the_simulator_saves() {
+    let gw = voice_gateway(Stores::MemorySqlite).await;
+    let script = "3,*,4,1,31022026,15012026";
+    let source = std::fs::read_to_string(common::manifest_dir().join("flows/service_feedback.yaml")).expect("flow");
+    let flow = baraza::flow::load_str("service_feedback.yaml", &source).expect("loads").flow;
+    let compiled = baraza::engine::CompiledFlow::compile(flow).expect("compiles");
+    let mut simulation = baraza::simulator::Simulation::new(
+        &compiled,
+        baraza::simulator::Options {
+            channel: baraza::engine::Channel::Voice,
+            ..Default::default()
+        },
+    );
+    simulation.dial();
+    for item in baraza::simulator::parse_script(script) {
+        simulation.feed(&item);
+    }
+
+    let other_number = "+254209999999";
+    let first = twiml(&gw, "CA1", other_number, "", &[("CallStatus", "ringing")]).await;
+    assert!(first.contains("<Gather input=\"dtmf\""), "{first}");
+    let mut last = first;
+    for keys in script.split(',') {
+        last = twiml(&gw, "CA1", other_number, "", &[("CallStatus", "in-progress"), ("Digits", keys)]).await;
+    }
+    assert!(last.contains("<Hangup"), "the flow ends: {last}");
+    let (status, _) = gw
+        .post(
+            "/voice/twiml/status",
+            "application/x-www-form-urlencoded",
+            common::form(&[
+                ("CallSid", "CA1"),
+                ("From", CITIZEN),
+                ("To", other_number),
+                ("Direction", "inbound"),
+                ("CallStatus", "completed"),
+                ("CallDuration", "80"),
+            ]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let rows = gw.gateway.results.responses("service_feedback").await.expect("responses");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, baraza::result_store::ResponseStatus::Completed);
+    let stored: std::collections::BTreeMap<String, String> =
+        rows[0].answers.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+    let expected: std::collections::BTreeMap<String, String> =
+        simulation.saved.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+    assert_eq!(stored, expected);
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_hang_up_mid_flow_keeps_the_answers_and_the_next_call_continues() {
+    let gw = voice_gateway(Stores::RedisPostgres).await;
+    at_voice(&gw, "ATVId_2", "", &[("isActive", "1")]).await;
+    at_voice(&gw, "ATVId_2", "", &[("isActive", "1"), ("dtmfDigits", "2")]).await; // Kiswahili
+    at_voice(&gw, "ATVId_2", "", &[("isActive", "1"), ("dtmfDigits", "3")]).await; // roads
+    at_voice(&gw, "ATVId_2", "", &[("isActive", "0"), ("status", "Aborted")]).await;
+    let rows = gw.gateway.results.responses("grievance").await.expect("responses");
+    assert_eq!(rows[0].status, baraza::result_store::ResponseStatus::Dropped);
+    assert_eq!(rows[0].answers.get("category").map(|(v, _)| v.as_str()), Some("roads"));
+
+    // A new call from the same number: offered to continue, in Swahili.
+    let offer = at_voice(&gw, "ATVId_3", "", &[("isActive", "1")]).await;
+    assert!(offer.contains("bonyeza 1"), "{offer}");
+    let resumed = at_voice(&gw, "ATVId_3", "", &[("isActive", "1"), ("dtmfDigits", "1")]).await;
+    assert!(resumed.contains("<Record"), "continues at the description: {resumed}");
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn silence_asks_again_then_says_goodbye() {
+    let gw = voice_gateway(Stores::MemorySqlite).await;
+    at_voice(&gw, "ATVId_4", "", &[("isActive", "1")]).await;
+    let again = at_voice(&gw, "ATVId_4", "noinput=1", &[("isActive", "1")]).await;
+    assert!(again.contains("Sorry, we did not hear an answer.") || again.contains("Samahani, hatukusikia jibu."), "{again}");
+    assert!(again.contains("<GetDigits"), "{again}");
+    at_voice(&gw, "ATVId_4", "noinput=1", &[("isActive", "1")]).await;
+    let goodbye = at_voice(&gw, "ATVId_4", "noinput=1", &[("isActive", "1")]).await;
+    assert!(goodbye.contains("<Hangup"), "{goodbye}");
+    assert!(!goodbye.contains("<GetDigits"), "{goodbye}");
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn calls_to_unknown_numbers_are_rejected_and_bad_callbacks_get_400() {
+    let gw = common::start_with(Stores::MemorySqlite, |c| c.voice.default_flow = None).await;
+    let (status, xml) = gw
+        .post(
+            "/voice/africastalking",
+            "application/x-www-form-urlencoded",
+            common::form(&[
+                ("isActive", "1"),
+                ("sessionId", "ATVId_9"),
+                ("direction", "Inbound"),
+                ("callerNumber", CITIZEN),
+                ("destinationNumber", "+254200000000"),
+            ]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(xml.contains("<Reject"), "{xml}");
+    assert!(gw.gateway.results.responses("service_feedback").await.expect("rows").is_empty());
+
+    for (path, body, names) in [
+        ("/voice/africastalking", "isActive=1&direction=Inbound", "sessionId"),
+        ("/voice/twiml", "From=%2B254711000001&To=%2B254205000000", "CallSid"),
+        ("/voice/twiml/status", "CallSid=x", "Direction"),
+    ] {
+        let (status, message) = gw
+            .post(path, "application/x-www-form-urlencoded", body.as_bytes().to_vec())
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {message}");
+        assert!(message.contains(names), "{path}: {message}");
+    }
+    gw.cleanup().await;
+}
