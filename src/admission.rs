@@ -27,7 +27,8 @@ fn key(subscriber: &str) -> u64 {
 
 impl Admission {
     pub fn new(config: &AdmissionConfig) -> Admission {
-        let per_minute = NonZeroU32::new(config.per_subscriber_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let per_minute =
+            NonZeroU32::new(config.per_subscriber_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(per_minute).allow_burst(burst);
         Admission {
@@ -61,9 +62,16 @@ mod tests {
 
     #[test]
     fn a_fast_number_is_refused_and_others_are_not() {
-        let admission = Admission::new(&AdmissionConfig { per_subscriber_per_minute: 6, burst: 3, max_tracked: 100 });
+        let admission = Admission::new(&AdmissionConfig {
+            per_subscriber_per_minute: 6,
+            burst: 3,
+            max_tracked: 100,
+        });
         let admitted = (0..10).filter(|_| admission.admit("+254700000001")).count();
         assert_eq!(admitted, 3, "a burst of 3 then refused");
-        assert!(admission.admit("+254700000002"), "another number is unaffected");
+        assert!(
+            admission.admit("+254700000002"),
+            "another number is unaffected"
+        );
     }
 }

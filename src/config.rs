@@ -188,8 +188,15 @@ impl Default for VoiceConfig {
             numbers: Vec::new(),
             default_flow: Some("service_feedback".into()),
             unavailable_message: Text::PerLanguage(BTreeMap::from([
-                ("en".into(), "Sorry, the service is busy. Please call again later. Goodbye.".into()),
-                ("sw".into(), "Samahani, huduma ina shughuli nyingi. Tafadhali piga tena baadaye. Kwaheri.".into()),
+                (
+                    "en".into(),
+                    "Sorry, the service is busy. Please call again later. Goodbye.".into(),
+                ),
+                (
+                    "sw".into(),
+                    "Samahani, huduma ina shughuli nyingi. Tafadhali piga tena baadaye. Kwaheri."
+                        .into(),
+                ),
             ])),
         }
     }
@@ -323,12 +330,19 @@ impl Config {
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
 }
 
 /// `*384*12#`, `384*12` and ` *384*12# ` all compare equal.
 pub fn normalize_code(code: &str) -> String {
-    code.trim().trim_start_matches('*').trim_end_matches('#').to_string()
+    code.trim()
+        .trim_start_matches('*')
+        .trim_end_matches('#')
+        .to_string()
 }
 
 impl Config {
@@ -348,7 +362,10 @@ impl Config {
             ResultsConfig::Postgres { .. } => PathBuf::from("data"),
         };
         let key_path = folder.join("pseudonym.key");
-        let io = |source| ConfigError::Io { path: key_path.clone(), source };
+        let io = |source| ConfigError::Io {
+            path: key_path.clone(),
+            source,
+        };
         match std::fs::read(&key_path) {
             Ok(key) if key.len() >= 16 => return Ok(key),
             Ok(_) => {

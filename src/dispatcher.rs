@@ -21,7 +21,9 @@ use tracing::{Instrument, info_span, warn};
 use crate::admission::Admission;
 use crate::channels::ussd::{Resolved, UssdReply, UssdRequest};
 use crate::config::Config;
-use crate::engine::{self, Action, Channel, CompiledFlow, Input, SessionState, SessionStatus, Start};
+use crate::engine::{
+    self, Action, Channel, CompiledFlow, Input, SessionState, SessionStatus, Start,
+};
 use crate::flow::catalog::FlowCatalog;
 use crate::result_store::{
     AnswerRecord, ResponseStart, ResponseStatus, ResultStore, StatusUpdate, Write,
@@ -73,17 +75,21 @@ fn resume_copy<'a>(
     state_bytes: &'a [u8],
 ) -> ResumeCopy<'a> {
     match state.status {
-        SessionStatus::Active | SessionStatus::Dropped if !state.answers.is_empty() => ResumeCopy::Put {
-            subscriber,
-            flow_id: &flow.flow.id,
-            data: state_bytes,
-            ttl: Duration::from_secs(flow.flow.resume_window.0.max(1)),
-        },
+        SessionStatus::Active | SessionStatus::Dropped if !state.answers.is_empty() => {
+            ResumeCopy::Put {
+                subscriber,
+                flow_id: &flow.flow.id,
+                data: state_bytes,
+                ttl: Duration::from_secs(flow.flow.resume_window.0.max(1)),
+            }
+        }
         SessionStatus::Active | SessionStatus::Dropped => ResumeCopy::Keep,
-        SessionStatus::Completed | SessionStatus::TimedOut | SessionStatus::Failed => ResumeCopy::Clear {
-            subscriber,
-            flow_id: &flow.flow.id,
-        },
+        SessionStatus::Completed | SessionStatus::TimedOut | SessionStatus::Failed => {
+            ResumeCopy::Clear {
+                subscriber,
+                flow_id: &flow.flow.id,
+            }
+        }
     }
 }
 
@@ -188,7 +194,9 @@ impl Gateway {
         ordered.dedup();
         let all = ordered.join("\n");
         let encoding = crate::encoding::gsm7::encoding_for(&all);
-        if crate::encoding::gsm7::units(&all, encoding) <= crate::encoding::gsm7::ussd_limit(encoding) {
+        if crate::encoding::gsm7::units(&all, encoding)
+            <= crate::encoding::gsm7::ussd_limit(encoding)
+        {
             all
         } else {
             text.get("en", "en").to_string()
@@ -239,7 +247,12 @@ impl Gateway {
                 }
             }
             Err(_) => {
-                span.in_scope(|| warn!(deadline_ms = deadline.as_millis() as u64, "step missed its deadline"));
+                span.in_scope(|| {
+                    warn!(
+                        deadline_ms = deadline.as_millis() as u64,
+                        "step missed its deadline"
+                    )
+                });
                 telemetry::error("deadline");
                 telemetry::step(Channel::Ussd, provider, "deadline", started.elapsed());
                 UssdReply {
@@ -282,15 +295,24 @@ impl Gateway {
                 (Resolved::Duplicate, Some(record)) => return Ok(record.reply),
                 (Resolved::End, Some(record)) => {
                     self.end_session(&key, version, record).await?;
-                    return Ok(UssdReply { text: String::new(), end: true });
+                    return Ok(UssdReply {
+                        text: String::new(),
+                        end: true,
+                    });
                 }
-                (Resolved::End, None) => return Ok(UssdReply { text: String::new(), end: true }),
+                (Resolved::End, None) => {
+                    return Ok(UssdReply {
+                        text: String::new(),
+                        end: true,
+                    });
+                }
                 (Resolved::Answer { text, progress }, Some(record)) => {
                     let flow = self.flow_of(&record.state)?;
                     (flow, Some(record.state), Input::Answer(text), progress)
                 }
                 (Resolved::Start { sub_code, progress }, _) => {
-                    let Some(flow) = self.flow_for(&request.service_code, sub_code.as_deref()) else {
+                    let Some(flow) = self.flow_for(&request.service_code, sub_code.as_deref())
+                    else {
                         telemetry::error("unknown_service_code");
                         return Ok(UssdReply {
                             text: self.message(&self.config.ussd.unknown_service_message, None),
@@ -328,8 +350,14 @@ impl Gateway {
             tracing::Span::current().record("node", step.state.node.as_str());
             self.commit(request, &step).await?;
             let reply = match step.reply() {
-                Some(r) => UssdReply { text: r.rendered.text(), end: r.end },
-                None => UssdReply { text: String::new(), end: true },
+                Some(r) => UssdReply {
+                    text: r.rendered.text(),
+                    end: r.end,
+                },
+                None => UssdReply {
+                    text: String::new(),
+                    end: true,
+                },
             };
             let record = SessionRecord {
                 state: step.state,
@@ -395,8 +423,16 @@ impl Gateway {
 
     /// A dropped session of this subscriber on this flow, if one can be resumed; with the
     /// flow version it started on (sessions finish on their version).
-    async fn resumable(&self, subscriber: &str, latest: Arc<CompiledFlow>) -> (Arc<CompiledFlow>, Option<SessionState>) {
-        let bytes = match self.sessions.get_resumable(subscriber, &latest.flow.id).await {
+    async fn resumable(
+        &self,
+        subscriber: &str,
+        latest: Arc<CompiledFlow>,
+    ) -> (Arc<CompiledFlow>, Option<SessionState>) {
+        let bytes = match self
+            .sessions
+            .get_resumable(subscriber, &latest.flow.id)
+            .await
+        {
             Ok(Some(b)) => b,
             Ok(None) => return (latest, None),
             Err(e) => {
@@ -415,22 +451,40 @@ impl Gateway {
     }
 
     /// Keeps (or clears) the copy used to offer "continue where you left off".
-    async fn remember_for_resume(&self, subscriber: &str, flow: &CompiledFlow, state: &SessionState) -> Result<(), StepError> {
+    async fn remember_for_resume(
+        &self,
+        subscriber: &str,
+        flow: &CompiledFlow,
+        state: &SessionState,
+    ) -> Result<(), StepError> {
         let bytes = state.encode();
         let result = match resume_copy(subscriber, flow, state, &bytes) {
             ResumeCopy::Keep => Ok(()),
-            ResumeCopy::Put { subscriber, flow_id, data, ttl } => {
-                self.sessions.put_resumable(subscriber, flow_id, data, ttl).await
+            ResumeCopy::Put {
+                subscriber,
+                flow_id,
+                data,
+                ttl,
+            } => {
+                self.sessions
+                    .put_resumable(subscriber, flow_id, data, ttl)
+                    .await
             }
-            ResumeCopy::Clear { subscriber, flow_id } => {
-                self.sessions.clear_resumable(subscriber, flow_id).await
-            }
+            ResumeCopy::Clear {
+                subscriber,
+                flow_id,
+            } => self.sessions.clear_resumable(subscriber, flow_id).await,
         };
         result.map_err(|e| StepError::Sessions(e.to_string()))
     }
 
     /// The aggregator says the session is over: a session still waiting becomes dropped.
-    async fn end_session(&self, key: &SessionKey, version: Option<u64>, record: SessionRecord) -> Result<(), StepError> {
+    async fn end_session(
+        &self,
+        key: &SessionKey,
+        version: Option<u64>,
+        record: SessionRecord,
+    ) -> Result<(), StepError> {
         if record.state.status.is_terminal() {
             return Ok(());
         }
@@ -438,7 +492,10 @@ impl Gateway {
         let step = engine::advance(&flow, Some(record.state), Input::Hangup, now_ms());
         let writes = self.writes_for(None, &step);
         if !writes.is_empty() {
-            self.results.commit(writes).await.map_err(|e| StepError::Results(e.to_string()))?;
+            self.results
+                .commit(writes)
+                .await
+                .map_err(|e| StepError::Results(e.to_string()))?;
         }
         let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
         let record = SessionRecord {
@@ -454,9 +511,20 @@ impl Gateway {
     }
 
     /// Handles an Africa's Talking end-of-session notification.
-    pub async fn ussd_ended(&self, provider: &str, session_id: &str, subscriber: &str, status: &str) -> Result<(), StepError> {
+    pub async fn ussd_ended(
+        &self,
+        provider: &str,
+        session_id: &str,
+        subscriber: &str,
+        status: &str,
+    ) -> Result<(), StepError> {
         let key = SessionKey::new(provider, session_id);
-        let Some(stored) = self.sessions.load(&key).await.map_err(|e| StepError::Sessions(e.to_string()))? else {
+        let Some(stored) = self
+            .sessions
+            .load(&key)
+            .await
+            .map_err(|e| StepError::Sessions(e.to_string()))?
+        else {
             return Ok(());
         };
         let Some(record) = SessionRecord::decode(&stored.data) else {
@@ -464,12 +532,14 @@ impl Gateway {
         };
         let flow = self.flow_of(&record.state)?;
         let was_active = !record.state.status.is_terminal();
-        self.end_session(&key, Some(stored.version), record.clone()).await?;
+        self.end_session(&key, Some(stored.version), record.clone())
+            .await?;
         if was_active {
             telemetry::session("dropped");
             let mut dropped = record.state;
             dropped.status = SessionStatus::Dropped;
-            self.remember_for_resume(subscriber, &flow, &dropped).await?;
+            self.remember_for_resume(subscriber, &flow, &dropped)
+                .await?;
         }
         tracing::info!(provider, status, subscriber = %self.pseudonym(subscriber), "session ended");
         Ok(())
@@ -481,7 +551,10 @@ impl Gateway {
         if writes.is_empty() {
             return Ok(());
         }
-        self.results.commit(writes).await.map_err(|e| StepError::Results(e.to_string()))
+        self.results
+            .commit(writes)
+            .await
+            .map_err(|e| StepError::Results(e.to_string()))
     }
 
     fn writes_for(&self, request: Option<&UssdRequest>, step: &engine::Step) -> Vec<Write> {
@@ -492,11 +565,23 @@ impl Gateway {
     }
 
     /// The result-store writes of a step's actions (metrics counted on the way).
-    fn writes_for_subscriber(&self, subscriber: &str, provider: &str, step: &engine::Step) -> Vec<Write> {
+    fn writes_for_subscriber(
+        &self,
+        subscriber: &str,
+        provider: &str,
+        step: &engine::Step,
+    ) -> Vec<Write> {
         let mut writes = Vec::new();
         for action in &step.actions {
             match action {
-                Action::ResponseStarted { response_id, flow_id, flow_version, channel, language, started_at } => {
+                Action::ResponseStarted {
+                    response_id,
+                    flow_id,
+                    flow_version,
+                    channel,
+                    language,
+                    started_at,
+                } => {
                     telemetry::session("started");
                     writes.push(Write::Start(ResponseStart {
                         response_id: response_id.clone(),

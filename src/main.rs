@@ -205,7 +205,9 @@ fn export(
     // Result names in the order the flow asks them (every loaded version), then any others
     // found in the stored answers.
     let mut names: Vec<String> = Vec::new();
-    if let Ok(catalog) = baraza::flow::catalog::FlowCatalog::load(std::slice::from_ref(&config.flows_dir)) {
+    if let Ok(catalog) =
+        baraza::flow::catalog::FlowCatalog::load(std::slice::from_ref(&config.flows_dir))
+    {
         for flow in catalog.versions_of(&flow_id) {
             for node in flow.flow.nodes.values() {
                 if let Some(r) = node.result()
@@ -231,11 +233,21 @@ fn export(
             Some(path) => {
                 let file = std::fs::File::create(path)
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-                result_store::export::export_csv(&rows, &names, key.as_deref(), std::io::BufWriter::new(file))?;
+                result_store::export::export_csv(
+                    &rows,
+                    &names,
+                    key.as_deref(),
+                    std::io::BufWriter::new(file),
+                )?;
                 eprintln!("{count} responses written to {}", path.display());
             }
             None => {
-                result_store::export::export_csv(&rows, &names, key.as_deref(), std::io::stdout().lock())?;
+                result_store::export::export_csv(
+                    &rows,
+                    &names,
+                    key.as_deref(),
+                    std::io::stdout().lock(),
+                )?;
             }
         }
         store.flush_and_close().await?;

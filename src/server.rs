@@ -42,20 +42,34 @@ pub async fn build_gateway(config: Config) -> anyhow::Result<Gateway> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let sessions = match &config.sessions {
         SessionsConfig::Memory => SessionStore::InMemory(InMemorySessions::new()),
-        SessionsConfig::Redis { url, key_prefix, response_timeout_ms } => {
+        SessionsConfig::Redis {
+            url,
+            key_prefix,
+            response_timeout_ms,
+        } => {
             let url = url.clone().ok_or_else(|| {
                 anyhow::anyhow!("sessions.store is redis but no url is given (set sessions.url or BARAZA_REDIS_URL)")
             })?;
             SessionStore::Redis(
-                RedisSessions::connect(&url, key_prefix, Duration::from_millis(*response_timeout_ms))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("redis at {url}: {e}"))?,
+                RedisSessions::connect(
+                    &url,
+                    key_prefix,
+                    Duration::from_millis(*response_timeout_ms),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("redis at {url}: {e}"))?,
             )
         }
     };
     let results = open_result_store(&config).await?;
     let pseudonym_key = config.pseudonym_key()?;
-    Ok(Gateway::new(config, catalog, sessions, results, pseudonym_key))
+    Ok(Gateway::new(
+        config,
+        catalog,
+        sessions,
+        results,
+        pseudonym_key,
+    ))
 }
 
 /// Opens the configured result store (also used by `baraza results export`).
@@ -139,7 +153,12 @@ async fn africastalking_events(State(state): State<AppState>, body: Bytes) -> Re
     };
     if let Err(e) = state
         .gateway
-        .ussd_ended("africastalking", &event.session_id, &event.subscriber, &event.status)
+        .ussd_ended(
+            "africastalking",
+            &event.session_id,
+            &event.subscriber,
+            &event.status,
+        )
         .await
     {
         warn!(error = %e, "end-of-session notification not recorded");
@@ -179,11 +198,16 @@ fn voice_urls(gateway: &Gateway, route: &str) -> (String, voice::AudioBase) {
     (format!("{base}{route}"), voice::AudioBase::new(base))
 }
 
-async fn africastalking_voice(State(state): State<AppState>, RawQuery(query): RawQuery, body: Bytes) -> Response {
-    let request = match voice::africastalking::parse_with_query(&body, query.as_deref().unwrap_or("")) {
-        Ok(r) => r,
-        Err(e) => return voice_bad_request(e),
-    };
+async fn africastalking_voice(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let request =
+        match voice::africastalking::parse_with_query(&body, query.as_deref().unwrap_or("")) {
+            Ok(r) => r,
+            Err(e) => return voice_bad_request(e),
+        };
     let (action_url, audio) = voice_urls(&state.gateway, "/voice/africastalking");
     let reply = state.gateway.voice_step(request, &action_url).await;
     (
@@ -193,7 +217,11 @@ async fn africastalking_voice(State(state): State<AppState>, RawQuery(query): Ra
         .into_response()
 }
 
-async fn twiml_voice(State(state): State<AppState>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+async fn twiml_voice(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
     let request = match voice::twiml::parse(&body, query.as_deref().unwrap_or("")) {
         Ok(r) => r,
         Err(e) => return voice_bad_request(e),
@@ -209,7 +237,11 @@ async fn twiml_voice(State(state): State<AppState>, RawQuery(query): RawQuery, b
 
 /// TwiML status callbacks (`statusCallback`): the call ended (or never connected); the
 /// provider wants only a 2xx.
-async fn twiml_status(State(state): State<AppState>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+async fn twiml_status(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
     let request = match voice::twiml::parse(&body, query.as_deref().unwrap_or("")) {
         Ok(r) => r,
         Err(e) => return voice_bad_request(e),
@@ -221,7 +253,9 @@ async fn twiml_status(State(state): State<AppState>, RawQuery(query): RawQuery, 
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn health_text<E: std::fmt::Display>(r: &Result<Result<(), E>, tokio::time::error::Elapsed>) -> (bool, String) {
+fn health_text<E: std::fmt::Display>(
+    r: &Result<Result<(), E>, tokio::time::error::Elapsed>,
+) -> (bool, String) {
     match r {
         Ok(Ok(())) => (true, "ok".into()),
         Ok(Err(e)) => (false, e.to_string()),
@@ -250,17 +284,34 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "results": results_text,
         "flows": flows,
     });
-    let code = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => {
             handle.run_upkeep();
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                handle.render(),
+            )
+                .into_response()
         }
-        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed\n").into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
     }
 }
 
@@ -341,9 +392,12 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     // Tests and scripts wait for this line (with the real port when listening on port 0).
     info!("listening on http://{addr}");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     info!("stopped accepting; flushing the result store");
     gateway
         .results
@@ -356,7 +410,10 @@ pub async fn serve(
 /// Resolves on SIGINT or SIGTERM; reloads flows on every SIGHUP meanwhile.
 pub async fn shutdown_signal(gateway: Arc<Gateway>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

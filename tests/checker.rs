@@ -775,14 +775,19 @@ fn recordings_must_exist_in_the_audio_folder_when_it_is_given() {
     let source = "id: clinic\nversion: 1\nname: Clinic\nlanguages: [sw]\ndefault_language: sw\nstart: bye\nnodes:\n  bye:\n    type: end\n    text: Asante.\n    audio: { sw: sw/asante.mp3 }\n";
     let flow = load_str("clinic.yaml", source).expect("loads");
     let audio = tempfile::tempdir().expect("tempdir");
-    let options = CheckOptions { audio_dir: Some(audio.path().to_path_buf()) };
+    let options = CheckOptions {
+        audio_dir: Some(audio.path().to_path_buf()),
+    };
     let missing = check_with(&flow, &options);
     assert_eq!(missing.len(), 1, "{missing:?}");
     assert_eq!(missing[0].code, "missing-audio");
     assert_eq!((missing[0].line, missing[0].column), (11, 18));
     std::fs::create_dir_all(audio.path().join("sw")).expect("mkdir");
     std::fs::write(audio.path().join("sw/asante.mp3"), b"ID3").expect("write");
-    assert!(check_with(&flow, &options).is_empty(), "the recording exists now");
+    assert!(
+        check_with(&flow, &options).is_empty(),
+        "the recording exists now"
+    );
     // Without the folder, the names are not looked up (USSD-only checks stay quiet).
     assert!(check_with(&flow, &CheckOptions::default()).is_empty());
 }

@@ -1001,13 +1001,26 @@ fn readme_transcript_is_what_the_simulator_prints() {
 fn voice_no_input_asks_again_then_says_goodbye_and_the_next_call_can_continue() {
     let flow = load("community_needs");
     // Language, consent, then silence three times on the age question (2 retries allowed).
-    let sim = simulate(&flow, Channel::Voice, None, "1,1,!timeout,!timeout,!timeout");
+    let sim = simulate(
+        &flow,
+        Channel::Voice,
+        None,
+        "1,1,!timeout,!timeout,!timeout",
+    );
     let out = &sim.transcript;
-    assert_eq!(out.matches("Sorry, we did not hear an answer.").count(), 2, "{out}");
+    assert_eq!(
+        out.matches("Sorry, we did not hear an answer.").count(),
+        2,
+        "{out}"
+    );
     assert!(out.contains("(session dropped)"), "{out}");
     assert!(out.contains("Your session has ended. Thank you."), "{out}");
     let kept = answers(&sim);
-    assert_eq!(kept.get("consent").map(String::as_str), Some("yes"), "answers kept: {kept:?}");
+    assert_eq!(
+        kept.get("consent").map(String::as_str),
+        Some("yes"),
+        "answers kept: {kept:?}"
+    );
 
     let resumed = simulate(
         &flow,
@@ -1016,11 +1029,21 @@ fn voice_no_input_asks_again_then_says_goodbye_and_the_next_call_can_continue() 
         "1,1,!timeout,!timeout,!timeout,!dial,1,2",
     );
     assert!(
-        resumed.transcript.contains("You have an unfinished survey."),
+        resumed
+            .transcript
+            .contains("You have an unfinished survey."),
         "{}",
         resumed.transcript
     );
     let kept = answers(&resumed);
-    assert_eq!(kept.get("consent").map(String::as_str), Some("yes"), "{kept:?}");
-    assert_eq!(kept.get("age").map(String::as_str), Some("25-34"), "{kept:?}");
+    assert_eq!(
+        kept.get("consent").map(String::as_str),
+        Some("yes"),
+        "{kept:?}"
+    );
+    assert_eq!(
+        kept.get("age").map(String::as_str),
+        Some("25-34"),
+        "{kept:?}"
+    );
 }

@@ -1100,9 +1100,15 @@ async fn save_and_remember_writes_the_session_and_the_resume_copy(store: Arc<Ses
         .await
         .expect("save");
     assert_eq!(first, SaveOutcome::Saved { version: 1 });
-    assert_eq!(store.load(&key).await.expect("load").map(|s| s.data), Some(b"state-1".to_vec()));
     assert_eq!(
-        store.get_resumable("+254700000009", "survey").await.expect("get"),
+        store.load(&key).await.expect("load").map(|s| s.data),
+        Some(b"state-1".to_vec())
+    );
+    assert_eq!(
+        store
+            .get_resumable("+254700000009", "survey")
+            .await
+            .expect("get"),
         Some(b"copy-1".to_vec())
     );
     let keep = store
@@ -1111,7 +1117,10 @@ async fn save_and_remember_writes_the_session_and_the_resume_copy(store: Arc<Ses
         .expect("save");
     assert_eq!(keep, SaveOutcome::Saved { version: 2 });
     assert_eq!(
-        store.get_resumable("+254700000009", "survey").await.expect("get"),
+        store
+            .get_resumable("+254700000009", "survey")
+            .await
+            .expect("get"),
         Some(b"copy-1".to_vec()),
         "Keep leaves the copy alone"
     );
@@ -1119,7 +1128,10 @@ async fn save_and_remember_writes_the_session_and_the_resume_copy(store: Arc<Ses
         .save_and_remember(&key, Some(1), b"stale", MINUTE, ResumeCopy::Keep)
         .await
         .expect("save");
-    assert!(matches!(stale, SaveOutcome::Conflict { current: Some(2) }), "{stale:?}");
+    assert!(
+        matches!(stale, SaveOutcome::Conflict { current: Some(2) }),
+        "{stale:?}"
+    );
     let clear = ResumeCopy::Clear {
         subscriber: "+254700000009",
         flow_id: "survey",
@@ -1129,5 +1141,11 @@ async fn save_and_remember_writes_the_session_and_the_resume_copy(store: Arc<Ses
         .await
         .expect("save");
     assert_eq!(done, SaveOutcome::Saved { version: 3 });
-    assert_eq!(store.get_resumable("+254700000009", "survey").await.expect("get"), None);
+    assert_eq!(
+        store
+            .get_resumable("+254700000009", "survey")
+            .await
+            .expect("get"),
+        None
+    );
 }

@@ -10,13 +10,21 @@ use common::Stores;
 #[tokio::test]
 async fn a_stalled_redis_gets_a_polite_end_not_an_aggregator_timeout() {
     let gw = common::start_with(Stores::RedisPostgres, |c| {
-        if let baraza::config::SessionsConfig::Redis { response_timeout_ms, .. } = &mut c.sessions {
+        if let baraza::config::SessionsConfig::Redis {
+            response_timeout_ms,
+            ..
+        } = &mut c.sessions
+        {
             // Longer than the deadline, so it is the deadline that answers.
             *response_timeout_ms = 10_000;
         }
     })
     .await;
-    assert!(gw.at("d-1", "+254777000001", "*999#", "").await.starts_with("CON "));
+    assert!(
+        gw.at("d-1", "+254777000001", "*999#", "")
+            .await
+            .starts_with("CON ")
+    );
 
     let mut conn = common::redis_connection().await;
     let _: () = redis::cmd("CLIENT")
@@ -36,7 +44,10 @@ async fn a_stalled_redis_gets_a_polite_end_not_an_aggregator_timeout() {
     );
 
     let (_, metrics) = gw.get("/metrics").await;
-    assert!(metrics.contains("kind=\"deadline\""), "deadline counted: {metrics}");
+    assert!(
+        metrics.contains("kind=\"deadline\""),
+        "deadline counted: {metrics}"
+    );
 
     // Once Redis resumes, the same citizen can dial again.
     let again = gw.at("d-2", "+254777000001", "*999#", "").await;
@@ -52,14 +63,19 @@ async fn a_stalled_result_store_gets_a_polite_end_and_the_answer_is_still_kept()
     })
     .await;
     let schema = gw.pg_schema.clone().expect("schema");
-    assert!(gw.at("pg-1", "+254777000002", "*999#", "").await.starts_with("CON "));
+    assert!(
+        gw.at("pg-1", "+254777000002", "*999#", "")
+            .await
+            .starts_with("CON ")
+    );
     let english = gw.at("pg-1", "+254777000002", "*999#", "1").await;
     assert!(english.starts_with("CON Which village"), "{english}");
 
     // Another client holds the answers table: the step's commit cannot finish in time.
-    let (client, connection) = tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls)
-        .await
-        .expect("postgres");
+    let (client, connection) =
+        tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls)
+            .await
+            .expect("postgres");
     tokio::spawn(connection);
     client
         .batch_execute(&format!(
@@ -69,7 +85,10 @@ async fn a_stalled_result_store_gets_a_polite_end_and_the_answer_is_still_kept()
         .expect("lock");
     let reply = gw.at("pg-1", "+254777000002", "*999#", "1*Kakamega").await;
     // The session is known, so the apology comes in its language only.
-    assert_eq!(reply, "END Sorry, the service is busy. Please dial again in a few minutes.");
+    assert_eq!(
+        reply,
+        "END Sorry, the service is busy. Please dial again in a few minutes."
+    );
     client.batch_execute("ROLLBACK").await.expect("unlock");
 
     // The commit was queued, not dropped: once the table is free it lands.
@@ -81,8 +100,17 @@ async fn a_stalled_result_store_gets_a_polite_end_and_the_answer_is_still_kept()
 /// Waits (on the store's own flush, not on a timer) until `result` is stored.
 async fn wait_for_answer(gw: &common::TestGateway, result: &str) -> Option<String> {
     for _ in 0..200 {
-        let rows = gw.gateway.results.responses("e2e_survey").await.expect("responses");
-        if let Some(value) = rows.first().and_then(|r| r.answers.get(result)).map(|(v, _)| v.clone()) {
+        let rows = gw
+            .gateway
+            .results
+            .responses("e2e_survey")
+            .await
+            .expect("responses");
+        if let Some(value) = rows
+            .first()
+            .and_then(|r| r.answers.get(result))
+            .map(|(v, _)| v.clone())
+        {
             return Some(value);
         }
         tokio::task::yield_now().await;

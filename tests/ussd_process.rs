@@ -108,9 +108,20 @@ async fn a_session_survives_a_gateway_restart_and_answers_export() {
     // A new process: the session is in Redis, so the citizen goes on where they were.
     let second = serve(&config);
     let reply = second.at("p-1", "1*Nairobi");
-    assert!(reply.contains("What should the county fix first in Nairobi?"), "{reply}");
-    assert!(second.at("p-1", "1*Nairobi*2").starts_with("CON How satisfied"));
-    assert!(second.at("p-1", "1*Nairobi*2*5").starts_with("END Thank you"));
+    assert!(
+        reply.contains("What should the county fix first in Nairobi?"),
+        "{reply}"
+    );
+    assert!(
+        second
+            .at("p-1", "1*Nairobi*2")
+            .starts_with("CON How satisfied")
+    );
+    assert!(
+        second
+            .at("p-1", "1*Nairobi*2*5")
+            .starts_with("END Thank you")
+    );
     second.stop();
 
     let out = dir.path().join("export.csv");
@@ -125,12 +136,29 @@ async fn a_session_survives_a_gateway_restart_and_answers_export() {
     let csv = std::fs::read_to_string(&out).expect("csv");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 2, "{csv}");
-    assert!(lines[0].contains("village") && lines[0].contains("priority") && lines[0].contains("rating"), "{csv}");
-    assert!(lines[1].contains("Nairobi") && lines[1].contains("health") && lines[1].contains("completed"), "{csv}");
+    assert!(
+        lines[0].contains("village")
+            && lines[0].contains("priority")
+            && lines[0].contains("rating"),
+        "{csv}"
+    );
+    assert!(
+        lines[1].contains("Nairobi")
+            && lines[1].contains("health")
+            && lines[1].contains("completed"),
+        "{csv}"
+    );
     assert!(!csv.contains(PHONE), "number pseudonymised: {csv}");
 
     let raw = Command::new(BIN)
-        .args(["results", "export", "--flow", "e2e_survey", "--raw-numbers", "--config"])
+        .args([
+            "results",
+            "export",
+            "--flow",
+            "e2e_survey",
+            "--raw-numbers",
+            "--config",
+        ])
         .arg(&config)
         .output()
         .expect("export runs");

@@ -24,16 +24,33 @@ async fn audio_files_are_served_with_type_and_caching_and_never_outside_the_fold
             .expect("request")
     };
     use tower::ServiceExt;
-    let response = gw.app.clone().oneshot(request("/audio/sw/karibu.mp3")).await.expect("answer");
+    let response = gw
+        .app
+        .clone()
+        .oneshot(request("/audio/sw/karibu.mp3"))
+        .await
+        .expect("answer");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "audio/mpeg");
     assert_eq!(response.headers()["cache-control"], "public, max-age=86400");
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
     assert_eq!(&body[..], b"ID3fake-mp3");
 
-    let response = gw.app.clone().oneshot(request("/audio/welcome.wav")).await.expect("answer");
+    let response = gw
+        .app
+        .clone()
+        .oneshot(request("/audio/welcome.wav"))
+        .await
+        .expect("answer");
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()["content-type"].to_str().unwrap_or("").contains("wav"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .contains("wav")
+    );
 
     for escape in [
         "/audio/../secret.txt",
@@ -43,14 +60,24 @@ async fn audio_files_are_served_with_type_and_caching_and_never_outside_the_fold
         "/audio/missing.mp3",
         "/audio/",
     ] {
-        let response = gw.app.clone().oneshot(request(escape)).await.expect("answer");
+        let response = gw
+            .app
+            .clone()
+            .oneshot(request(escape))
+            .await
+            .expect("answer");
         assert!(
             response.status().is_client_error(),
             "{escape} must be refused, got {}",
             response.status()
         );
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
-        assert!(!body.windows(15).any(|w| w == b"not for callers"), "{escape} leaked a file");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        assert!(
+            !body.windows(15).any(|w| w == b"not for callers"),
+            "{escape} leaked a file"
+        );
     }
     let _ = std::fs::remove_file(outside);
     gw.cleanup().await;
@@ -72,7 +99,12 @@ async fn voice_gateway(stores: Stores) -> common::TestGateway {
 }
 
 /// One Africa's Talking voice callback; returns the XML reply.
-async fn at_voice(gw: &common::TestGateway, call: &str, query: &str, fields: &[(&str, &str)]) -> String {
+async fn at_voice(
+    gw: &common::TestGateway,
+    call: &str,
+    query: &str,
+    fields: &[(&str, &str)],
+) -> String {
     let mut all = vec![
         ("sessionId", call),
         ("direction", "Inbound"),
@@ -85,7 +117,13 @@ async fn at_voice(gw: &common::TestGateway, call: &str, query: &str, fields: &[(
     } else {
         format!("/voice/africastalking?{query}")
     };
-    let (status, xml) = gw.post(&path, "application/x-www-form-urlencoded", common::form(&all)).await;
+    let (status, xml) = gw
+        .post(
+            &path,
+            "application/x-www-form-urlencoded",
+            common::form(&all),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{xml}");
     assert!(xml.starts_with("<?xml"), "{xml}");
     xml
@@ -94,34 +132,84 @@ async fn at_voice(gw: &common::TestGateway, call: &str, query: &str, fields: &[(
 async fn complaint_by_voice(stores: Stores) {
     let gw = voice_gateway(stores).await;
     let first = at_voice(&gw, "ATVId_1", "", &[("isActive", "1")]).await;
-    assert!(first.contains("<GetDigits") && first.contains("Choose language"), "{first}");
-    assert!(first.contains("callbackUrl=\"https://gw.example.org/voice/africastalking\""), "{first}");
-    let category = at_voice(&gw, "ATVId_1", "", &[("isActive", "1"), ("dtmfDigits", "1")]).await;
-    assert!(category.contains("For Water and sewage, press 1."), "{category}");
-    let describe = at_voice(&gw, "ATVId_1", "", &[("isActive", "1"), ("dtmfDigits", "6")]).await;
-    assert!(describe.contains("<Record"), "the description is spoken: {describe}");
+    assert!(
+        first.contains("<GetDigits") && first.contains("Choose language"),
+        "{first}"
+    );
+    assert!(
+        first.contains("callbackUrl=\"https://gw.example.org/voice/africastalking\""),
+        "{first}"
+    );
+    let category = at_voice(
+        &gw,
+        "ATVId_1",
+        "",
+        &[("isActive", "1"), ("dtmfDigits", "1")],
+    )
+    .await;
+    assert!(
+        category.contains("For Water and sewage, press 1."),
+        "{category}"
+    );
+    let describe = at_voice(
+        &gw,
+        "ATVId_1",
+        "",
+        &[("isActive", "1"), ("dtmfDigits", "6")],
+    )
+    .await;
+    assert!(
+        describe.contains("<Record"),
+        "the description is spoken: {describe}"
+    );
     let location = at_voice(
         &gw,
         "ATVId_1",
         "",
-        &[("isActive", "1"), ("recordingUrl", "https://voice.example/rec/a1.mp3")],
+        &[
+            ("isActive", "1"),
+            ("recordingUrl", "https://voice.example/rec/a1.mp3"),
+        ],
     )
     .await;
     assert!(location.contains("Where is it?"), "{location}");
-    let end = at_voice(&gw, "ATVId_1", "", &[("isActive", "1"), ("dtmfDigits", "0")]).await;
-    assert!(end.contains("Your complaint is registered. Reference:"), "{end}");
+    let end = at_voice(
+        &gw,
+        "ATVId_1",
+        "",
+        &[("isActive", "1"), ("dtmfDigits", "0")],
+    )
+    .await;
+    assert!(
+        end.contains("Your complaint is registered. Reference:"),
+        "{end}"
+    );
     assert!(end.contains("<Hangup"), "{end}");
     // The provider's final callback after the goodbye changes nothing.
-    at_voice(&gw, "ATVId_1", "", &[("isActive", "0"), ("durationInSeconds", "95")]).await;
+    at_voice(
+        &gw,
+        "ATVId_1",
+        "",
+        &[("isActive", "0"), ("durationInSeconds", "95")],
+    )
+    .await;
 
-    let rows = gw.gateway.results.responses("grievance").await.expect("responses");
+    let rows = gw
+        .gateway
+        .results
+        .responses("grievance")
+        .await
+        .expect("responses");
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
     assert_eq!(row.channel, "voice");
     assert_eq!(row.provider, "africastalking");
     assert_eq!(row.subscriber, CITIZEN);
     assert_eq!(row.status, baraza::result_store::ResponseStatus::Completed);
-    assert_eq!(row.answers.get("category").map(|(v, _)| v.as_str()), Some("conduct"));
+    assert_eq!(
+        row.answers.get("category").map(|(v, _)| v.as_str()),
+        Some("conduct")
+    );
     assert_eq!(
         row.answers.get("description").map(|(v, _)| v.as_str()),
         Some("https://voice.example/rec/a1.mp3"),
@@ -141,7 +229,13 @@ async fn a_complaint_by_voice_over_africastalking_redis_postgres() {
 }
 
 /// One TwiML callback.
-async fn twiml(gw: &common::TestGateway, call: &str, to: &str, query: &str, fields: &[(&str, &str)]) -> String {
+async fn twiml(
+    gw: &common::TestGateway,
+    call: &str,
+    to: &str,
+    query: &str,
+    fields: &[(&str, &str)],
+) -> String {
     let mut all = vec![
         ("CallSid", call),
         ("AccountSid", "AC1"),
@@ -155,7 +249,13 @@ async fn twiml(gw: &common::TestGateway, call: &str, to: &str, query: &str, fiel
     } else {
         format!("/voice/twiml?{query}")
     };
-    let (status, xml) = gw.post(&path, "application/x-www-form-urlencoded", common::form(&all)).await;
+    let (status, xml) = gw
+        .post(
+            &path,
+            "application/x-www-form-urlencoded",
+            common::form(&all),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{xml}");
     xml
 }
@@ -166,8 +266,12 @@ async fn twiml(gw: &common::TestGateway, call: &str, to: &str, query: &str, fiel
 async fn service_feedback_over_twiml_stores_what_the_simulator_saves() {
     let gw = voice_gateway(Stores::MemorySqlite).await;
     let script = "3,*,4,1,31022026,15012026";
-    let source = std::fs::read_to_string(common::manifest_dir().join("flows/service_feedback.yaml")).expect("flow");
-    let flow = baraza::flow::load_str("service_feedback.yaml", &source).expect("loads").flow;
+    let source =
+        std::fs::read_to_string(common::manifest_dir().join("flows/service_feedback.yaml"))
+            .expect("flow");
+    let flow = baraza::flow::load_str("service_feedback.yaml", &source)
+        .expect("loads")
+        .flow;
     let compiled = baraza::engine::CompiledFlow::compile(flow).expect("compiles");
     let mut simulation = baraza::simulator::Simulation::new(
         &compiled,
@@ -186,7 +290,14 @@ async fn service_feedback_over_twiml_stores_what_the_simulator_saves() {
     assert!(first.contains("<Gather input=\"dtmf\""), "{first}");
     let mut last = first;
     for keys in script.split(',') {
-        last = twiml(&gw, "CA1", other_number, "", &[("CallStatus", "in-progress"), ("Digits", keys)]).await;
+        last = twiml(
+            &gw,
+            "CA1",
+            other_number,
+            "",
+            &[("CallStatus", "in-progress"), ("Digits", keys)],
+        )
+        .await;
     }
     assert!(last.contains("<Hangup"), "the flow ends: {last}");
     let (status, _) = gw
@@ -204,13 +315,27 @@ async fn service_feedback_over_twiml_stores_what_the_simulator_saves() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let rows = gw.gateway.results.responses("service_feedback").await.expect("responses");
+    let rows = gw
+        .gateway
+        .results
+        .responses("service_feedback")
+        .await
+        .expect("responses");
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].status, baraza::result_store::ResponseStatus::Completed);
-    let stored: std::collections::BTreeMap<String, String> =
-        rows[0].answers.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
-    let expected: std::collections::BTreeMap<String, String> =
-        simulation.saved.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+    assert_eq!(
+        rows[0].status,
+        baraza::result_store::ResponseStatus::Completed
+    );
+    let stored: std::collections::BTreeMap<String, String> = rows[0]
+        .answers
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    let expected: std::collections::BTreeMap<String, String> = simulation
+        .saved
+        .iter()
+        .map(|(k, v, _)| (k.clone(), v.clone()))
+        .collect();
     assert_eq!(stored, expected);
     gw.cleanup().await;
 }
@@ -219,18 +344,56 @@ async fn service_feedback_over_twiml_stores_what_the_simulator_saves() {
 async fn a_hang_up_mid_flow_keeps_the_answers_and_the_next_call_continues() {
     let gw = voice_gateway(Stores::RedisPostgres).await;
     at_voice(&gw, "ATVId_2", "", &[("isActive", "1")]).await;
-    at_voice(&gw, "ATVId_2", "", &[("isActive", "1"), ("dtmfDigits", "2")]).await; // Kiswahili
-    at_voice(&gw, "ATVId_2", "", &[("isActive", "1"), ("dtmfDigits", "3")]).await; // roads
-    at_voice(&gw, "ATVId_2", "", &[("isActive", "0"), ("status", "Aborted")]).await;
-    let rows = gw.gateway.results.responses("grievance").await.expect("responses");
-    assert_eq!(rows[0].status, baraza::result_store::ResponseStatus::Dropped);
-    assert_eq!(rows[0].answers.get("category").map(|(v, _)| v.as_str()), Some("roads"));
+    at_voice(
+        &gw,
+        "ATVId_2",
+        "",
+        &[("isActive", "1"), ("dtmfDigits", "2")],
+    )
+    .await; // Kiswahili
+    at_voice(
+        &gw,
+        "ATVId_2",
+        "",
+        &[("isActive", "1"), ("dtmfDigits", "3")],
+    )
+    .await; // roads
+    at_voice(
+        &gw,
+        "ATVId_2",
+        "",
+        &[("isActive", "0"), ("status", "Aborted")],
+    )
+    .await;
+    let rows = gw
+        .gateway
+        .results
+        .responses("grievance")
+        .await
+        .expect("responses");
+    assert_eq!(
+        rows[0].status,
+        baraza::result_store::ResponseStatus::Dropped
+    );
+    assert_eq!(
+        rows[0].answers.get("category").map(|(v, _)| v.as_str()),
+        Some("roads")
+    );
 
     // A new call from the same number: offered to continue, in Swahili.
     let offer = at_voice(&gw, "ATVId_3", "", &[("isActive", "1")]).await;
     assert!(offer.contains("bonyeza 1"), "{offer}");
-    let resumed = at_voice(&gw, "ATVId_3", "", &[("isActive", "1"), ("dtmfDigits", "1")]).await;
-    assert!(resumed.contains("<Record"), "continues at the description: {resumed}");
+    let resumed = at_voice(
+        &gw,
+        "ATVId_3",
+        "",
+        &[("isActive", "1"), ("dtmfDigits", "1")],
+    )
+    .await;
+    assert!(
+        resumed.contains("<Record"),
+        "continues at the description: {resumed}"
+    );
     gw.cleanup().await;
 }
 
@@ -239,7 +402,11 @@ async fn silence_asks_again_then_says_goodbye() {
     let gw = voice_gateway(Stores::MemorySqlite).await;
     at_voice(&gw, "ATVId_4", "", &[("isActive", "1")]).await;
     let again = at_voice(&gw, "ATVId_4", "noinput=1", &[("isActive", "1")]).await;
-    assert!(again.contains("Sorry, we did not hear an answer.") || again.contains("Samahani, hatukusikia jibu."), "{again}");
+    assert!(
+        again.contains("Sorry, we did not hear an answer.")
+            || again.contains("Samahani, hatukusikia jibu."),
+        "{again}"
+    );
     assert!(again.contains("<GetDigits"), "{again}");
     at_voice(&gw, "ATVId_4", "noinput=1", &[("isActive", "1")]).await;
     let goodbye = at_voice(&gw, "ATVId_4", "noinput=1", &[("isActive", "1")]).await;
@@ -266,15 +433,34 @@ async fn calls_to_unknown_numbers_are_rejected_and_bad_callbacks_get_400() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(xml.contains("<Reject"), "{xml}");
-    assert!(gw.gateway.results.responses("service_feedback").await.expect("rows").is_empty());
+    assert!(
+        gw.gateway
+            .results
+            .responses("service_feedback")
+            .await
+            .expect("rows")
+            .is_empty()
+    );
 
     for (path, body, names) in [
-        ("/voice/africastalking", "isActive=1&direction=Inbound", "sessionId"),
-        ("/voice/twiml", "From=%2B254711000001&To=%2B254205000000", "CallSid"),
+        (
+            "/voice/africastalking",
+            "isActive=1&direction=Inbound",
+            "sessionId",
+        ),
+        (
+            "/voice/twiml",
+            "From=%2B254711000001&To=%2B254205000000",
+            "CallSid",
+        ),
         ("/voice/twiml/status", "CallSid=x", "Direction"),
     ] {
         let (status, message) = gw
-            .post(path, "application/x-www-form-urlencoded", body.as_bytes().to_vec())
+            .post(
+                path,
+                "application/x-www-form-urlencoded",
+                body.as_bytes().to_vec(),
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {message}");
         assert!(message.contains(names), "{path}: {message}");

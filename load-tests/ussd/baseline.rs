@@ -27,8 +27,16 @@ struct Args {
     redis: String,
 }
 
-async fn handle(redis: ConnectionManager, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+async fn handle(
+    redis: ConnectionManager,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let session = body
         .split(|b| *b == b'&')
         .find_map(|pair| pair.strip_prefix(b"sessionId="))
@@ -59,7 +67,9 @@ async fn main() -> anyhow::Result<()> {
         let redis = redis.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(redis.clone(), req));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

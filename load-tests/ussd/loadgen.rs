@@ -41,7 +41,10 @@ struct Args {
     #[arg(long, default_value = "*384*12*3#")]
     service_code: String,
     /// Answers after the dial, comma-separated; a session ends after the last one.
-    #[arg(long, default_value = "1,1,Water point broken for two weeks,Near the market")]
+    #[arg(
+        long,
+        default_value = "1,1,Water point broken for two weeks,Near the market"
+    )]
     script: String,
     /// Instead of a timed run: open this many sessions (dial + first answer) and leave them
     /// live, to measure memory per live session.
@@ -127,7 +130,9 @@ async fn citizen(shared: Arc<Shared>, index: usize) -> Vec<u32> {
     };
     // Spread the citizens' schedules over one period so the open-loop rate is smooth.
     let mut next_send = Instant::now()
-        + period.map_or(Duration::ZERO, |p| p.mul_f64(index as f64 / shared.args.citizens as f64));
+        + period.map_or(Duration::ZERO, |p| {
+            p.mul_f64(index as f64 / shared.args.citizens as f64)
+        });
     let mut session_number = 0u64;
     'sessions: while !shared.stop.load(Ordering::Relaxed) {
         session_number += 1;

@@ -133,7 +133,9 @@ impl Gateway {
                 *known = Some(record.state.language.clone());
             }
             let (flow, prior, inputs) = match (&request.event, record) {
-                (VoiceEvent::Ended { .. }, None) => return Ok(VoiceReply::Hangup { goodbye: None }),
+                (VoiceEvent::Ended { .. }, None) => {
+                    return Ok(VoiceReply::Hangup { goodbye: None });
+                }
                 (VoiceEvent::Ended { .. }, Some(record)) => {
                     let flow = self.flow_of(&record.state)?;
                     (flow, Some(record.state), vec![Input::Hangup])
@@ -142,10 +144,15 @@ impl Gateway {
                     let flow = self.flow_of(&record.state)?;
                     let mut inputs = vec![match event {
                         // A repeated first callback: say the current prompt again.
-                        VoiceEvent::CallStarted => Input::Answer(flow.flow.voice.repeat_key.clone()),
+                        VoiceEvent::CallStarted => {
+                            Input::Answer(flow.flow.voice.repeat_key.clone())
+                        }
                         VoiceEvent::Digits(keys) => Input::Answer(keys.clone()),
                         VoiceEvent::NoInput => Input::Timeout,
-                        VoiceEvent::Recording { url, duration_seconds } => Input::Recording {
+                        VoiceEvent::Recording {
+                            url,
+                            duration_seconds,
+                        } => Input::Recording {
                             url: url.clone(),
                             duration_seconds: *duration_seconds,
                         },
@@ -186,7 +193,11 @@ impl Gateway {
             tracing::Span::current().record("node", last.state.node.as_str());
             let mut writes = Vec::new();
             for step in &steps {
-                writes.extend(self.writes_for_subscriber(&citizen, request.provider.as_str(), step));
+                writes.extend(self.writes_for_subscriber(
+                    &citizen,
+                    request.provider.as_str(),
+                    step,
+                ));
             }
             if !writes.is_empty() {
                 self.results
@@ -197,23 +208,32 @@ impl Gateway {
             let reply = steps.iter().rev().find_map(|s| s.reply().cloned());
             let state = last.state.clone();
             let voice_reply = match reply.map(|r| (r.rendered, r.end)) {
-                Some((Rendered::Voice(prompt), true)) => VoiceReply::Hangup { goodbye: Some(prompt) },
-                Some((Rendered::Voice(prompt), false)) if !state.status.is_terminal() => VoiceReply::Prompt {
-                    prompt,
-                    action_url: action_url.to_string(),
+                Some((Rendered::Voice(prompt), true)) => VoiceReply::Hangup {
+                    goodbye: Some(prompt),
                 },
+                Some((Rendered::Voice(prompt), false)) if !state.status.is_terminal() => {
+                    VoiceReply::Prompt {
+                        prompt,
+                        action_url: action_url.to_string(),
+                    }
+                }
                 _ => VoiceReply::Hangup { goodbye: None },
             };
             let transcript = match &voice_reply {
                 VoiceReply::Prompt { prompt, .. } => prompt.transcript(),
-                VoiceReply::Hangup { goodbye: Some(prompt) } => prompt.transcript(),
+                VoiceReply::Hangup {
+                    goodbye: Some(prompt),
+                } => prompt.transcript(),
                 _ => String::new(),
             };
             let end = !matches!(voice_reply, VoiceReply::Prompt { .. });
             let record = SessionRecord {
                 state,
                 progress: String::new(),
-                reply: UssdReply { text: transcript, end },
+                reply: UssdReply {
+                    text: transcript,
+                    end,
+                },
             };
             let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
             let state_bytes = record.state.encode();

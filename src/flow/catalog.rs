@@ -114,7 +114,8 @@ impl FlowCatalog {
     }
 
     pub fn summary(&self) -> Vec<(String, u32)> {
-        let mut out: Vec<(String, u32)> = self.latest.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut out: Vec<(String, u32)> =
+            self.latest.iter().map(|(k, v)| (k.clone(), *v)).collect();
         out.sort();
         out
     }

@@ -422,7 +422,9 @@ impl<'a> Ctx<'a> {
             let missing: Vec<&str> = flow
                 .languages
                 .iter()
-                .filter(|lang| !audio.contains_key(*lang) && !flow.voice.tts_languages.contains(*lang))
+                .filter(|lang| {
+                    !audio.contains_key(*lang) && !flow.voice.tts_languages.contains(*lang)
+                })
                 .map(String::as_str)
                 .collect();
             // A language option is said only in its own language.
@@ -433,7 +435,10 @@ impl<'a> Ctx<'a> {
                         .map(|o| o.language.as_str()),
                     _ => None,
                 };
-                missing.into_iter().filter(|l| Some(*l) == language).collect()
+                missing
+                    .into_iter()
+                    .filter(|l| Some(*l) == language)
+                    .collect()
             } else {
                 missing
             };

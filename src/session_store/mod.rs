@@ -314,12 +314,16 @@ impl SessionStore {
                 if matches!(outcome, SaveOutcome::Saved { .. }) {
                     match resume {
                         ResumeCopy::Keep => {}
-                        ResumeCopy::Put { subscriber, flow_id, data, ttl } => {
-                            memory.put_resumable(subscriber, flow_id, data, ttl).await?
-                        }
-                        ResumeCopy::Clear { subscriber, flow_id } => {
-                            memory.clear_resumable(subscriber, flow_id).await?
-                        }
+                        ResumeCopy::Put {
+                            subscriber,
+                            flow_id,
+                            data,
+                            ttl,
+                        } => memory.put_resumable(subscriber, flow_id, data, ttl).await?,
+                        ResumeCopy::Clear {
+                            subscriber,
+                            flow_id,
+                        } => memory.clear_resumable(subscriber, flow_id).await?,
                     }
                 }
                 Ok(outcome)

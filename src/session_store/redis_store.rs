@@ -34,8 +34,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
 
 use super::{
-    ResumeCopy, SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl, key_component,
-    next_version,
+    ResumeCopy, SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl,
+    key_component, next_version,
 };
 
 /// Bytes of the big-endian version that precedes the data in a session value.
@@ -269,7 +269,12 @@ impl RedisSessions {
             .arg(ttl_ms(ttl));
         match resume {
             ResumeCopy::Keep => {}
-            ResumeCopy::Put { subscriber, flow_id, data, ttl } => {
+            ResumeCopy::Put {
+                subscriber,
+                flow_id,
+                data,
+                ttl,
+            } => {
                 pipe.cmd("SET")
                     .arg(self.resumable_key(subscriber, flow_id))
                     .arg(data)
@@ -277,7 +282,10 @@ impl RedisSessions {
                     .arg(ttl_ms(ttl))
                     .ignore();
             }
-            ResumeCopy::Clear { subscriber, flow_id } => {
+            ResumeCopy::Clear {
+                subscriber,
+                flow_id,
+            } => {
                 pipe.cmd("DEL")
                     .arg(self.resumable_key(subscriber, flow_id))
                     .ignore();
@@ -293,12 +301,16 @@ impl RedisSessions {
                 if matches!(outcome, SaveOutcome::Saved { .. }) {
                     match resume {
                         ResumeCopy::Keep => {}
-                        ResumeCopy::Put { subscriber, flow_id, data, ttl } => {
-                            self.put_resumable(subscriber, flow_id, data, ttl).await?
-                        }
-                        ResumeCopy::Clear { subscriber, flow_id } => {
-                            self.clear_resumable(subscriber, flow_id).await?
-                        }
+                        ResumeCopy::Put {
+                            subscriber,
+                            flow_id,
+                            data,
+                            ttl,
+                        } => self.put_resumable(subscriber, flow_id, data, ttl).await?,
+                        ResumeCopy::Clear {
+                            subscriber,
+                            flow_id,
+                        } => self.clear_resumable(subscriber, flow_id).await?,
                     }
                 }
                 return Ok(outcome);

@@ -176,14 +176,24 @@ pub fn form(fields: &[(&str, &str)]) -> Vec<u8> {
 }
 
 impl TestGateway {
-    pub async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, String) {
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
         let request = Request::builder()
             .method("POST")
             .uri(path)
             .header("content-type", content_type)
             .body(Body::from(body))
             .expect("request");
-        let response = self.app.clone().oneshot(request).await.expect("router answers");
+        let response = self
+            .app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router answers");
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
@@ -197,7 +207,12 @@ impl TestGateway {
             .uri(path)
             .body(Body::empty())
             .expect("request");
-        let response = self.app.clone().oneshot(request).await.expect("router answers");
+        let response = self
+            .app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router answers");
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
@@ -215,7 +230,11 @@ impl TestGateway {
             ("text", text),
         ]);
         let (status, reply) = self
-            .post("/ussd/africastalking", "application/x-www-form-urlencoded", body)
+            .post(
+                "/ussd/africastalking",
+                "application/x-www-form-urlencoded",
+                body,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "AT callback refused: {reply}");
         reply
@@ -223,7 +242,13 @@ impl TestGateway {
 
     /// Drives a whole Africa's Talking session: the dial, then each input, with the cumulative
     /// `text` the aggregator sends. Returns every reply.
-    pub async fn at_session(&self, session: &str, phone: &str, code: &str, inputs: &[&str]) -> Vec<String> {
+    pub async fn at_session(
+        &self,
+        session: &str,
+        phone: &str,
+        code: &str,
+        inputs: &[&str],
+    ) -> Vec<String> {
         let mut replies = vec![self.at(session, phone, code, "").await];
         for i in 1..=inputs.len() {
             let text = inputs[..i].join("*");
@@ -233,7 +258,14 @@ impl TestGateway {
     }
 
     /// One Hubtel callback; returns the parsed JSON reply.
-    pub async fn hubtel(&self, session: &str, phone: &str, kind: &str, message: &str, sequence: u32) -> serde_json::Value {
+    pub async fn hubtel(
+        &self,
+        session: &str,
+        phone: &str,
+        kind: &str,
+        message: &str,
+        sequence: u32,
+    ) -> serde_json::Value {
         let body = serde_json::json!({
             "Type": kind,
             "Message": message,
@@ -246,7 +278,11 @@ impl TestGateway {
             "Platform": "USSD",
         });
         let (status, reply) = self
-            .post("/ussd/hubtel", "application/json", body.to_string().into_bytes())
+            .post(
+                "/ussd/hubtel",
+                "application/json",
+                body.to_string().into_bytes(),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "Hubtel callback refused: {reply}");
         serde_json::from_str(&reply).expect("Hubtel reply is JSON")
@@ -263,7 +299,9 @@ impl TestGateway {
 }
 
 pub async fn drop_schema(schema: &str) {
-    if let Ok((client, connection)) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await {
+    if let Ok((client, connection)) =
+        tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await
+    {
         tokio::spawn(connection);
         let _ = client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))

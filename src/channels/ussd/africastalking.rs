@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use crate::channels::ussd::{BadRequest, Resolved, UssdInput, UssdProvider, UssdReply, UssdRequest, phone, required};
+use crate::channels::ussd::{
+    BadRequest, Resolved, UssdInput, UssdProvider, UssdReply, UssdRequest, phone, required,
+};
 
 /// Longest `text` accepted (a whole session of answers).
 const MAX_TEXT: usize = 4096;
@@ -62,13 +64,22 @@ pub fn parse(body: &[u8]) -> Result<UssdRequest, BadRequest> {
     let session_id = required("sessionId", get("sessionId"), 128)?;
     let service_code = required("serviceCode", get("serviceCode"), 64)?;
     let subscriber = phone("phoneNumber", get("phoneNumber"))?;
-    let network = get("networkCode").map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-    let text = get("text").ok_or_else(|| BadRequest("missing field `text` (empty on the first request, but present)".into()))?;
+    let network = get("networkCode")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let text = get("text").ok_or_else(|| {
+        BadRequest("missing field `text` (empty on the first request, but present)".into())
+    })?;
     if text.chars().count() > MAX_TEXT {
-        return Err(BadRequest(format!("field `text` is longer than {MAX_TEXT} characters")));
+        return Err(BadRequest(format!(
+            "field `text` is longer than {MAX_TEXT} characters"
+        )));
     }
     if text.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(BadRequest("field `text` contains control characters".into()));
+        return Err(BadRequest(
+            "field `text` contains control characters".into(),
+        ));
     }
     Ok(UssdRequest {
         provider: UssdProvider::AfricasTalking,
@@ -93,10 +104,16 @@ pub struct SessionEnded {
 pub fn parse_event(body: &[u8]) -> Result<SessionEnded, BadRequest> {
     let f = form(body)?;
     let get = |k: &str| f.get(k).map(String::as_str);
-    let duration_ms = match get("durationInMillis").map(str::trim).filter(|s| !s.is_empty()) {
-        Some(d) => Some(d.parse().map_err(|_| BadRequest(format!("field `durationInMillis` is not a number: `{d}`")))?),
-        None => None,
-    };
+    let duration_ms =
+        match get("durationInMillis")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            Some(d) => Some(d.parse().map_err(|_| {
+                BadRequest(format!("field `durationInMillis` is not a number: `{d}`"))
+            })?),
+            None => None,
+        };
     Ok(SessionEnded {
         session_id: required("sessionId", get("sessionId"), 128)?,
         subscriber: phone("phoneNumber", get("phoneNumber"))?,
@@ -132,7 +149,8 @@ pub fn resolve(text: &str, consumed: Option<&str>) -> Resolved {
     let newest = if consumed.is_empty() {
         Some(text)
     } else {
-        text.strip_prefix(consumed).and_then(|rest| rest.strip_prefix('*'))
+        text.strip_prefix(consumed)
+            .and_then(|rest| rest.strip_prefix('*'))
     };
     let newest = newest.unwrap_or_else(|| text.rsplit('*').next().unwrap_or(text));
     Resolved::Answer {
@@ -146,7 +164,10 @@ mod tests {
     use super::*;
 
     fn answer(text: &str) -> Resolved {
-        Resolved::Answer { text: text.into(), progress: String::new() }
+        Resolved::Answer {
+            text: text.into(),
+            progress: String::new(),
+        }
     }
 
     fn strip(r: Resolved) -> Resolved {
@@ -159,8 +180,22 @@ mod tests {
     #[test]
     fn newest_input_from_cumulative_text() {
         let cases: &[(&str, Option<&str>, Resolved)] = &[
-            ("", None, Resolved::Start { sub_code: None, progress: "".into() }),
-            ("3", None, Resolved::Start { sub_code: Some("3".into()), progress: "3".into() }),
+            (
+                "",
+                None,
+                Resolved::Start {
+                    sub_code: None,
+                    progress: "".into(),
+                },
+            ),
+            (
+                "3",
+                None,
+                Resolved::Start {
+                    sub_code: Some("3".into()),
+                    progress: "3".into(),
+                },
+            ),
             ("1", Some(""), answer("1")),
             ("1*2", Some("1"), answer("2")),
             ("1*2*98", Some("1*2"), answer("98")),
@@ -175,7 +210,11 @@ mod tests {
             ("1*", Some("1"), answer("")),
         ];
         for (text, consumed, expected) in cases {
-            assert_eq!(&strip(resolve(text, *consumed)), expected, "text {text:?} consumed {consumed:?}");
+            assert_eq!(
+                &strip(resolve(text, *consumed)),
+                expected,
+                "text {text:?} consumed {consumed:?}"
+            );
         }
     }
 
@@ -187,21 +226,49 @@ mod tests {
         assert_eq!(ok.subscriber, "+254711000001");
         assert_eq!(ok.input, UssdInput::Cumulative("1*2".into()));
         let cases: &[(&[u8], &str)] = &[
-            (b"serviceCode=1&phoneNumber=%2B254711000001&text=", "missing field `sessionId`"),
-            (b"sessionId=a&serviceCode=1&phoneNumber=abc&text=", "not a phone number"),
-            (b"sessionId=a&serviceCode=1&phoneNumber=%2B254711000001", "missing field `text`"),
-            (b"sessionId=a&serviceCode=%zz&phoneNumber=%2B254711000001&text=", "bad percent-encoding"),
+            (
+                b"serviceCode=1&phoneNumber=%2B254711000001&text=",
+                "missing field `sessionId`",
+            ),
+            (
+                b"sessionId=a&serviceCode=1&phoneNumber=abc&text=",
+                "not a phone number",
+            ),
+            (
+                b"sessionId=a&serviceCode=1&phoneNumber=%2B254711000001",
+                "missing field `text`",
+            ),
+            (
+                b"sessionId=a&serviceCode=%zz&phoneNumber=%2B254711000001&text=",
+                "bad percent-encoding",
+            ),
             (b"\xff\xfe", "not UTF-8"),
         ];
         for (body, message) in cases {
             let err = parse(body).unwrap_err();
-            assert!(err.0.contains(message), "{:?} gave {err}", String::from_utf8_lossy(body));
+            assert!(
+                err.0.contains(message),
+                "{:?} gave {err}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
     #[test]
     fn renders_con_and_end() {
-        assert_eq!(render(&UssdReply { text: "Hi\n1. Yes".into(), end: false }), "CON Hi\n1. Yes");
-        assert_eq!(render(&UssdReply { text: "Bye".into(), end: true }), "END Bye");
+        assert_eq!(
+            render(&UssdReply {
+                text: "Hi\n1. Yes".into(),
+                end: false
+            }),
+            "CON Hi\n1. Yes"
+        );
+        assert_eq!(
+            render(&UssdReply {
+                text: "Bye".into(),
+                end: true
+            }),
+            "END Bye"
+        );
     }
 }

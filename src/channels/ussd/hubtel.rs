@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::channels::ussd::{BadRequest, UssdInput, UssdProvider, UssdReply, UssdRequest, phone, required};
+use crate::channels::ussd::{
+    BadRequest, UssdInput, UssdProvider, UssdReply, UssdRequest, phone, required,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -33,7 +35,9 @@ pub fn parse(body: &[u8]) -> Result<UssdRequest, BadRequest> {
     let kind = required("Type", request.kind.as_deref(), 32)?.to_ascii_lowercase();
     let message = request.message.unwrap_or_default();
     if message.chars().count() > 1024 {
-        return Err(BadRequest("field `Message` is longer than 1024 characters".into()));
+        return Err(BadRequest(
+            "field `Message` is longer than 1024 characters".into(),
+        ));
     }
     let sequence = match &request.sequence {
         Some(serde_json::Value::Number(n)) => n.as_u64(),
@@ -46,10 +50,17 @@ pub fn parse(body: &[u8]) -> Result<UssdRequest, BadRequest> {
             let sequence = sequence
                 .and_then(|s| u32::try_from(s).ok())
                 .ok_or_else(|| BadRequest("field `Sequence` is missing or not a number".into()))?;
-            UssdInput::Latest { text: message, sequence }
+            UssdInput::Latest {
+                text: message,
+                sequence,
+            }
         }
         "release" | "timeout" => UssdInput::End,
-        other => return Err(BadRequest(format!("field `Type` has unknown value `{other}`"))),
+        other => {
+            return Err(BadRequest(format!(
+                "field `Type` has unknown value `{other}`"
+            )));
+        }
     };
     Ok(UssdRequest {
         provider: UssdProvider::Hubtel,
@@ -105,11 +116,34 @@ mod tests {
     #[test]
     fn parses_each_request_type() {
         let start = parse(br#"{"Type":"Initiation","Message":"*713*5*2#","ServiceCode":"713*5","Operator":"mtn","Mobile":"233246912184","SessionId":"s1","Sequence":1}"#).unwrap();
-        assert_eq!(start.input, UssdInput::Begin { dialled: "*713*5*2#".into() });
-        assert_eq!(start.resolve(None), Resolved::Start { sub_code: Some("2".into()), progress: "0".into() });
+        assert_eq!(
+            start.input,
+            UssdInput::Begin {
+                dialled: "*713*5*2#".into()
+            }
+        );
+        assert_eq!(
+            start.resolve(None),
+            Resolved::Start {
+                sub_code: Some("2".into()),
+                progress: "0".into()
+            }
+        );
         let answer = parse(br#"{"Type":"Response","Message":"1*2","ServiceCode":"713*5","Mobile":"233246912184","SessionId":"s1","Sequence":"2"}"#).unwrap();
-        assert_eq!(answer.input, UssdInput::Latest { text: "1*2".into(), sequence: 2 });
-        assert_eq!(answer.resolve(Some("1")), Resolved::Answer { text: "1*2".into(), progress: "2".into() });
+        assert_eq!(
+            answer.input,
+            UssdInput::Latest {
+                text: "1*2".into(),
+                sequence: 2
+            }
+        );
+        assert_eq!(
+            answer.resolve(Some("1")),
+            Resolved::Answer {
+                text: "1*2".into(),
+                progress: "2".into()
+            }
+        );
         assert_eq!(answer.resolve(Some("2")), Resolved::Duplicate);
         let end = parse(br#"{"Type":"Release","Message":"","ServiceCode":"713*5","Mobile":"233246912184","SessionId":"s1","Sequence":3}"#).unwrap();
         assert_eq!(end.input, UssdInput::End);
@@ -119,22 +153,50 @@ mod tests {
     fn rejects_bad_requests_with_a_reason() {
         let cases: &[(&[u8], &str)] = &[
             (b"not json", "not a Hubtel request"),
-            (br#"{"Type":"Response","Mobile":"233246912184","ServiceCode":"1","SessionId":"s"}"#, "Sequence"),
-            (br#"{"Type":"Dance","Mobile":"233246912184","ServiceCode":"1","SessionId":"s"}"#, "unknown value `dance`"),
-            (br#"{"Type":"Initiation","ServiceCode":"1","SessionId":"s"}"#, "missing field `Mobile`"),
+            (
+                br#"{"Type":"Response","Mobile":"233246912184","ServiceCode":"1","SessionId":"s"}"#,
+                "Sequence",
+            ),
+            (
+                br#"{"Type":"Dance","Mobile":"233246912184","ServiceCode":"1","SessionId":"s"}"#,
+                "unknown value `dance`",
+            ),
+            (
+                br#"{"Type":"Initiation","ServiceCode":"1","SessionId":"s"}"#,
+                "missing field `Mobile`",
+            ),
         ];
         for (body, message) in cases {
             let err = parse(body).unwrap_err();
-            assert!(err.0.contains(message), "{} gave {err}", String::from_utf8_lossy(body));
+            assert!(
+                err.0.contains(message),
+                "{} gave {err}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
     #[test]
     fn renders_response_and_release() {
         assert_eq!(
-            render("s1", &UssdReply { text: "Hi".into(), end: false }),
+            render(
+                "s1",
+                &UssdReply {
+                    text: "Hi".into(),
+                    end: false
+                }
+            ),
             r#"{"SessionId":"s1","Type":"response","Message":"Hi","Label":"Baraza","ClientState":"","DataType":"input","FieldType":"text"}"#
         );
-        assert!(render("s1", &UssdReply { text: "Bye".into(), end: true }).contains(r#""Type":"release""#));
+        assert!(
+            render(
+                "s1",
+                &UssdReply {
+                    text: "Bye".into(),
+                    end: true
+                }
+            )
+            .contains(r#""Type":"release""#)
+        );
     }
 }

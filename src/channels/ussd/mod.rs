@@ -61,7 +61,10 @@ pub enum UssdInput {
 pub enum Resolved {
     /// No session yet: start one. `sub_code` is an extra code segment dialled with the service
     /// code (`3` from `*384*12*3#`), if any.
-    Start { sub_code: Option<String>, progress: String },
+    Start {
+        sub_code: Option<String>,
+        progress: String,
+    },
     /// A new answer; `progress` is what to store as consumed after it.
     Answer { text: String, progress: String },
     /// The aggregator repeated a request already answered: send the same reply again.
@@ -113,17 +116,25 @@ pub struct UssdReply {
 pub struct BadRequest(pub String);
 
 /// Reads a required form or JSON field: present, not blank, of bounded length.
-pub(crate) fn required(name: &str, value: Option<&str>, max_len: usize) -> Result<String, BadRequest> {
+pub(crate) fn required(
+    name: &str,
+    value: Option<&str>,
+    max_len: usize,
+) -> Result<String, BadRequest> {
     let value = value.ok_or_else(|| BadRequest(format!("missing field `{name}`")))?;
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(BadRequest(format!("field `{name}` is empty")));
     }
     if trimmed.chars().count() > max_len {
-        return Err(BadRequest(format!("field `{name}` is longer than {max_len} characters")));
+        return Err(BadRequest(format!(
+            "field `{name}` is longer than {max_len} characters"
+        )));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(BadRequest(format!("field `{name}` contains control characters")));
+        return Err(BadRequest(format!(
+            "field `{name}` contains control characters"
+        )));
     }
     Ok(trimmed.to_string())
 }
@@ -133,7 +144,9 @@ pub(crate) fn phone(name: &str, value: Option<&str>) -> Result<String, BadReques
     let number = required(name, value, 24)?;
     let digits = number.strip_prefix('+').unwrap_or(&number);
     if digits.len() < 5 || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return Err(BadRequest(format!("field `{name}` is not a phone number: `{number}`")));
+        return Err(BadRequest(format!(
+            "field `{name}` is not a phone number: `{number}`"
+        )));
     }
     Ok(number)
 }
