@@ -232,7 +232,7 @@ impl Gateway {
         )
         .await;
         let language = known_language.lock().ok().and_then(|l| l.clone());
-        let reply = match outcome {
+        match outcome {
             Ok(Ok(reply)) => {
                 telemetry::step(Channel::Ussd, provider, "ok", started.elapsed());
                 reply
@@ -260,8 +260,7 @@ impl Gateway {
                     end: true,
                 }
             }
-        };
-        reply
+        }
     }
 
     async fn ussd_step_inner(
