@@ -630,6 +630,10 @@ fn tlv_overrun_is_malformed_with_sequence() {
         }
     );
     assert_eq!(err.nack_status(), CommandStatus::ESME_RINVOPTPARSTREAM);
+    assert!(
+        err.is_response(),
+        "a bad submit_sm_resp is a response, not to be nacked blindly"
+    );
 }
 
 #[test]

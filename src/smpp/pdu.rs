@@ -21,7 +21,7 @@ pub const HEADER_LEN: usize = 16;
 pub const MAX_SHORT_MESSAGE: usize = 254;
 
 /// `command_id` values (SMPP 3.4 section 5.1.2.1). A response's id is its request's with the
-/// high bit set ([`RESPONSE_BIT`]).
+/// high bit set ([`command_id::RESPONSE_BIT`]).
 pub mod command_id {
     /// Set on every response's command id.
     pub const RESPONSE_BIT: u32 = 0x8000_0000;
@@ -453,6 +453,13 @@ impl DecodeError {
             DecodeError::Malformed { command_id, .. }
             | DecodeError::UnknownCommand { command_id, .. } => *command_id,
         }
+    }
+
+    /// True when the bad frame claims to be a response (high bit of the command id set). SMPP
+    /// answers bad requests with generic_nack; a bad response is usually only logged, since
+    /// answering it would start a nack exchange with a peer that expects none.
+    pub fn is_response(&self) -> bool {
+        self.command_id() & command_id::RESPONSE_BIT != 0
     }
 
     /// The status to answer with: `ESME_RINVCMDID` for an unknown command, else per problem.
@@ -1035,6 +1042,7 @@ mod tests {
                 command_id: 3
             }
         );
+        assert!(!err.is_response());
         let nack = err.generic_nack();
         assert_eq!(
             nack,
