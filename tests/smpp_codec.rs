@@ -842,6 +842,21 @@ fn tlvs(strict: bool) -> BoxedStrategy<Vec<Tlv>> {
         any::<u16>().prop_map(Tlv::user_message_reference),
         any::<u8>().prop_map(|op| Tlv::ussd_service_op(UssdServiceOp(op))),
         prop::collection::vec(any::<u8>(), 0..40).prop_map(Tlv::message_payload),
+        "[0-9A-Za-z]{1,64}".prop_map(|id| Tlv::receipted_message_id(&id)),
+        any::<u8>().prop_map(|state| Tlv::message_state(MessageState(state))),
+        (any::<u8>(), any::<u16>()).prop_map(|(network_type, error_code)| {
+            Tlv::network_error_code(NetworkErrorCode {
+                network_type,
+                error_code,
+            })
+        }),
+        (any::<u8>(), 0u8..=127, any::<bool>()).prop_map(|(session_number, sequence, end)| {
+            Tlv::its_session_info(ItsSessionInfo {
+                session_number,
+                sequence,
+                end_of_session: end,
+            })
+        }),
         (
             0x1400u16..=0x3FFF,
             prop::collection::vec(any::<u8>(), 0..40)
