@@ -1,13 +1,14 @@
 //! SMPP 3.4: PDU values, their binary codec, TLVs, command statuses, stream framing and
 //! sequence numbers. It never opens connections, binds, retries or keeps session state.
 //!
-//! Why in-house: the subset Baraza needs (binds, submit/deliver/data_sm, receipts, USSD TLVs) is
-//! a few hundred lines with a fixed, decades-old wire format, so owning it costs little and lets
-//! every byte be tested against annotated fixtures, property tests and a fuzz target. The crates
-//! available are either abandoned (`smpp`) or pull in a fast-moving 0.x API and a client that was
-//! seen to stall (`rusmppc`), and Baraza's hard interop needs (unknown TLVs kept byte-exact, USSD
-//! TLVs accepted, a malformed body answered with generic_nack instead of a dropped bind) are easier
-//! to guarantee in code we own.
+//! Why in-house: the subset Baraza needs (binds, submit/deliver/data_sm, receipts, USSD TLVs)
+//! is small, about a thousand lines over a fixed, decades-old wire format, so owning it costs
+//! little and lets every byte be tested against annotated fixtures, property tests and a fuzz
+//! target. The crates available are either abandoned (`smpp`) or bring a fast-moving 0.x API and
+//! a client that was seen to stall (`rusmppc`). Baraza's interop needs (unknown TLVs kept
+//! byte-exact, USSD TLVs accepted, a malformed body answered with generic_nack instead of a
+//! dropped bind) are easier to guarantee in code we own. `rusmpp-core` serves only as an
+//! independent reference in a differential test (a dev-dependency).
 
 pub mod framing;
 pub mod pdu;
