@@ -16,4 +16,5 @@ pub mod result_store;
 pub mod server;
 pub mod session_store;
 pub mod simulator;
+pub mod smpp;
 pub mod telemetry;
