@@ -10,6 +10,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use baraza::config::Config;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use baraza::engine::{Channel, CompiledFlow};
 use baraza::{result_store, server, simulator};
 
