@@ -72,6 +72,19 @@ impl Server {
             .expect("body")
     }
 
+    fn get(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        response
+    }
+
     /// SIGTERM, then the process must exit on its own, successfully (graceful shutdown).
     fn stop(mut self) {
         let status = Command::new("kill")
@@ -122,6 +135,34 @@ async fn a_session_survives_a_gateway_restart_and_answers_export() {
             .at("p-1", "1*Nairobi*2*5")
             .starts_with("END Thank you")
     );
+
+    // SIGHUP reloads the flows without a restart: a new version is picked up for new sessions.
+    let path = flows.join("e2e_survey.yaml");
+    let original = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        original
+            .replace("version: 1", "version: 2")
+            .replace("Which village do you live in?", "Which village is your home?"),
+    )
+    .expect("write");
+    let status = Command::new("kill")
+        .args(["-HUP", &second.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // Wait for the reload to be visible (a condition, bounded), not for a fixed time.
+    let mut reloaded = false;
+    for _ in 0..500 {
+        if second.get("/healthz").contains("e2e_survey@2") {
+            reloaded = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(reloaded, "SIGHUP reloaded the flows");
+    assert!(second.at("p-2", "").starts_with("CON Choose language"));
+    assert!(second.at("p-2", "1").starts_with("CON Which village is your home?"));
     second.stop();
 
     let out = dir.path().join("export.csv");
@@ -135,7 +176,7 @@ async fn a_session_survives_a_gateway_restart_and_answers_export() {
     assert!(status.success());
     let csv = std::fs::read_to_string(&out).expect("csv");
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 2, "{csv}");
+    assert_eq!(lines.len(), 3, "header, the finished response, the new one: {csv}");
     assert!(
         lines[0].contains("village")
             && lines[0].contains("priority")
