@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::channels::ussd::UssdProvider;
+use crate::channels::voice::VoiceProvider;
 use crate::flow::model::Text;
 
 /// The whole gateway configuration.
@@ -112,6 +114,9 @@ fn default_sqlite_path() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UssdConfig {
+    /// The aggregators whose callback routes are served (all by default); adding a provider is
+    /// one channel file and one variant here.
+    pub providers: Vec<UssdProvider>,
     /// Service codes (and sub-codes) mapped to flows.
     pub service_codes: Vec<ServiceCode>,
     /// Longest time a step may take before the citizen gets a polite `END`.
@@ -129,6 +134,7 @@ pub struct UssdConfig {
 impl Default for UssdConfig {
     fn default() -> Self {
         UssdConfig {
+            providers: UssdProvider::ALL.to_vec(),
             service_codes: vec![
                 ServiceCode { code: "*384*12#".into(), flow: "community_needs".into() },
                 ServiceCode { code: "*384*12*1#".into(), flow: "community_needs".into() },
@@ -167,6 +173,8 @@ pub struct ServiceCode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VoiceConfig {
+    /// The voice providers whose webhook routes are served (all by default).
+    pub providers: Vec<VoiceProvider>,
     /// The address providers reach this gateway at: audio URLs and callback URLs in the XML
     /// replies are built from it (e.g. `https://baraza.example.org`).
     pub public_url: String,
@@ -183,6 +191,7 @@ pub struct VoiceConfig {
 impl Default for VoiceConfig {
     fn default() -> Self {
         VoiceConfig {
+            providers: vec![VoiceProvider::AfricasTalking, VoiceProvider::Twiml],
             public_url: "http://127.0.0.1:8080".into(),
             audio_dir: PathBuf::from("audio"),
             numbers: Vec::new(),

@@ -20,8 +20,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::channels::ussd::UssdProvider;
 use crate::channels::ussd::{self, africastalking, hubtel};
-use crate::channels::voice;
+use crate::channels::voice::{self, VoiceProvider};
 use crate::config::{Config, ResultsConfig, SessionsConfig};
 use crate::dispatcher::Gateway;
 use crate::flow::catalog::FlowCatalog;
@@ -108,14 +109,28 @@ fn audio_files<S: Clone + Send + Sync + 'static>(folder: &std::path::Path) -> Ro
 pub fn router(state: AppState) -> Router {
     let max_body = state.gateway.config.ussd.max_body_bytes;
     let audio = audio_files(&state.gateway.config.voice.audio_dir);
-    Router::new()
-        .nest("/audio", audio)
-        .route("/ussd/africastalking", post(africastalking_ussd))
-        .route("/ussd/africastalking/events", post(africastalking_events))
-        .route("/ussd/hubtel", post(hubtel_ussd))
-        .route("/voice/africastalking", post(africastalking_voice))
-        .route("/voice/twiml", post(twiml_voice))
-        .route("/voice/twiml/status", post(twiml_status))
+    let mut routes = Router::new().nest("/audio", audio);
+    // Only the configured providers' routes exist; the compiler lists this match when a
+    // provider is added.
+    for provider in &state.gateway.config.ussd.providers {
+        routes = match provider {
+            UssdProvider::AfricasTalking => routes
+                .route("/ussd/africastalking", post(africastalking_ussd))
+                .route("/ussd/africastalking/events", post(africastalking_events)),
+            UssdProvider::Hubtel => routes.route("/ussd/hubtel", post(hubtel_ussd)),
+        };
+    }
+    for provider in &state.gateway.config.voice.providers {
+        routes = match provider {
+            VoiceProvider::AfricasTalking => {
+                routes.route("/voice/africastalking", post(africastalking_voice))
+            }
+            VoiceProvider::Twiml => routes
+                .route("/voice/twiml", post(twiml_voice))
+                .route("/voice/twiml/status", post(twiml_status)),
+        };
+    }
+    routes
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(admin_reload))

@@ -685,3 +685,33 @@ async fn export_writes_one_row_per_response_with_pseudonymised_numbers() {
     assert!(csv.contains("completed") && csv.contains("active"), "{csv}");
     gw.cleanup().await;
 }
+
+#[tokio::test]
+async fn only_the_configured_providers_have_routes() {
+    let gw = start_with(Stores::MemorySqlite, |c| {
+        c.ussd.providers = vec![baraza::channels::ussd::UssdProvider::Hubtel];
+        c.voice.providers = Vec::new();
+    })
+    .await;
+    let (status, _) = gw
+        .post(
+            "/ussd/africastalking",
+            "application/x-www-form-urlencoded",
+            common::form(&[("sessionId", "x")]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = gw
+        .post(
+            "/voice/twiml",
+            "application/x-www-form-urlencoded",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let reply = gw
+        .hubtel("only-hubtel", "233200000001", "Initiation", "*999#", 1)
+        .await;
+    assert_eq!(reply["Type"], "response");
+    gw.cleanup().await;
+}

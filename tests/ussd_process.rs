@@ -141,9 +141,10 @@ async fn a_session_survives_a_gateway_restart_and_answers_export() {
     let original = std::fs::read_to_string(&path).expect("read");
     std::fs::write(
         &path,
-        original
-            .replace("version: 1", "version: 2")
-            .replace("Which village do you live in?", "Which village is your home?"),
+        original.replace("version: 1", "version: 2").replace(
+            "Which village do you live in?",
+            "Which village is your home?",
+        ),
     )
     .expect("write");
     let status = Command::new("kill")
@@ -162,7 +163,11 @@ async fn a_session_survives_a_gateway_restart_and_answers_export() {
     }
     assert!(reloaded, "SIGHUP reloaded the flows");
     assert!(second.at("p-2", "").starts_with("CON Choose language"));
-    assert!(second.at("p-2", "1").starts_with("CON Which village is your home?"));
+    assert!(
+        second
+            .at("p-2", "1")
+            .starts_with("CON Which village is your home?")
+    );
     second.stop();
 
     let out = dir.path().join("export.csv");
@@ -176,7 +181,11 @@ async fn a_session_survives_a_gateway_restart_and_answers_export() {
     assert!(status.success());
     let csv = std::fs::read_to_string(&out).expect("csv");
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 3, "header, the finished response, the new one: {csv}");
+    assert_eq!(
+        lines.len(),
+        3,
+        "header, the finished response, the new one: {csv}"
+    );
     assert!(
         lines[0].contains("village")
             && lines[0].contains("priority")

@@ -14,8 +14,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UssdProvider {
+    /// Africa's Talking: form callbacks, cumulative `text`, `CON`/`END` replies.
+    #[serde(rename = "africastalking")]
     AfricasTalking,
+    /// Hubtel programmable services: JSON callbacks and replies.
     Hubtel,
+}
+
+impl UssdProvider {
+    /// Every provider, in the order routes are listed.
+    pub const ALL: [UssdProvider; 2] = [UssdProvider::AfricasTalking, UssdProvider::Hubtel];
 }
 
 impl UssdProvider {

@@ -27,6 +27,7 @@ use crate::engine::render::voice::{VoicePart, VoicePrompt};
 #[serde(rename_all = "snake_case")]
 pub enum VoiceProvider {
     /// Africa's Talking Voice (its own XML dialect).
+    #[serde(rename = "africastalking")]
     AfricasTalking,
     /// Twilio TwiML, also spoken by SignalWire and Somleng.
     Twiml,
