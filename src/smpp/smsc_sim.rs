@@ -22,14 +22,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 use tracing::{debug, warn};
 
+use super::esme::{decode_text, short_message_content};
 use super::framing::{Frame, SmppCodec};
 use super::pdu::{BindResp, Body, MessageIdResp, Pdu, ShortMessage};
 use super::receipt::ReceiptState;
 use super::status::CommandStatus;
-use super::tlv::{Tlv, TlvList};
+use super::tlv::Tlv;
 use super::SequenceNumbers;
 use crate::encoding::gsm7::{DataCoding, GsmCoding};
-use crate::encoding::reassembly::{ConcatInfo, Reassembler, parse_udh};
+use crate::encoding::reassembly::Reassembler;
 use crate::encoding::split::{Concat, SplitError, split};
 
 /// How the simulator behaves.
@@ -415,44 +416,9 @@ impl SimHandle {
     }
 }
 
-/// The text of a short message: decoded per data_coding (unknown codings as Latin-1), with
-/// the concatenation mark if any. Returns (mark, payload octets, coding).
-fn message_content(sm: &ShortMessage) -> (Option<ConcatInfo>, Vec<u8>, DataCoding) {
-    let coding = DataCoding::from_inbound(sm.data_coding).unwrap_or(DataCoding::Latin1);
-    if sm.short_message.is_empty()
-        && let Some(payload) = sm.tlvs.message_payload()
-    {
-        return (None, payload.to_vec(), coding);
-    }
-    if sm.esm_class & 0x40 != 0
-        && let Some((info, payload)) = parse_udh(&sm.short_message)
-    {
-        return (Some(info), payload.to_vec(), coding);
-    }
-    let sar = (
-        sm.tlvs.sar_msg_ref_num().ok().flatten(),
-        sm.tlvs.sar_total_segments().ok().flatten(),
-        sm.tlvs.sar_segment_seqnum().ok().flatten(),
-    );
-    if let (Some(reference), Some(total), Some(seq)) = sar {
-        return (
-            Some(ConcatInfo::from_sar(reference, total, seq)),
-            sm.short_message.to_vec(),
-            coding,
-        );
-    }
-    (None, sm.short_message.to_vec(), coding)
-}
-
-fn decode_text(coding: DataCoding, octets: &[u8]) -> String {
-    coding
-        .decode(octets)
-        .unwrap_or_else(|| String::from_utf8_lossy(octets).into_owned())
-}
-
 /// Records an accepted part; completes a message when it was the last part.
 fn record_accepted(state: &mut SimState, sm: &ShortMessage, message_id: &str) {
-    let (mark, payload, coding) = message_content(sm);
+    let (mark, payload, coding) = short_message_content(sm);
     let source = sm.source_addr.to_string_lossy();
     let destination = sm.destination_addr.to_string_lossy();
     let key = format!("{source}|{destination}");
@@ -539,7 +505,7 @@ fn receipt_body(config: &SimConfig, sm: &ShortMessage, id_number: u64, hex_id: &
         hex_id.to_string()
     };
     let state = ReceiptState::from_stat(&config.receipt_status);
-    let (_, payload, coding) = message_content(sm);
+    let (_, payload, coding) = short_message_content(sm);
     let snippet: String = decode_text(coding, &payload)
         .chars()
         .filter(|c| c.is_ascii() && !c.is_ascii_control())
