@@ -29,12 +29,12 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn};
 
+use super::SequenceNumbers;
 use super::framing::{Frame, SmppCodec};
 use super::pdu::{Bind, Body, EncodeError, MessageIdResp, Pdu, ShortMessage};
 use super::receipt::{Receipt, parse_receipt};
 use super::status::CommandStatus;
 use super::tlv::TlvList;
-use super::SequenceNumbers;
 use crate::encoding::gsm7::{DataCoding, GsmCoding};
 use crate::encoding::reassembly::{ConcatInfo, Reassembler, parse_udh};
 use crate::encoding::split::{Concat, SplitError, split};
@@ -627,7 +627,9 @@ fn backoff(attempt: u32, floor: Duration, ceiling: Duration, rng: &mut XorShift)
     } else {
         rng.next() % (quarter + 1)
     };
-    (base + Duration::from_millis(jitter)).min(ceiling).max(floor)
+    (base + Duration::from_millis(jitter))
+        .min(ceiling)
+        .max(floor)
 }
 
 /// How a bound session ended.

@@ -209,8 +209,7 @@ pub fn parse_receipt_text(text: &str) -> Option<ReceiptText> {
             }
             continue;
         }
-        if let Some((start, value)) = find_key(&lower, key, 0).filter(|(start, _)| *start < limit)
-        {
+        if let Some((start, value)) = find_key(&lower, key, 0).filter(|(start, _)| *start < limit) {
             found.push((start, value, index));
         }
     }
@@ -329,9 +328,9 @@ impl MessageIdNormalisation {
     pub fn normalise(&self, id: &str, side: IdSide) -> String {
         let id = id.trim();
         let converted = match (side, self.conversion) {
-            (IdSide::SubmitResp, IdConversion::HexToDecimal) => u128::from_str_radix(id, 16)
-                .map(|n| n.to_string())
-                .ok(),
+            (IdSide::SubmitResp, IdConversion::HexToDecimal) => {
+                u128::from_str_radix(id, 16).map(|n| n.to_string()).ok()
+            }
             (IdSide::SubmitResp, IdConversion::DecimalToHex) => {
                 id.parse::<u128>().map(|n| format!("{n:x}")).ok()
             }

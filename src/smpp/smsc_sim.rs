@@ -22,13 +22,13 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Framed;
 use tracing::{debug, warn};
 
+use super::SequenceNumbers;
 use super::esme::{decode_text, short_message_content};
 use super::framing::{Frame, SmppCodec};
 use super::pdu::{BindResp, Body, MessageIdResp, Pdu, ShortMessage};
 use super::receipt::ReceiptState;
 use super::status::CommandStatus;
 use super::tlv::Tlv;
-use super::SequenceNumbers;
 use crate::encoding::gsm7::{DataCoding, GsmCoding};
 use crate::encoding::reassembly::Reassembler;
 use crate::encoding::split::{Concat, SplitError, split};
@@ -125,6 +125,21 @@ pub struct SimStats {
     pub generic_nacks_sent: u64,
     /// Every message that reached the handset, in the order its last part was accepted.
     pub messages: Vec<ReceivedMessage>,
+    /// Every accepted submit_sm in arrival order, to check the order of parts.
+    pub accepted_parts: Vec<AcceptedPart>,
+}
+
+/// One accepted submit_sm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedPart {
+    /// destination_addr.
+    pub destination: String,
+    /// The part's number and the message's part count (1 of 1 for a single message).
+    pub seq: u8,
+    /// How many parts its message has.
+    pub total: u8,
+    /// The message id given.
+    pub message_id: String,
 }
 
 /// Why a simulator action could not be done.
@@ -204,7 +219,9 @@ struct SimShared {
 impl SimShared {
     fn lock(&self) -> MutexGuard<'_, SimState> {
         // A panic while holding the lock leaves counters usable; keep going.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn update(&self, change: impl FnOnce(&mut SimState)) {
@@ -422,6 +439,13 @@ fn record_accepted(state: &mut SimState, sm: &ShortMessage, message_id: &str) {
     let source = sm.source_addr.to_string_lossy();
     let destination = sm.destination_addr.to_string_lossy();
     let key = format!("{source}|{destination}");
+    let (seq, total) = mark.map_or((1, 1), |info| (info.seq, info.total));
+    state.stats.accepted_parts.push(AcceptedPart {
+        destination: destination.clone(),
+        seq,
+        total,
+        message_id: message_id.to_string(),
+    });
     let complete = match mark {
         Some(info) if info.total > 1 => {
             let now = std::time::Instant::now();
@@ -690,7 +714,11 @@ async fn handle_pdu(
         }
         Body::EnquireLink => {
             shared.update(|state| state.stats.enquire_links_received += 1);
-            send(framed, reply(CommandStatus::ESME_ROK, Body::EnquireLinkResp)).await
+            send(
+                framed,
+                reply(CommandStatus::ESME_ROK, Body::EnquireLinkResp),
+            )
+            .await
         }
         Body::Unbind => {
             shared.update(|state| state.stats.unbinds_received += 1);
@@ -719,7 +747,11 @@ async fn handle_pdu(
         body if body.is_response() => Next::Continue,
         _ => {
             shared.update(|state| state.stats.generic_nacks_sent += 1);
-            send(framed, reply(CommandStatus::ESME_RINVCMDID, Body::GenericNack)).await
+            send(
+                framed,
+                reply(CommandStatus::ESME_RINVCMDID, Body::GenericNack),
+            )
+            .await
         }
     }
 }
