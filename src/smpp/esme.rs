@@ -242,6 +242,7 @@ pub struct EsmeCounters {
     pub tps_waits: u64,
 }
 
+/// The live counters behind [`EsmeCounters`] (same meanings).
 #[derive(Default)]
 struct AtomicCounters {
     submitted: AtomicU64,
@@ -261,6 +262,7 @@ fn bump(counter: &AtomicU64) {
 /// governor's clock on `tokio::time`, so a paused test clock drives the TPS limit.
 #[derive(Debug, Clone)]
 struct TokioClock {
+    /// Time zero of the limiter.
     start: Instant,
 }
 
@@ -274,7 +276,9 @@ impl Clock for TokioClock {
 
 /// Spaces calls evenly at most `tps` per second (burst of one), on the tokio clock.
 pub struct TpsLimiter {
+    /// The GCRA state.
     limiter: RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>,
+    /// The same clock, to compute waits.
     clock: TokioClock,
 }
 
@@ -324,23 +328,43 @@ type Reply = oneshot::Sender<Result<Pdu, RequestFailure>>;
 
 /// Work for the session task.
 enum Command {
-    Submit { sm: ShortMessage, reply: Reply },
-    Unbind { reply: oneshot::Sender<bool> },
+    /// Write this submit_sm and send its response (or failure) to `reply`.
+    Submit {
+        /// The part.
+        sm: ShortMessage,
+        /// Where the outcome goes.
+        reply: Reply,
+    },
+    /// Write unbind; `reply` learns whether unbind_resp came.
+    Unbind {
+        /// Where the outcome goes.
+        reply: oneshot::Sender<bool>,
+    },
 }
 
+/// State shared by the handles and the bind task.
 struct Shared {
+    /// The bind's settings.
     config: BindConfig,
+    /// One permit per request that may be outstanding.
     window: Semaphore,
+    /// Paces submit_sm to the operator's TPS.
     limiter: Option<TpsLimiter>,
     /// The whole bind waits until then after throttling.
     paused_until: Mutex<Option<Instant>>,
+    /// Throttled answers in a row; lengthens the pause.
     throttle_streak: AtomicU32,
+    /// For metrics.
     counters: AtomicCounters,
+    /// Published link state.
     link: watch::Sender<LinkState>,
     /// The current session's queue, `None` while not bound.
     session: watch::Sender<Option<mpsc::Sender<Command>>>,
+    /// Set once by `unbind`: no more reconnects.
     stop: watch::Sender<bool>,
+    /// Sequence numbers for every request of the bind, across reconnects.
     sequences: SequenceNumbers,
+    /// UDH reference of the next long message (low 8 bits used).
     concat_reference: AtomicU32,
 }
 
@@ -776,8 +800,11 @@ enum PendingKind {
     Unbind(oneshot::Sender<bool>),
 }
 
+/// A request written and not yet answered.
 struct Pending {
+    /// What it is and whom to tell.
     kind: PendingKind,
+    /// When its outcome becomes unknown.
     deadline: Instant,
 }
 
@@ -1059,18 +1086,21 @@ fn inbound_messages(sm: &ShortMessage, reassembler: &mut Reassembler) -> Vec<Inb
         .expire(now)
         .into_iter()
         .map(|expired| {
-            let (from, to) = expired
-                .source
-                .split_once('|')
-                .map(|(from, to)| (from.to_string(), to.to_string()))
-                .unwrap_or_default();
+            // The key is "from|to|data_coding" (see below).
+            let mut fields = expired.source.rsplitn(3, '|');
+            let data_coding = fields
+                .next()
+                .and_then(|coding| coding.parse::<u8>().ok())
+                .unwrap_or(0);
+            let to = fields.next().unwrap_or_default().to_string();
+            let from = fields.next().unwrap_or_default().to_string();
+            let coding = DataCoding::from_inbound(data_coding).unwrap_or(DataCoding::Latin1);
             let octets: Vec<u8> = expired.received.into_iter().flat_map(|(_, o)| o).collect();
-            // The coding of expired parts is not kept; they were GSM or UCS-2 in practice.
             Inbound::Deliver {
                 from,
                 to,
-                text: String::from_utf8_lossy(&octets).into_owned(),
-                data_coding: 0,
+                text: decode_text(coding, &octets),
+                data_coding,
                 complete: false,
             }
         })
@@ -1100,7 +1130,7 @@ fn inbound_messages(sm: &ShortMessage, reassembler: &mut Reassembler) -> Vec<Inb
     };
     match mark {
         Some(info) if info.total > 1 => {
-            let key = format!("{from}|{to}");
+            let key = format!("{from}|{to}|{}", sm.data_coding);
             match reassembler.push(&key, info, &payload, now) {
                 Ok(Some(whole)) => out.push(deliver(&whole, true)),
                 Ok(None) => {}

@@ -367,10 +367,19 @@ mod tests {
     use super::*;
     use crate::smpp::tlv::NetworkErrorCode;
 
+    /// (receipt text, id, state, error, done date).
+    type Case = (
+        &'static str,
+        &'static str,
+        ReceiptState,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
     /// Real-world shaped receipt texts and what must be read from them.
     #[test]
     fn text_table() {
-        let cases: &[(&str, &str, ReceiptState, Option<&str>, Option<&str>)] = &[
+        let cases: &[Case] = &[
             (
                 "id:0123456789 sub:001 dlvrd:001 submit date:2305011200 done date:2305011201 stat:DELIVRD err:000 text:Hello there",
                 "0123456789",

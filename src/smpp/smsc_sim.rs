@@ -192,7 +192,9 @@ struct ConnectionEntry {
 
 /// Mutable state under one lock (never held across an await).
 struct SimState {
+    /// What tests read.
     stats: SimStats,
+    /// Open connections by id.
     connections: HashMap<u64, ConnectionEntry>,
     /// Concatenated submits being put back together, keyed by source and destination.
     reassembler: Reassembler,
@@ -204,11 +206,17 @@ struct SimState {
 
 /// State shared by the acceptor, the connection tasks and the handles.
 struct SimShared {
+    /// Behaviour.
     config: SimConfig,
+    /// The number behind the next message id.
     next_message_id: AtomicU64,
+    /// submit_sm seen, for `throttle_every`.
     submit_counter: AtomicU64,
+    /// Id of the next connection.
     next_connection: AtomicU64,
+    /// See [`SimHandle::set_hold_responses`].
     hold_responses: AtomicBool,
+    /// Counters, records and connections.
     state: Mutex<SimState>,
     /// Bumped on every change of `state`, so waiters re-check their condition.
     changed: watch::Sender<u64>,
@@ -768,7 +776,7 @@ async fn handle_submit(
     let throttle = shared
         .config
         .throttle_every
-        .is_some_and(|every| every > 0 && count % u64::from(every) == 0);
+        .is_some_and(|every| every > 0 && count.is_multiple_of(u64::from(every)));
     if throttle {
         shared.update(|state| {
             state.stats.submits += 1;
