@@ -299,6 +299,61 @@ async fn dropped_connection_reports_unknown_and_reconnects() {
 }
 
 #[tokio::test]
+async fn unanswered_submit_times_out_as_unknown_and_the_bind_stays() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(BindConfig {
+        response_timeout: Duration::from_millis(200),
+        ..bind_config(port)
+    })
+    .await;
+    sim.set_hold_responses(true);
+    let outcomes = within("timeout", esme.submit(request("254700000012", "silence")))
+        .await
+        .expect("submit");
+    assert!(
+        matches!(&outcomes[..], [SubmitOutcome::Unknown { reason }] if reason.contains("no submit_sm_resp")),
+        "{outcomes:?}"
+    );
+    sim.set_hold_responses(false);
+    let outcomes = within("submit", esme.submit(request("254700000012", "heard")))
+        .await
+        .expect("submit");
+    accepted_ids(&outcomes);
+    let stats = sim.stats();
+    assert_eq!(stats.submits, 2, "the unknown one was not resent");
+    assert_eq!(stats.binds, 1, "a timeout does not drop the bind");
+    assert_eq!(esme.counters().failed, 1);
+    within("unbind", esme.unbind()).await;
+}
+
+#[tokio::test]
+async fn a_failed_part_stops_the_rest_of_the_message() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(BindConfig {
+        response_timeout: Duration::from_millis(200),
+        ..bind_config(port)
+    })
+    .await;
+    sim.set_hold_responses(true);
+    let long = "x".repeat(400);
+    let outcomes = within("submit", esme.submit(request("254700000013", &long)))
+        .await
+        .expect("submit");
+    assert_eq!(outcomes.len(), 3);
+    assert!(matches!(outcomes[0], SubmitOutcome::Unknown { .. }));
+    assert!(matches!(outcomes[1], SubmitOutcome::NotSent { .. }));
+    assert!(matches!(outcomes[2], SubmitOutcome::NotSent { .. }));
+    assert_eq!(sim.stats().submits, 1);
+    // Addresses longer than SMPP allows are refused before anything is sent.
+    let too_long = esme.submit(request("2547000000130000000000000", "x")).await;
+    assert!(
+        matches!(too_long, Err(SubmitError::InvalidPdu(_))),
+        "{too_long:?}"
+    );
+    within("unbind", esme.unbind()).await;
+}
+
+#[tokio::test]
 async fn peer_enquire_link_and_unbind_are_answered() {
     let (sim, port) = start_sim(SimConfig::default()).await;
     let (esme, _inbound) = start_esme(bind_config(port)).await;

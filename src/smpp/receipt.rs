@@ -520,4 +520,15 @@ mod tests {
             assert_eq!(ReceiptState::from_stat(state.stat_word()), state);
         }
     }
+
+    proptest::proptest! {
+        /// Any text, including key fragments and multi-byte characters, parses without panic,
+        /// and a receipt found always has a non-empty id.
+        #[test]
+        fn never_panics(text in "(id|stat|err|text|done date|submit  date|[:é😀 a-zA-Z0-9]){0,40}") {
+            if let Some(receipt) = parse_receipt(&[], &text) {
+                proptest::prop_assert!(!receipt.message_id.is_empty());
+            }
+        }
+    }
 }
