@@ -132,6 +132,12 @@ async fn submit_and_receipt_match_by_normalised_id() {
     assert_eq!(counters.receipts, 12);
     assert_eq!(counters.window_in_use, 0);
     assert!(within("unbind", esme.unbind()).await);
+    assert_eq!(sim.stats().unbinds_received, 1);
+    assert_eq!(esme.link_state(), LinkState::Stopped);
+    assert!(matches!(
+        esme.submit(request("254700000001", "too late")).await,
+        Err(SubmitError::Stopped)
+    ));
 }
 
 #[tokio::test]

@@ -821,6 +821,8 @@ async fn run_session(
     let mut stop = shared.stop.subscribe();
     let mut pending: HashMap<u32, Pending> = HashMap::new();
     let mut last_activity = Instant::now();
+    // After our unbind, no new request may be written on this session.
+    let mut unbinding = false;
     let end = loop {
         let next_deadline = pending.values().map(|p| p.deadline).min();
         let enquire_outstanding = pending
@@ -864,11 +866,24 @@ async fn run_session(
                 let Some(command) = command else {
                     break SessionEnd::Lost("session queue closed".to_string());
                 };
-                let sequence = shared.sequences.next_sequence();
                 let (body, kind) = match command {
+                    Command::Submit { reply, .. } if unbinding => {
+                        let _ = reply.send(Err(RequestFailure::NotWritten));
+                        continue;
+                    }
+                    Command::Unbind { reply } if unbinding => {
+                        let _ = reply.send(false);
+                        continue;
+                    }
                     Command::Submit { sm, reply } => (Body::SubmitSm(sm), PendingKind::Submit(reply)),
-                    Command::Unbind { reply } => (Body::Unbind, PendingKind::Unbind(reply)),
+                    Command::Unbind { reply } => {
+                        // New submits wait (and end Stopped) instead of joining this session.
+                        unbinding = true;
+                        shared.session.send_replace(None);
+                        (Body::Unbind, PendingKind::Unbind(reply))
+                    }
                 };
+                let sequence = shared.sequences.next_sequence();
                 let is_submit = matches!(kind, PendingKind::Submit(_));
                 match link.send(Pdu::new(sequence, body)).await {
                     Ok(()) => {
