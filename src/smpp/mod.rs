@@ -10,8 +10,11 @@
 //! dropped bind) are easier to guarantee in code we own. `rusmpp-core` serves only as an
 //! independent reference in a differential test (a dev-dependency).
 
+pub mod esme;
 pub mod framing;
 pub mod pdu;
+pub mod receipt;
+pub mod smsc_sim;
 pub mod status;
 pub mod tlv;
 

@@ -1,0 +1,1233 @@
+//! An SMPP 3.4 ESME bind session: connects to an SMSC, binds, keeps the link alive, submits
+//! messages (split into parts, in order) under a window of outstanding requests and a TPS
+//! limit, and hands deliveries and receipts to the caller.
+//!
+//! One background task per bind owns the TCP connection: it writes requests, matches responses
+//! by sequence number (in any order) with a response timer, answers the SMSC's enquire_link,
+//! unbind and deliver_sm, sends enquire_link when idle, and reconnects with exponential backoff
+//! plus jitter. Throttling (ESME_RTHROTTLED, ESME_RMSGQFUL) pauses the whole bind and the same
+//! part is retried, so parts keep their order. A request written but never answered (timeout
+//! or lost connection) is reported `Unknown`: this module never resends it, since the SMSC may
+//! have taken it. It never persists anything, never decides what to send, and never opens a
+//! bind per message.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tracing::{debug, info, warn};
+
+use super::SequenceNumbers;
+use super::framing::{Frame, SmppCodec};
+use super::pdu::{Bind, Body, EncodeError, MessageIdResp, Pdu, ShortMessage};
+use super::receipt::{Receipt, parse_receipt};
+use super::status::CommandStatus;
+use super::tlv::TlvList;
+use crate::encoding::gsm7::{DataCoding, GsmCoding};
+use crate::encoding::reassembly::{ConcatInfo, Reassembler, parse_udh};
+use crate::encoding::split::{Concat, SplitError, split};
+
+/// Which kind of bind to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindType {
+    /// Send and receive on one connection.
+    Transceiver,
+    /// Send only.
+    Transmitter,
+    /// Receive only (deliveries and receipts).
+    Receiver,
+}
+
+/// How to reach and use one SMSC account.
+#[derive(Debug, Clone)]
+pub struct BindConfig {
+    /// SMSC host name or address.
+    pub host: String,
+    /// SMSC port.
+    pub port: u16,
+    /// Account name (at most 15 octets).
+    pub system_id: String,
+    /// Account password (at most 8 octets).
+    pub password: String,
+    /// Operator-defined ESME type, often empty (at most 12 octets).
+    pub system_type: String,
+    /// Transceiver, transmitter or receiver.
+    pub bind_type: BindType,
+    /// Send enquire_link after this long without traffic (operators expect about 30 s).
+    pub enquire_link_interval: Duration,
+    /// Most requests outstanding at once (operators expect about 10).
+    pub window: usize,
+    /// How long to wait for any response before the request's outcome is `Unknown` (and, for
+    /// enquire_link, before the link is declared dead).
+    pub response_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt.
+    pub reconnect_floor: Duration,
+    /// Largest reconnect delay (some operators demand at least 30 s).
+    pub reconnect_ceiling: Duration,
+    /// Most submit_sm per second on this bind (each part counts); `None` for no limit.
+    pub tps: Option<u32>,
+    /// First pause of the whole bind after ESME_RTHROTTLED or ESME_RMSGQFUL; doubles while
+    /// throttling continues, capped at `reconnect_ceiling`.
+    pub throttle_pause: Duration,
+    /// data_coding for GSM 03.38 text (0 or 1, per operator).
+    pub gsm_coding: GsmCoding,
+    /// How long an incomplete inbound long message is held before it is delivered partially.
+    pub reassembly_timeout: Duration,
+}
+
+impl BindConfig {
+    /// A transceiver bind to `host:port` with the usual operator defaults.
+    pub fn new(host: &str, port: u16, system_id: &str, password: &str) -> BindConfig {
+        BindConfig {
+            host: host.to_string(),
+            port,
+            system_id: system_id.to_string(),
+            password: password.to_string(),
+            system_type: String::new(),
+            bind_type: BindType::Transceiver,
+            enquire_link_interval: Duration::from_secs(30),
+            window: 10,
+            response_timeout: Duration::from_secs(10),
+            reconnect_floor: Duration::from_secs(1),
+            reconnect_ceiling: Duration::from_secs(60),
+            tps: None,
+            throttle_pause: Duration::from_secs(1),
+            gsm_coding: GsmCoding::Zero,
+            reassembly_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitRequest {
+    /// Destination number.
+    pub to: String,
+    /// Sender (number, short code or alphanumeric name).
+    pub from: String,
+    /// The text; split into parts when long.
+    pub text: String,
+    /// Ask the SMSC for a delivery receipt (registered_delivery bit 0).
+    pub registered_delivery: bool,
+}
+
+/// What became of one part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// The SMSC took the part and gave it this id (as sent: normalise before matching
+    /// receipts).
+    Accepted {
+        /// The submit_sm_resp message_id.
+        message_id: String,
+    },
+    /// The SMSC refused the part (a non-throttling error status).
+    Rejected {
+        /// The status of submit_sm_resp or generic_nack.
+        status: CommandStatus,
+    },
+    /// The part was written but no answer came (timeout or lost connection): it may or may
+    /// not reach the handset. Never resent automatically.
+    Unknown {
+        /// What happened.
+        reason: String,
+    },
+    /// The part was not sent because an earlier part of the message failed.
+    NotSent {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SubmitOutcome {
+    /// The message id when accepted.
+    pub fn message_id(&self) -> Option<&str> {
+        match self {
+            SubmitOutcome::Accepted { message_id } => Some(message_id),
+            _ => None,
+        }
+    }
+}
+
+/// Why a message could not be submitted at all (nothing was sent).
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The text cannot be encoded or split.
+    #[error("cannot split the message: {0}")]
+    Split(#[from] SplitError),
+    /// A field does not fit SMPP (e.g. an address over 20 octets).
+    #[error("invalid submit_sm: {0}")]
+    InvalidPdu(#[from] EncodeError),
+    /// This is a receiver bind.
+    #[error("a receiver bind cannot submit messages")]
+    NotTransmitter,
+    /// The ESME was stopped (unbind) before the message could be sent.
+    #[error("the SMPP bind is stopped")]
+    Stopped,
+}
+
+/// What the SMSC delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A mobile-originated message.
+    Deliver {
+        /// The handset's number (source_addr).
+        from: String,
+        /// The number or short code it was sent to (destination_addr).
+        to: String,
+        /// The text, parts reassembled in order.
+        text: String,
+        /// The data_coding octet of the message.
+        data_coding: u8,
+        /// False when parts were missing (reassembly timed out or a part was rejected).
+        complete: bool,
+    },
+    /// A delivery receipt.
+    Receipt(Receipt),
+}
+
+/// The state of the bind, for health checks and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Connecting or binding.
+    Connecting,
+    /// Bound: requests flow.
+    Bound,
+    /// The SMSC refused the bind (wrong credentials...); retried after backoff.
+    BindRefused {
+        /// The bind response status.
+        status: CommandStatus,
+    },
+    /// Not connected; retried after backoff.
+    Disconnected {
+        /// Why the last attempt or session ended.
+        reason: String,
+    },
+    /// Stopped for good (after [`EsmeHandle::unbind`]).
+    Stopped,
+}
+
+/// Counter values for metrics, as a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EsmeCounters {
+    /// submit_sm written to the SMSC (retries included).
+    pub submitted: u64,
+    /// submit_sm answered with ESME_ROK.
+    pub acknowledged: u64,
+    /// submit_sm answered with ESME_RTHROTTLED or ESME_RMSGQFUL.
+    pub throttled: u64,
+    /// Parts that ended Rejected or Unknown.
+    pub failed: u64,
+    /// Requests outstanding now.
+    pub window_in_use: u64,
+    /// Delivery receipts received.
+    pub receipts: u64,
+    /// Successful binds after the first.
+    pub reconnects: u64,
+    /// Mobile-originated messages handed over.
+    pub delivered: u64,
+    /// Times a submit had to wait for the TPS limit.
+    pub tps_waits: u64,
+}
+
+/// The live counters behind [`EsmeCounters`] (same meanings).
+#[derive(Default)]
+struct AtomicCounters {
+    submitted: AtomicU64,
+    acknowledged: AtomicU64,
+    throttled: AtomicU64,
+    failed: AtomicU64,
+    receipts: AtomicU64,
+    reconnects: AtomicU64,
+    delivered: AtomicU64,
+    tps_waits: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// governor's clock on `tokio::time`, so a paused test clock drives the TPS limit.
+#[derive(Debug, Clone)]
+struct TokioClock {
+    /// Time zero of the limiter.
+    start: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.start)
+    }
+}
+
+/// Spaces calls evenly at most `tps` per second (burst of one), on the tokio clock.
+pub struct TpsLimiter {
+    /// The GCRA state.
+    limiter: RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>,
+    /// The same clock, to compute waits.
+    clock: TokioClock,
+}
+
+impl TpsLimiter {
+    /// A limiter of `tps` calls per second (at least 1).
+    pub fn new(tps: u32) -> TpsLimiter {
+        let tps = NonZeroU32::new(tps).unwrap_or(NonZeroU32::MIN);
+        let period = Duration::from_secs(1) / tps.get();
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(tps))
+            .allow_burst(NonZeroU32::MIN);
+        let clock = TokioClock {
+            start: Instant::now(),
+        };
+        TpsLimiter {
+            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+            clock,
+        }
+    }
+
+    /// Waits until one more call is allowed and takes it. Returns true if it had to wait.
+    pub async fn until_ready(&self) -> bool {
+        let mut waited = false;
+        loop {
+            match self.limiter.check() {
+                Ok(()) => return waited,
+                Err(not_until) => {
+                    waited = true;
+                    let wait = not_until.wait_time_from(self.clock.now());
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// Why a request got no usable response.
+#[derive(Debug)]
+enum RequestFailure {
+    /// Never written: safe to try again.
+    NotWritten,
+    /// Written, no answer: the outcome is unknown.
+    NoResponse(String),
+}
+
+type Reply = oneshot::Sender<Result<Pdu, RequestFailure>>;
+
+/// Work for the session task.
+enum Command {
+    /// Write this submit_sm and send its response (or failure) to `reply`.
+    Submit {
+        /// The part.
+        sm: ShortMessage,
+        /// Where the outcome goes.
+        reply: Reply,
+    },
+    /// Write unbind; `reply` learns whether unbind_resp came.
+    Unbind {
+        /// Where the outcome goes.
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// State shared by the handles and the bind task.
+struct Shared {
+    /// The bind's settings.
+    config: BindConfig,
+    /// One permit per request that may be outstanding.
+    window: Semaphore,
+    /// Paces submit_sm to the operator's TPS.
+    limiter: Option<TpsLimiter>,
+    /// The whole bind waits until then after throttling.
+    paused_until: Mutex<Option<Instant>>,
+    /// Throttled answers in a row; lengthens the pause.
+    throttle_streak: AtomicU32,
+    /// For metrics.
+    counters: AtomicCounters,
+    /// Published link state.
+    link: watch::Sender<LinkState>,
+    /// The current session's queue, `None` while not bound.
+    session: watch::Sender<Option<mpsc::Sender<Command>>>,
+    /// Set once by `unbind`: no more reconnects.
+    stop: watch::Sender<bool>,
+    /// Sequence numbers for every request of the bind, across reconnects.
+    sequences: SequenceNumbers,
+    /// UDH reference of the next long message (low 8 bits used).
+    concat_reference: AtomicU32,
+}
+
+/// Starts ESME sessions.
+pub struct Esme;
+
+impl Esme {
+    /// Spawns the bind task (call inside a tokio runtime) and returns its handle and the
+    /// stream of deliveries and receipts. The task runs until [`EsmeHandle::unbind`].
+    pub fn start(config: BindConfig) -> (EsmeHandle, mpsc::Receiver<Inbound>) {
+        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            window: Semaphore::new(config.window.max(1)),
+            limiter: config.tps.map(TpsLimiter::new),
+            paused_until: Mutex::new(None),
+            throttle_streak: AtomicU32::new(0),
+            counters: AtomicCounters::default(),
+            link: watch::channel(LinkState::Connecting).0,
+            session: watch::channel(None).0,
+            stop: watch::channel(false).0,
+            sequences: SequenceNumbers::new(),
+            concat_reference: AtomicU32::new(seed() as u32),
+            config,
+        });
+        tokio::spawn(supervise(Arc::clone(&shared), inbound_tx));
+        (EsmeHandle { shared }, inbound_rx)
+    }
+}
+
+/// Submits through, and controls, one bind. Cheap to clone.
+#[derive(Clone)]
+pub struct EsmeHandle {
+    shared: Arc<Shared>,
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+impl EsmeHandle {
+    /// Sends a message: splits it (UDH with an 8-bit reference when long), submits the parts
+    /// in order, waiting for a bind if there is none, and returns one outcome per part. After
+    /// a part fails the rest are `NotSent`. Wrap in a timeout if the caller cannot wait for a
+    /// reconnect.
+    pub async fn submit(&self, request: SubmitRequest) -> Result<Vec<SubmitOutcome>, SubmitError> {
+        let config = &self.shared.config;
+        if config.bind_type == BindType::Receiver {
+            return Err(SubmitError::NotTransmitter);
+        }
+        let coding = DataCoding::choose(&request.text, config.gsm_coding);
+        let reference = self.shared.concat_reference.fetch_add(1, Ordering::Relaxed) as u8;
+        let parts = split(&request.text, coding, Concat::Udh8 { reference })?;
+        let mut messages = Vec::with_capacity(parts.len());
+        for part in parts {
+            let sm = ShortMessage {
+                source_addr: request.from.as_str().into(),
+                destination_addr: request.to.as_str().into(),
+                esm_class: if part.esm_class_udhi { 0x40 } else { 0 },
+                registered_delivery: u8::from(request.registered_delivery),
+                data_coding: coding.to_byte(),
+                short_message: Bytes::from(part.short_message),
+                ..ShortMessage::default()
+            };
+            Pdu::new(1, Body::SubmitSm(sm.clone())).to_bytes()?;
+            messages.push(sm);
+        }
+        let mut outcomes = Vec::with_capacity(messages.len());
+        let mut failed = false;
+        for sm in messages {
+            if failed {
+                outcomes.push(SubmitOutcome::NotSent {
+                    reason: "an earlier part of the message failed".to_string(),
+                });
+                continue;
+            }
+            let outcome = self.submit_part(sm).await?;
+            failed = !matches!(outcome, SubmitOutcome::Accepted { .. });
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// One part, retried while throttled or not yet written.
+    async fn submit_part(&self, sm: ShortMessage) -> Result<SubmitOutcome, SubmitError> {
+        let shared = &self.shared;
+        loop {
+            let session = self.wait_bound().await?;
+            let permit = shared
+                .window
+                .acquire()
+                .await
+                .map_err(|_| SubmitError::Stopped)?;
+            self.wait_throttle_pause().await;
+            if let Some(limiter) = &shared.limiter
+                && limiter.until_ready().await
+            {
+                bump(&shared.counters.tps_waits);
+            }
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Submit {
+                sm: sm.clone(),
+                reply,
+            };
+            if session.send(command).await.is_err() {
+                continue; // the session ended before taking it: not written
+            }
+            let answer = answer.await;
+            drop(permit);
+            let pdu = match answer {
+                Err(_) | Ok(Err(RequestFailure::NotWritten)) => continue,
+                Ok(Err(RequestFailure::NoResponse(reason))) => {
+                    bump(&shared.counters.failed);
+                    return Ok(SubmitOutcome::Unknown { reason });
+                }
+                Ok(Ok(pdu)) => pdu,
+            };
+            if pdu.status.is_throttling() {
+                bump(&shared.counters.throttled);
+                self.pause_for_throttle();
+                continue;
+            }
+            if !pdu.status.is_ok() {
+                bump(&shared.counters.failed);
+                return Ok(SubmitOutcome::Rejected { status: pdu.status });
+            }
+            return match pdu.body {
+                Body::SubmitSmResp(resp) => {
+                    bump(&shared.counters.acknowledged);
+                    shared.throttle_streak.store(0, Ordering::Relaxed);
+                    Ok(SubmitOutcome::Accepted {
+                        message_id: resp.message_id.to_string_lossy(),
+                    })
+                }
+                other => {
+                    bump(&shared.counters.failed);
+                    Ok(SubmitOutcome::Unknown {
+                        reason: format!("answered with {} instead of submit_sm_resp", other.name()),
+                    })
+                }
+            };
+        }
+    }
+
+    /// The current session's queue, once bound.
+    async fn wait_bound(&self) -> Result<mpsc::Sender<Command>, SubmitError> {
+        let mut session = self.shared.session.subscribe();
+        let mut stop = self.shared.stop.subscribe();
+        loop {
+            if *stop.borrow() {
+                return Err(SubmitError::Stopped);
+            }
+            if let Some(queue) = session.borrow_and_update().clone() {
+                return Ok(queue);
+            }
+            tokio::select! {
+                changed = session.changed() => if changed.is_err() {
+                    return Err(SubmitError::Stopped);
+                },
+                _ = stopped(&mut stop) => return Err(SubmitError::Stopped),
+            }
+        }
+    }
+
+    fn lock_pause(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.shared
+            .paused_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn pause_for_throttle(&self) {
+        let streak = self.shared.throttle_streak.fetch_add(1, Ordering::Relaxed);
+        let config = &self.shared.config;
+        let pause = config
+            .throttle_pause
+            .saturating_mul(1 << streak.min(16))
+            .min(config.reconnect_ceiling.max(config.throttle_pause));
+        let until = Instant::now() + pause;
+        let mut paused = self.lock_pause();
+        if paused.is_none_or(|current| current < until) {
+            *paused = Some(until);
+        }
+        debug!(?pause, "smpp: throttled, pausing the bind");
+    }
+
+    async fn wait_throttle_pause(&self) {
+        loop {
+            let until = *self.lock_pause();
+            match until {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Sends unbind, waits (bounded by the response timeout) for unbind_resp, then stops the
+    /// bind for good. Returns true when the SMSC answered the unbind.
+    pub async fn unbind(&self) -> bool {
+        let timeout = self.shared.config.response_timeout;
+        let session = self.shared.session.borrow().clone();
+        let mut answered = false;
+        if let Some(queue) = session {
+            let (reply, answer) = oneshot::channel();
+            if queue.send(Command::Unbind { reply }).await.is_ok() {
+                answered = tokio::time::timeout(timeout + Duration::from_secs(1), answer)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(false);
+            }
+        }
+        self.shared.stop.send_replace(true);
+        let mut link = self.shared.link.subscribe();
+        let _ = tokio::time::timeout(timeout, async {
+            let _ = link.wait_for(|state| *state == LinkState::Stopped).await;
+        })
+        .await;
+        answered
+    }
+
+    /// The state of the bind now.
+    pub fn link_state(&self) -> LinkState {
+        self.shared.link.borrow().clone()
+    }
+
+    /// Waits until the link state satisfies `condition` and returns it. Wrap in a timeout.
+    pub async fn wait_for_link(&self, condition: impl Fn(&LinkState) -> bool) -> LinkState {
+        let mut link = self.shared.link.subscribe();
+        match link.wait_for(|state| condition(state)).await {
+            Ok(state) => state.clone(),
+            Err(_) => self.link_state(),
+        }
+    }
+
+    /// Counter values for metrics.
+    pub fn counters(&self) -> EsmeCounters {
+        let c = &self.shared.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let window = self.shared.config.window.max(1);
+        EsmeCounters {
+            submitted: get(&c.submitted),
+            acknowledged: get(&c.acknowledged),
+            throttled: get(&c.throttled),
+            failed: get(&c.failed),
+            window_in_use: (window - self.shared.window.available_permits().min(window)) as u64,
+            receipts: get(&c.receipts),
+            reconnects: get(&c.reconnects),
+            delivered: get(&c.delivered),
+            tps_waits: get(&c.tps_waits),
+        }
+    }
+}
+
+/// A seed from the clock for jitter and references (not cryptographic).
+fn seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0x9E37_79B9_7F4A_7C15)
+        | 1
+}
+
+/// xorshift64: enough randomness to spread reconnects of many binds.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): floor doubled per attempt, plus up to a
+/// quarter more as jitter, never over the ceiling nor under the floor.
+fn backoff(attempt: u32, floor: Duration, ceiling: Duration, rng: &mut XorShift) -> Duration {
+    let base = floor.saturating_mul(1 << attempt.min(20)).min(ceiling);
+    let quarter = u64::try_from(base.as_millis() / 4).unwrap_or(u64::MAX);
+    let jitter = if quarter == 0 {
+        0
+    } else {
+        rng.next() % (quarter + 1)
+    };
+    (base + Duration::from_millis(jitter))
+        .min(ceiling)
+        .max(floor)
+}
+
+/// How a bound session ended.
+enum SessionEnd {
+    /// Unbound on our request or stopped: do not reconnect.
+    Stopped,
+    /// The link was lost or the SMSC unbound: reconnect.
+    Lost(String),
+}
+
+enum BindFailure {
+    Refused(CommandStatus),
+    Other(String),
+}
+
+type Link = Framed<TcpStream, SmppCodec>;
+
+async fn supervise(shared: Arc<Shared>, inbound: mpsc::Sender<Inbound>) {
+    let config = shared.config.clone();
+    let mut reassembler = Reassembler::new(config.reassembly_timeout, 1000);
+    let mut rng = XorShift(seed());
+    let mut stop = shared.stop.subscribe();
+    let mut attempt = 0u32;
+    let mut bound_before = false;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        shared.link.send_replace(LinkState::Connecting);
+        let result = tokio::select! {
+            result = connect_and_bind(&shared) => result,
+            _ = stopped(&mut stop) => break,
+        };
+        match result {
+            Ok(link) => {
+                if bound_before {
+                    bump(&shared.counters.reconnects);
+                }
+                bound_before = true;
+                attempt = 0;
+                info!(host = %config.host, port = config.port, "smpp: bound");
+                match run_session(&shared, link, &inbound, &mut reassembler).await {
+                    SessionEnd::Stopped => break,
+                    SessionEnd::Lost(reason) => {
+                        warn!(%reason, "smpp: link lost");
+                        shared.link.send_replace(LinkState::Disconnected { reason });
+                    }
+                }
+            }
+            Err(BindFailure::Refused(status)) => {
+                warn!(%status, "smpp: bind refused");
+                shared.link.send_replace(LinkState::BindRefused { status });
+            }
+            Err(BindFailure::Other(reason)) => {
+                debug!(%reason, "smpp: cannot bind");
+                shared.link.send_replace(LinkState::Disconnected { reason });
+            }
+        }
+        let delay = backoff(
+            attempt,
+            config.reconnect_floor,
+            config.reconnect_ceiling,
+            &mut rng,
+        );
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    shared.session.send_replace(None);
+    shared.link.send_replace(LinkState::Stopped);
+}
+
+async fn connect_and_bind(shared: &Shared) -> Result<Link, BindFailure> {
+    let config = &shared.config;
+    let timeout = config.response_timeout;
+    let connect = TcpStream::connect((config.host.as_str(), config.port));
+    let stream = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err(BindFailure::Other(format!("connect: {error}"))),
+        Err(_) => return Err(BindFailure::Other("connect timed out".to_string())),
+    };
+    let _ = stream.set_nodelay(true);
+    let mut link = Framed::new(stream, SmppCodec::default());
+    let bind = Bind {
+        system_id: config.system_id.as_str().into(),
+        password: config.password.as_str().into(),
+        system_type: config.system_type.as_str().into(),
+        interface_version: 0x34,
+        ..Bind::default()
+    };
+    let body = match config.bind_type {
+        BindType::Transceiver => Body::BindTransceiver(bind),
+        BindType::Transmitter => Body::BindTransmitter(bind),
+        BindType::Receiver => Body::BindReceiver(bind),
+    };
+    let sequence = shared.sequences.next_sequence();
+    if let Err(error) = link.send(Pdu::new(sequence, body)).await {
+        return Err(BindFailure::Other(format!("sending bind: {error}")));
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, link.next()).await {
+            Err(_) => return Err(BindFailure::Other("no bind response".to_string())),
+            Ok(None) => return Err(BindFailure::Other("closed during bind".to_string())),
+            Ok(Some(Err(error))) => return Err(BindFailure::Other(error.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let pdu = match frame {
+            Frame::Pdu(pdu) => pdu,
+            Frame::Invalid(error) => {
+                debug!(%error, "smpp: bad PDU during bind");
+                continue;
+            }
+        };
+        match pdu.body {
+            Body::BindTransceiverResp(_)
+            | Body::BindTransmitterResp(_)
+            | Body::BindReceiverResp(_)
+            | Body::GenericNack
+                if pdu.sequence == sequence =>
+            {
+                return if pdu.status.is_ok() && !matches!(pdu.body, Body::GenericNack) {
+                    Ok(link)
+                } else {
+                    Err(BindFailure::Refused(pdu.status))
+                };
+            }
+            Body::EnquireLink => {
+                let _ = link
+                    .send(Pdu::new(pdu.sequence, Body::EnquireLinkResp))
+                    .await;
+            }
+            _ => debug!(command = pdu.body.name(), "smpp: ignored during bind"),
+        }
+    }
+}
+
+/// What an outstanding request is.
+enum PendingKind {
+    Submit(Reply),
+    EnquireLink,
+    Unbind(oneshot::Sender<bool>),
+}
+
+/// A request written and not yet answered.
+struct Pending {
+    /// What it is and whom to tell.
+    kind: PendingKind,
+    /// When its outcome becomes unknown.
+    deadline: Instant,
+}
+
+async fn run_session(
+    shared: &Arc<Shared>,
+    mut link: Link,
+    inbound: &mpsc::Sender<Inbound>,
+    reassembler: &mut Reassembler,
+) -> SessionEnd {
+    let config = &shared.config;
+    let (queue, mut commands) = mpsc::channel::<Command>(config.window.max(1) * 2 + 8);
+    shared.session.send_replace(Some(queue));
+    shared.link.send_replace(LinkState::Bound);
+    let mut stop = shared.stop.subscribe();
+    let mut pending: HashMap<u32, Pending> = HashMap::new();
+    let mut last_activity = Instant::now();
+    // After our unbind, no new request may be written on this session.
+    let mut unbinding = false;
+    let end = loop {
+        let next_deadline = pending.values().map(|p| p.deadline).min();
+        let enquire_outstanding = pending
+            .values()
+            .any(|p| matches!(p.kind, PendingKind::EnquireLink));
+        let idle_at = last_activity + config.enquire_link_interval;
+        tokio::select! {
+            frame = link.next() => {
+                last_activity = Instant::now();
+                let frame = match frame {
+                    None => break SessionEnd::Lost("the SMSC closed the connection".to_string()),
+                    Some(Err(error)) => break SessionEnd::Lost(error.to_string()),
+                    Some(Ok(frame)) => frame,
+                };
+                match frame {
+                    Frame::Invalid(error) => {
+                        warn!(%error, "smpp: malformed PDU");
+                        if !error.is_response() {
+                            if let Err(error) = link.send(error.generic_nack()).await {
+                                break SessionEnd::Lost(error.to_string());
+                            }
+                        } else if let Some(p) = error.sequence().and_then(|s| pending.remove(&s))
+                            && let PendingKind::Submit(reply) = p.kind
+                        {
+                            let _ = reply.send(Err(RequestFailure::NoResponse(
+                                "malformed response".to_string(),
+                            )));
+                        }
+                    }
+                    Frame::Pdu(pdu) => {
+                        if let Some(end) =
+                            handle_pdu(shared, &mut link, &mut pending, inbound, reassembler, pdu)
+                                .await
+                        {
+                            break end;
+                        }
+                    }
+                }
+            }
+            command = commands.recv() => {
+                let Some(command) = command else {
+                    break SessionEnd::Lost("session queue closed".to_string());
+                };
+                let (body, kind) = match command {
+                    Command::Submit { reply, .. } if unbinding => {
+                        let _ = reply.send(Err(RequestFailure::NotWritten));
+                        continue;
+                    }
+                    Command::Unbind { reply } if unbinding => {
+                        let _ = reply.send(false);
+                        continue;
+                    }
+                    Command::Submit { sm, reply } => (Body::SubmitSm(sm), PendingKind::Submit(reply)),
+                    Command::Unbind { reply } => {
+                        // New submits wait (and end Stopped) instead of joining this session.
+                        unbinding = true;
+                        shared.session.send_replace(None);
+                        (Body::Unbind, PendingKind::Unbind(reply))
+                    }
+                };
+                let sequence = shared.sequences.next_sequence();
+                let is_submit = matches!(kind, PendingKind::Submit(_));
+                match link.send(Pdu::new(sequence, body)).await {
+                    Ok(()) => {
+                        if is_submit {
+                            bump(&shared.counters.submitted);
+                        }
+                        last_activity = Instant::now();
+                        pending.insert(sequence, Pending {
+                            kind,
+                            deadline: Instant::now() + config.response_timeout,
+                        });
+                    }
+                    Err(error) => {
+                        let reason = format!("write failed: {error}");
+                        if let PendingKind::Submit(reply) = kind {
+                            let _ = reply.send(Err(RequestFailure::NoResponse(reason.clone())));
+                        }
+                        break SessionEnd::Lost(reason);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_deadline.unwrap_or(idle_at)), if next_deadline.is_some() => {
+                let now = Instant::now();
+                let expired: Vec<u32> = pending
+                    .iter()
+                    .filter(|(_, p)| p.deadline <= now)
+                    .map(|(sequence, _)| *sequence)
+                    .collect();
+                let mut end = None;
+                for sequence in expired {
+                    let Some(p) = pending.remove(&sequence) else { continue };
+                    match p.kind {
+                        PendingKind::Submit(reply) => {
+                            let _ = reply.send(Err(RequestFailure::NoResponse(format!(
+                                "no submit_sm_resp within {:?}",
+                                config.response_timeout
+                            ))));
+                        }
+                        PendingKind::EnquireLink => {
+                            end = Some(SessionEnd::Lost("enquire_link not answered".to_string()));
+                        }
+                        PendingKind::Unbind(reply) => {
+                            let _ = reply.send(false);
+                            end = Some(SessionEnd::Stopped);
+                        }
+                    }
+                }
+                if let Some(end) = end {
+                    break end;
+                }
+            }
+            _ = tokio::time::sleep_until(idle_at), if !enquire_outstanding => {
+                let sequence = shared.sequences.next_sequence();
+                if let Err(error) = link.send(Pdu::new(sequence, Body::EnquireLink)).await {
+                    break SessionEnd::Lost(error.to_string());
+                }
+                last_activity = Instant::now();
+                pending.insert(sequence, Pending {
+                    kind: PendingKind::EnquireLink,
+                    deadline: Instant::now() + config.response_timeout,
+                });
+            }
+            _ = stopped(&mut stop) => break SessionEnd::Stopped,
+        }
+    };
+    // No new work for this session; queued commands were never written.
+    shared.session.send_replace(None);
+    commands.close();
+    while let Ok(command) = commands.try_recv() {
+        match command {
+            Command::Submit { reply, .. } => {
+                let _ = reply.send(Err(RequestFailure::NotWritten));
+            }
+            Command::Unbind { reply } => {
+                let _ = reply.send(false);
+            }
+        }
+    }
+    let reason = match &end {
+        SessionEnd::Lost(reason) => format!("connection lost before a response: {reason}"),
+        SessionEnd::Stopped => "the bind was stopped before a response".to_string(),
+    };
+    for (_, p) in pending.drain() {
+        match p.kind {
+            PendingKind::Submit(reply) => {
+                let _ = reply.send(Err(RequestFailure::NoResponse(reason.clone())));
+            }
+            PendingKind::Unbind(reply) => {
+                let _ = reply.send(false);
+            }
+            PendingKind::EnquireLink => {}
+        }
+    }
+    end
+}
+
+/// Handles one PDU from the SMSC; `Some` ends the session.
+async fn handle_pdu(
+    shared: &Arc<Shared>,
+    link: &mut Link,
+    pending: &mut HashMap<u32, Pending>,
+    inbound: &mpsc::Sender<Inbound>,
+    reassembler: &mut Reassembler,
+    pdu: Pdu,
+) -> Option<SessionEnd> {
+    let sequence = pdu.sequence;
+    if pdu.body.is_response() {
+        let Some(p) = pending.remove(&sequence) else {
+            debug!(
+                sequence,
+                command = pdu.body.name(),
+                "smpp: response to no outstanding request"
+            );
+            return None;
+        };
+        match p.kind {
+            PendingKind::Submit(reply) => {
+                let _ = reply.send(Ok(pdu));
+            }
+            PendingKind::EnquireLink => {}
+            PendingKind::Unbind(reply) => {
+                let _ = reply.send(matches!(pdu.body, Body::UnbindResp));
+                return Some(SessionEnd::Stopped);
+            }
+        }
+        return None;
+    }
+    let answer = |status: CommandStatus, body: Body| Pdu {
+        sequence,
+        status,
+        body,
+    };
+    let result = match pdu.body {
+        Body::EnquireLink => {
+            link.send(answer(CommandStatus::ESME_ROK, Body::EnquireLinkResp))
+                .await
+        }
+        Body::Unbind => {
+            let _ = link
+                .send(answer(CommandStatus::ESME_ROK, Body::UnbindResp))
+                .await;
+            return Some(SessionEnd::Lost("the SMSC unbound".to_string()));
+        }
+        Body::DeliverSm(sm) => {
+            let resp = Body::DeliverSmResp(MessageIdResp::default());
+            let written = link.send(answer(CommandStatus::ESME_ROK, resp)).await;
+            for message in inbound_messages(&sm, reassembler) {
+                match &message {
+                    Inbound::Receipt(_) => bump(&shared.counters.receipts),
+                    Inbound::Deliver { .. } => bump(&shared.counters.delivered),
+                }
+                if inbound.send(message).await.is_err() {
+                    debug!("smpp: nobody takes inbound messages");
+                }
+            }
+            written
+        }
+        other => {
+            debug!(command = other.name(), "smpp: unsupported request");
+            link.send(answer(CommandStatus::ESME_RINVCMDID, Body::GenericNack))
+                .await
+        }
+    };
+    match result {
+        Ok(()) => None,
+        Err(error) => Some(SessionEnd::Lost(error.to_string())),
+    }
+}
+
+/// The concatenation mark (UDH or SAR), the payload octets and the coding of a short message
+/// (`message_payload` used when short_message is empty). Unknown codings read as Latin-1.
+pub(crate) fn short_message_content(
+    sm: &ShortMessage,
+) -> (Option<ConcatInfo>, Vec<u8>, DataCoding) {
+    let coding = DataCoding::from_inbound(sm.data_coding).unwrap_or(DataCoding::Latin1);
+    if sm.short_message.is_empty()
+        && let Some(payload) = sm.tlvs.message_payload()
+    {
+        return (None, payload.to_vec(), coding);
+    }
+    if sm.esm_class & 0x40 != 0
+        && let Some((info, payload)) = parse_udh(&sm.short_message)
+    {
+        return (Some(info), payload.to_vec(), coding);
+    }
+    let sar = (
+        sm.tlvs.sar_msg_ref_num().ok().flatten(),
+        sm.tlvs.sar_total_segments().ok().flatten(),
+        sm.tlvs.sar_segment_seqnum().ok().flatten(),
+    );
+    if let (Some(reference), Some(total), Some(seq)) = sar {
+        return (
+            Some(ConcatInfo::from_sar(reference, total, seq)),
+            sm.short_message.to_vec(),
+            coding,
+        );
+    }
+    (None, sm.short_message.to_vec(), coding)
+}
+
+/// Octets to text; binary data read as lossy UTF-8.
+pub(crate) fn decode_text(coding: DataCoding, octets: &[u8]) -> String {
+    coding
+        .decode(octets)
+        .unwrap_or_else(|| String::from_utf8_lossy(octets).into_owned())
+}
+
+/// What a deliver_sm gives the caller: a receipt, a whole message, nothing yet (a part held
+/// for reassembly), plus any incomplete messages that timed out.
+fn inbound_messages(sm: &ShortMessage, reassembler: &mut Reassembler) -> Vec<Inbound> {
+    let from = sm.source_addr.to_string_lossy();
+    let to = sm.destination_addr.to_string_lossy();
+    let now = std::time::Instant::now();
+    let mut out: Vec<Inbound> = reassembler
+        .expire(now)
+        .into_iter()
+        .map(|expired| {
+            // The key is "from|to|data_coding" (see below).
+            let mut fields = expired.source.rsplitn(3, '|');
+            let data_coding = fields
+                .next()
+                .and_then(|coding| coding.parse::<u8>().ok())
+                .unwrap_or(0);
+            let to = fields.next().unwrap_or_default().to_string();
+            let from = fields.next().unwrap_or_default().to_string();
+            let coding = DataCoding::from_inbound(data_coding).unwrap_or(DataCoding::Latin1);
+            let octets: Vec<u8> = expired.received.into_iter().flat_map(|(_, o)| o).collect();
+            Inbound::Deliver {
+                from,
+                to,
+                text: decode_text(coding, &octets),
+                data_coding,
+                complete: false,
+            }
+        })
+        .collect();
+    // esm_class bits 5-2: 0001 SMSC delivery receipt, 0010 SME delivery ack,
+    // 1000 intermediate delivery notification.
+    let message_type = sm.esm_class & 0x3C;
+    if matches!(message_type, 0x04 | 0x08 | 0x20) {
+        let body = match sm.tlvs.message_payload() {
+            Some(payload) if sm.short_message.is_empty() => payload.clone(),
+            _ => sm.short_message.clone(),
+        };
+        let text = String::from_utf8_lossy(&body);
+        match parse_receipt(&sm.tlvs, &text) {
+            Some(receipt) => out.push(Inbound::Receipt(receipt)),
+            None => warn!(%text, "smpp: receipt without a message id"),
+        }
+        return out;
+    }
+    let (mark, payload, coding) = short_message_content(sm);
+    let deliver = |octets: &[u8], complete: bool| Inbound::Deliver {
+        from: from.clone(),
+        to: to.clone(),
+        text: decode_text(coding, octets),
+        data_coding: sm.data_coding,
+        complete,
+    };
+    match mark {
+        Some(info) if info.total > 1 => {
+            let key = format!("{from}|{to}|{}", sm.data_coding);
+            match reassembler.push(&key, info, &payload, now) {
+                Ok(Some(whole)) => out.push(deliver(&whole, true)),
+                Ok(None) => {}
+                Err(rejected) => {
+                    warn!(%rejected, "smpp: inbound part delivered on its own");
+                    out.push(deliver(&payload, false));
+                }
+            }
+        }
+        _ => out.push(deliver(&payload, true)),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_within_bounds() {
+        let mut rng = XorShift(42);
+        let floor = Duration::from_secs(1);
+        let ceiling = Duration::from_secs(60);
+        let mut previous_base = Duration::ZERO;
+        for attempt in 0..10 {
+            let delay = backoff(attempt, floor, ceiling, &mut rng);
+            assert!(delay >= floor && delay <= ceiling, "{delay:?}");
+            let base = floor.saturating_mul(1 << attempt).min(ceiling);
+            assert!(delay >= base && delay <= base + base / 4 + Duration::from_millis(1));
+            assert!(base >= previous_base);
+            previous_base = base;
+        }
+        assert_eq!(backoff(30, floor, ceiling, &mut rng), ceiling);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tps_limiter_spaces_calls_on_the_tokio_clock() {
+        let limiter = TpsLimiter::new(5);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..11 {
+            limiter.until_ready().await;
+            times.push(Instant::now());
+        }
+        for pair in times.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(200));
+        }
+        assert!(times[10] - start >= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn receipt_and_long_inbound() {
+        let mut reassembler = Reassembler::new(Duration::from_secs(60), 10);
+        let receipt = ShortMessage {
+            esm_class: 0x04,
+            short_message: Bytes::from_static(b"id:77 stat:DELIVRD err:000"),
+            ..ShortMessage::default()
+        };
+        let got = inbound_messages(&receipt, &mut reassembler);
+        assert!(matches!(&got[..], [Inbound::Receipt(r)] if r.message_id == "77"));
+        let part = |seq: u8, text: &[u8]| {
+            let mut octets = vec![0x05, 0x00, 0x03, 9, 2, seq];
+            octets.extend_from_slice(text);
+            ShortMessage {
+                source_addr: "254700".into(),
+                destination_addr: "2020".into(),
+                esm_class: 0x40,
+                short_message: Bytes::from(octets),
+                ..ShortMessage::default()
+            }
+        };
+        assert!(inbound_messages(&part(2, b"world"), &mut reassembler).is_empty());
+        let got = inbound_messages(&part(1, b"hello "), &mut reassembler);
+        assert_eq!(
+            got,
+            vec![Inbound::Deliver {
+                from: "254700".into(),
+                to: "2020".into(),
+                text: "hello world".into(),
+                data_coding: 0,
+                complete: true
+            }]
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! The ESME bind session against the SMSC simulator over loopback TCP: binding, submitting
+//! (long messages, throttling, TPS), receipts matched by normalised id, reconnection with
+//! unknown outcomes, the peer's enquire_link and unbind, and mobile-originated messages.
+//! Every wait is on a channel, a handle or the simulator's counters, bounded by a timeout.
+
+use std::future::Future;
+use std::time::Duration;
+
+use baraza::smpp::esme::{
+    BindConfig, BindType, Esme, EsmeHandle, Inbound, LinkState, SubmitError, SubmitOutcome,
+    SubmitRequest,
+};
+use baraza::smpp::framing::{Frame, SmppCodec};
+use baraza::smpp::receipt::{IdConversion, MessageIdNormalisation, ReceiptState};
+use baraza::smpp::smsc_sim::{SimConfig, SimHandle, spawn_smsc_sim};
+use baraza::smpp::{Bind, Body, CommandStatus, Pdu};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+/// Upper bound on any wait; reaching it means the test failed.
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+async fn start_sim(config: SimConfig) -> (SimHandle, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let port = listener.local_addr().expect("local addr").port();
+    (spawn_smsc_sim(config, listener), port)
+}
+
+fn bind_config(port: u16) -> BindConfig {
+    BindConfig {
+        reconnect_floor: Duration::from_millis(10),
+        reconnect_ceiling: Duration::from_millis(200),
+        throttle_pause: Duration::from_millis(10),
+        response_timeout: Duration::from_secs(5),
+        ..BindConfig::new("127.0.0.1", port, "baraza", "secret")
+    }
+}
+
+async fn start_esme(config: BindConfig) -> (EsmeHandle, mpsc::Receiver<Inbound>) {
+    let (esme, inbound) = Esme::start(config);
+    within(
+        "bind",
+        esme.wait_for_link(|state| *state == LinkState::Bound),
+    )
+    .await;
+    (esme, inbound)
+}
+
+fn request(to: &str, text: &str) -> SubmitRequest {
+    SubmitRequest {
+        to: to.to_string(),
+        from: "2020".to_string(),
+        text: text.to_string(),
+        registered_delivery: true,
+    }
+}
+
+fn accepted_ids(outcomes: &[SubmitOutcome]) -> Vec<String> {
+    outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            SubmitOutcome::Accepted { message_id } => message_id.clone(),
+            other => panic!("part not accepted: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn submit_and_receipt_match_by_normalised_id() {
+    let (sim, port) = start_sim(SimConfig {
+        receipt_id_decimal: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let (esme, mut inbound) = start_esme(bind_config(port)).await;
+    let normalisation = MessageIdNormalisation {
+        conversion: IdConversion::HexToDecimal,
+        lowercase: true,
+        strip_leading_zeros: true,
+    };
+    // Twelve messages, so ids reach hex "0000000a".."0000000c" whose decimal differs.
+    let mut submitted = Vec::new();
+    for n in 0..12 {
+        let outcomes = within(
+            "submit",
+            esme.submit(request("254700000001", &format!("Hello {n}"))),
+        )
+        .await
+        .expect("submit");
+        let ids = accepted_ids(&outcomes);
+        assert_eq!(ids.len(), 1);
+        submitted.push(normalisation.submit_id(&ids[0]));
+    }
+    let mut receipted = Vec::new();
+    while receipted.len() < 12 {
+        match within("receipt", inbound.recv())
+            .await
+            .expect("inbound open")
+        {
+            Inbound::Receipt(receipt) => {
+                assert_eq!(receipt.state, ReceiptState::Delivered);
+                assert_eq!(receipt.error, None);
+                assert!(receipt.done_at.is_some());
+                receipted.push(normalisation.receipt_id(&receipt.message_id));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    submitted.sort();
+    receipted.sort();
+    assert_eq!(submitted, receipted);
+    assert!(submitted.contains(&"10".to_string()), "{submitted:?}");
+    // Without the conversion the hex ids do not match the decimal receipts.
+    let plain = MessageIdNormalisation::none();
+    assert_ne!(plain.submit_id("0000000a"), plain.receipt_id("10"));
+    let stats = sim.stats();
+    assert_eq!(stats.messages.len(), 12);
+    assert_eq!(stats.messages[0].text, "Hello 0");
+    assert_eq!(stats.messages[0].source, "2020");
+    assert_eq!(stats.messages[0].destination, "254700000001");
+    let counters = esme.counters();
+    assert_eq!(counters.acknowledged, 12);
+    assert_eq!(counters.receipts, 12);
+    assert_eq!(counters.window_in_use, 0);
+    assert!(within("unbind", esme.unbind()).await);
+    assert_eq!(sim.stats().unbinds_received, 1);
+    assert_eq!(esme.link_state(), LinkState::Stopped);
+    assert!(matches!(
+        esme.submit(request("254700000001", "too late")).await,
+        Err(SubmitError::Stopped)
+    ));
+}
+
+#[tokio::test]
+async fn long_messages_arrive_reassembled_with_euro_and_emoji_at_boundaries() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(bind_config(port)).await;
+    // GSM: 152 septets then '€' (2 septets) straddling the 153-septet part boundary.
+    let gsm = format!("{}€{}€ end", "a".repeat(152), "b".repeat(150));
+    // UCS-2 (the 'ŵ' forces it): 66 units then an emoji (2 units) straddling 67.
+    let ucs2 = format!("ŵ{}😀{}😀 mwisho", "c".repeat(65), "d".repeat(64));
+    let gsm_parts = within("gsm submit", esme.submit(request("254700000002", &gsm)))
+        .await
+        .expect("submit");
+    let ucs2_parts = within("ucs2 submit", esme.submit(request("254700000003", &ucs2)))
+        .await
+        .expect("submit");
+    assert_eq!(accepted_ids(&gsm_parts).len(), 3);
+    assert_eq!(accepted_ids(&ucs2_parts).len(), 3);
+    let stats = within("messages", sim.wait_until(|s| s.messages.len() == 2)).await;
+    let gsm_received = &stats.messages[0];
+    assert_eq!(gsm_received.text, gsm);
+    assert_eq!(gsm_received.parts, 3);
+    assert_eq!(gsm_received.data_coding, 0);
+    let ucs2_received = &stats.messages[1];
+    assert_eq!(ucs2_received.text, ucs2);
+    assert_eq!(ucs2_received.parts, 3);
+    assert_eq!(ucs2_received.data_coding, 8);
+    assert!(within("unbind", esme.unbind()).await);
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = Esme::start(BindConfig {
+        password: "wrong".to_string(),
+        ..bind_config(port)
+    });
+    let state = within(
+        "refusal",
+        esme.wait_for_link(|state| matches!(state, LinkState::BindRefused { .. })),
+    )
+    .await;
+    assert_eq!(
+        state,
+        LinkState::BindRefused {
+            status: CommandStatus::ESME_RINVPASWD
+        }
+    );
+    assert!(!within("stop", esme.unbind()).await, "no session to unbind");
+    assert_eq!(esme.link_state(), LinkState::Stopped);
+    assert!(matches!(
+        esme.submit(request("254700000004", "x")).await,
+        Err(SubmitError::Stopped)
+    ));
+
+    let (esme, _inbound) = Esme::start(BindConfig {
+        system_id: "nobody".to_string(),
+        ..bind_config(port)
+    });
+    let state = within(
+        "refusal",
+        esme.wait_for_link(|state| matches!(state, LinkState::BindRefused { .. })),
+    )
+    .await;
+    assert_eq!(
+        state,
+        LinkState::BindRefused {
+            status: CommandStatus::ESME_RINVSYSID
+        }
+    );
+    within("stop", esme.unbind()).await;
+    let stats = sim.stats();
+    assert_eq!(stats.binds, 0);
+    assert!(stats.bind_failures >= 2);
+}
+
+#[tokio::test]
+async fn throttling_pauses_and_retries_parts_in_order() {
+    let (sim, port) = start_sim(SimConfig {
+        throttle_every: Some(3),
+        ..SimConfig::default()
+    })
+    .await;
+    let (esme, _inbound) = start_esme(bind_config(port)).await;
+    let long = (0..5)
+        .map(|n| format!("part{n}-").repeat(25))
+        .collect::<String>();
+    let outcomes = within("long submit", esme.submit(request("254700000005", &long)))
+        .await
+        .expect("submit");
+    let parts = accepted_ids(&outcomes).len();
+    assert!(parts >= 5, "{parts} parts");
+    for n in 0..4 {
+        let outcomes = within(
+            "short submit",
+            esme.submit(request("254700000006", &format!("short {n}"))),
+        )
+        .await
+        .expect("submit");
+        accepted_ids(&outcomes);
+    }
+    let stats = sim.stats();
+    assert!(stats.throttled >= 3, "{stats:?}");
+    assert_eq!(esme.counters().throttled, stats.throttled);
+    let long_seqs: Vec<u8> = stats
+        .accepted_parts
+        .iter()
+        .filter(|part| part.destination == "254700000005")
+        .map(|part| part.seq)
+        .collect();
+    let expected: Vec<u8> = (1..=u8::try_from(parts).expect("few parts")).collect();
+    assert_eq!(long_seqs, expected, "parts accepted in order");
+    let texts: Vec<&str> = stats.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        vec![long.as_str(), "short 0", "short 1", "short 2", "short 3"]
+    );
+    within("unbind", esme.unbind()).await;
+}
+
+#[tokio::test]
+async fn dropped_connection_reports_unknown_and_reconnects() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(bind_config(port)).await;
+    sim.set_hold_responses(true);
+    let mut waiting = Vec::new();
+    for n in 0..4 {
+        let esme = esme.clone();
+        waiting.push(tokio::spawn(async move {
+            esme.submit(request("254700000007", &format!("held {n}")))
+                .await
+        }));
+    }
+    within("held submits", sim.wait_until(|s| s.held == 4)).await;
+    assert_eq!(esme.counters().window_in_use, 4);
+    sim.set_hold_responses(false);
+    assert_eq!(sim.drop_connections(), 1);
+    for task in waiting {
+        let outcomes = within("outcome", task)
+            .await
+            .expect("task")
+            .expect("submit");
+        assert!(
+            matches!(&outcomes[..], [SubmitOutcome::Unknown { .. }]),
+            "{outcomes:?}"
+        );
+    }
+    let outcomes = within(
+        "later submit",
+        esme.submit(request("254700000008", "after")),
+    )
+    .await
+    .expect("submit");
+    accepted_ids(&outcomes);
+    let stats = sim.stats();
+    assert_eq!(stats.submits, 5, "the unknown ones were never resent");
+    assert_eq!(stats.binds, 2);
+    let texts: Vec<&str> = stats.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, vec!["after"]);
+    let counters = esme.counters();
+    assert_eq!(counters.reconnects, 1);
+    assert_eq!(counters.failed, 4);
+    assert_eq!(counters.window_in_use, 0);
+    within("unbind", esme.unbind()).await;
+}
+
+#[tokio::test]
+async fn unanswered_submit_times_out_as_unknown_and_the_bind_stays() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(BindConfig {
+        response_timeout: Duration::from_millis(200),
+        ..bind_config(port)
+    })
+    .await;
+    sim.set_hold_responses(true);
+    let outcomes = within("timeout", esme.submit(request("254700000012", "silence")))
+        .await
+        .expect("submit");
+    assert!(
+        matches!(&outcomes[..], [SubmitOutcome::Unknown { reason }] if reason.contains("no submit_sm_resp")),
+        "{outcomes:?}"
+    );
+    sim.set_hold_responses(false);
+    let outcomes = within("submit", esme.submit(request("254700000012", "heard")))
+        .await
+        .expect("submit");
+    accepted_ids(&outcomes);
+    let stats = sim.stats();
+    assert_eq!(stats.submits, 2, "the unknown one was not resent");
+    assert_eq!(stats.binds, 1, "a timeout does not drop the bind");
+    assert_eq!(esme.counters().failed, 1);
+    within("unbind", esme.unbind()).await;
+}
+
+#[tokio::test]
+async fn a_failed_part_stops_the_rest_of_the_message() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(BindConfig {
+        response_timeout: Duration::from_millis(200),
+        ..bind_config(port)
+    })
+    .await;
+    sim.set_hold_responses(true);
+    let long = "x".repeat(400);
+    let outcomes = within("submit", esme.submit(request("254700000013", &long)))
+        .await
+        .expect("submit");
+    assert_eq!(outcomes.len(), 3);
+    assert!(matches!(outcomes[0], SubmitOutcome::Unknown { .. }));
+    assert!(matches!(outcomes[1], SubmitOutcome::NotSent { .. }));
+    assert!(matches!(outcomes[2], SubmitOutcome::NotSent { .. }));
+    assert_eq!(sim.stats().submits, 1);
+    // Addresses longer than SMPP allows are refused before anything is sent.
+    let too_long = esme.submit(request("2547000000130000000000000", "x")).await;
+    assert!(
+        matches!(too_long, Err(SubmitError::InvalidPdu(_))),
+        "{too_long:?}"
+    );
+    within("unbind", esme.unbind()).await;
+}
+
+#[tokio::test]
+async fn peer_enquire_link_and_unbind_are_answered() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(bind_config(port)).await;
+    assert_eq!(sim.enquire_link_all(), 1);
+    within(
+        "enquire_link_resp",
+        sim.wait_until(|s| s.enquire_link_resps == 1),
+    )
+    .await;
+    assert_eq!(sim.unbind_all(), 1);
+    within("unbind_resp", sim.wait_until(|s| s.unbind_resps == 1)).await;
+    // The ESME binds again after the SMSC's unbind, and works.
+    within("rebind", sim.wait_until(|s| s.binds == 2)).await;
+    let outcomes = within("submit", esme.submit(request("254700000009", "again")))
+        .await
+        .expect("submit");
+    accepted_ids(&outcomes);
+    assert!(within("unbind", esme.unbind()).await);
+    assert_eq!(sim.stats().unbinds_received, 1);
+    assert_eq!(esme.link_state(), LinkState::Stopped);
+}
+
+#[tokio::test]
+async fn idle_link_sends_enquire_link() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(BindConfig {
+        enquire_link_interval: Duration::from_millis(50),
+        ..bind_config(port)
+    })
+    .await;
+    within(
+        "keep-alive",
+        sim.wait_until(|s| s.enquire_links_received >= 2),
+    )
+    .await;
+    assert_eq!(esme.link_state(), LinkState::Bound);
+    within("unbind", esme.unbind()).await;
+}
+
+#[tokio::test]
+async fn mobile_originated_long_ucs2_is_reassembled() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, mut inbound) = start_esme(bind_config(port)).await;
+    within("receiver", sim.wait_until(|s| s.bound_receivers == 1)).await;
+    let text = format!(
+        "Habari 👋🏾 {} — asante sana 🙏 {}",
+        "maoni yangu ni haya: ".repeat(6),
+        "mwisho"
+    );
+    let parts = sim
+        .inject_mo("254711000001", "2020", &text)
+        .expect("inject");
+    assert!(parts >= 2, "{parts} parts");
+    let message = within("deliver", inbound.recv())
+        .await
+        .expect("inbound open");
+    assert_eq!(
+        message,
+        Inbound::Deliver {
+            from: "254711000001".to_string(),
+            to: "2020".to_string(),
+            text,
+            data_coding: 8,
+            complete: true,
+        }
+    );
+    within(
+        "deliver_sm_resp",
+        sim.wait_until(|s| s.deliver_sm_resps == parts as u64),
+    )
+    .await;
+    assert_eq!(esme.counters().delivered, 1);
+    // A short GSM message too.
+    sim.inject_mo("254711000002", "2020", "1").expect("inject");
+    let message = within("deliver", inbound.recv())
+        .await
+        .expect("inbound open");
+    assert!(matches!(message, Inbound::Deliver { ref text, data_coding: 0, .. } if text == "1"));
+    within("unbind", esme.unbind()).await;
+}
+
+#[tokio::test]
+async fn receiver_bind_cannot_submit_but_receives() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, mut inbound) = start_esme(BindConfig {
+        bind_type: BindType::Receiver,
+        ..bind_config(port)
+    })
+    .await;
+    assert!(matches!(
+        esme.submit(request("254700000010", "x")).await,
+        Err(SubmitError::NotTransmitter)
+    ));
+    within("receiver", sim.wait_until(|s| s.bound_receivers == 1)).await;
+    sim.inject_mo("254711000003", "2020", "ndiyo")
+        .expect("inject");
+    let message = within("deliver", inbound.recv())
+        .await
+        .expect("inbound open");
+    assert!(matches!(message, Inbound::Deliver { ref text, .. } if text == "ndiyo"));
+    within("unbind", esme.unbind()).await;
+}
+
+/// TPS on the paused tokio clock: every part waits for its slot, so five submit_sm at 2 per
+/// second take at least two seconds of (virtual) time.
+#[tokio::test(start_paused = true)]
+async fn tps_limit_is_respected() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(BindConfig {
+        tps: Some(2),
+        ..bind_config(port)
+    })
+    .await;
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..5 {
+        let esme = esme.clone();
+        tasks.push(tokio::spawn(async move {
+            esme.submit(request("254700000011", &format!("tps {n}")))
+                .await
+        }));
+    }
+    for task in tasks {
+        let outcomes = within("submit", task).await.expect("task").expect("submit");
+        accepted_ids(&outcomes);
+    }
+    assert!(tokio::time::Instant::now() - start >= Duration::from_secs(2));
+    assert!(esme.counters().tps_waits >= 4, "{:?}", esme.counters());
+    assert_eq!(sim.stats().accepted, 5);
+    within("unbind", esme.unbind()).await;
+}
+
+#[tokio::test]
+async fn simulator_nacks_malformed_pdus_and_drops_garbage() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut link = Framed::new(stream, SmppCodec::default());
+    let bind = Body::BindTransceiver(Bind {
+        system_id: "baraza".into(),
+        password: "secret".into(),
+        interface_version: 0x34,
+        ..Bind::default()
+    });
+    link.send(Pdu::new(1, bind)).await.expect("send bind");
+    let reply = within("bind_resp", link.next()).await;
+    assert!(matches!(reply, Some(Ok(Frame::Pdu(Pdu { status, .. }))) if status.is_ok()));
+    // An enquire_link with a stray body octet: well framed, malformed.
+    let malformed = [0, 0, 0, 17, 0, 0, 0, 0x15, 0, 0, 0, 0, 0, 0, 0, 9, 0xAA];
+    link.get_mut().write_all(&malformed).await.expect("write");
+    let reply = within("generic_nack", link.next()).await;
+    match reply {
+        Some(Ok(Frame::Pdu(pdu))) => {
+            assert_eq!(pdu.body, Body::GenericNack);
+            assert_eq!(pdu.sequence, 9);
+            assert_eq!(pdu.status, CommandStatus::ESME_RINVCMDLEN);
+        }
+        other => panic!("expected generic_nack, got {other:?}"),
+    }
+    // A command_length of 3 is not SMPP: the simulator hangs up.
+    link.get_mut()
+        .write_all(&[0, 0, 0, 3, 1, 2, 3, 4])
+        .await
+        .expect("write");
+    let end = within("close", link.next()).await;
+    assert!(matches!(end, None | Some(Err(_))), "{end:?}");
+    assert_eq!(sim.stats().generic_nacks_sent, 1);
+}
