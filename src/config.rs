@@ -34,6 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub voice: VoiceConfig,
     #[serde(default)]
+    pub smpp: SmppConfig,
+    #[serde(default)]
     pub admission: AdmissionConfig,
     #[serde(default)]
     pub admin: AdminConfig,
@@ -221,6 +223,89 @@ pub struct VoiceNumber {
     pub flow: String,
 }
 
+/// SMS (and USSD) over SMPP: the operators' SMSCs this gateway binds to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmppConfig {
+    /// One entry per operator account.
+    pub operators: Vec<OperatorConfig>,
+}
+
+/// One operator's SMSC account, as its integration sheet gives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// How commands and logs name this operator (`baraza send --operator NAME`).
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_smpp_port")]
+    pub port: u16,
+    pub system_id: String,
+    /// The bind password; `BARAZA_SMPP_PASSWORD_<NAME>` (upper case) overrides it.
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub system_type: String,
+    /// `transceiver` (default), `transmitter` or `receiver`.
+    #[serde(default = "default_bind_type")]
+    pub bind: crate::smpp::esme::BindType,
+    /// Sender shown on the handset (number, short code or alphanumeric name).
+    #[serde(default)]
+    pub sender: String,
+    /// Messages per second the operator allows on this bind (each part counts).
+    #[serde(default)]
+    pub tps: Option<u32>,
+    /// Outstanding requests allowed on the bind (default 10).
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Seconds between keepalives on an idle link (default 30).
+    #[serde(default = "default_enquire_link")]
+    pub enquire_link_seconds: u64,
+    /// Shortest wait before reconnecting, in seconds (some operators demand 30).
+    #[serde(default = "default_reconnect_floor")]
+    pub reconnect_floor_seconds: u64,
+    /// How this operator's receipt ids relate to its submit_sm_resp ids.
+    #[serde(default)]
+    pub receipt_ids: crate::smpp::receipt::MessageIdNormalisation,
+}
+
+fn default_smpp_port() -> u16 {
+    2775
+}
+fn default_bind_type() -> crate::smpp::esme::BindType {
+    crate::smpp::esme::BindType::Transceiver
+}
+fn default_window() -> usize {
+    10
+}
+fn default_enquire_link() -> u64 {
+    30
+}
+fn default_reconnect_floor() -> u64 {
+    1
+}
+
+impl OperatorConfig {
+    /// The ESME bind settings for this operator.
+    pub fn bind_config(&self) -> crate::smpp::esme::BindConfig {
+        let password = std::env::var(format!(
+            "BARAZA_SMPP_PASSWORD_{}",
+            self.name.to_ascii_uppercase().replace(['-', ' '], "_")
+        ))
+        .unwrap_or_else(|_| self.password.clone());
+        let mut bind =
+            crate::smpp::esme::BindConfig::new(&self.host, self.port, &self.system_id, &password);
+        bind.system_type = self.system_type.clone();
+        bind.bind_type = self.bind;
+        bind.tps = self.tps;
+        bind.window = self.window.max(1);
+        bind.enquire_link_interval =
+            std::time::Duration::from_secs(self.enquire_link_seconds.max(1));
+        bind.reconnect_floor = std::time::Duration::from_secs(self.reconnect_floor_seconds);
+        bind
+    }
+}
+
 /// Per-subscriber admission: requests beyond this rate are refused before a session loads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -274,6 +359,7 @@ impl Config {
             results: ResultsConfig::default(),
             ussd: UssdConfig::default(),
             voice: VoiceConfig::default(),
+            smpp: SmppConfig::default(),
             admission: AdmissionConfig::default(),
             admin: AdminConfig::default(),
             pseudonym_secret: None,

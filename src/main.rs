@@ -66,6 +66,46 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Send one SMS through an operator's SMPP bind and print its delivery receipt (what an
+    /// operator's engineer runs to test a new bind).
+    Send {
+        /// Operator name, as in the config's `smpp.operators`.
+        #[arg(long)]
+        operator: String,
+        /// Destination number.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        text: String,
+        /// Sender (the operator's `sender` otherwise).
+        #[arg(long)]
+        from: Option<String>,
+        /// Gateway config with the operator (see gateway-config/).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Seconds to wait for the bind, the submission and the receipt.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// An SMSC simulator for development and tests: accepts binds, answers submit_sm, sends
+    /// delivery receipts.
+    SmscSim {
+        #[arg(long, default_value = "127.0.0.1:2775")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "baraza")]
+        system_id: String,
+        #[arg(long, default_value = "secret")]
+        password: String,
+        /// Delay before each submit_sm_resp, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Answer every Nth submit_sm with ESME_RTHROTTLED.
+        #[arg(long)]
+        throttle_every: Option<u32>,
+        /// The `stat:` of delivery receipts (DELIVRD, UNDELIV, EXPIRED...).
+        #[arg(long, default_value = "DELIVRD")]
+        receipt_status: String,
+    },
     /// Stored answers.
     Results {
         #[command(subcommand)]
@@ -138,6 +178,32 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config, listen } => report(serve(config, listen)),
+        Command::Send {
+            operator,
+            to,
+            text,
+            from,
+            config,
+            wait,
+        } => report(send(config, operator, to, text, from, wait)),
+        Command::SmscSim {
+            listen,
+            system_id,
+            password,
+            latency_ms,
+            throttle_every,
+            receipt_status,
+        } => {
+            let sim = baraza::smpp::smsc_sim::SimConfig {
+                system_id,
+                password,
+                submit_latency: std::time::Duration::from_millis(latency_ms),
+                throttle_every,
+                receipt_status,
+                ..Default::default()
+            };
+            report(smsc_sim(sim, listen))
+        }
         Command::Results {
             command:
                 ResultsCommand::Export {
@@ -190,6 +256,128 @@ fn serve(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyho
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let shutdown = server::shutdown_signal(std::sync::Arc::clone(&gateway));
         server::serve(gateway, listener, shutdown).await
+    })
+}
+
+fn smsc_sim(
+    sim: baraza::smpp::smsc_sim::SimConfig,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    baraza::telemetry::init_logging();
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        // Scripts and tests wait for this line (it carries the real port for port 0).
+        eprintln!("smsc-sim listening on {}", listener.local_addr()?);
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        baraza::smpp::smsc_sim::run_smsc_sim(sim, listener, shutdown).await?;
+        Ok(())
+    })
+}
+
+fn send(
+    config: Option<PathBuf>,
+    operator: String,
+    to: String,
+    text: String,
+    from: Option<String>,
+    wait: u64,
+) -> anyhow::Result<()> {
+    use baraza::smpp::esme::{Esme, Inbound, SubmitOutcome, SubmitRequest};
+    let config = load_config(config)?;
+    let Some(account) = config.smpp.operators.iter().find(|o| o.name == operator) else {
+        let known: Vec<&str> = config
+            .smpp
+            .operators
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
+        anyhow::bail!(
+            "no operator `{operator}` in the config (known: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let normalise = account.receipt_ids;
+    let from = from.unwrap_or_else(|| account.sender.clone());
+    let bind = account.bind_config();
+    let budget = std::time::Duration::from_secs(wait.max(1));
+    runtime()?.block_on(async move {
+        let (esme, mut inbound) = Esme::start(bind);
+        let request = SubmitRequest {
+            to,
+            from,
+            text,
+            registered_delivery: true,
+        };
+        let outcomes = tokio::time::timeout(budget, esme.submit(request))
+            .await
+            .map_err(|_| anyhow::anyhow!("no bind or no answer within {} s", budget.as_secs()))?
+            .map_err(|e| anyhow::anyhow!("submit refused: {e}"))?;
+        let mut waiting = std::collections::BTreeSet::new();
+        for (part, outcome) in outcomes.iter().enumerate() {
+            println!("part {}: {outcome:?}", part + 1);
+            if let SubmitOutcome::Accepted { message_id } = outcome {
+                waiting.insert(normalise.submit_id(message_id));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + budget;
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, inbound.recv()).await {
+                Ok(Some(Inbound::Receipt(receipt))) => {
+                    let id = normalise.receipt_id(&receipt.message_id);
+                    if waiting.remove(&id) {
+                        println!(
+                            "receipt {}: {:?}{}",
+                            receipt.message_id,
+                            receipt.state,
+                            receipt
+                                .error
+                                .as_deref()
+                                .map(|e| format!(" (error {e})"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+                Ok(Some(Inbound::Deliver { from, text, .. })) => {
+                    println!("incoming from {from}: {text}")
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    println!(
+                        "no receipt within {} s for {} part(s)",
+                        budget.as_secs(),
+                        waiting.len()
+                    );
+                    break;
+                }
+            }
+        }
+        esme.unbind().await;
+        let refused = outcomes
+            .iter()
+            .any(|o| !matches!(o, SubmitOutcome::Accepted { .. }));
+        if refused {
+            anyhow::bail!("not every part was accepted");
+        }
+        Ok(())
     })
 }
 
