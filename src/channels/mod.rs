@@ -5,5 +5,6 @@
 //! channels turn requests into `ussd::UssdRequest` and replies into bytes; the dispatcher does
 //! the rest.
 
+pub(crate) mod form;
 pub mod ussd;
 pub mod voice;

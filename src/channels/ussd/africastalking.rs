@@ -14,47 +14,9 @@ use crate::channels::ussd::{
 /// Longest `text` accepted (a whole session of answers).
 const MAX_TEXT: usize = 4096;
 
+/// The callback's fields (the first of a repeated name wins).
 fn form(body: &[u8]) -> Result<HashMap<String, String>, BadRequest> {
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded_pairs(body)? {
-        out.insert(k, v);
-    }
-    Ok(out)
-}
-
-/// Decodes `application/x-www-form-urlencoded`. Written here (a dozen lines) rather than
-/// pulling a crate: the format is tiny and we want our own error messages.
-fn form_urlencoded_pairs(body: &[u8]) -> Result<Vec<(String, String)>, BadRequest> {
-    let text = std::str::from_utf8(body).map_err(|_| BadRequest("body is not UTF-8".into()))?;
-    let mut pairs = Vec::new();
-    for part in text.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        pairs.push((percent_decode(k)?, percent_decode(v)?));
-    }
-    Ok(pairs)
-}
-
-fn percent_decode(s: &str) -> Result<String, BadRequest> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| BadRequest(format!("bad percent-encoding in `{s}`")))?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| BadRequest("form value is not UTF-8".into()))
+    crate::channels::form::form_fields(body)
 }
 
 /// Parses a USSD callback.
