@@ -404,6 +404,13 @@ pub async fn serve(
             }
         });
     }
+    let gateway_for_names = Arc::clone(&gateway);
+    let binds = crate::smpp::binds::Binds::start(&gateway.config.smpp, move |number| {
+        gateway_for_names.pseudonym(number)
+    });
+    if !binds.operators().is_empty() {
+        info!(operators = ?binds.operators(), "SMPP binds started");
+    }
     let addr = listener.local_addr()?;
     // Tests and scripts wait for this line (with the real port when listening on port 0).
     info!("listening on http://{addr}");
@@ -413,6 +420,7 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await?;
+    binds.unbind_all().await;
     info!("stopped accepting; flushing the result store");
     gateway
         .results

@@ -708,7 +708,12 @@ async fn supervise(shared: Arc<Shared>, inbound: mpsc::Sender<Inbound>) {
                 shared.link.send_replace(LinkState::BindRefused { status });
             }
             Err(BindFailure::Other(reason)) => {
-                debug!(%reason, "smpp: cannot bind");
+                // Loud once per outage, quiet while it retries.
+                if attempt == 0 {
+                    warn!(host = %config.host, port = config.port, %reason, "smpp: cannot bind; retrying with backoff");
+                } else {
+                    debug!(%reason, "smpp: cannot bind");
+                }
                 shared.link.send_replace(LinkState::Disconnected { reason });
             }
         }

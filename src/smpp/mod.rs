@@ -10,6 +10,7 @@
 //! dropped bind) are easier to guarantee in code we own. `rusmpp-core` serves only as an
 //! independent reference in a differential test (a dev-dependency).
 
+pub mod binds;
 pub mod esme;
 pub mod framing;
 pub mod pdu;
