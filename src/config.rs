@@ -224,11 +224,90 @@ pub struct VoiceNumber {
 }
 
 /// SMS (and USSD) over SMPP: the operators' SMSCs this gateway binds to.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmppConfig {
     /// One entry per operator account.
     pub operators: Vec<OperatorConfig>,
+    /// Words that start a flow by SMS (matched case-insensitively on the first word).
+    pub keywords: Vec<Keyword>,
+    /// Words that stop every message to the sender, on every channel, until a start word.
+    pub stop_words: Vec<String>,
+    /// Words that lift a stop.
+    pub start_words: Vec<String>,
+    /// Sent once after a stop word (the last message the number gets).
+    pub stop_reply: Text,
+    /// Sent after a start word.
+    pub start_reply: Text,
+    /// Sent when a message matches no keyword and no open session (none: no reply).
+    pub unknown_reply: Option<Text>,
+}
+
+impl Default for SmppConfig {
+    fn default() -> Self {
+        SmppConfig {
+            operators: Vec::new(),
+            keywords: vec![
+                Keyword {
+                    keyword: "AFYA".into(),
+                    flow: "service_feedback".into(),
+                    language: Some("sw".into()),
+                },
+                Keyword {
+                    keyword: "HEALTH".into(),
+                    flow: "service_feedback".into(),
+                    language: Some("en".into()),
+                },
+                Keyword {
+                    keyword: "MAONI".into(),
+                    flow: "community_needs".into(),
+                    language: Some("sw".into()),
+                },
+                Keyword {
+                    keyword: "SURVEY".into(),
+                    flow: "community_needs".into(),
+                    language: Some("en".into()),
+                },
+            ],
+            stop_words: vec!["STOP".into(), "ACHA".into(), "SITISHA".into()],
+            start_words: vec!["START".into(), "ANZA".into()],
+            stop_reply: Text::PerLanguage(BTreeMap::from([
+                (
+                    "en".into(),
+                    "You will get no more messages from us. Send START to receive them again."
+                        .into(),
+                ),
+                (
+                    "sw".into(),
+                    "Hutapokea ujumbe zaidi kutoka kwetu. Tuma ANZA kupokea tena.".into(),
+                ),
+            ])),
+            start_reply: Text::PerLanguage(BTreeMap::from([
+                (
+                    "en".into(),
+                    "Welcome back. You will receive our messages again. Send STOP to stop.".into(),
+                ),
+                (
+                    "sw".into(),
+                    "Karibu tena. Utapokea ujumbe wetu tena. Tuma ACHA kusitisha.".into(),
+                ),
+            ])),
+            unknown_reply: None,
+        }
+    }
+}
+
+/// An SMS keyword and the flow it starts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keyword {
+    /// The word, matched case-insensitively against the message's first word.
+    pub keyword: String,
+    /// Flow id.
+    pub flow: String,
+    /// The language the flow starts in (a Swahili keyword starts in Swahili).
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 /// One operator's SMSC account, as its integration sheet gives it.

@@ -31,7 +31,10 @@ use crate::result_store::{
 use crate::session_store::{ResumeCopy, SaveOutcome, SessionKey, SessionStore};
 use crate::telemetry;
 
+mod sms;
 mod voice;
+
+pub use sms::OutgoingSms;
 
 /// What is stored per live session: the engine state plus what the channel needs to answer a
 /// repeated delivery without running the step again.

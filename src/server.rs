@@ -404,10 +404,7 @@ pub async fn serve(
             }
         });
     }
-    let gateway_for_names = Arc::clone(&gateway);
-    let binds = crate::smpp::binds::Binds::start(&gateway.config.smpp, move |number| {
-        gateway_for_names.pseudonym(number)
-    });
+    let binds = crate::smpp::binds::Binds::start(Arc::clone(&gateway));
     if !binds.operators().is_empty() {
         info!(operators = ?binds.operators(), "SMPP binds started");
     }

@@ -55,3 +55,128 @@ async fn serve_binds_to_each_operator_and_unbinds_on_shutdown() {
     let after = sim.wait_until(|s| s.unbinds_received >= 1).await;
     assert_eq!(after.unbinds_received, 1, "one unbind on shutdown");
 }
+
+/// Waits until the simulated handset has received `count` messages; returns their texts.
+async fn handset_messages(sim: &baraza::smpp::smsc_sim::SimHandle, count: usize) -> Vec<String> {
+    sim.wait_until(|s| s.messages.len() >= count)
+        .await
+        .messages
+        .iter()
+        .map(|m| m.text.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_way_sms_survey_with_stop_and_start() {
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = sim_listener.local_addr().expect("addr").port();
+    let sim = spawn_smsc_sim(SimConfig::default(), sim_listener);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::embedded();
+    config.flows_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    config.results = ResultsConfig::Sqlite {
+        path: dir.path().join("results.sqlite3"),
+    };
+    config.pseudonym_secret = Some("test".into());
+    let operator: OperatorConfig = serde_saphyr::from_str(&format!(
+        "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\nsender: \"20880\"\n"
+    ))
+    .expect("operator config");
+    config.smpp.operators = vec![operator];
+    let gateway = Arc::new(
+        baraza::server::build_gateway(config)
+            .await
+            .expect("gateway"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(baraza::server::serve(
+        Arc::clone(&gateway),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    sim.wait_until(|s| s.binds >= 1).await;
+
+    let citizen = "+254722000111";
+    // The Swahili keyword starts the service feedback flow in Swahili.
+    let script = [
+        ("AFYA", "Huduma gani?"),
+        ("2", "Ungeipa alama gani?"),
+        ("5", "Je, ulipata huduma"),
+        ("ndiyo", "Ulienda lini?"),
+        ("12/03/2026", "Asante!"),
+    ];
+    for (i, (text, expect)) in script.iter().enumerate() {
+        sim.inject_mo(citizen, "20880", text).expect("inject");
+        let received = handset_messages(&sim, i + 1).await;
+        assert!(
+            received[i].contains(expect),
+            "after {text}: {:?}",
+            received[i]
+        );
+    }
+    let stats = sim.stats();
+    assert!(
+        stats
+            .messages
+            .iter()
+            .all(|m| m.destination == citizen && m.source == "20880")
+    );
+    let rows = gateway
+        .results
+        .responses("service_feedback")
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].channel, "sms");
+    assert_eq!(rows[0].language, "sw");
+    assert_eq!(
+        rows[0].status,
+        baraza::result_store::ResponseStatus::Completed
+    );
+    assert_eq!(
+        rows[0].answers.get("visit_date").map(|(v, _)| v.as_str()),
+        Some("2026-03-12")
+    );
+
+    // STOP: confirmed once, then nothing reaches the number until START.
+    sim.inject_mo(citizen, "20880", "HEALTH").expect("inject");
+    handset_messages(&sim, 6).await;
+    sim.inject_mo(citizen, "20880", "stop").expect("inject");
+    let after_stop = handset_messages(&sim, 7).await;
+    assert!(after_stop[6].contains("Send START"), "{:?}", after_stop[6]);
+    sim.inject_mo(citizen, "20880", "HEALTH").expect("inject");
+    sim.inject_mo(citizen, "20880", "START").expect("inject");
+    let after_start = handset_messages(&sim, 8).await;
+    assert!(
+        after_start[7].contains("Welcome back"),
+        "the keyword sent while stopped got no reply: {:?}",
+        &after_start[7..]
+    );
+    let rows = gateway
+        .results
+        .responses("service_feedback")
+        .await
+        .expect("rows");
+    assert!(
+        rows.iter()
+            .any(|r| r.status == baraza::result_store::ResponseStatus::OptedOut),
+        "the open session ended as opted out: {rows:?}"
+    );
+    sim.inject_mo(citizen, "20880", "HEALTH").expect("inject");
+    let again = handset_messages(&sim, 9).await;
+    assert!(again[8].contains("Which service?"), "{:?}", again[8]);
+
+    stop.send(()).expect("stop");
+    server
+        .await
+        .expect("serve task")
+        .expect("serve ends cleanly");
+}

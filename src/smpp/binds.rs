@@ -1,16 +1,19 @@
 //! The operator binds `baraza serve` keeps open: one ESME session per configured operator,
 //! started beside the HTTP server, unbound on shutdown.
 //!
-//! Inbound traffic is only logged and counted for now (receipts by state, mobile-originated
-//! messages); routing messages into SMS flows is not built yet. Never reads or writes sessions.
+//! A mobile-originated message goes to `Gateway::sms_step` (keywords, stop/start, the open SMS
+//! session) and its replies go out on the same bind; receipts are logged and counted by state.
+//! Never reads or writes sessions itself.
 
 use std::time::Duration;
 
 use metrics::{counter, gauge};
 use tracing::{info, warn};
 
-use crate::config::SmppConfig;
-use crate::smpp::esme::{Esme, EsmeHandle, Inbound};
+use std::sync::Arc;
+
+use crate::dispatcher::Gateway;
+use crate::smpp::esme::{Esme, EsmeHandle, Inbound, SubmitOutcome, SubmitRequest};
 
 /// The open binds, by operator name.
 pub struct Binds {
@@ -19,32 +22,69 @@ pub struct Binds {
 
 impl Binds {
     /// Starts a bind per configured operator (each connects and reconnects on its own) and a
-    /// task per bind that logs what arrives on it. `pseudonym` hides phone numbers in logs.
-    pub fn start(
-        config: &SmppConfig,
-        pseudonym: impl Fn(&str) -> String + Send + Sync + Clone + 'static,
-    ) -> Binds {
+    /// task per bind that handles what arrives on it.
+    pub fn start(gateway: Arc<Gateway>) -> Binds {
         let mut binds = Vec::new();
-        for operator in &config.operators {
+        for operator in &gateway.config.smpp.operators {
             let (handle, mut inbound) = Esme::start(operator.bind_config());
             let name = operator.name.clone();
-            let pseudonym = pseudonym.clone();
+            let sender = operator.sender.clone();
+            let gateway = Arc::clone(&gateway);
+            let replies = handle.clone();
             tokio::spawn(async move {
                 while let Some(message) = inbound.recv().await {
                     match message {
                         Inbound::Receipt(receipt) => {
-                            counter!("baraza_smpp_receipts_total", "operator" => name.clone(), "state" => format!("{:?}", receipt.state).to_lowercase()).increment(1);
+                            let state = format!("{:?}", receipt.state).to_lowercase();
+                            counter!("baraza_smpp_receipts_total", "operator" => name.clone(), "state" => state)
+                                .increment(1);
                             info!(operator = %name, message_id = %receipt.message_id, state = ?receipt.state, "delivery receipt");
                         }
                         Inbound::Deliver {
                             from,
+                            to,
                             text,
                             complete,
                             ..
                         } => {
                             counter!("baraza_smpp_inbound_total", "operator" => name.clone())
                                 .increment(1);
-                            info!(operator = %name, from = %pseudonym(&from), chars = text.chars().count(), complete, "inbound SMS (not routed to a flow yet)");
+                            if !complete {
+                                warn!(operator = %name, from = %gateway.pseudonym(&from), "inbound SMS with missing parts: handled as received");
+                            }
+                            // Replies leave from the number the citizen wrote to, unless the
+                            // operator has a fixed sender.
+                            let reply_from = if sender.is_empty() {
+                                to
+                            } else {
+                                sender.clone()
+                            };
+                            // One task per message: a slow store never blocks the bind.
+                            let gateway = Arc::clone(&gateway);
+                            let replies = replies.clone();
+                            let name = name.clone();
+                            tokio::spawn(async move {
+                                for message in gateway.sms_step(&from, &text).await {
+                                    let request = SubmitRequest {
+                                        to: message.to,
+                                        from: reply_from.clone(),
+                                        text: message.text,
+                                        registered_delivery: true,
+                                    };
+                                    match replies.submit(request).await {
+                                        Ok(parts)
+                                            if parts.iter().all(|p| {
+                                                matches!(p, SubmitOutcome::Accepted { .. })
+                                            }) => {}
+                                        Ok(parts) => {
+                                            warn!(operator = %name, ?parts, "reply not fully accepted")
+                                        }
+                                        Err(e) => {
+                                            warn!(operator = %name, error = %e, "reply not sent")
+                                        }
+                                    }
+                                }
+                            });
                         }
                     }
                 }

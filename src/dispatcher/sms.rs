@@ -1,0 +1,235 @@
+//! SMS steps: an inbound message (already decoded and reassembled by the SMPP bind) through
+//! opt-out handling, keyword triggers or the sender's open SMS session, `engine::advance`, the
+//! result store and the session save, to the messages to send back. Knows no PDU and no Redis
+//! key; sending is the bind's business.
+//!
+//! One SMS session per phone number (SMS has no session id): the session key is the number.
+//! Stop words end the number's sessions and suppress every further message until a start word,
+//! on every channel that sends (USSD and voice are started by the citizen, so they are not
+//! suppressed).
+
+use std::time::Duration;
+
+use tracing::{Instrument, info, warn};
+
+use super::{Gateway, SessionRecord, StepError, now_ms, resume_copy};
+use crate::channels::ussd::UssdReply;
+use crate::engine::render::Rendered;
+use crate::engine::{self, Channel, Input, Start};
+use crate::session_store::{SaveOutcome, SessionKey};
+use crate::telemetry;
+
+/// One message to send back to the citizen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingSms {
+    pub to: String,
+    pub text: String,
+}
+
+impl Gateway {
+    /// Handles one inbound SMS from `from`; returns what to send back (possibly nothing).
+    /// Never fails: a store failure is logged and counted, and the citizen gets no reply
+    /// rather than an error text.
+    pub async fn sms_step(&self, from: &str, text: &str) -> Vec<OutgoingSms> {
+        let span = tracing::info_span!(
+            "sms_step",
+            subscriber = %self.pseudonym(from),
+            flow = tracing::field::Empty,
+            node = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms.max(1) * 5);
+        match tokio::time::timeout(
+            deadline,
+            self.sms_step_inner(from, text).instrument(span.clone()),
+        )
+        .await
+        {
+            Ok(Ok(messages)) => {
+                telemetry::step(Channel::Sms, "smpp", "ok", started.elapsed());
+                messages
+            }
+            Ok(Err(e)) => {
+                span.in_scope(|| warn!(error = %e, "sms step failed"));
+                telemetry::error(e.kind());
+                telemetry::step(Channel::Sms, "smpp", "error", started.elapsed());
+                Vec::new()
+            }
+            Err(_) => {
+                span.in_scope(|| warn!("sms step missed its deadline"));
+                telemetry::error("deadline");
+                telemetry::step(Channel::Sms, "smpp", "deadline", started.elapsed());
+                Vec::new()
+            }
+        }
+    }
+
+    async fn sms_step_inner(&self, from: &str, text: &str) -> Result<Vec<OutgoingSms>, StepError> {
+        let smpp = &self.config.smpp;
+        let first_word = text.split_whitespace().next().unwrap_or("").to_uppercase();
+        let matches = |words: &[String]| words.iter().any(|w| w.eq_ignore_ascii_case(&first_word));
+        let key = SessionKey::new("sms", from);
+        let stored = self
+            .sessions
+            .load(&key)
+            .await
+            .map_err(|e| StepError::Sessions(e.to_string()))?;
+        let (version, record) = match stored {
+            Some(s) => (Some(s.version), SessionRecord::decode(&s.data)),
+            None => (None, None),
+        };
+        // The session's language when there is one; otherwise every translation (a stop or
+        // start word says nothing about the language the citizen reads).
+        let language = record.as_ref().map(|r| r.state.language.clone());
+        let reply = |text: &crate::flow::model::Text| OutgoingSms {
+            to: from.to_string(),
+            text: match &language {
+                Some(lang) => text.get(lang, "en").to_string(),
+                None => text
+                    .variants()
+                    .iter()
+                    .map(|(_, t)| *t)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            },
+        };
+
+        if matches(&smpp.stop_words) {
+            self.sessions
+                .set_opted_out(from, true)
+                .await
+                .map_err(|e| StepError::Sessions(e.to_string()))?;
+            if let Some(record) = record
+                && !record.state.status.is_terminal()
+            {
+                let flow = self.flow_of(&record.state)?;
+                let step = engine::advance(&flow, Some(record.state), Input::Hangup, now_ms());
+                let mut writes = self.writes_for_subscriber(from, "smpp", &step);
+                for write in &mut writes {
+                    if let crate::result_store::Write::Status(update) = write {
+                        update.status = crate::result_store::ResponseStatus::OptedOut;
+                    }
+                }
+                self.results
+                    .commit(writes)
+                    .await
+                    .map_err(|e| StepError::Results(e.to_string()))?;
+                self.sessions
+                    .delete(&key)
+                    .await
+                    .map_err(|e| StepError::Sessions(e.to_string()))?;
+            }
+            telemetry::session("opted_out");
+            info!("stop word: number opted out");
+            return Ok(vec![reply(&smpp.stop_reply)]);
+        }
+        if matches(&smpp.start_words) {
+            self.sessions
+                .set_opted_out(from, false)
+                .await
+                .map_err(|e| StepError::Sessions(e.to_string()))?;
+            info!("start word: number opted back in");
+            return Ok(vec![reply(&smpp.start_reply)]);
+        }
+        if self
+            .sessions
+            .is_opted_out(from)
+            .await
+            .map_err(|e| StepError::Sessions(e.to_string()))?
+        {
+            info!("message from an opted-out number: no reply");
+            return Ok(Vec::new());
+        }
+
+        let keyword = smpp
+            .keywords
+            .iter()
+            .find(|k| k.keyword.eq_ignore_ascii_case(&first_word));
+        let open = record.filter(|r| !r.state.status.is_terminal());
+        let (flow, prior, input) = match (keyword, open) {
+            // A keyword always starts its flow afresh (the citizen asked for it).
+            (Some(keyword), _) => {
+                let Some(flow) = self.catalog().latest(&keyword.flow) else {
+                    warn!(flow = %keyword.flow, "keyword names a flow that is not loaded");
+                    return Ok(Vec::new());
+                };
+                let start = Input::Start(Start {
+                    session_id: format!("sms:{from}:{}", now_ms()),
+                    channel: Channel::Sms,
+                    contact: Default::default(),
+                    language: keyword.language.clone(),
+                });
+                (flow, None, start)
+            }
+            (None, Some(record)) => {
+                let flow = self.flow_of(&record.state)?;
+                (
+                    flow,
+                    Some(record.state),
+                    Input::Answer(text.trim().to_string()),
+                )
+            }
+            (None, None) => {
+                return Ok(smpp.unknown_reply.as_ref().map(reply).into_iter().collect());
+            }
+        };
+        tracing::Span::current().record("flow", flow.flow.id.as_str());
+        let step = engine::advance(&flow, prior, input, now_ms());
+        tracing::Span::current().record("node", step.state.node.as_str());
+        let writes = self.writes_for_subscriber(from, "smpp", &step);
+        if !writes.is_empty() {
+            self.results
+                .commit(writes)
+                .await
+                .map_err(|e| StepError::Results(e.to_string()))?;
+        }
+        let outgoing: Vec<OutgoingSms> = step
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                engine::Action::Reply(r) => match &r.rendered {
+                    Rendered::Sms(sms) => Some(OutgoingSms {
+                        to: from.to_string(),
+                        text: sms.text.clone(),
+                    }),
+                    other => Some(OutgoingSms {
+                        to: from.to_string(),
+                        text: other.text(),
+                    }),
+                },
+                _ => None,
+            })
+            .collect();
+        let record = SessionRecord {
+            state: step.state,
+            progress: String::new(),
+            reply: UssdReply {
+                text: outgoing.last().map(|m| m.text.clone()).unwrap_or_default(),
+                end: false,
+            },
+        };
+        let ttl = Duration::from_secs(flow.flow.sms.session_timeout.0.max(1));
+        let state_bytes = record.state.encode();
+        let resume = resume_copy(from, &flow, &record.state, &state_bytes);
+        // A keyword restart replaces whatever session the number had.
+        let expected = if keyword.is_some() { None } else { version };
+        if keyword.is_some() && version.is_some() {
+            self.sessions
+                .delete(&key)
+                .await
+                .map_err(|e| StepError::Sessions(e.to_string()))?;
+        }
+        match self
+            .sessions
+            .save_and_remember(&key, expected, &record.encode(), ttl, resume)
+            .await
+            .map_err(|e| StepError::Sessions(e.to_string()))?
+        {
+            SaveOutcome::Saved { .. } => Ok(outgoing),
+            SaveOutcome::Conflict { .. } => {
+                telemetry::error("version_conflict");
+                Err(StepError::Contention)
+            }
+        }
+    }
+}
