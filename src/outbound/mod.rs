@@ -141,6 +141,9 @@ pub enum AttemptStatus {
 /// One attempt to call a number back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
+    /// Which callback this attempt belongs to (numbered from 1 per dialer), so two callbacks
+    /// of one number keep their attempts apart.
+    pub callback: u64,
     /// 1 for the first call, then 2, 3... up to `retry.max_attempts`.
     pub attempt: u32,
     /// The flow the call runs when answered.
@@ -180,6 +183,8 @@ pub enum StartError {
 /// A call waiting to be placed.
 #[derive(Debug, Clone)]
 struct Job {
+    /// The callback's number (see [`Attempt::callback`]).
+    callback: u64,
     /// The citizen's number.
     to: String,
     /// The flow the call runs.
@@ -230,6 +235,10 @@ struct Inner {
     live: Mutex<HashMap<String, LiveCall>>,
     /// Bumped on every attempt change, so tests and tools can wait for one.
     changes: watch::Sender<u64>,
+    /// Callbacks accepted by [`Dialer::enqueue`] since start (first attempts only).
+    accepted: std::sync::atomic::AtomicU64,
+    /// Numbers callbacks.
+    next_callback: std::sync::atomic::AtomicU64,
 }
 
 /// Places outbound calls; cheap to clone (a handle on one task).
@@ -288,6 +297,8 @@ impl Dialer {
                 attempts: Mutex::new(HashMap::new()),
                 live: Mutex::new(HashMap::new()),
                 changes: watch::channel(0).0,
+                accepted: std::sync::atomic::AtomicU64::new(0),
+                next_callback: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         if gateway.config.voice.dialer.0.set(dialer.clone()).is_err() {
@@ -300,7 +311,13 @@ impl Dialer {
 
     /// Queues a call to `to` that runs `flow` when answered (first attempt).
     pub fn enqueue(&self, to: &str, flow: &str) -> Result<(), EnqueueError> {
+        let callback = self
+            .inner
+            .next_callback
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let job = Job {
+            callback,
             to: to.to_string(),
             flow: flow.to_string(),
             attempt: 1,
@@ -308,7 +325,18 @@ impl Dialer {
         self.inner.queue.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => EnqueueError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => EnqueueError::Stopped,
-        })
+        })?;
+        self.inner
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Callbacks accepted by [`Dialer::enqueue`] since the dialer started (retries excluded).
+    pub fn accepted(&self) -> u64 {
+        self.inner
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A snapshot of the attempts to call `number`, oldest first.
@@ -358,20 +386,14 @@ impl Dialer {
 
 impl Inner {
     /// Adds or updates attempt `attempt` of `number`, logs it and signals the change.
-    fn record(
-        &self,
-        number: &str,
-        flow: &str,
-        attempt: u32,
-        call_id: Option<&str>,
-        status: AttemptStatus,
-    ) {
+    fn record(&self, job: &Job, call_id: Option<&str>, status: AttemptStatus) {
+        let (number, flow, attempt) = (job.to.as_str(), job.flow.as_str(), job.attempt);
         let pseudonym = self
             .gateway
             .upgrade()
             .map(|g| g.pseudonym(number))
             .unwrap_or_else(|| "unknown".into());
-        info!(subscriber = %pseudonym, flow, attempt, call = call_id.unwrap_or(""), status = ?status, "outbound call attempt");
+        info!(subscriber = %pseudonym, flow, callback = job.callback, attempt, call = call_id.unwrap_or(""), status = ?status, "outbound call attempt");
         {
             let mut attempts = lock(&self.attempts);
             let list = attempts.entry(number.to_string()).or_default();
@@ -386,6 +408,7 @@ impl Inner {
                     existing.status = status;
                 }
                 None => list.push(Attempt {
+                    callback: job.callback,
                     attempt,
                     flow: flow.to_string(),
                     call_id: call_id.map(str::to_string),
@@ -471,8 +494,10 @@ async fn run(inner: Weak<Inner>, mut jobs: mpsc::Receiver<Job>) {
 
 /// One attempt: place the call, wait for its final status, free the slot, maybe retry.
 async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
-    let Job { to, flow, attempt } = &job;
-    inner.record(to, flow, *attempt, None, AttemptStatus::Placing);
+    let Job {
+        to, flow, attempt, ..
+    } = &job;
+    inner.record(&job, None, AttemptStatus::Placing);
     let placed = match tokio::time::timeout(API_TIMEOUT, inner.provider.place(to)).await {
         Ok(result) => result,
         Err(_) => Err(format!(
@@ -483,7 +508,7 @@ async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
         Err(reason) => {
             warn!(flow, attempt, %reason, "outbound call not placed");
             telemetry::error("outbound_call_refused");
-            inner.record(to, flow, *attempt, None, AttemptStatus::Refused(reason));
+            inner.record(&job, None, AttemptStatus::Refused(reason));
             CallOutcome::Failed
         }
         Ok(call_id) => {
@@ -507,7 +532,7 @@ async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
                     telemetry::error("outbound_call_note");
                 }
             }
-            inner.record(to, flow, *attempt, Some(&call_id), AttemptStatus::Placed);
+            inner.record(&job, Some(&call_id), AttemptStatus::Placed);
             let status = tokio::time::timeout(inner.call_timeout, ended).await;
             let answered = lock(&inner.live)
                 .remove(&call_id)
@@ -516,9 +541,7 @@ async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
                 Ok(Ok(status)) => {
                     let outcome = CallOutcome::from_status(&status, answered);
                     inner.record(
-                        to,
-                        flow,
-                        *attempt,
+                        &job,
                         Some(&call_id),
                         AttemptStatus::Ended { status, outcome },
                     );
@@ -527,7 +550,7 @@ async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
                 _ => {
                     warn!(call = %call_id, "no final status for an outbound call");
                     telemetry::error("outbound_call_timeout");
-                    inner.record(to, flow, *attempt, Some(&call_id), AttemptStatus::TimedOut);
+                    inner.record(&job, Some(&call_id), AttemptStatus::TimedOut);
                     CallOutcome::TimedOut
                 }
             }
