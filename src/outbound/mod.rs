@@ -399,7 +399,7 @@ impl Inner {
             let list = attempts.entry(number.to_string()).or_default();
             match list
                 .iter_mut()
-                .find(|a| a.attempt == attempt && a.flow == flow)
+                .find(|a| a.attempt == attempt && a.callback == job.callback)
             {
                 Some(existing) => {
                     if call_id.is_some() {
