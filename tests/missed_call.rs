@@ -658,3 +658,32 @@ async fn an_https_api_url_is_refused_at_start_with_the_reason() {
     );
     gw.cleanup().await;
 }
+
+/// The daily counters on Redis: distinct callers (no de-duplication in play) up to the
+/// flow's cap, then refusals; a repeated caller within the window counts once.
+#[tokio::test]
+async fn the_flow_cap_holds_on_redis() {
+    let fake = FakeProvider::start(false).await;
+    let (gw, dialer) = gateway(
+        Stores::RedisPostgres,
+        at_outbound(&fake, 5, no_retries()),
+        |m| m.daily_cap_per_flow = 2,
+    )
+    .await;
+    for (n, caller, expected) in [
+        (1, "+254711000201", 1),
+        (2, "+254711000201", 1),
+        (3, "+254711000202", 2),
+        (4, "+254711000203", 2),
+    ] {
+        let reply = missed_call(&gw, &format!("ATVId_r{n}"), caller).await;
+        assert!(reply.contains("<Reject"), "{reply}");
+        assert_eq!(dialer.accepted(), expected, "missed call {n}");
+    }
+    wait_for(&dialer, "both callbacks placed", |d| {
+        placed(d, "+254711000201", 1) && placed(d, "+254711000202", 1)
+    })
+    .await;
+    assert_eq!(fake.count(), 2);
+    gw.cleanup().await;
+}
