@@ -750,6 +750,52 @@ mod tests {
     }
 
     #[test]
+    fn the_voice_config_section_parses_with_defaults() {
+        let yaml = r#"
+missed_call:
+  numbers:
+    - { number: "+254205550000", flow: grievance }
+  dedup_window_seconds: 900
+outbound:
+  provider:
+    africastalking:
+      username: county
+      from: "+254205551111"
+  max_concurrent_calls: 2
+  retry: { max_attempts: 4, on: [busy, no_answer] }
+"#;
+        let voice: crate::config::VoiceConfig = serde_saphyr::from_str(yaml).expect("parses");
+        assert_eq!(voice.missed_call.numbers[0].flow, "grievance");
+        assert_eq!(voice.missed_call.dedup_window_seconds, 900);
+        assert_eq!(voice.missed_call.daily_cap_per_number, 3);
+        assert_eq!(voice.missed_call.daily_cap_per_flow, 1000);
+        let outbound = voice.outbound.expect("outbound");
+        assert_eq!(outbound.max_concurrent_calls, 2);
+        assert_eq!(outbound.retry.max_attempts, 4);
+        assert_eq!(outbound.retry.spacing_seconds, 300);
+        assert_eq!(outbound.retry.on, vec![RetryOn::Busy, RetryOn::NoAnswer]);
+        match outbound.provider {
+            OutboundProvider::AfricasTalking {
+                api_url, api_key, ..
+            } => {
+                assert_eq!(api_url, "https://voice.africastalking.com/call");
+                assert!(api_key.is_empty());
+            }
+            other => panic!("wrong provider {other:?}"),
+        }
+        let twilio = r#"
+outbound:
+  provider:
+    twilio: { account_sid: AC1, from: "+15005550006" }
+"#;
+        let voice: crate::config::VoiceConfig = serde_saphyr::from_str(twilio).expect("parses");
+        assert!(matches!(
+            voice.outbound.map(|o| o.provider),
+            Some(OutboundProvider::Twilio { api_url, .. }) if api_url == "https://api.twilio.com"
+        ));
+    }
+
+    #[test]
     fn endpoints_parse_and_https_is_refused_with_a_reason() {
         let e = HttpEndpoint::parse("http://127.0.0.1:4000/call").expect("parses");
         assert_eq!(e.authority, "127.0.0.1:4000");
