@@ -16,6 +16,14 @@
 //! `https://voice.africastalking.com` / `https://api.twilio.com`). An `https://` `api_url`
 //! is refused when the dialer starts, with a message saying so.
 //!
+//! Limits, for now: the queue, the concurrency slots and the attempt history live in this
+//! process. The call id -> flow note is in the session store, so an answered call runs the
+//! right flow on any node; but a final status delivered to another node does not free this
+//! node's slot (the slot is then freed by the call timeout, and no retry follows). Africa's
+//! Talking's final callback is read through the channel parser, which prefers
+//! `callSessionState` over `hangupCause`; an unanswered call whose state word names no failure
+//! counts as no-answer (see [`CallOutcome::from_status`]).
+//!
 //! It never runs flows or reads call callbacks (the dispatcher does), never stores results,
 //! and never logs API keys or auth tokens.
 
