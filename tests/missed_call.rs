@@ -635,28 +635,30 @@ async fn without_outbound_config_a_missed_call_is_still_rejected() {
 }
 
 #[tokio::test]
-async fn an_https_api_url_is_refused_at_start_with_the_reason() {
-    let gw = common::start_with(Stores::MemorySqlite, |c| {
-        c.voice.outbound = Some(OutboundConfig {
-            provider: OutboundProvider::AfricasTalking {
-                api_url: "https://voice.africastalking.com/call".into(),
-                username: "sandbox".into(),
-                api_key: "k".into(),
-                from: OUR_NUMBER.into(),
-            },
-            max_concurrent_calls: 5,
-            queue_capacity: 10,
-            call_timeout_seconds: 600,
-            retry: RetryConfig::default(),
-        });
-    })
-    .await;
-    let error = Dialer::start(&gw.gateway).expect_err("https refused");
-    assert!(
-        error.to_string().contains("TLS-terminating proxy"),
-        "{error}"
-    );
-    gw.cleanup().await;
+async fn a_bad_api_url_or_a_missing_secret_is_refused_at_start_with_the_reason() {
+    for (api_url, api_key, expected) in [
+        ("ftp://voice.example/call", "k", "https://"),
+        ("https://voice.example/call", "", "BARAZA_AT_API_KEY"),
+    ] {
+        let gw = common::start_with(Stores::MemorySqlite, |c| {
+            c.voice.outbound = Some(OutboundConfig {
+                provider: OutboundProvider::AfricasTalking {
+                    api_url: api_url.into(),
+                    username: "sandbox".into(),
+                    api_key: api_key.into(),
+                    from: OUR_NUMBER.into(),
+                },
+                max_concurrent_calls: 5,
+                queue_capacity: 10,
+                call_timeout_seconds: 600,
+                retry: RetryConfig::default(),
+            });
+        })
+        .await;
+        let error = Dialer::start(&gw.gateway).expect_err("refused");
+        assert!(error.to_string().contains(expected), "{error}");
+        gw.cleanup().await;
+    }
 }
 
 /// The daily counters on Redis: distinct callers (no de-duplication in play) up to the

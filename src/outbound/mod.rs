@@ -10,11 +10,9 @@
 //! the next attempt after `retry.spacing_seconds`, up to `retry.max_attempts` in all. Every
 //! attempt and its status is logged and kept in memory ([`Dialer::attempts`]).
 //!
-//! TLS: this module speaks plain HTTP/1.1 only (hyper's client, no TLS library is linked
-//! yet). The providers' APIs are HTTPS, so in production `api_url` must point at a
-//! TLS-terminating forward proxy (e.g. a local nginx or stunnel that forwards to
-//! `https://voice.africastalking.com` / `https://api.twilio.com`). An `https://` `api_url`
-//! is refused when the dialer starts, with a message saying so.
+//! Transport: reqwest over rustls with the bundled web PKI roots (HTTPS to the providers;
+//! plain `http://` is accepted for local test servers and proxies). Redirects are not
+//! followed, each request is cut after 20 s, and errors name the host only.
 //!
 //! Limits, for now: the queue, the concurrency slots and the attempt history live in this
 //! process. The call id -> flow note is in the session store, so an answered call runs the
@@ -34,8 +32,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -582,47 +578,32 @@ async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
     }
 }
 
-/// An `http://host[:port]/path` URL taken apart for hyper's client.
+/// A provider API URL and the HTTPS-capable client that posts to it.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpEndpoint {
-    /// `host:port` to connect to.
-    authority: String,
-    /// The `Host` header value.
-    host_header: String,
-    /// Path and query.
-    path: String,
+    /// The full URL posted to (`https://` in production, `http://` for local fakes).
+    url: String,
+    /// reqwest with rustls and the bundled web PKI roots; no redirects are followed.
+    client: reqwest::Client,
 }
 
 impl HttpEndpoint {
     fn parse(url: &str) -> Result<HttpEndpoint, String> {
-        if url.starts_with("https://") {
-            return Err(
-                "https is not supported yet: point api_url at a TLS-terminating proxy \
-                 over http:// (see the outbound module documentation)"
-                    .into(),
-            );
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "https" | "http") {
+            return Err("must start with https:// (or http:// for a local test server)".into());
         }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| "must start with http://".to_string())?;
-        let (host_port, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if host_port.is_empty() {
+        if parsed.host_str().is_none_or(str::is_empty) {
             return Err("has no host".into());
         }
-        let authority = if host_port.rsplit_once(':').is_some_and(|(_, p)| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && !host_port.ends_with(']')
-        }) {
-            host_port.to_string()
-        } else {
-            format!("{host_port}:80")
-        };
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(API_TIMEOUT)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(HttpEndpoint {
-            authority,
-            host_header: host_port.to_string(),
-            path: path.to_string(),
+            url: url.to_string(),
+            client,
         })
     }
 
@@ -637,40 +618,38 @@ impl HttpEndpoint {
             .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
             .collect::<Vec<_>>()
             .join("&");
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| format!("connect to {}: {e}", self.authority))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("HTTP handshake with {}: {e}", self.authority))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut request = hyper::Request::builder()
-            .method("POST")
-            .uri(&self.path)
-            .header("host", &self.host_header)
+        let mut request = self
+            .client
+            .post(&self.url)
             .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json");
+            .header("accept", "application/json")
+            .body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("request: {e}"))?;
-        let response = sender
-            .send_request(request)
+        let host = reqwest::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        // Errors name the host only: a URL may carry an account id, never a secret.
+        let mut response = request
+            .send()
             .await
-            .map_err(|e| format!("request to {}: {e}", self.authority))?;
+            .map_err(|e| format!("request to {host}: {}", e.without_url()))?;
         let status = response.status().as_u16();
-        let limited = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES);
-        let bytes = limited
-            .collect()
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format!("response body: {e}"))?
-            .to_bytes();
-        Ok((status, bytes.to_vec()))
+            .map_err(|e| format!("response from {host}: {}", e.without_url()))?
+        {
+            let room = MAX_RESPONSE_BYTES.saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if bytes.len() >= MAX_RESPONSE_BYTES {
+                break;
+            }
+        }
+        Ok((status, bytes))
     }
 }
 
@@ -804,15 +783,11 @@ outbound:
     }
 
     #[test]
-    fn endpoints_parse_and_https_is_refused_with_a_reason() {
-        let e = HttpEndpoint::parse("http://127.0.0.1:4000/call").expect("parses");
-        assert_eq!(e.authority, "127.0.0.1:4000");
-        assert_eq!(e.path, "/call");
-        let e = HttpEndpoint::parse("http://proxy.local").expect("parses");
-        assert_eq!(e.authority, "proxy.local:80");
-        assert_eq!(e.path, "/");
-        let err = HttpEndpoint::parse("https://voice.africastalking.com/call").unwrap_err();
-        assert!(err.contains("TLS-terminating proxy"), "{err}");
-        assert!(HttpEndpoint::parse("ftp://x").is_err());
+    fn endpoints_take_https_and_http_and_refuse_the_rest() {
+        assert!(HttpEndpoint::parse("https://voice.africastalking.com/call").is_ok());
+        assert!(HttpEndpoint::parse("http://127.0.0.1:4000/call").is_ok());
+        let err = HttpEndpoint::parse("ftp://x/call").unwrap_err();
+        assert!(err.contains("https://"), "{err}");
+        assert!(HttpEndpoint::parse("not a url").is_err());
     }
 }
