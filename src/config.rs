@@ -188,6 +188,146 @@ pub struct VoiceConfig {
     pub default_flow: Option<String>,
     /// Said when a step cannot be completed (a store failed or the deadline passed).
     pub unavailable_message: Text,
+    /// Numbers that are rejected unanswered and call the caller back (free for the caller).
+    pub missed_call: MissedCallConfig,
+    /// How outbound calls are placed (missed-call callbacks); none: no outbound calls.
+    pub outbound: Option<OutboundConfig>,
+    /// The running outbound dialer, set when it starts (never read from the file): lets a
+    /// voice step hand a callback to it.
+    #[serde(skip)]
+    pub dialer: crate::outbound::DialerSlot,
+}
+
+/// The missed-call trigger: which numbers, and the limits that keep it from being abused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MissedCallConfig {
+    /// Numbers to flash, each with the flow the callback runs.
+    pub numbers: Vec<VoiceNumber>,
+    /// A second missed call from the same number within this window gets no new callback.
+    pub dedup_window_seconds: u64,
+    /// Callbacks per caller per UTC day.
+    pub daily_cap_per_number: u64,
+    /// Callbacks per flow per UTC day (bounds the airtime spent).
+    pub daily_cap_per_flow: u64,
+}
+
+impl Default for MissedCallConfig {
+    fn default() -> Self {
+        MissedCallConfig {
+            numbers: Vec::new(),
+            dedup_window_seconds: 600,
+            daily_cap_per_number: 3,
+            daily_cap_per_flow: 1000,
+        }
+    }
+}
+
+/// Outbound call placement through a provider's call API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// The provider whose API places the calls.
+    pub provider: OutboundProvider,
+    /// Calls ringing or in progress at once; more wait in the queue.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: usize,
+    /// Calls waiting to be placed; a callback beyond this is refused (logged and counted).
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// A placed call holds its concurrency slot until its final status arrives, or this long.
+    #[serde(default = "default_call_timeout_seconds")]
+    pub call_timeout_seconds: u64,
+    /// When and how often a call that did not connect is tried again.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+fn default_max_concurrent_calls() -> usize {
+    5
+}
+
+fn default_queue_capacity() -> usize {
+    1000
+}
+
+fn default_call_timeout_seconds() -> u64 {
+    600
+}
+
+/// A provider's outbound call API and the account it is used with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundProvider {
+    /// Africa's Talking Voice `POST /call` (form `username`, `to`, `from`; header `apiKey`).
+    #[serde(rename = "africastalking")]
+    AfricasTalking {
+        /// The call endpoint.
+        #[serde(default = "default_at_call_url")]
+        api_url: String,
+        /// The Africa's Talking application user name.
+        username: String,
+        /// The API key; env `BARAZA_AT_API_KEY` overrides it (keep secrets out of files).
+        #[serde(default)]
+        api_key: String,
+        /// The Africa's Talking voice number calls come from.
+        from: String,
+    },
+    /// Twilio `POST /2010-04-01/Accounts/{sid}/Calls.json` (and compatible APIs).
+    Twilio {
+        /// The API base URL.
+        #[serde(default = "default_twilio_url")]
+        api_url: String,
+        /// The account SID (also the basic-auth user).
+        account_sid: String,
+        /// The auth token; env `BARAZA_TWILIO_AUTH_TOKEN` overrides it.
+        #[serde(default)]
+        auth_token: String,
+        /// The Twilio number calls come from.
+        from: String,
+    },
+}
+
+fn default_at_call_url() -> String {
+    "https://voice.africastalking.com/call".into()
+}
+
+fn default_twilio_url() -> String {
+    "https://api.twilio.com".into()
+}
+
+/// Retries of calls that did not connect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Wait between an attempt's final status and the next attempt.
+    pub spacing_seconds: u64,
+    /// Which final statuses are tried again.
+    pub on: Vec<RetryOn>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            spacing_seconds: 300,
+            on: vec![RetryOn::Busy, RetryOn::NoAnswer, RetryOn::Failed],
+        }
+    }
+}
+
+/// A final call status that may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The line was busy (or the call was rejected).
+    Busy,
+    /// Nobody answered.
+    NoAnswer,
+    /// The provider could not place or connect the call.
+    Failed,
 }
 
 impl Default for VoiceConfig {
@@ -209,6 +349,9 @@ impl Default for VoiceConfig {
                         .into(),
                 ),
             ])),
+            missed_call: MissedCallConfig::default(),
+            outbound: None,
+            dialer: crate::outbound::DialerSlot::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod dispatcher;
 pub mod encoding;
 pub mod engine;
 pub mod flow;
+pub mod outbound;
 pub mod result_store;
 pub mod server;
 pub mod session_store;

@@ -390,6 +390,8 @@ pub async fn serve(
         metrics: telemetry::install_metrics(),
     };
     let app = router(state);
+    // Outbound calls (missed-call callbacks), when `voice.outbound` is configured.
+    crate::outbound::Dialer::start(&gateway).map_err(|e| anyhow::anyhow!("{e}"))?;
     // The in-memory store also expires entries lazily; this sweep bounds memory when many
     // sessions are abandoned (Redis expires keys itself).
     if matches!(gateway.sessions, SessionStore::InMemory(_)) {

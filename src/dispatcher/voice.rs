@@ -6,10 +6,17 @@
 //! is `Input::Timeout` (the engine asks again, then says goodbye), a recording is
 //! `Input::Recording`, and the provider's end-of-call callback is `Input::Hangup`: the answers
 //! stay, the session is dropped and the next call may continue it.
+//!
+//! Missed calls: an inbound call to a `voice.missed_call` number is rejected unanswered (free
+//! for the caller) and, unless a call from the same number came within the de-duplication
+//! window or a daily cap is reached, a callback of the number's flow is queued with the
+//! outbound dialer (`crate::outbound`). Outbound calls answered by the citizen start the flow
+//! the dialer noted for their call id, and their final status goes back to the dialer (which
+//! frees the concurrency slot and decides on a retry).
 
 use std::time::{Duration, Instant};
 
-use tracing::{Instrument, warn};
+use tracing::{Instrument, info, warn};
 
 use super::{Gateway, SessionRecord, StepError, now_ms, resume_copy};
 use crate::channels::ussd::UssdReply;
@@ -17,6 +24,7 @@ use crate::channels::voice::{CallDirection, VoiceEvent, VoiceReply, VoiceRequest
 use crate::engine::render::Rendered;
 use crate::engine::render::voice::{VoicePart, VoicePrompt};
 use crate::engine::{self, Channel, Input, Start};
+use crate::outbound::CALL_FLOW_NOTE;
 use crate::session_store::{SaveOutcome, SessionKey};
 use crate::telemetry;
 
@@ -33,6 +41,30 @@ impl Gateway {
             flow = tracing::field::Empty,
             node = tracing::field::Empty,
         );
+        if matches!(request.event, VoiceEvent::CallStarted)
+            && request.direction == CallDirection::Inbound
+            && let Some(flow) = self.missed_call_flow(&request.callee)
+        {
+            self.missed_call(&request.caller, &flow)
+                .instrument(span.clone())
+                .await;
+            telemetry::step(Channel::Voice, provider, "missed_call", started.elapsed());
+            return VoiceReply::Reject;
+        }
+        if request.direction == CallDirection::Outbound
+            && let Some(dialer) = self.config.voice.dialer.get()
+        {
+            match &request.event {
+                VoiceEvent::Ended { status, .. } => {
+                    dialer.call_ended(&request.call_id, status);
+                }
+                _ if request.call_over => {
+                    dialer.call_answered(&request.call_id);
+                    dialer.call_ended(&request.call_id, "completed");
+                }
+                _ => dialer.call_answered(&request.call_id),
+            }
+        }
         if matches!(request.event, VoiceEvent::CallStarted)
             && !self.admission.admit(request.citizen())
         {
@@ -106,6 +138,120 @@ impl Gateway {
         self.catalog().latest(id)
     }
 
+    /// The callback flow of a missed-call number, if `number` is one.
+    fn missed_call_flow(&self, number: &str) -> Option<String> {
+        let wanted = digits_of(number);
+        self.config
+            .voice
+            .missed_call
+            .numbers
+            .iter()
+            .find(|n| digits_of(&n.number) == wanted)
+            .map(|n| n.flow.clone())
+    }
+
+    /// Queues a callback for a missed call from `caller`, unless de-duplicated or capped;
+    /// every refusal is logged and counted. Bounded by the step deadline.
+    async fn missed_call(&self, caller: &str, flow: &str) {
+        let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms);
+        let subscriber = self.pseudonym(caller);
+        match tokio::time::timeout(deadline, self.missed_call_inner(caller, flow)).await {
+            Ok(Ok(())) => info!(subscriber, flow, "missed call: callback queued"),
+            Ok(Err(refusal)) => {
+                info!(
+                    subscriber,
+                    flow,
+                    reason = refusal.reason(),
+                    "missed call: no callback"
+                );
+                telemetry::error(refusal.kind());
+            }
+            Err(_) => {
+                warn!(
+                    subscriber,
+                    flow, "missed call: deadline passed, no callback"
+                );
+                telemetry::error("missed_call_deadline");
+            }
+        }
+    }
+
+    async fn missed_call_inner(&self, caller: &str, flow: &str) -> Result<(), MissedCallRefusal> {
+        let settings = &self.config.voice.missed_call;
+        let number = digits_of(caller);
+        if number.is_empty() {
+            return Err(MissedCallRefusal::NoCallerNumber);
+        }
+        if self.catalog().latest(flow).is_none() {
+            return Err(MissedCallRefusal::UnknownFlow);
+        }
+        let Some(dialer) = self.config.voice.dialer.get() else {
+            return Err(MissedCallRefusal::NoDialer);
+        };
+        let window = Duration::from_secs(settings.dedup_window_seconds.max(1));
+        if !self
+            .sessions
+            .claim("missed-call", &number, window)
+            .await
+            .map_err(|e| MissedCallRefusal::Store(e.to_string()))?
+        {
+            return Err(MissedCallRefusal::Duplicate);
+        }
+        let now = now_ms().max(0);
+        let day = now / DAY_MS;
+        let rest_of_day = Duration::from_millis(u64::try_from(DAY_MS - now % DAY_MS).unwrap_or(1));
+        let per_number = self
+            .sessions
+            .count_for(
+                "missed-call-day-number",
+                &format!("{day}:{number}"),
+                rest_of_day,
+            )
+            .await
+            .map_err(|e| MissedCallRefusal::Store(e.to_string()))?;
+        if per_number > settings.daily_cap_per_number {
+            return Err(MissedCallRefusal::NumberCap);
+        }
+        let per_flow = self
+            .sessions
+            .count_for(
+                "missed-call-day-flow",
+                &format!("{day}:{flow}"),
+                rest_of_day,
+            )
+            .await
+            .map_err(|e| MissedCallRefusal::Store(e.to_string()))?;
+        if per_flow > settings.daily_cap_per_flow {
+            return Err(MissedCallRefusal::FlowCap);
+        }
+        dialer
+            .enqueue(caller, flow)
+            .map_err(|e| MissedCallRefusal::Queue(e.to_string()))
+    }
+
+    /// The flow an outbound call runs: the one the dialer noted for its call id.
+    async fn outbound_flow(&self, call_id: &str) -> Option<std::sync::Arc<engine::CompiledFlow>> {
+        let id = match self
+            .config
+            .voice
+            .dialer
+            .get()
+            .and_then(|d| d.flow_of_call(call_id))
+        {
+            Some(id) => id,
+            None => match self.sessions.get_note(CALL_FLOW_NOTE, call_id).await {
+                Ok(Some(bytes)) => String::from_utf8(bytes).ok()?,
+                Ok(None) => return None,
+                Err(e) => {
+                    warn!(error = %e, "outbound call flow not readable");
+                    telemetry::error("session_store");
+                    return None;
+                }
+            },
+        };
+        self.catalog().latest(&id)
+    }
+
     async fn voice_step_inner(
         &self,
         request: &VoiceRequest,
@@ -165,7 +311,11 @@ impl Gateway {
                 }
                 (_, None) => {
                     // A new call (or one whose session expired): start, or offer to resume.
-                    let Some(flow) = self.voice_flow_for(&called) else {
+                    let noted = match request.direction {
+                        CallDirection::Outbound => self.outbound_flow(&request.call_id).await,
+                        CallDirection::Inbound => None,
+                    };
+                    let Some(flow) = noted.or_else(|| self.voice_flow_for(&called)) else {
                         telemetry::error("unknown_voice_number");
                         return Ok(VoiceReply::Reject);
                     };
@@ -252,5 +402,62 @@ impl Gateway {
             }
         }
         Err(StepError::Contention)
+    }
+}
+
+/// Milliseconds in a day: daily caps reset at midnight UTC.
+const DAY_MS: i64 = 86_400_000;
+
+/// A number's digits only, so `+254 711...` and `254711...` compare equal.
+fn digits_of(number: &str) -> String {
+    number.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// Why a missed call got no callback.
+#[derive(Debug)]
+enum MissedCallRefusal {
+    /// The provider sent no caller number.
+    NoCallerNumber,
+    /// The configured flow is not loaded.
+    UnknownFlow,
+    /// `voice.outbound` is not configured or the dialer was not started.
+    NoDialer,
+    /// Another missed call from the number came within the window.
+    Duplicate,
+    /// The number reached its daily cap.
+    NumberCap,
+    /// The flow reached its daily cap.
+    FlowCap,
+    /// The session store failed.
+    Store(String),
+    /// The dialer refused the call (queue full or stopped).
+    Queue(String),
+}
+
+impl MissedCallRefusal {
+    /// The error counter kind.
+    fn kind(&self) -> &'static str {
+        match self {
+            MissedCallRefusal::NoCallerNumber => "missed_call_no_caller",
+            MissedCallRefusal::UnknownFlow => "missed_call_unknown_flow",
+            MissedCallRefusal::NoDialer => "missed_call_no_dialer",
+            MissedCallRefusal::Duplicate => "missed_call_duplicate",
+            MissedCallRefusal::NumberCap => "missed_call_number_cap",
+            MissedCallRefusal::FlowCap => "missed_call_flow_cap",
+            MissedCallRefusal::Store(_) => "missed_call_store",
+            MissedCallRefusal::Queue(_) => "missed_call_queue",
+        }
+    }
+
+    /// A log line's reason.
+    fn reason(&self) -> String {
+        match self {
+            MissedCallRefusal::Store(e) => format!("session store: {e}"),
+            MissedCallRefusal::Queue(e) => format!("dialer: {e}"),
+            other => other
+                .kind()
+                .trim_start_matches("missed_call_")
+                .replace('_', " "),
+        }
     }
 }

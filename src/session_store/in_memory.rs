@@ -45,6 +45,8 @@ struct Maps {
     resumable: HashMap<(String, String), Entry<Vec<u8>>>,
     /// Subscribers who opted out (no expiry).
     opted_out: HashSet<String>,
+    /// Short-lived marks and counters (claims, daily counters, notes) by `kind\0id`.
+    marks: HashMap<String, Entry<Vec<u8>>>,
     /// When a write should next sweep expired entries.
     next_sweep: Instant,
 }
@@ -55,6 +57,7 @@ impl Maps {
         let before = self.sessions.len() + self.resumable.len();
         self.sessions.retain(|_, e| e.is_live(now));
         self.resumable.retain(|_, e| e.is_live(now));
+        self.marks.retain(|_, e| e.is_live(now));
         self.next_sweep = now + SWEEP_INTERVAL;
         before - (self.sessions.len() + self.resumable.len())
     }
@@ -115,6 +118,7 @@ impl InMemorySessions {
                 sessions: HashMap::new(),
                 resumable: HashMap::new(),
                 opted_out: HashSet::new(),
+                marks: HashMap::new(),
                 next_sweep: Instant::now() + SWEEP_INTERVAL,
             }),
         }
@@ -144,6 +148,88 @@ impl InMemorySessions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The live mark under `kind`/`id`, dropping it first if it has expired.
+    fn live_mark<'m>(
+        maps: &'m mut Maps,
+        tag: &str,
+        now: Instant,
+    ) -> Option<&'m mut Entry<Vec<u8>>> {
+        if maps.marks.get(tag).is_some_and(|e| !e.is_live(now)) {
+            maps.marks.remove(tag);
+        }
+        maps.marks.get_mut(tag)
+    }
+
+    /// See [`super::SessionStore::claim`].
+    pub fn claim(&self, kind: &str, id: &str, ttl: Duration) -> bool {
+        let now = Instant::now();
+        let tag = mark_tag(kind, id);
+        let mut maps = self.lock();
+        maps.sweep_if_due(now);
+        if Self::live_mark(&mut maps, &tag, now).is_some() {
+            return false;
+        }
+        maps.marks.insert(
+            tag,
+            Entry {
+                value: b"1".to_vec(),
+                expires_at: deadline(now, ttl),
+            },
+        );
+        true
+    }
+
+    /// See [`super::SessionStore::count_for`]: the counter expires `ttl` after its first
+    /// increment.
+    pub fn count_for(&self, kind: &str, id: &str, ttl: Duration) -> u64 {
+        let now = Instant::now();
+        let tag = mark_tag(kind, id);
+        let mut maps = self.lock();
+        maps.sweep_if_due(now);
+        let current = Self::live_mark(&mut maps, &tag, now)
+            .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let next = current.saturating_add(1);
+        let expires_at = match Self::live_mark(&mut maps, &tag, now) {
+            Some(entry) => entry.expires_at,
+            None => deadline(now, ttl),
+        };
+        maps.marks.insert(
+            tag,
+            Entry {
+                value: next.to_string().into_bytes(),
+                expires_at,
+            },
+        );
+        next
+    }
+
+    /// See [`super::SessionStore::put_note`].
+    pub fn put_note(&self, kind: &str, id: &str, value: &[u8], ttl: Duration) {
+        let now = Instant::now();
+        let mut maps = self.lock();
+        maps.sweep_if_due(now);
+        maps.marks.insert(
+            mark_tag(kind, id),
+            Entry {
+                value: value.to_vec(),
+                expires_at: deadline(now, ttl),
+            },
+        );
+    }
+
+    /// See [`super::SessionStore::get_note`].
+    pub fn get_note(&self, kind: &str, id: &str) -> Option<Vec<u8>> {
+        let now = Instant::now();
+        let mut maps = self.lock();
+        Self::live_mark(&mut maps, &mark_tag(kind, id), now).map(|e| e.value.clone())
+    }
+}
+
+/// The map key of a mark: kind and id cannot run into each other (a NUL separates them).
+fn mark_tag(kind: &str, id: &str) -> String {
+    format!("{kind}\0{id}")
 }
 
 impl SessionBackend for InMemorySessions {

@@ -393,6 +393,63 @@ impl SessionStore {
         dispatch!(self, b => b.is_opted_out(subscriber))
     }
 
+    /// Claims `kind`/`id` for `ttl`: true for the first caller, false while the claim lives
+    /// (Redis `SET NX PX`, so it holds across gateway nodes). Used to de-duplicate missed calls.
+    pub async fn claim(
+        &self,
+        kind: &str,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<bool, SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => Ok(memory.claim(kind, id, ttl)),
+            SessionStore::Redis(redis) => redis.claim(kind, id, ttl).await,
+        }
+    }
+
+    /// Adds one to the counter `kind`/`id` and returns the new count; a new counter expires
+    /// `ttl` after its first increment (later increments keep that expiry). Used for daily caps.
+    pub async fn count_for(
+        &self,
+        kind: &str,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<u64, SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => Ok(memory.count_for(kind, id, ttl)),
+            SessionStore::Redis(redis) => redis.count_for(kind, id, ttl).await,
+        }
+    }
+
+    /// Stores a small note (e.g. the flow an outbound call runs) under `kind`/`id` for `ttl`.
+    pub async fn put_note(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => {
+                memory.put_note(kind, id, value, ttl);
+                Ok(())
+            }
+            SessionStore::Redis(redis) => redis.put_note(kind, id, value, ttl).await,
+        }
+    }
+
+    /// The note under `kind`/`id`, if it was stored and has not expired.
+    pub async fn get_note(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => Ok(memory.get_note(kind, id)),
+            SessionStore::Redis(redis) => redis.get_note(kind, id).await,
+        }
+    }
+
     /// See [`SessionBackend::ping`].
     pub async fn ping(&self) -> Result<(), SessionStoreError> {
         dispatch!(self, b => b.ping())

@@ -5,7 +5,9 @@
 //! [`super::key_component`], so no id can reach outside its braces or collide with another):
 //! - session: `<prefix>:s:{<channel>:<id>}`, value = 8-byte big-endian version, then the data;
 //! - resumable copy: `<prefix>:r:{<subscriber>}:<flow id>`, value = the data;
-//! - opt-out: `<prefix>:o:{<subscriber>}`, value = `1`, no expiry.
+//! - opt-out: `<prefix>:o:{<subscriber>}`, value = `1`, no expiry;
+//! - mark, counter or note (missed-call claims, daily caps, call id -> flow):
+//!   `<prefix>:m:{<kind>:<id>}`, with an expiry.
 //!
 //! The braces are a Redis Cluster hash tag: all keys of a session (and all keys of a
 //! subscriber) hash to one slot, so a script touching several of them stays valid in Cluster.
@@ -232,6 +234,86 @@ impl RedisSessions {
 
     fn opt_out_key(&self, subscriber: &str) -> String {
         format!("{}:o:{{{}}}", self.prefix, key_component(subscriber))
+    }
+
+    /// A mark, counter or note: `<prefix>:m:{<kind>:<id>}` (see [`super::SessionStore::claim`]).
+    fn mark_key(&self, kind: &str, id: &str) -> String {
+        format!(
+            "{}:m:{{{}:{}}}",
+            self.prefix,
+            key_component(kind),
+            key_component(id)
+        )
+    }
+
+    /// See [`super::SessionStore::claim`]: one `SET key 1 NX PX ttl`.
+    pub async fn claim(
+        &self,
+        kind: &str,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<bool, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("SET")
+            .arg(self.mark_key(kind, id))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .clone();
+        let set: Option<String> = self.bounded(command.query_async(&mut connection)).await?;
+        Ok(set.is_some())
+    }
+
+    /// See [`super::SessionStore::count_for`]: `INCR`, then `PEXPIRE ... NX` (the expiry is
+    /// set by the first increment only), pipelined in one round trip.
+    pub async fn count_for(
+        &self,
+        kind: &str,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<u64, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let key = self.mark_key(kind, id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR").arg(&key);
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms(ttl))
+            .arg("NX")
+            .ignore();
+        let (count,): (u64,) = self.bounded(pipe.query_async(&mut connection)).await?;
+        Ok(count)
+    }
+
+    /// See [`super::SessionStore::put_note`]: one `SET key value PX ttl`.
+    pub async fn put_note(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("SET")
+            .arg(self.mark_key(kind, id))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .clone();
+        self.bounded(command.query_async::<()>(&mut connection))
+            .await
+    }
+
+    /// See [`super::SessionStore::get_note`]: one `GET`.
+    pub async fn get_note(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<Vec<u8>>, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("GET").arg(self.mark_key(kind, id)).clone();
+        self.bounded(command.query_async(&mut connection)).await
     }
 }
 

@@ -1,0 +1,691 @@
+//! Missed calls and outbound call placement, end to end: provider callbacks through the real
+//! router, and the callback requests arriving at a fake provider API (an axum server this test
+//! starts on 127.0.0.1:0 that records every request and can hold its answers).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use baraza::config::{OutboundConfig, OutboundProvider, RetryConfig, RetryOn, VoiceNumber};
+use baraza::outbound::{AttemptStatus, CallOutcome, Dialer};
+use common::Stores;
+use tokio::sync::{Semaphore, mpsc};
+
+const CITIZEN: &str = "+254711000001";
+/// The number citizens flash.
+const MISSED_LINE: &str = "+254205550000";
+/// The number callbacks come from (not a configured inbound number).
+const OUR_NUMBER: &str = "+254205551111";
+/// Upper bound on waiting for something that should happen promptly (never a timing claim).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One request the fake provider received.
+#[derive(Debug, Clone)]
+struct Recorded {
+    path: String,
+    headers: HeaderMap,
+    form: HashMap<String, String>,
+    /// The call id the fake answered with.
+    call_id: String,
+}
+
+/// The fake provider's state.
+struct Fake {
+    /// Answers wait for a permit: tests hold them to keep requests open.
+    gate: Semaphore,
+    count: AtomicUsize,
+    requests: Mutex<Vec<Recorded>>,
+    seen: mpsc::UnboundedSender<Recorded>,
+}
+
+/// A running fake provider API.
+struct FakeProvider {
+    base: String,
+    state: Arc<Fake>,
+    seen: mpsc::UnboundedReceiver<Recorded>,
+}
+
+impl FakeProvider {
+    /// Starts it; `held` keeps answers waiting until [`FakeProvider::release`].
+    async fn start(held: bool) -> FakeProvider {
+        let (tx, seen) = mpsc::unbounded_channel();
+        let state = Arc::new(Fake {
+            gate: Semaphore::new(if held { 0 } else { Semaphore::MAX_PERMITS }),
+            count: AtomicUsize::new(0),
+            requests: Mutex::new(Vec::new()),
+            seen: tx,
+        });
+        let app = Router::new()
+            .route("/call", post(at_call))
+            .route("/2010-04-01/Accounts/{sid}/Calls.json", post(twilio_call))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeProvider {
+            base: format!("http://{addr}"),
+            state,
+            seen,
+        }
+    }
+
+    /// Lets every held and future answer go.
+    fn release(&self) {
+        self.state.gate.add_permits(10_000);
+    }
+
+    fn count(&self) -> usize {
+        self.state.requests.lock().expect("lock").len()
+    }
+
+    /// The next request received (waiting for it).
+    async fn next(&mut self) -> Recorded {
+        tokio::time::timeout(PATIENCE, self.seen.recv())
+            .await
+            .expect("a request reaches the fake provider")
+            .expect("fake provider running")
+    }
+}
+
+async fn record(
+    state: &Fake,
+    path: String,
+    headers: HeaderMap,
+    form: HashMap<String, String>,
+    prefix: &str,
+) -> Recorded {
+    let n = state.count.fetch_add(1, Ordering::SeqCst) + 1;
+    let recorded = Recorded {
+        path,
+        headers,
+        form,
+        call_id: format!("{prefix}{n}"),
+    };
+    state.requests.lock().expect("lock").push(recorded.clone());
+    let _ = state.seen.send(recorded.clone());
+    let _permit = state.gate.acquire().await.expect("gate open");
+    recorded
+}
+
+async fn at_call(
+    State(state): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let to = form.get("to").cloned().unwrap_or_default();
+    let r = record(&state, "/call".into(), headers, form, "ATVId_out_").await;
+    let body = serde_json::json!({
+        "entries": [{"phoneNumber": to, "status": "Queued", "sessionId": r.call_id}],
+        "errorMessage": "None"
+    });
+    (StatusCode::CREATED, axum::Json(body))
+}
+
+async fn twilio_call(
+    State(state): State<Arc<Fake>>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let path = format!("/2010-04-01/Accounts/{sid}/Calls.json");
+    let r = record(&state, path, headers, form, "CA_out_").await;
+    (
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({"sid": r.call_id, "status": "queued"})),
+    )
+}
+
+fn at_outbound(fake: &FakeProvider, max_concurrent: usize, retry: RetryConfig) -> OutboundConfig {
+    OutboundConfig {
+        provider: OutboundProvider::AfricasTalking {
+            api_url: format!("{}/call", fake.base),
+            username: "sandbox".into(),
+            api_key: "at-test-key".into(),
+            from: OUR_NUMBER.into(),
+        },
+        max_concurrent_calls: max_concurrent,
+        queue_capacity: 100,
+        call_timeout_seconds: 1_000_000,
+        retry,
+    }
+}
+
+fn no_retries() -> RetryConfig {
+    RetryConfig {
+        max_attempts: 1,
+        ..RetryConfig::default()
+    }
+}
+
+/// A gateway whose missed-call line calls back with `grievance`, and its started dialer.
+async fn gateway(
+    stores: Stores,
+    outbound: OutboundConfig,
+    tweak: impl FnOnce(&mut baraza::config::MissedCallConfig),
+) -> (common::TestGateway, Dialer) {
+    let gw = common::start_with(stores, move |c| {
+        c.voice.public_url = "https://gw.example.org".into();
+        c.voice.default_flow = Some("service_feedback".into());
+        c.voice.missed_call.numbers = vec![VoiceNumber {
+            number: MISSED_LINE.into(),
+            flow: "grievance".into(),
+        }];
+        tweak(&mut c.voice.missed_call);
+        c.voice.outbound = Some(outbound);
+    })
+    .await;
+    let dialer = Dialer::start(&gw.gateway)
+        .expect("dialer starts")
+        .expect("outbound is configured");
+    (gw, dialer)
+}
+
+/// An Africa's Talking callback; returns the XML reply.
+async fn at_voice(gw: &common::TestGateway, fields: &[(&str, &str)]) -> String {
+    let (status, xml) = gw
+        .post(
+            "/voice/africastalking",
+            "application/x-www-form-urlencoded",
+            common::form(fields),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{xml}");
+    xml
+}
+
+/// A citizen flashes the missed-call line (Africa's Talking); returns the reply.
+async fn missed_call(gw: &common::TestGateway, call: &str, caller: &str) -> String {
+    at_voice(
+        gw,
+        &[
+            ("sessionId", call),
+            ("direction", "Inbound"),
+            ("callerNumber", caller),
+            ("destinationNumber", MISSED_LINE),
+            ("isActive", "1"),
+        ],
+    )
+    .await
+}
+
+/// Africa's Talking's final callback of an outbound call.
+async fn at_outbound_ended(gw: &common::TestGateway, call: &str, to: &str, state: &str) {
+    at_voice(
+        gw,
+        &[
+            ("sessionId", call),
+            ("direction", "Outbound"),
+            ("callerNumber", OUR_NUMBER),
+            ("destinationNumber", to),
+            ("isActive", "0"),
+            ("callSessionState", state),
+            ("durationInSeconds", "0"),
+        ],
+    )
+    .await;
+}
+
+/// Waits until `ready` holds for the dialer, woken by its change signal.
+async fn wait_for(dialer: &Dialer, what: &str, ready: impl Fn(&Dialer) -> bool) {
+    let mut changes = dialer.changes();
+    tokio::time::timeout(PATIENCE, async {
+        while !ready(dialer) {
+            changes.changed().await.expect("dialer running");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("waited for {what}"));
+}
+
+fn placed(dialer: &Dialer, number: &str, attempts: usize) -> bool {
+    let list = dialer.attempts(number);
+    list.len() == attempts && list.iter().all(|a| a.status != AttemptStatus::Placing)
+}
+
+fn ended_with(dialer: &Dialer, number: &str, attempt: u32, outcome: CallOutcome) -> bool {
+    dialer.attempts(number).iter().any(|a| {
+        a.attempt == attempt
+            && matches!(&a.status, AttemptStatus::Ended { outcome: o, .. } if *o == outcome)
+    })
+}
+
+async fn missed_call_is_rejected_and_called_back_once(stores: Stores) {
+    let mut fake = FakeProvider::start(false).await;
+    let (gw, dialer) = gateway(stores, at_outbound(&fake, 5, no_retries()), |_| {}).await;
+
+    let reply = missed_call(&gw, "ATVId_in_1", CITIZEN).await;
+    assert!(reply.contains("<Reject"), "{reply}");
+    assert!(
+        !reply.contains("<Say") && !reply.contains("<GetDigits"),
+        "{reply}"
+    );
+    let request = fake.next().await;
+    assert_eq!(request.path, "/call");
+    assert_eq!(request.headers["apikey"], "at-test-key");
+    assert_eq!(request.form["username"], "sandbox");
+    assert_eq!(request.form["to"], CITIZEN);
+    assert_eq!(request.form["from"], OUR_NUMBER);
+    assert_eq!(request.form.len(), 3, "{:?}", request.form);
+    assert_eq!(dialer.accepted(), 1);
+
+    // Within the window: rejected again, no new callback.
+    let again = missed_call(&gw, "ATVId_in_2", CITIZEN).await;
+    assert!(again.contains("<Reject"), "{again}");
+    assert_eq!(
+        dialer.accepted(),
+        1,
+        "a second missed call within the window"
+    );
+    // Another caller is still called back, and only that one.
+    let other = "+254711000002";
+    missed_call(&gw, "ATVId_in_3", other).await;
+    let next = fake.next().await;
+    assert_eq!(next.form["to"], other);
+    wait_for(&dialer, "the other callback placed", |d| {
+        placed(d, other, 1)
+    })
+    .await;
+    assert_eq!(fake.count(), 2);
+    assert_eq!(dialer.attempts(CITIZEN).len(), 1);
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_missed_call_is_rejected_and_called_back_once_memory() {
+    missed_call_is_rejected_and_called_back_once(Stores::MemorySqlite).await;
+}
+
+#[tokio::test]
+async fn a_missed_call_is_rejected_and_called_back_once_redis() {
+    missed_call_is_rejected_and_called_back_once(Stores::RedisPostgres).await;
+}
+
+/// Two gateway nodes sharing one Redis: the second node sees the first node's claim.
+#[tokio::test]
+async fn the_window_holds_across_nodes_sharing_redis() {
+    let fake = FakeProvider::start(false).await;
+    let (first, first_dialer) = gateway(
+        Stores::RedisPostgres,
+        at_outbound(&fake, 5, no_retries()),
+        |_| {},
+    )
+    .await;
+    let mut config = first.config.clone();
+    config.voice.dialer = Default::default();
+    let second =
+        common::from_config(config, tempfile::tempdir().expect("tempdir"), None, None).await;
+    let second_dialer = Dialer::start(&second.gateway)
+        .expect("starts")
+        .expect("configured");
+    missed_call(&first, "ATVId_n1", CITIZEN).await;
+    let reply = missed_call(&second, "ATVId_n2", CITIZEN).await;
+    assert!(reply.contains("<Reject"), "{reply}");
+    assert_eq!(first_dialer.accepted() + second_dialer.accepted(), 1);
+    first.cleanup().await;
+}
+
+#[tokio::test]
+async fn daily_caps_per_number_and_per_flow_refuse_further_callbacks() {
+    let fake = FakeProvider::start(false).await;
+    let (gw, dialer) = gateway(
+        Stores::MemorySqlite,
+        at_outbound(&fake, 5, no_retries()),
+        |m| {
+            m.dedup_window_seconds = 60;
+            m.daily_cap_per_number = 2;
+            m.daily_cap_per_flow = 3;
+        },
+    )
+    .await;
+    // Per number: two callbacks, then the window passes again and the cap refuses.
+    for (n, expected) in [(1, 1), (2, 2), (3, 2)] {
+        missed_call(&gw, &format!("ATVId_cap_{n}"), CITIZEN).await;
+        assert_eq!(dialer.accepted(), expected, "missed call {n}");
+        wait_for(&dialer, "callbacks placed", |d| {
+            placed(d, CITIZEN, expected as usize)
+        })
+        .await;
+        // Past the de-duplication window (the in-memory store runs on Tokio's clock).
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        tokio::time::resume();
+    }
+    // Per flow: one more caller fits under the flow's cap of 3, the next does not.
+    missed_call(&gw, "ATVId_cap_4", "+254711000004").await;
+    assert_eq!(dialer.accepted(), 3);
+    missed_call(&gw, "ATVId_cap_5", "+254711000005").await;
+    assert_eq!(dialer.accepted(), 3, "the flow's daily cap");
+    wait_for(&dialer, "the last callback placed", |d| {
+        placed(d, "+254711000004", 1)
+    })
+    .await;
+    assert_eq!(fake.count(), 3);
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn never_more_calls_in_flight_than_the_limit() {
+    let mut fake = FakeProvider::start(true).await;
+    let (gw, dialer) = gateway(
+        Stores::MemorySqlite,
+        at_outbound(&fake, 2, no_retries()),
+        |_| {},
+    )
+    .await;
+    let callers: Vec<String> = (1..=5).map(|n| format!("+25471100010{n}")).collect();
+    for (n, caller) in callers.iter().enumerate() {
+        let reply = missed_call(&gw, &format!("ATVId_c{n}"), caller).await;
+        assert!(reply.contains("<Reject"), "{reply}");
+    }
+    assert_eq!(dialer.accepted(), 5);
+    // Two requests arrive and are held by the fake provider.
+    let mut open = vec![fake.next().await, fake.next().await];
+    assert_eq!(dialer.in_flight(), 2);
+    fake.release();
+    for r in &open {
+        let to = r.form["to"].clone();
+        wait_for(&dialer, "held calls placed", |d| placed(d, &to, 1)).await;
+    }
+    // Both calls ring: no third request until one of them ends.
+    assert_eq!(fake.count(), 2);
+    assert_eq!(dialer.in_flight(), 2);
+    let mut ended = 0;
+    while let Some(done) = open.pop() {
+        at_outbound_ended(&gw, &done.call_id, &done.form["to"], "Completed").await;
+        ended += 1;
+        if fake.count() < callers.len() {
+            // A slot is free: the next queued call goes out.
+            let next = fake.next().await;
+            let to = next.form["to"].clone();
+            wait_for(&dialer, "next call placed", |d| placed(d, &to, 1)).await;
+            open.push(next);
+        }
+        assert!(
+            fake.count() - ended <= 2,
+            "{} requests, {ended} ended",
+            fake.count()
+        );
+        assert!(dialer.in_flight() <= 2);
+    }
+    wait_for(&dialer, "every slot free", |d| d.in_flight() == 0).await;
+    assert_eq!(fake.count(), 5);
+    assert_eq!(ended, 5);
+    assert_eq!(dialer.in_flight(), 0);
+    let mut called: Vec<String> = fake
+        .state
+        .requests
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| r.form["to"].clone())
+        .collect();
+    called.sort();
+    assert_eq!(called, callers);
+    gw.cleanup().await;
+}
+
+/// The Twilio status callback of an outbound call.
+async fn twilio_status(gw: &common::TestGateway, call: &str, status: &str) {
+    let (code, body) = gw
+        .post(
+            "/voice/twiml/status",
+            "application/x-www-form-urlencoded",
+            common::form(&[
+                ("CallSid", call),
+                ("AccountSid", "AC_test"),
+                ("From", OUR_NUMBER),
+                ("To", CITIZEN),
+                ("Direction", "outbound-api"),
+                ("CallStatus", status),
+            ]),
+        )
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+}
+
+/// Advances Tokio's clock by `by` while no request is in flight, then lets time run again.
+async fn advance(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+#[tokio::test]
+async fn busy_and_no_answer_are_retried_spaced_up_to_max_attempts_over_twilio() {
+    let mut fake = FakeProvider::start(false).await;
+    let outbound = OutboundConfig {
+        provider: OutboundProvider::Twilio {
+            api_url: fake.base.clone(),
+            account_sid: "AC_test".into(),
+            auth_token: "tw-secret".into(),
+            from: OUR_NUMBER.into(),
+        },
+        max_concurrent_calls: 5,
+        queue_capacity: 100,
+        call_timeout_seconds: 1_000_000,
+        retry: RetryConfig {
+            max_attempts: 3,
+            spacing_seconds: 300,
+            on: vec![RetryOn::Busy, RetryOn::NoAnswer, RetryOn::Failed],
+        },
+    };
+    let (gw, dialer) = gateway(Stores::MemorySqlite, outbound, |_| {}).await;
+    let (code, reply) = gw
+        .post(
+            "/voice/twiml",
+            "application/x-www-form-urlencoded",
+            common::form(&[
+                ("CallSid", "CA_in_1"),
+                ("AccountSid", "AC_test"),
+                ("From", CITIZEN),
+                ("To", MISSED_LINE),
+                ("Direction", "inbound"),
+                ("CallStatus", "ringing"),
+            ]),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(reply.contains("<Reject"), "{reply}");
+
+    let first = fake.next().await;
+    assert_eq!(first.path, "/2010-04-01/Accounts/AC_test/Calls.json");
+    // "AC_test:tw-secret" in base64.
+    assert_eq!(
+        first.headers["authorization"],
+        "Basic QUNfdGVzdDp0dy1zZWNyZXQ="
+    );
+    assert_eq!(first.form["To"], CITIZEN);
+    assert_eq!(first.form["From"], OUR_NUMBER);
+    assert_eq!(first.form["Url"], "https://gw.example.org/voice/twiml");
+    assert_eq!(
+        first.form["StatusCallback"],
+        "https://gw.example.org/voice/twiml/status"
+    );
+    assert_eq!(first.form["StatusCallbackEvent"], "completed");
+    wait_for(&dialer, "first call placed", |d| placed(d, CITIZEN, 1)).await;
+
+    let mut previous = first;
+    for (attempt, status, outcome) in [
+        (1, "busy", CallOutcome::Busy),
+        (2, "no-answer", CallOutcome::NoAnswer),
+    ] {
+        twilio_status(&gw, &previous.call_id, status).await;
+        wait_for(&dialer, "the status recorded", |d| {
+            ended_with(d, CITIZEN, attempt, outcome)
+        })
+        .await;
+        assert_eq!(dialer.in_flight(), 0, "the slot is free while waiting");
+        advance(Duration::from_secs(299)).await;
+        assert_eq!(fake.count(), attempt as usize, "not before the spacing");
+        assert_eq!(dialer.attempts(CITIZEN).len(), attempt as usize);
+        advance(Duration::from_secs(1)).await;
+        let next = fake.next().await;
+        assert_eq!(next.form["To"], CITIZEN);
+        wait_for(&dialer, "retry placed", |d| {
+            placed(d, CITIZEN, attempt as usize + 1)
+        })
+        .await;
+        previous = next;
+    }
+    // The third attempt is busy too: no fourth.
+    twilio_status(&gw, &previous.call_id, "busy").await;
+    wait_for(&dialer, "third status", |d| {
+        ended_with(d, CITIZEN, 3, CallOutcome::Busy)
+    })
+    .await;
+    advance(Duration::from_secs(3600)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(fake.count(), 3);
+    let attempts = dialer.attempts(CITIZEN);
+    assert_eq!(
+        attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(attempts.iter().all(|a| {
+        a.call_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("CA_out_"))
+    }));
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_answered_callback_runs_the_missed_call_flow() {
+    let mut fake = FakeProvider::start(false).await;
+    let (gw, dialer) = gateway(
+        Stores::MemorySqlite,
+        at_outbound(&fake, 5, no_retries()),
+        |_| {},
+    )
+    .await;
+    missed_call(&gw, "ATVId_in_9", CITIZEN).await;
+    let request = fake.next().await;
+    wait_for(&dialer, "callback placed", |d| placed(d, CITIZEN, 1)).await;
+    let call = request.call_id.as_str();
+    let outbound = |fields: &[(&'static str, &'static str)]| {
+        let mut all = vec![
+            ("sessionId", call),
+            ("direction", "Outbound"),
+            ("callerNumber", OUR_NUMBER),
+            ("destinationNumber", CITIZEN),
+        ];
+        all.extend_from_slice(fields);
+        all
+    };
+    // The citizen answers: the grievance flow (not the default flow) starts.
+    let first = at_voice(&gw, &outbound(&[("isActive", "1")])).await;
+    assert!(
+        first.contains("<GetDigits") && first.contains("Choose language"),
+        "{first}"
+    );
+    let category = at_voice(&gw, &outbound(&[("isActive", "1"), ("dtmfDigits", "1")])).await;
+    assert!(
+        category.contains("For Water and sewage, press 1."),
+        "{category}"
+    );
+    at_voice(
+        &gw,
+        &outbound(&[
+            ("isActive", "0"),
+            ("callSessionState", "Completed"),
+            ("durationInSeconds", "40"),
+        ]),
+    )
+    .await;
+    wait_for(&dialer, "the call completed", |d| {
+        ended_with(d, CITIZEN, 1, CallOutcome::Completed)
+    })
+    .await;
+    let rows = gw
+        .gateway
+        .results
+        .responses("grievance")
+        .await
+        .expect("responses");
+    assert_eq!(rows.len(), 1, "the answers of the callback are stored");
+    assert_eq!(dialer.in_flight(), 0);
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_outbound_config_a_missed_call_is_still_rejected() {
+    let gw = common::start_with(Stores::MemorySqlite, |c| {
+        c.voice.missed_call.numbers = vec![VoiceNumber {
+            number: MISSED_LINE.into(),
+            flow: "grievance".into(),
+        }];
+    })
+    .await;
+    assert!(Dialer::start(&gw.gateway).expect("no error").is_none());
+    let reply = missed_call(&gw, "ATVId_x", CITIZEN).await;
+    assert!(reply.contains("<Reject"), "{reply}");
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_bad_api_url_or_a_missing_secret_is_refused_at_start_with_the_reason() {
+    for (api_url, api_key, expected) in [
+        ("ftp://voice.example/call", "k", "https://"),
+        ("https://voice.example/call", "", "BARAZA_AT_API_KEY"),
+    ] {
+        let gw = common::start_with(Stores::MemorySqlite, |c| {
+            c.voice.outbound = Some(OutboundConfig {
+                provider: OutboundProvider::AfricasTalking {
+                    api_url: api_url.into(),
+                    username: "sandbox".into(),
+                    api_key: api_key.into(),
+                    from: OUR_NUMBER.into(),
+                },
+                max_concurrent_calls: 5,
+                queue_capacity: 10,
+                call_timeout_seconds: 600,
+                retry: RetryConfig::default(),
+            });
+        })
+        .await;
+        let error = Dialer::start(&gw.gateway).expect_err("refused");
+        assert!(error.to_string().contains(expected), "{error}");
+        gw.cleanup().await;
+    }
+}
+
+/// The daily counters on Redis: distinct callers (no de-duplication in play) up to the
+/// flow's cap, then refusals; a repeated caller within the window counts once.
+#[tokio::test]
+async fn the_flow_cap_holds_on_redis() {
+    let fake = FakeProvider::start(false).await;
+    let (gw, dialer) = gateway(
+        Stores::RedisPostgres,
+        at_outbound(&fake, 5, no_retries()),
+        |m| m.daily_cap_per_flow = 2,
+    )
+    .await;
+    for (n, caller, expected) in [
+        (1, "+254711000201", 1),
+        (2, "+254711000201", 1),
+        (3, "+254711000202", 2),
+        (4, "+254711000203", 2),
+    ] {
+        let reply = missed_call(&gw, &format!("ATVId_r{n}"), caller).await;
+        assert!(reply.contains("<Reject"), "{reply}");
+        assert_eq!(dialer.accepted(), expected, "missed call {n}");
+    }
+    wait_for(&dialer, "both callbacks placed", |d| {
+        placed(d, "+254711000201", 1) && placed(d, "+254711000202", 1)
+    })
+    .await;
+    assert_eq!(fake.count(), 2);
+    gw.cleanup().await;
+}
