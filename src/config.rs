@@ -192,10 +192,6 @@ pub struct VoiceConfig {
     pub missed_call: MissedCallConfig,
     /// How outbound calls are placed (missed-call callbacks); none: no outbound calls.
     pub outbound: Option<OutboundConfig>,
-    /// The running outbound dialer, set when it starts (never read from the file): lets a
-    /// voice step hand a callback to it.
-    #[serde(skip)]
-    pub dialer: crate::outbound::DialerSlot,
 }
 
 /// The missed-call trigger: which numbers, and the limits that keep it from being abused.
@@ -351,7 +347,6 @@ impl Default for VoiceConfig {
             ])),
             missed_call: MissedCallConfig::default(),
             outbound: None,
-            dialer: crate::outbound::DialerSlot::default(),
         }
     }
 }

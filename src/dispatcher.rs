@@ -103,6 +103,9 @@ pub struct Gateway {
     pub sessions: SessionStore,
     pub results: ResultStore,
     pub admission: Admission,
+    /// The outbound call dialer once `server::serve` started it (missed-call callbacks); a
+    /// voice step hands callbacks and call outcomes to it.
+    pub dialer: crate::outbound::DialerSlot,
     pseudonym_key: Vec<u8>,
 }
 
@@ -153,6 +156,7 @@ impl Gateway {
             sessions,
             results,
             admission,
+            dialer: crate::outbound::DialerSlot::default(),
             pseudonym_key,
         }
     }

@@ -322,8 +322,7 @@ async fn the_window_holds_across_nodes_sharing_redis() {
         |_| {},
     )
     .await;
-    let mut config = first.config.clone();
-    config.voice.dialer = Default::default();
+    let config = first.config.clone();
     let second =
         common::from_config(config, tempfile::tempdir().expect("tempdir"), None, None).await;
     let second_dialer = Dialer::start(&second.gateway)

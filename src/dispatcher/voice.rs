@@ -52,7 +52,7 @@ impl Gateway {
             return VoiceReply::Reject;
         }
         if request.direction == CallDirection::Outbound
-            && let Some(dialer) = self.config.voice.dialer.get()
+            && let Some(dialer) = self.dialer.get()
         {
             match &request.event {
                 VoiceEvent::Ended { status, .. } => {
@@ -185,7 +185,7 @@ impl Gateway {
         if self.catalog().latest(flow).is_none() {
             return Err(MissedCallRefusal::UnknownFlow);
         }
-        let Some(dialer) = self.config.voice.dialer.get() else {
+        let Some(dialer) = self.dialer.get() else {
             return Err(MissedCallRefusal::NoDialer);
         };
         let window = Duration::from_secs(settings.dedup_window_seconds.max(1));
@@ -231,13 +231,7 @@ impl Gateway {
 
     /// The flow an outbound call runs: the one the dialer noted for its call id.
     async fn outbound_flow(&self, call_id: &str) -> Option<std::sync::Arc<engine::CompiledFlow>> {
-        let id = match self
-            .config
-            .voice
-            .dialer
-            .get()
-            .and_then(|d| d.flow_of_call(call_id))
-        {
+        let id = match self.dialer.get().and_then(|d| d.flow_of_call(call_id)) {
             Some(id) => id,
             None => match self.sessions.get_note(CALL_FLOW_NOTE, call_id).await {
                 Ok(Some(bytes)) => String::from_utf8(bytes).ok()?,

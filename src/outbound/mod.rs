@@ -269,13 +269,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Dialer {
     /// Starts the dialer of `gateway` when `voice.outbound` is configured (`Ok(None)`
-    /// otherwise) and publishes it in `voice.dialer`, where voice steps find it. Starting twice
+    /// otherwise) and publishes it in `Gateway::dialer`, where voice steps find it. Starting twice
     /// returns the running dialer. Must be called within a Tokio runtime.
     pub fn start(gateway: &Arc<Gateway>) -> Result<Option<Dialer>, StartError> {
         let Some(config) = gateway.config.voice.outbound.as_ref() else {
             return Ok(None);
         };
-        if let Some(running) = gateway.config.voice.dialer.get() {
+        if let Some(running) = gateway.dialer.get() {
             return Ok(Some(running.clone()));
         }
         let provider = build_provider(config, &gateway.config.voice.public_url)?;
@@ -305,9 +305,9 @@ impl Dialer {
                 next_callback: std::sync::atomic::AtomicU64::new(0),
             }),
         };
-        if gateway.config.voice.dialer.0.set(dialer.clone()).is_err() {
+        if gateway.dialer.0.set(dialer.clone()).is_err() {
             // Another start won the race; its task serves the calls.
-            return Ok(gateway.config.voice.dialer.get().cloned());
+            return Ok(gateway.dialer.get().cloned());
         }
         tokio::spawn(run(Arc::downgrade(&dialer.inner), jobs));
         Ok(Some(dialer))
