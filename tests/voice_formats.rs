@@ -907,3 +907,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn africastalking_final_status_prefers_an_informative_hangup_cause() {
+    use baraza::channels::voice::VoiceEvent;
+    let body = "isActive=0&sessionId=ATVId_7&direction=Outbound&callerNumber=%2B254205000000&destinationNumber=%2B254711000001&callSessionState=Completed&hangupCause=USER_BUSY";
+    let request = africastalking::parse(body.as_bytes()).expect("parses");
+    assert!(
+        matches!(request.event, VoiceEvent::Ended { ref status, .. } if status == "USER_BUSY"),
+        "{:?}",
+        request.event
+    );
+    let normal = body.replace("USER_BUSY", "NORMAL_CLEARING");
+    let request = africastalking::parse(normal.as_bytes()).expect("parses");
+    assert!(
+        matches!(request.event, VoiceEvent::Ended { ref status, .. } if status == "Completed"),
+        "{:?}",
+        request.event
+    );
+}

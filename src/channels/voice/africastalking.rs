@@ -96,10 +96,18 @@ pub fn parse_with_query(body: &[u8], query: &str) -> Result<VoiceRequest, BadReq
     })
 }
 
-/// The status word of the final notification: `callSessionState`, else `status`, else
-/// `hangupCause`, else `Ended` when the provider sent none of them.
+/// The status word of the final notification: an informative `hangupCause` (`USER_BUSY`,
+/// `NO_ANSWER`, ...: what retries need, and `callSessionState` would hide it behind
+/// `Completed`), else `callSessionState`, else `status`, else `Ended` when the provider sent
+/// none of them.
 fn end_status(fields: &std::collections::HashMap<String, String>) -> Result<String, BadRequest> {
-    for name in ["callSessionState", "status", "hangupCause"] {
+    if let Some(cause) = fields
+        .get("hangupCause")
+        .filter(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("NORMAL_CLEARING"))
+    {
+        return required("hangupCause", Some(cause), 64);
+    }
+    for name in ["callSessionState", "status"] {
         if let Some(value) = fields.get(name).filter(|v| !v.trim().is_empty()) {
             return required(name, Some(value), 64);
         }
