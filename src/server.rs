@@ -407,8 +407,22 @@ pub async fn serve(
         });
     }
     let binds = crate::smpp::binds::Binds::start(Arc::clone(&gateway));
+    let binds = Arc::new(binds);
     if !binds.operators().is_empty() {
         info!(operators = ?binds.operators(), "SMPP binds started");
+        // SMS reminders and timeouts: the timers live in the session store, so any node may
+        // fire them (each fires once).
+        let gateway = Arc::clone(&gateway);
+        let binds = Arc::clone(&binds);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                for message in gateway.sms_due(crate::dispatcher::now_ms()).await {
+                    binds.send(&gateway, message).await;
+                }
+            }
+        });
     }
     let addr = listener.local_addr()?;
     // Tests and scripts wait for this line (with the real port when listening on port 0).

@@ -119,6 +119,10 @@ impl Gateway {
                     .await
                     .map_err(|e| StepError::Sessions(e.to_string()))?;
             }
+            self.sessions
+                .cancel_timer("sms", from)
+                .await
+                .map_err(|e| StepError::Sessions(e.to_string()))?;
             telemetry::session("opted_out");
             info!("stop word: number opted out");
             return Ok(vec![reply(&smpp.stop_reply)]);
@@ -225,11 +229,130 @@ impl Gateway {
             .await
             .map_err(|e| StepError::Sessions(e.to_string()))?
         {
-            SaveOutcome::Saved { .. } => Ok(outgoing),
+            SaveOutcome::Saved { .. } => {
+                self.schedule_sms_timer(from, &flow, &record.state).await?;
+                Ok(outgoing)
+            }
             SaveOutcome::Conflict { .. } => {
                 telemetry::error("version_conflict");
                 Err(StepError::Contention)
             }
+        }
+    }
+
+    /// Sets the number's timer for its SMS session: the reminder `sms.reminder_after` after a
+    /// question was sent, then the end of the session `sms.session_timeout` after the question;
+    /// none once the session is over.
+    async fn schedule_sms_timer(
+        &self,
+        from: &str,
+        flow: &engine::CompiledFlow,
+        state: &engine::SessionState,
+    ) -> Result<(), StepError> {
+        let map = |e: crate::session_store::SessionStoreError| StepError::Sessions(e.to_string());
+        if state.status.is_terminal() {
+            return self.sessions.cancel_timer("sms", from).await.map_err(map);
+        }
+        let timeout_ms = flow.flow.sms.session_timeout.as_millis();
+        let wait_ms = match flow.flow.sms.reminder_after {
+            Some(reminder) if !state.reminded => reminder.as_millis().min(timeout_ms),
+            Some(reminder) => (timeout_ms - reminder.as_millis()).max(60_000),
+            None => timeout_ms,
+        };
+        self.sessions
+            .schedule_timer("sms", from, state.updated_at.saturating_add(wait_ms))
+            .await
+            .map_err(map)
+    }
+
+    /// Fires the SMS timers due at `now_ms`: a reminder of the unanswered question (once), or
+    /// the end of a session nobody answered (`timed_out`, no message). Returns the reminders to
+    /// send. Each timer fires on one node only (the store hands it out once).
+    pub async fn sms_due(&self, now_ms: i64) -> Vec<OutgoingSms> {
+        let numbers = match self.sessions.take_due_timers("sms", now_ms, 200).await {
+            Ok(numbers) => numbers,
+            Err(e) => {
+                warn!(error = %e, "cannot read SMS timers");
+                telemetry::error("session_store");
+                return Vec::new();
+            }
+        };
+        let mut outgoing = Vec::new();
+        for number in numbers {
+            match self.sms_timer_fired(&number, now_ms).await {
+                Ok(messages) => outgoing.extend(messages),
+                Err(e) => {
+                    warn!(error = %e, subscriber = %self.pseudonym(&number), "SMS timer failed");
+                    telemetry::error(e.kind());
+                }
+            }
+        }
+        outgoing
+    }
+
+    async fn sms_timer_fired(
+        &self,
+        from: &str,
+        now_ms: i64,
+    ) -> Result<Vec<OutgoingSms>, StepError> {
+        let key = SessionKey::new("sms", from);
+        let Some(stored) = self
+            .sessions
+            .load(&key)
+            .await
+            .map_err(|e| StepError::Sessions(e.to_string()))?
+        else {
+            return Ok(Vec::new());
+        };
+        let Some(record) = SessionRecord::decode(&stored.data) else {
+            return Ok(Vec::new());
+        };
+        if record.state.status.is_terminal() {
+            return Ok(Vec::new());
+        }
+        let flow = self.flow_of(&record.state)?;
+        let step = engine::advance(&flow, Some(record.state), Input::Timeout, now_ms);
+        let writes = self.writes_for_subscriber(from, "smpp", &step);
+        if !writes.is_empty() {
+            self.results
+                .commit(writes)
+                .await
+                .map_err(|e| StepError::Results(e.to_string()))?;
+        }
+        let outgoing: Vec<OutgoingSms> = step
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                engine::Action::Reply(r) => Some(OutgoingSms {
+                    to: from.to_string(),
+                    text: r.rendered.text(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let record = SessionRecord {
+            state: step.state,
+            progress: record.progress,
+            reply: record.reply,
+        };
+        let ttl = Duration::from_secs(flow.flow.sms.session_timeout.0.max(1));
+        let state_bytes = record.state.encode();
+        let resume = resume_copy(from, &flow, &record.state, &state_bytes);
+        match self
+            .sessions
+            .save_and_remember(&key, Some(stored.version), &record.encode(), ttl, resume)
+            .await
+            .map_err(|e| StepError::Sessions(e.to_string()))?
+        {
+            SaveOutcome::Saved { .. } => {
+                if record.state.status.is_terminal() {
+                    telemetry::session("timed_out");
+                }
+                self.schedule_sms_timer(from, &flow, &record.state).await?;
+                Ok(outgoing)
+            }
+            // The citizen answered meanwhile: that step set a new timer.
+            SaveOutcome::Conflict { .. } => Ok(Vec::new()),
         }
     }
 }

@@ -47,6 +47,8 @@ struct Maps {
     opted_out: HashSet<String>,
     /// Short-lived marks and counters (claims, daily counters, notes) by `kind\0id`.
     marks: HashMap<String, Entry<Vec<u8>>>,
+    /// Timers by kind: id -> due time in ms since the epoch (SMS reminders and timeouts).
+    timers: HashMap<String, HashMap<String, i64>>,
     /// When a write should next sweep expired entries.
     next_sweep: Instant,
 }
@@ -119,6 +121,7 @@ impl InMemorySessions {
                 resumable: HashMap::new(),
                 opted_out: HashSet::new(),
                 marks: HashMap::new(),
+                timers: HashMap::new(),
                 next_sweep: Instant::now() + SWEEP_INTERVAL,
             }),
         }
@@ -217,6 +220,42 @@ impl InMemorySessions {
                 expires_at: deadline(now, ttl),
             },
         );
+    }
+
+    /// See [`super::SessionStore::schedule_timer`].
+    pub fn schedule_timer(&self, kind: &str, id: &str, due_ms: i64) {
+        let mut maps = self.lock();
+        maps.timers
+            .entry(kind.to_string())
+            .or_default()
+            .insert(id.to_string(), due_ms);
+    }
+
+    /// See [`super::SessionStore::cancel_timer`].
+    pub fn cancel_timer(&self, kind: &str, id: &str) {
+        let mut maps = self.lock();
+        if let Some(timers) = maps.timers.get_mut(kind) {
+            timers.remove(id);
+        }
+    }
+
+    /// See [`super::SessionStore::take_due_timers`].
+    pub fn take_due_timers(&self, kind: &str, now_ms: i64, limit: usize) -> Vec<String> {
+        let mut maps = self.lock();
+        let Some(timers) = maps.timers.get_mut(kind) else {
+            return Vec::new();
+        };
+        let mut due: Vec<(i64, String)> = timers
+            .iter()
+            .filter(|(_, at)| **at <= now_ms)
+            .map(|(id, at)| (*at, id.clone()))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        for (_, id) in &due {
+            timers.remove(id);
+        }
+        due.into_iter().map(|(_, id)| id).collect()
     }
 
     /// See [`super::SessionStore::get_note`].

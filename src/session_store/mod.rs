@@ -438,6 +438,49 @@ impl SessionStore {
         }
     }
 
+    /// Schedules (or moves) the timer `kind`/`id` to fire at `due_ms` (ms since the epoch).
+    /// Used for SMS reminders and timeouts: an SMS session waits hours, across restarts and
+    /// nodes, so its timers live with the sessions.
+    pub async fn schedule_timer(
+        &self,
+        kind: &str,
+        id: &str,
+        due_ms: i64,
+    ) -> Result<(), SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => {
+                memory.schedule_timer(kind, id, due_ms);
+                Ok(())
+            }
+            SessionStore::Redis(redis) => redis.schedule_timer(kind, id, due_ms).await,
+        }
+    }
+
+    /// Removes the timer `kind`/`id`, if any.
+    pub async fn cancel_timer(&self, kind: &str, id: &str) -> Result<(), SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => {
+                memory.cancel_timer(kind, id);
+                Ok(())
+            }
+            SessionStore::Redis(redis) => redis.cancel_timer(kind, id).await,
+        }
+    }
+
+    /// Takes (removes and returns) up to `limit` timers of `kind` due at `now_ms`, earliest
+    /// first; each timer is taken once, whichever node asks.
+    pub async fn take_due_timers(
+        &self,
+        kind: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => Ok(memory.take_due_timers(kind, now_ms, limit)),
+            SessionStore::Redis(redis) => redis.take_due_timers(kind, now_ms, limit).await,
+        }
+    }
+
     /// The note under `kind`/`id`, if it was stored and has not expired.
     pub async fn get_note(
         &self,

@@ -305,6 +305,65 @@ impl RedisSessions {
             .await
     }
 
+    /// The sorted set of one kind of timer (one key per kind: its own Cluster slot).
+    fn timers_key(&self, kind: &str) -> String {
+        format!("{}:t:{{{}}}", self.prefix, key_component(kind))
+    }
+
+    /// See [`super::SessionStore::schedule_timer`]: one `ZADD` (a later schedule replaces an
+    /// earlier one for the same id).
+    pub async fn schedule_timer(
+        &self,
+        kind: &str,
+        id: &str,
+        due_ms: i64,
+    ) -> Result<(), SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("ZADD")
+            .arg(self.timers_key(kind))
+            .arg(due_ms)
+            .arg(id)
+            .clone();
+        self.bounded(command.query_async::<()>(&mut connection))
+            .await
+    }
+
+    /// See [`super::SessionStore::cancel_timer`]: one `ZREM`.
+    pub async fn cancel_timer(&self, kind: &str, id: &str) -> Result<(), SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("ZREM")
+            .arg(self.timers_key(kind))
+            .arg(id)
+            .clone();
+        self.bounded(command.query_async::<()>(&mut connection))
+            .await
+    }
+
+    /// See [`super::SessionStore::take_due_timers`]: a script reads and removes the due ids in
+    /// one step, so with several gateway nodes each timer fires on exactly one of them.
+    pub async fn take_due_timers(
+        &self,
+        kind: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, SessionStoreError> {
+        const TAKE_DUE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #due > 0 then
+  redis.call('ZREM', KEYS[1], unpack(due))
+end
+return due
+";
+        let script = Script::new(TAKE_DUE);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.timers_key(kind))
+            .arg(now_ms)
+            .arg(limit.max(1));
+        let mut connection = self.connection.clone();
+        self.bounded(invocation.invoke_async(&mut connection)).await
+    }
+
     /// See [`super::SessionStore::get_note`]: one `GET`.
     pub async fn get_note(
         &self,

@@ -105,6 +105,32 @@ impl Binds {
         binds
     }
 
+    /// Sends a gateway-initiated message (an SMS reminder) on the first bind that can
+    /// transmit, from its operator's sender. Reminders do not know which bind the citizen last
+    /// wrote on; with several operators, route by number prefix here (not done yet).
+    pub async fn send(&self, gateway: &Gateway, message: crate::dispatcher::OutgoingSms) {
+        let Some((name, handle)) = self.binds.first() else {
+            return;
+        };
+        let sender = gateway
+            .config
+            .smpp
+            .operators
+            .iter()
+            .find(|o| &o.name == name)
+            .map(|o| o.sender.clone())
+            .unwrap_or_default();
+        let request = SubmitRequest {
+            to: message.to,
+            from: sender,
+            text: message.text,
+            registered_delivery: true,
+        };
+        if let Err(e) = handle.submit(request).await {
+            warn!(operator = %name, error = %e, "reminder not sent");
+        }
+    }
+
     /// Names of the operators with a bind.
     pub fn operators(&self) -> Vec<&str> {
         self.binds.iter().map(|(name, _)| name.as_str()).collect()
