@@ -102,3 +102,24 @@ async fn stop_cancels_the_timer_and_start_lifts_the_stop() {
     assert!(!gw.gateway.sms_step(citizen, "HEALTH").await.is_empty());
     gw.cleanup().await;
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Whatever citizens text, in any order, the SMS path answers (or stays silent) and never
+    /// panics; replies are never empty strings.
+    #[test]
+    fn sms_step_never_panics(messages in proptest::collection::vec("(HEALTH|AFYA|STOP|START|SKIP|[0-9]{1,3}|\\PC{0,40})", 1..12)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let gw = common::start(Stores::MemorySqlite).await;
+            for text in &messages {
+                for reply in gw.gateway.sms_step("+254733555999", text).await {
+                    assert!(!reply.text.trim().is_empty(), "empty reply to {text:?}");
+                }
+            }
+            let _ = gw.gateway.sms_due(now_ms() + 100 * HOUR).await;
+            gw.cleanup().await;
+        });
+    }
+}
