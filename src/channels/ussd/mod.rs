@@ -7,6 +7,7 @@
 
 pub mod africastalking;
 pub mod hubtel;
+pub mod smpp;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,10 +20,13 @@ pub enum UssdProvider {
     AfricasTalking,
     /// Hubtel programmable services: JSON callbacks and replies.
     Hubtel,
+    /// USSD over an operator's SMPP bind (deliver_sm / submit_sm with `ussd_service_op`); it
+    /// has no HTTP route.
+    Smpp,
 }
 
 impl UssdProvider {
-    /// Every provider, in the order routes are listed.
+    /// Every provider with an HTTP callback route, in the order routes are listed.
     pub const ALL: [UssdProvider; 2] = [UssdProvider::AfricasTalking, UssdProvider::Hubtel];
 }
 
@@ -31,6 +35,7 @@ impl UssdProvider {
         match self {
             UssdProvider::AfricasTalking => "africastalking",
             UssdProvider::Hubtel => "hubtel",
+            UssdProvider::Smpp => "smpp",
         }
     }
 }
