@@ -270,7 +270,11 @@ async fn unknown_sessions_and_bad_messages_are_answered_or_ignored_without_harm(
     let next = run.screen(4).await;
     assert_eq!(op(&next), 2, "session 5 continues: {}", text(&next));
     assert_eq!(session_info(&next).session_number, 5);
-    assert_eq!(run.sim.stats().ussd_submits.len(), 4, "no screen for the bad ones");
+    assert_eq!(
+        run.sim.stats().ussd_submits.len(),
+        4,
+        "no screen for the bad ones"
+    );
     run.shutdown().await;
 }
 

@@ -1055,9 +1055,7 @@ async fn handle_pdu(
             for message in inbound_messages(&sm, reassembler) {
                 match &message {
                     Inbound::Receipt(_) => bump(&shared.counters.receipts),
-                    Inbound::Deliver { .. } | Inbound::Ussd(_) => {
-                        bump(&shared.counters.delivered)
-                    }
+                    Inbound::Deliver { .. } | Inbound::Ussd(_) => bump(&shared.counters.delivered),
                 }
                 if inbound.send(message).await.is_err() {
                     debug!("smpp: nobody takes inbound messages");

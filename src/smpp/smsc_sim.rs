@@ -479,7 +479,11 @@ impl SimHandle {
 
 /// Records an accepted part; completes a message when it was the last part.
 fn record_accepted(state: &mut SimState, sm: &ShortMessage, message_id: &str) {
-    if sm.tlvs.iter().any(|tlv| tlv.tag == super::tlv::tags::USSD_SERVICE_OP) {
+    if sm
+        .tlvs
+        .iter()
+        .any(|tlv| tlv.tag == super::tlv::tags::USSD_SERVICE_OP)
+    {
         state.stats.ussd_submits.push(sm.clone());
     }
     let (mark, payload, coding) = short_message_content(sm);

@@ -289,7 +289,10 @@ impl Dialogues {
     /// Forgets a dialogue once its last screen went out (only if `session_id` is still the
     /// one open for it: a new begin may have replaced it).
     pub fn close(&self, deliver: &UssdDeliver, session_id: &str) {
-        let key = (deliver.subscriber.clone(), deliver.session.map(|s| s.number));
+        let key = (
+            deliver.subscriber.clone(),
+            deliver.session.map(|s| s.number),
+        );
         let mut open = self.lock();
         if open.get(&key).is_some_and(|d| d.session_id == session_id) {
             open.remove(&key);
@@ -392,8 +395,8 @@ mod tests {
     #[test]
     fn standard_ops_read_as_begin_answer_and_abort() {
         let profile = UssdOverSmppProfile::default();
-        let begin = read_deliver(&profile, &deliver(1, "*384*12*3#", Some((7, 0, false))))
-            .expect("begin");
+        let begin =
+            read_deliver(&profile, &deliver(1, "*384*12*3#", Some((7, 0, false)))).expect("begin");
         assert_eq!(
             begin.kind,
             UssdStepKind::Begin {
