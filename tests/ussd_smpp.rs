@@ -2,15 +2,18 @@
 //! deliver_sm carrying `ussd_service_op`, `baraza serve` runs the same flows as USSD over HTTP
 //! and answers each step with a submit_sm screen (continue op, or end op with the end bit).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use baraza::config::{Config, OperatorConfig, ResultsConfig};
+use baraza::config::OperatorConfig;
 use baraza::dispatcher::Gateway;
 use baraza::result_store::ResponseStatus;
 use baraza::smpp::ShortMessage;
 use baraza::smpp::smsc_sim::{SimConfig, SimHandle, spawn_smsc_sim};
 use baraza::smpp::tlv::{ItsSessionInfo, Tlv, TlvList, UssdServiceOp};
+use common::Stores;
 
 /// A running simulator and server; `stop` ends the server.
 struct Running {
@@ -18,24 +21,22 @@ struct Running {
     gateway: Arc<Gateway>,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Redis key prefix and PostgreSQL schema to remove afterwards, when used.
+    redis_prefix: Option<String>,
+    pg_schema: Option<String>,
     _dir: tempfile::TempDir,
 }
 
-/// Starts the simulator and `serve` with one operator whose USSD profile is `profile_yaml`
-/// (indented block under `ussd:`).
-async fn start(profile_yaml: &str) -> Running {
+/// Starts the simulator and `serve` on `stores` with one operator whose USSD profile is
+/// `profile_yaml` (indented block under `ussd:`).
+async fn start(stores: Stores, profile_yaml: &str) -> Running {
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = sim_listener.local_addr().expect("addr").port();
     let sim = spawn_smsc_sim(SimConfig::default(), sim_listener);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::embedded();
-    config.flows_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
-    config.results = ResultsConfig::Sqlite {
-        path: dir.path().join("results.sqlite3"),
-    };
-    config.pseudonym_secret = Some("test".into());
+    let (mut config, redis_prefix, pg_schema) = common::config_for(stores, dir.path());
     config.admission.burst = 100;
     let operator: OperatorConfig = serde_saphyr::from_str(&format!(
         "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\nussd:\n{profile_yaml}"
@@ -64,6 +65,8 @@ async fn start(profile_yaml: &str) -> Running {
         gateway,
         stop,
         server,
+        redis_prefix,
+        pg_schema,
         _dir: dir,
     }
 }
@@ -81,6 +84,12 @@ impl Running {
             .await
             .expect("serve task")
             .expect("serve ends cleanly");
+        if let Some(schema) = &self.pg_schema {
+            common::drop_schema(schema).await;
+        }
+        if let Some(prefix) = &self.redis_prefix {
+            common::delete_keys(prefix).await;
+        }
     }
 }
 
@@ -160,8 +169,19 @@ async fn stored(
 const STANDARD: &str = "  session_id: its_session_info\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grievance_flow_over_ussd_smpp_with_standard_ops() {
-    let run = start(STANDARD).await;
+async fn grievance_flow_over_ussd_smpp_memory_sqlite() {
+    grievance_flow_over_ussd_smpp(Stores::MemorySqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grievance_flow_over_ussd_smpp_redis_postgres() {
+    grievance_flow_over_ussd_smpp(Stores::RedisPostgres).await;
+}
+
+/// The grievance example flow with the standard ops (PSSR indication, USSR confirm; screens
+/// as USSR request, the last as PSSR response with the end bit).
+async fn grievance_flow_over_ussd_smpp(stores: Stores) {
+    let run = start(stores, STANDARD).await;
     let citizen = "254722000301";
     let script = "1,1,Pipe burst near Kondele market,Opposite the bus stage";
     let session = 42;
@@ -213,7 +233,7 @@ async fn grievance_flow_over_ussd_smpp_with_standard_ops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_sessions_and_bad_messages_are_answered_or_ignored_without_harm() {
-    let run = start(STANDARD).await;
+    let run = start(Stores::MemorySqlite, STANDARD).await;
     let citizen = "254722000302";
     // An answer for a session never begun, on a short code that maps to no flow: the
     // dialogue is closed politely with the end op and bit, echoing the session number.
@@ -281,7 +301,7 @@ async fn unknown_sessions_and_bad_messages_are_answered_or_ignored_without_harm(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vendor_profile_with_own_op_codes_and_user_message_reference() {
     let vendor = "  begin_ops: [32]\n  answer_ops: [18]\n  abort_ops: [129]\n  continue_op: 18\n  end_op: 23\n  session_id: user_message_reference\n  service_type: VUSSD\n";
-    let run = start(vendor).await;
+    let run = start(Stores::MemorySqlite, vendor).await;
     let citizen = "254722000303";
     let umr = |op: u8, reference: u16| {
         vec![
