@@ -361,3 +361,91 @@ async fn vendor_profile_with_own_op_codes_and_user_message_reference() {
     assert_eq!(run.sim.stats().ussd_submits.len(), count + 2);
     run.shutdown().await;
 }
+
+/// Waits (bounded) until `subscriber`'s response to `flow` has `status`: the abort that
+/// drops it sends no screen to wait for.
+async fn response_status(gateway: &Gateway, flow: &str, subscriber: &str, status: ResponseStatus) {
+    let wait = async {
+        loop {
+            let rows = gateway.results.responses(flow).await.expect("responses");
+            if rows
+                .iter()
+                .any(|r| r.subscriber == subscriber && r.status == status)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{flow} response of {subscriber} never became {status:?}"));
+}
+
+/// One session store for both transports: a dialogue the network drops over SMPP is offered
+/// for resumption when the citizen dials the same flow over USSD on HTTP (Africa's Talking).
+async fn dropped_over_smpp_resumes_over_http(stores: Stores) {
+    let run = start(stores, STANDARD).await;
+    let phone = "+254733000555";
+    run.sim
+        .inject_ussd(phone, "384", "*999#", its(1, 9, 0, false))
+        .expect("inject begin");
+    let language = run.screen(1).await;
+    assert!(
+        text(&language).contains("Choose language"),
+        "{}",
+        text(&language)
+    );
+    run.sim
+        .inject_ussd(phone, "384", "2", its(18, 9, 2, false))
+        .expect("inject language");
+    run.screen(2).await;
+    run.sim
+        .inject_ussd(phone, "384", "Nyeri", its(18, 9, 4, false))
+        .expect("inject village");
+    let priority = run.screen(3).await;
+    assert!(text(&priority).contains("Nyeri"), "{}", text(&priority));
+    // The network releases the dialogue (end-of-session bit): no screen, the session drops.
+    run.sim
+        .inject_ussd(phone, "384", "", its(18, 9, 6, true))
+        .expect("inject release");
+    response_status(&run.gateway, "e2e_survey", phone, ResponseStatus::Dropped).await;
+
+    let http = common::TestGateway {
+        app: baraza::server::router(baraza::server::AppState {
+            gateway: Arc::clone(&run.gateway),
+            metrics: baraza::telemetry::install_metrics(),
+        })
+        .layer(axum::extract::connect_info::MockConnectInfo(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+        )),
+        gateway: Arc::clone(&run.gateway),
+        config: run.gateway.config.clone(),
+        dir: tempfile::tempdir().expect("tempdir"),
+        redis_prefix: None,
+        pg_schema: None,
+    };
+    let offer = http.at("http-1", phone, "*999#", "").await;
+    assert!(offer.starts_with("CON ") && offer.contains("1."), "{offer}");
+    let resumed = http.at("http-1", phone, "*999#", "1").await;
+    assert!(
+        resumed.contains("Kaunti irekebishe nini kwanza Nyeri?"),
+        "continues at priority: {resumed}"
+    );
+    assert_eq!(
+        run.sim.stats().ussd_submits.len(),
+        3,
+        "nothing went out on the bind for the HTTP steps"
+    );
+    run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_over_smpp_resumes_over_http_memory_sqlite() {
+    dropped_over_smpp_resumes_over_http(Stores::MemorySqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_over_smpp_resumes_over_http_redis_postgres() {
+    dropped_over_smpp_resumes_over_http(Stores::RedisPostgres).await;
+}
