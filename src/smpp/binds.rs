@@ -132,6 +132,10 @@ impl Binds {
     }
 }
 
+/// How long a USSD screen may wait for the bind (networks release idle dialogues in tens of
+/// seconds).
+const USSD_SCREEN_DEADLINE: Duration = Duration::from_secs(20);
+
 /// One USSD dialogue message: read through the operator's profile, run by
 /// `Gateway::ussd_step` (same flows and session store as USSD over HTTP) on its own task, and
 /// the screen submitted on the same bind. An abort ends the session and sends nothing.
@@ -189,10 +193,14 @@ fn ussd_message(
                 return;
             }
         };
-        match replies.submit_short_message(submit).await {
-            Ok(SubmitOutcome::Accepted { .. }) => {}
-            Ok(outcome) => warn!(operator = %name, ?outcome, "USSD screen not accepted"),
-            Err(e) => warn!(operator = %name, error = %e, "USSD screen not sent"),
+        // A screen that cannot leave soon (bind down) is useless: the network will have
+        // released the dialogue.
+        match tokio::time::timeout(USSD_SCREEN_DEADLINE, replies.submit_short_message(submit)).await
+        {
+            Ok(Ok(SubmitOutcome::Accepted { .. })) => {}
+            Ok(Ok(outcome)) => warn!(operator = %name, ?outcome, "USSD screen not accepted"),
+            Ok(Err(e)) => warn!(operator = %name, error = %e, "USSD screen not sent"),
+            Err(_) => warn!(operator = %name, "USSD screen not sent in time: given up"),
         }
     });
 }
