@@ -1,4 +1,5 @@
-//! USSD over HTTP: the aggregators' callback formats, behind one request/reply shape.
+//! USSD over HTTP (the aggregators' callback formats) and over SMPP (an operator's
+//! `ussd_service_op` dialect, in `smpp`), behind one request/reply shape.
 //!
 //! Adding a provider is one file here and one `UssdProvider` variant; the compiler lists the
 //! matches to extend. Providers differ in how they send input: Africa's Talking sends every

@@ -117,7 +117,10 @@ pub fn read_deliver(
     let short_code = sm.destination_addr.to_string_lossy();
     let kind = if profile.abort_ops.contains(&op) || end_bit {
         UssdStepKind::Abort
-    } else if profile.begin_ops.contains(&op) {
+    } else if profile.begin_ops.contains(&op)
+        // A vendor using one op for both: a dialled code begins, anything else answers.
+        && (!profile.answer_ops.contains(&op) || looks_like_code(&text))
+    {
         let dialled = if looks_like_code(&text) {
             text
         } else if looks_like_code(&short_code) {
@@ -416,6 +419,27 @@ mod tests {
         let ended = read_deliver(&profile, &deliver(18, "", Some((7, 4, true)))).expect("end");
         assert_eq!(ended.kind, UssdStepKind::Abort);
         assert!(read_deliver(&profile, &deliver(0x81, "", Some((7, 4, false)))).is_err());
+    }
+
+    #[test]
+    fn one_vendor_op_for_begin_and_answer_is_told_apart_by_the_text() {
+        let profile = UssdOverSmppProfile {
+            begin_ops: vec![0x12],
+            answer_ops: vec![0x12],
+            ..UssdOverSmppProfile::default()
+        };
+        let kind = |text: &str| {
+            read_deliver(&profile, &deliver(0x12, text, Some((1, 0, false))))
+                .expect("read")
+                .kind
+        };
+        assert_eq!(
+            kind("*384*12#"),
+            UssdStepKind::Begin {
+                dialled: "*384*12#".into()
+            }
+        );
+        assert_eq!(kind("2"), UssdStepKind::Answer { text: "2".into() });
     }
 
     #[test]
