@@ -484,6 +484,61 @@ pub struct OperatorConfig {
     /// How this operator's receipt ids relate to its submit_sm_resp ids.
     #[serde(default)]
     pub receipt_ids: crate::smpp::receipt::MessageIdNormalisation,
+    /// USSD sessions over this bind (deliver_sm / submit_sm carrying `ussd_service_op`), when
+    /// the operator offers them; dialled codes map to flows through `ussd.service_codes`.
+    #[serde(default)]
+    pub ussd: Option<UssdOverSmppProfile>,
+}
+
+/// Where an operator's USSD-over-SMPP messages carry the session id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UssdSessionIdSource {
+    /// `its_session_info` (0x1383): octet 1 the session number, octet 2 bit 0 end of session.
+    ItsSessionInfo,
+    /// `user_message_reference` (0x0204), a 16-bit reference some vendors use instead.
+    UserMessageReference,
+}
+
+/// One operator's USSD-over-SMPP dialect: which `ussd_service_op` values mean what and where
+/// the session id lives. Defaults follow SMPP 3.4 (1 PSSR indication, 18 USSR confirm,
+/// 2 USSR request, 17 PSSR response); vendors with their own codes override them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UssdOverSmppProfile {
+    /// Inbound ops that begin a session (the citizen dialled a code).
+    pub begin_ops: Vec<u8>,
+    /// Inbound ops that carry the citizen's answer to the screen shown.
+    pub answer_ops: Vec<u8>,
+    /// Inbound ops that end the session (user abort, network release); the bind answers them
+    /// with nothing.
+    pub abort_ops: Vec<u8>,
+    /// Outbound op for a screen that expects an answer (USSR request).
+    pub continue_op: u8,
+    /// Outbound op for the last screen (PSSR response).
+    pub end_op: u8,
+    /// Where the session id is read from and echoed to.
+    pub session_id: UssdSessionIdSource,
+    /// `service_type` of the replies (many USSD gateways expect `USSD`).
+    pub service_type: String,
+    /// The code to look up when a begin carries no dialled code in the text nor in
+    /// destination_addr (e.g. the operator's short code for Baraza).
+    pub service_code: Option<String>,
+}
+
+impl Default for UssdOverSmppProfile {
+    fn default() -> Self {
+        UssdOverSmppProfile {
+            begin_ops: vec![1],
+            answer_ops: vec![18],
+            abort_ops: Vec::new(),
+            continue_op: 2,
+            end_op: 17,
+            session_id: UssdSessionIdSource::ItsSessionInfo,
+            service_type: "USSD".to_string(),
+            service_code: None,
+        }
+    }
 }
 
 fn default_smpp_port() -> u16 {

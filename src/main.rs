@@ -359,6 +359,9 @@ fn send(
                 Ok(Some(Inbound::Deliver { from, text, .. })) => {
                     println!("incoming from {from}: {text}")
                 }
+                Ok(Some(Inbound::Ussd(sm))) => {
+                    println!("incoming USSD from {}", sm.source_addr)
+                }
                 Ok(None) => break,
                 Err(_) => {
                     println!(

@@ -118,6 +118,8 @@ pub fn router(state: AppState) -> Router {
                 .route("/ussd/africastalking", post(africastalking_ussd))
                 .route("/ussd/africastalking/events", post(africastalking_events)),
             UssdProvider::Hubtel => routes.route("/ussd/hubtel", post(hubtel_ussd)),
+            // USSD over SMPP arrives on the operator binds, not over HTTP.
+            UssdProvider::Smpp => routes,
         };
     }
     for provider in &state.gateway.config.voice.providers {

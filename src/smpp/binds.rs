@@ -2,7 +2,9 @@
 //! started beside the HTTP server, unbound on shutdown.
 //!
 //! A mobile-originated message goes to `Gateway::sms_step` (keywords, stop/start, the open SMS
-//! session) and its replies go out on the same bind; receipts are logged and counted by state.
+//! session) and its replies go out on the same bind; a USSD dialogue message (deliver_sm with
+//! `ussd_service_op`) goes, read through the operator's USSD profile, to `Gateway::ussd_step`
+//! and the screen goes back as a submit_sm; receipts are logged and counted by state.
 //! Never reads or writes sessions itself.
 
 use std::time::Duration;
@@ -12,7 +14,10 @@ use tracing::{info, warn};
 
 use std::sync::Arc;
 
+use crate::channels::ussd::smpp::{Dialogues, read_deliver, render_submit};
+use crate::config::OperatorConfig;
 use crate::dispatcher::Gateway;
+use crate::smpp::ShortMessage;
 use crate::smpp::esme::{Esme, EsmeHandle, Inbound, SubmitOutcome, SubmitRequest};
 
 /// The open binds, by operator name.
@@ -31,9 +36,16 @@ impl Binds {
             let sender = operator.sender.clone();
             let gateway = Arc::clone(&gateway);
             let replies = handle.clone();
+            let operator_config = operator.clone();
+            let dialogues = Arc::new(Dialogues::new(&operator.name));
             tokio::spawn(async move {
                 while let Some(message) = inbound.recv().await {
                     match message {
+                        Inbound::Ussd(sm) => {
+                            counter!("baraza_smpp_ussd_inbound_total", "operator" => name.clone())
+                                .increment(1);
+                            ussd_message(&gateway, &operator_config, &replies, &dialogues, *sm);
+                        }
                         Inbound::Receipt(receipt) => {
                             let state = format!("{:?}", receipt.state).to_lowercase();
                             counter!("baraza_smpp_receipts_total", "operator" => name.clone(), "state" => state)
@@ -144,6 +156,79 @@ impl Binds {
             }
         }
     }
+}
+
+/// How long a USSD screen may wait for the bind (networks release idle dialogues in tens of
+/// seconds).
+const USSD_SCREEN_DEADLINE: Duration = Duration::from_secs(20);
+
+/// One USSD dialogue message: read through the operator's profile, run by
+/// `Gateway::ussd_step` (same flows and session store as USSD over HTTP) on its own task, and
+/// the screen submitted on the same bind. An abort ends the session and sends nothing.
+fn ussd_message(
+    gateway: &Arc<Gateway>,
+    operator: &OperatorConfig,
+    replies: &EsmeHandle,
+    dialogues: &Arc<Dialogues>,
+    sm: ShortMessage,
+) {
+    let name = operator.name.as_str();
+    let Some(profile) = operator.ussd.clone() else {
+        warn!(operator = %name, "USSD deliver_sm on a bind without a USSD profile: ignored");
+        return;
+    };
+    let deliver = match read_deliver(&profile, &sm) {
+        Ok(deliver) => deliver,
+        Err(e) => {
+            warn!(operator = %name, error = %e, "USSD deliver_sm not understood: ignored");
+            return;
+        }
+    };
+    let pseudonym = gateway.pseudonym(&deliver.subscriber);
+    let request = dialogues.request(
+        &deliver,
+        &pseudonym,
+        &profile,
+        &gateway.config.ussd.service_codes,
+    );
+    let reply_from = if operator.sender.is_empty() {
+        deliver.short_code.clone()
+    } else {
+        operator.sender.clone()
+    };
+    let gsm_coding = operator.bind_config().gsm_coding;
+    let gateway = Arc::clone(gateway);
+    let replies = replies.clone();
+    let dialogues = Arc::clone(dialogues);
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let aborted = matches!(request.input, crate::channels::ussd::UssdInput::End);
+        let session_id = request.session_id.clone();
+        let reply = gateway.ussd_step(request).await;
+        if aborted {
+            info!(operator = %name, op = deliver.op, "USSD dialogue ended by the network");
+            return;
+        }
+        if reply.end {
+            dialogues.close(&deliver, &session_id);
+        }
+        let submit = match render_submit(&profile, &deliver, &reply_from, &reply, gsm_coding) {
+            Ok(submit) => submit,
+            Err(e) => {
+                warn!(operator = %name, error = %e, "USSD screen not rendered");
+                return;
+            }
+        };
+        // A screen that cannot leave soon (bind down) is useless: the network will have
+        // released the dialogue.
+        match tokio::time::timeout(USSD_SCREEN_DEADLINE, replies.submit_short_message(submit)).await
+        {
+            Ok(Ok(SubmitOutcome::Accepted { .. })) => {}
+            Ok(Ok(outcome)) => warn!(operator = %name, ?outcome, "USSD screen not accepted"),
+            Ok(Err(e)) => warn!(operator = %name, error = %e, "USSD screen not sent"),
+            Err(_) => warn!(operator = %name, "USSD screen not sent in time: given up"),
+        }
+    });
 }
 
 /// Per-bind counters as Prometheus gauges (they are totals kept by the bind itself).

@@ -196,6 +196,9 @@ pub enum Inbound {
     },
     /// A delivery receipt.
     Receipt(Receipt),
+    /// A USSD dialogue message (the deliver_sm carries `ussd_service_op`), handed over whole
+    /// so the operator's USSD profile can read its op code and session TLVs.
+    Ussd(Box<ShortMessage>),
 }
 
 /// The state of the bind, for health checks and tests.
@@ -445,6 +448,20 @@ impl EsmeHandle {
             outcomes.push(outcome);
         }
         Ok(outcomes)
+    }
+
+    /// Sends one prepared submit_sm as it is (a USSD screen with its `ussd_service_op` and
+    /// session TLVs, say): no splitting, retried while throttled or not yet written, like
+    /// every part of [`EsmeHandle::submit`].
+    pub async fn submit_short_message(
+        &self,
+        sm: ShortMessage,
+    ) -> Result<SubmitOutcome, SubmitError> {
+        if self.shared.config.bind_type == BindType::Receiver {
+            return Err(SubmitError::NotTransmitter);
+        }
+        Pdu::new(1, Body::SubmitSm(sm.clone())).to_bytes()?;
+        self.submit_part(sm).await
     }
 
     /// One part, retried while throttled or not yet written.
@@ -1038,7 +1055,7 @@ async fn handle_pdu(
             for message in inbound_messages(&sm, reassembler) {
                 match &message {
                     Inbound::Receipt(_) => bump(&shared.counters.receipts),
-                    Inbound::Deliver { .. } => bump(&shared.counters.delivered),
+                    Inbound::Deliver { .. } | Inbound::Ussd(_) => bump(&shared.counters.delivered),
                 }
                 if inbound.send(message).await.is_err() {
                     debug!("smpp: nobody takes inbound messages");
@@ -1138,6 +1155,11 @@ fn inbound_messages(sm: &ShortMessage, reassembler: &mut Reassembler) -> Vec<Inb
             Some(receipt) => out.push(Inbound::Receipt(receipt)),
             None => warn!(%text, "smpp: receipt without a message id"),
         }
+        return out;
+    }
+    // A USSD dialogue step is never concatenated: it goes to the USSD profile as received.
+    if sm.tlvs.ussd_service_op().ok().flatten().is_some() {
+        out.push(Inbound::Ussd(Box::new(sm.clone())));
         return out;
     }
     let (mark, payload, coding) = short_message_content(sm);

@@ -127,6 +127,9 @@ pub struct SimStats {
     pub messages: Vec<ReceivedMessage>,
     /// Every accepted submit_sm in arrival order, to check the order of parts.
     pub accepted_parts: Vec<AcceptedPart>,
+    /// Every accepted submit_sm carrying `ussd_service_op` (USSD screens), whole, in arrival
+    /// order, so tests can read their op, session TLVs and service_type.
+    pub ussd_submits: Vec<ShortMessage>,
 }
 
 /// One accepted submit_sm.
@@ -435,6 +438,39 @@ impl SimHandle {
         Ok(count)
     }
 
+    /// Sends a USSD dialogue message `from` a handset `to` a short code, as one deliver_sm with
+    /// `service_type` USSD, the text in GSM 03.38 (else UCS-2) and the given TLVs (typically
+    /// `ussd_service_op` and `its_session_info` or `user_message_reference`).
+    pub fn inject_ussd(
+        &self,
+        from: &str,
+        to: &str,
+        text: &str,
+        tlvs: Vec<Tlv>,
+    ) -> Result<(), SimError> {
+        let coding = DataCoding::choose(text, GsmCoding::Zero);
+        let octets = coding.encode(text).unwrap_or_default();
+        let out = self.shared.receiver(None).ok_or(SimError::NoReceiver)?;
+        let body = Body::DeliverSm(ShortMessage {
+            service_type: "USSD".into(),
+            source_addr: from.into(),
+            destination_addr: to.into(),
+            data_coding: coding.to_byte(),
+            short_message: Bytes::from(octets),
+            tlvs,
+            ..ShortMessage::default()
+        });
+        out.send(Outgoing::Request(body))
+            .map_err(|_| SimError::NoReceiver)?;
+        self.shared.update(|state| state.stats.mo_parts_sent += 1);
+        Ok(())
+    }
+
+    /// The USSD screens (submit_sm with `ussd_service_op`) accepted so far, in order.
+    pub fn ussd_submits(&self) -> Vec<ShortMessage> {
+        self.stats().ussd_submits
+    }
+
     /// Stops accepting and closes every connection.
     pub fn shutdown(&self) {
         self.shared.stop.send_replace(true);
@@ -443,6 +479,13 @@ impl SimHandle {
 
 /// Records an accepted part; completes a message when it was the last part.
 fn record_accepted(state: &mut SimState, sm: &ShortMessage, message_id: &str) {
+    if sm
+        .tlvs
+        .iter()
+        .any(|tlv| tlv.tag == super::tlv::tags::USSD_SERVICE_OP)
+    {
+        state.stats.ussd_submits.push(sm.clone());
+    }
     let (mark, payload, coding) = short_message_content(sm);
     let source = sm.source_addr.to_string_lossy();
     let destination = sm.destination_addr.to_string_lossy();

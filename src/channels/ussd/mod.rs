@@ -1,4 +1,5 @@
-//! USSD over HTTP: the aggregators' callback formats, behind one request/reply shape.
+//! USSD over HTTP (the aggregators' callback formats) and over SMPP (an operator's
+//! `ussd_service_op` dialect, in `smpp`), behind one request/reply shape.
 //!
 //! Adding a provider is one file here and one `UssdProvider` variant; the compiler lists the
 //! matches to extend. Providers differ in how they send input: Africa's Talking sends every
@@ -7,6 +8,7 @@
 
 pub mod africastalking;
 pub mod hubtel;
+pub mod smpp;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,10 +21,13 @@ pub enum UssdProvider {
     AfricasTalking,
     /// Hubtel programmable services: JSON callbacks and replies.
     Hubtel,
+    /// USSD over an operator's SMPP bind (deliver_sm / submit_sm with `ussd_service_op`); it
+    /// has no HTTP route.
+    Smpp,
 }
 
 impl UssdProvider {
-    /// Every provider, in the order routes are listed.
+    /// Every provider with an HTTP callback route, in the order routes are listed.
     pub const ALL: [UssdProvider; 2] = [UssdProvider::AfricasTalking, UssdProvider::Hubtel];
 }
 
@@ -31,6 +36,7 @@ impl UssdProvider {
         match self {
             UssdProvider::AfricasTalking => "africastalking",
             UssdProvider::Hubtel => "hubtel",
+            UssdProvider::Smpp => "smpp",
         }
     }
 }
