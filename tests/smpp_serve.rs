@@ -127,7 +127,10 @@ async fn a_two_way_sms_survey_with_stop_and_start() {
         stats
             .messages
             .iter()
-            .all(|m| m.destination == citizen && m.source == "20880")
+            // E.164 goes out as TON 1 / NPI 1 digits, without the `+`.
+            .all(|m| m.destination == citizen.trim_start_matches('+') && m.source == "20880"),
+        "{:?}",
+        stats.messages
     );
     let rows = gateway
         .results

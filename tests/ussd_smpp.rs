@@ -156,7 +156,8 @@ async fn stored(
     let rows = gateway.results.responses(flow).await.expect("responses");
     let row = rows
         .iter()
-        .find(|r| r.subscriber == subscriber)
+        // Numbers are stored in one form whatever the transport (`+` and the digits).
+        .find(|r| r.subscriber == baraza::channels::normalise_msisdn(subscriber))
         .unwrap_or_else(|| panic!("no {flow} response stored for {subscriber}: {rows:?}"));
     let answers = row
         .answers

@@ -76,6 +76,7 @@ impl Binds {
                             let replies = replies.clone();
                             let name = name.clone();
                             tokio::spawn(async move {
+                                let from = crate::channels::normalise_msisdn(&from);
                                 for message in gateway.sms_step(&from, &text).await {
                                     let request = SubmitRequest {
                                         to: message.to,

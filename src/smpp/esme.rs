@@ -39,6 +39,20 @@ use crate::encoding::gsm7::{DataCoding, GsmCoding};
 use crate::encoding::reassembly::{ConcatInfo, Reassembler, parse_udh};
 use crate::encoding::split::{Concat, SplitError, split};
 
+/// TON, NPI and digits of an address as SMSCs expect them: `+254711...` is international
+/// (TON 1, NPI 1 E.164) without the `+`; a name such as `BARAZA` is alphanumeric (TON 5);
+/// a short code or a number without `+` goes as written (TON 0 unknown, NPI 1).
+pub fn address(written: &str) -> (u8, u8, String) {
+    let written = written.trim();
+    if let Some(digits) = written.strip_prefix('+') {
+        return (1, 1, digits.to_string());
+    }
+    if written.chars().any(|c| c.is_ascii_alphabetic()) {
+        return (5, 0, written.to_string());
+    }
+    (0, 1, written.to_string())
+}
+
 /// Which kind of bind to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -421,10 +435,16 @@ impl EsmeHandle {
         let reference = self.shared.concat_reference.fetch_add(1, Ordering::Relaxed) as u8;
         let parts = split(&request.text, coding, Concat::Udh8 { reference })?;
         let mut messages = Vec::with_capacity(parts.len());
+        let (source_ton, source_npi, source) = address(&request.from);
+        let (dest_ton, dest_npi, destination) = address(&request.to);
         for part in parts {
             let sm = ShortMessage {
-                source_addr: request.from.as_str().into(),
-                destination_addr: request.to.as_str().into(),
+                source_addr_ton: source_ton,
+                source_addr_npi: source_npi,
+                source_addr: source.as_str().into(),
+                dest_addr_ton: dest_ton,
+                dest_addr_npi: dest_npi,
+                destination_addr: destination.as_str().into(),
                 esm_class: if part.esm_class_udhi { 0x40 } else { 0 },
                 registered_delivery: u8::from(request.registered_delivery),
                 data_coding: coding.to_byte(),

@@ -162,5 +162,5 @@ pub(crate) fn phone(name: &str, value: Option<&str>) -> Result<String, BadReques
             "field `{name}` is not a phone number: `{number}`"
         )));
     }
-    Ok(number)
+    Ok(crate::channels::normalise_msisdn(&number))
 }

@@ -282,7 +282,7 @@ impl Dialogues {
         UssdRequest {
             provider: UssdProvider::Smpp,
             session_id,
-            subscriber: deliver.subscriber.clone(),
+            subscriber: crate::channels::normalise_msisdn(&deliver.subscriber),
             service_code,
             network: Some(self.operator.clone()),
             input,
