@@ -105,6 +105,10 @@ enum Command {
         /// The `stat:` of delivery receipts (DELIVRD, UNDELIV, EXPIRED...).
         #[arg(long, default_value = "DELIVRD")]
         receipt_status: String,
+        /// Also serve a control endpoint here (POST /mo, /ussd, /drop; GET /messages, /stats)
+        /// to play the handset side by hand.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Stored answers.
     Results {
@@ -193,6 +197,7 @@ fn main() -> ExitCode {
             latency_ms,
             throttle_every,
             receipt_status,
+            http,
         } => {
             let sim = baraza::smpp::smsc_sim::SimConfig {
                 system_id,
@@ -202,7 +207,7 @@ fn main() -> ExitCode {
                 receipt_status,
                 ..Default::default()
             };
-            report(smsc_sim(sim, listen))
+            report(smsc_sim(sim, listen, http))
         }
         Command::Results {
             command:
@@ -262,6 +267,7 @@ fn serve(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyho
 fn smsc_sim(
     sim: baraza::smpp::smsc_sim::SimConfig,
     listen: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     baraza::telemetry::init_logging();
     runtime()?.block_on(async move {
@@ -284,7 +290,21 @@ fn smsc_sim(
                 }
             }
         };
-        baraza::smpp::smsc_sim::run_smsc_sim(sim, listener, shutdown).await?;
+        let simulator = baraza::smpp::smsc_sim::SmscSim::new(sim);
+        if let Some(http) = http {
+            let control = tokio::net::TcpListener::bind(http)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {http}: {e}"))?;
+            eprintln!(
+                "smsc-sim control endpoint on http://{}",
+                control.local_addr()?
+            );
+            let app = baraza::smpp::sim_http::router(simulator.handle());
+            tokio::spawn(async move {
+                let _ = axum::serve(control, app).await;
+            });
+        }
+        simulator.run(listener, shutdown).await?;
         Ok(())
     })
 }

@@ -15,6 +15,7 @@ pub mod esme;
 pub mod framing;
 pub mod pdu;
 pub mod receipt;
+pub mod sim_http;
 pub mod smsc_sim;
 pub mod status;
 pub mod tlv;
