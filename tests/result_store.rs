@@ -773,7 +773,9 @@ async fn failing_request_does_not_fail_its_batch_neighbours(fx: Fixture) {
         ),
         Ok(()) => panic!("the poisoned request was reported as committed"),
     }
-    assert!(store.batches_committed() - before >= 2);
+    // How the three requests were grouped depends on when the writer picked up the first
+    // (under load it may take all three at once); the outcomes above are what must hold.
+    assert!(store.batches_committed() > before);
     let rows = responses(&store, "poll").await;
     let good = rows
         .iter()
