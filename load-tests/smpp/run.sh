@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SUBMITS=${SUBMITS:-20000}
+ROUNDS=${ROUNDS:-5}
 WINDOWS=${WINDOWS:-10,100}
 TPS=${TPS:-10,100,500}
 SECONDS_PER_LIMIT=${SECONDS_PER_LIMIT:-60}
@@ -22,7 +23,7 @@ cargo build --release --locked --bin smpp-load 2>&1 | tail -n 1
 bin=${CARGO_TARGET_DIR:-target}/release
 
 echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-"$bin/smpp-load" --submits "$SUBMITS" --windows "$WINDOWS" --tps "$TPS" \
+"$bin/smpp-load" --submits "$SUBMITS" --windows "$WINDOWS" --rounds "$ROUNDS" --tps "$TPS" \
   --seconds "$SECONDS_PER_LIMIT" --latency-ms "$LATENCY_MS" --window "$WINDOW" \
   --window-seconds "$WINDOW_SECONDS"
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -5,7 +5,8 @@
 //! - `throughput`: N short submit_sm through the ESME (window 10, then 100) with instant
 //!   answers, against a minimal raw client measured in the same run (a bare `TcpStream` with
 //!   `SmppCodec`, bind_transceiver, then submit_sm pipelined with the same window, responses
-//!   matched by count). Reports submits/s of each and their ratio.
+//!   matched by count), in alternating rounds. Reports the median submits/s of each and their
+//!   ratio.
 //! - `throttle`: the ESME's TPS limit at 10, 100 and 500 TPS for a duration. Every accepted
 //!   submit is timestamped when its response reaches the client; reports the mean rate against
 //!   the limit and the most submits in any 1-second window (sliding and fixed).
@@ -42,6 +43,9 @@ struct Args {
     /// Throughput: the windows to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10,100")]
     windows: Vec<usize>,
+    /// Throughput: alternating raw/ESME rounds per window; medians are compared.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Throttle: the TPS limits to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
     tps: Vec<u32>,
@@ -81,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     if matches!(args.only, Only::All | Only::Throughput) {
         for &window in &args.windows {
-            let result = throughput(window, args.submits).await?;
+            let result = throughput(window, args.submits, args.rounds).await?;
             println!("{result}");
             results.push(result);
         }
@@ -259,31 +263,52 @@ async fn raw_submits(port: u16, window: usize, total: u64) -> anyhow::Result<f64
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Measurement 1: ESME and raw client submits/s with the same window, instant answers.
-async fn throughput(window: usize, total: u64) -> anyhow::Result<Value> {
+/// Measurement 1: ESME and raw client submits/s with the same window, instant answers, in
+/// `rounds` alternating rounds (raw, then ESME) so machine noise hits both alike; the medians
+/// are compared.
+async fn throughput(window: usize, total: u64, rounds: usize) -> anyhow::Result<Value> {
     let (sim, port) = start_sim(Duration::ZERO).await?;
-    let raw_seconds = raw_submits(port, window, total).await?;
     let esme = start_esme(port, window, None).await?;
     // Twice as many callers as window slots, so the window never waits for a caller.
     let callers = window * 2;
     drive_esme(&esme, callers, WARM_UP, None).await?;
-    let start = Instant::now();
-    let accepted = drive_esme(&esme, callers, total, None).await?;
-    let esme_seconds = start.elapsed().as_secs_f64();
+    let mut raw_rates = Vec::with_capacity(rounds);
+    let mut esme_rates = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        let raw_seconds = raw_submits(port, window, total).await?;
+        raw_rates.push(total as f64 / raw_seconds);
+        let start = Instant::now();
+        let accepted = drive_esme(&esme, callers, total, None).await?;
+        esme_rates.push(accepted.len() as f64 / start.elapsed().as_secs_f64());
+    }
     esme.unbind().await;
     sim.shutdown();
-    let raw_rate = total as f64 / raw_seconds;
-    let esme_rate = accepted.len() as f64 / esme_seconds;
+    let raw_rate = median(&mut raw_rates);
+    let esme_rate = median(&mut esme_rates);
+    let rounded = |rates: &[f64]| rates.iter().map(|r| r.round()).collect::<Vec<f64>>();
     Ok(json!({
         "test": "throughput",
         "window": window,
         "submits": total,
+        "rounds": raw_rates.len(),
         "esme_submits_per_s": round1(esme_rate),
         "raw_submits_per_s": round1(raw_rate),
+        "esme_rounds": rounded(&esme_rates),
+        "raw_rounds": rounded(&raw_rates),
         "ratio": round3(esme_rate / raw_rate),
         "target_ratio": 0.8,
         "met": esme_rate / raw_rate >= 0.8,
     }))
+}
+
+/// The median (the values get sorted).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// Measurement 2: how closely the ESME keeps to `tps` over `duration`.
@@ -394,8 +419,9 @@ fn summary_line(result: &Value) -> String {
     };
     match result["test"].as_str() {
         Some("throughput") => format!(
-            "throughput, window {}: ESME {} submits/s, raw {} submits/s, ratio {} (target >= 0.8: {})",
+            "throughput, window {} (median of {} rounds): ESME {} submits/s, raw {} submits/s, ratio {} (target >= 0.8: {})",
             result["window"],
+            result["rounds"],
             result["esme_submits_per_s"],
             result["raw_submits_per_s"],
             result["ratio"],
