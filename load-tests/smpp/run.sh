@@ -2,7 +2,7 @@
 # SMPP load test: the ESME (src/smpp/esme.rs) against the in-process SMSC simulator, one process,
 # loopback TCP. Prints JSON lines and a summary; see RESULTS.md.
 #
-#   bash load-tests/smpp/run.sh                 # defaults: 20000 submits, 60 s per TPS limit
+#   bash load-tests/smpp/run.sh                 # defaults: 100000 submits x 5 rounds, 60 s per TPS limit
 #   SECONDS_PER_LIMIT=10 bash load-tests/smpp/run.sh   # quick run
 #
 # Measures: ESME vs raw-client throughput (window 10 and 100), TPS accuracy at 10/100/500 TPS,
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-SUBMITS=${SUBMITS:-20000}
+SUBMITS=${SUBMITS:-100000}
 ROUNDS=${ROUNDS:-5}
 WINDOWS=${WINDOWS:-10,100}
 TPS=${TPS:-10,100,500}
