@@ -467,3 +467,41 @@ async fn calls_to_unknown_numbers_are_rejected_and_bad_callbacks_get_400() {
     }
     gw.cleanup().await;
 }
+
+#[tokio::test]
+async fn keys_for_an_unknown_call_start_nothing() {
+    let gw = voice_gateway(Stores::MemorySqlite).await;
+    let xml = at_voice(
+        &gw,
+        "ATVId_unknown",
+        "",
+        &[("isActive", "1"), ("dtmfDigits", "1")],
+    )
+    .await;
+    assert!(xml.contains("<Hangup"), "{xml}");
+    assert!(
+        !xml.contains("<GetDigits") && !xml.contains("<Say"),
+        "nothing is said: {xml}"
+    );
+    let (status, twiml_reply) = gw
+        .post(
+            "/voice/twiml",
+            "application/x-www-form-urlencoded",
+            common::form(&[
+                ("CallSid", "CA-forged"),
+                ("From", CITIZEN),
+                ("To", COMPLAINTS_LINE),
+                ("Direction", "inbound"),
+                ("CallStatus", "in-progress"),
+                ("Digits", "3"),
+            ]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(twiml_reply.contains("<Hangup"), "{twiml_reply}");
+    for flow in ["grievance", "service_feedback"] {
+        let rows = gw.gateway.results.responses(flow).await.expect("rows");
+        assert!(rows.is_empty(), "nothing started for {flow}: {rows:?}");
+    }
+    gw.cleanup().await;
+}

@@ -303,8 +303,17 @@ impl Gateway {
                     }
                     (flow, Some(record.state), inputs)
                 }
-                (_, None) => {
-                    // A new call (or one whose session expired): start, or offer to resume.
+                // Keys, silence or a recording for a call we hold no session for (an unknown or
+                // forged call id, or one whose session expired): start nothing, cost nothing.
+                (
+                    VoiceEvent::Digits(_) | VoiceEvent::NoInput | VoiceEvent::Recording { .. },
+                    None,
+                ) => {
+                    telemetry::error("unknown_call");
+                    return Ok(VoiceReply::Hangup { goodbye: None });
+                }
+                (VoiceEvent::CallStarted, None) => {
+                    // A new call: start, or offer to resume.
                     let noted = match request.direction {
                         CallDirection::Outbound => self.outbound_flow(&request.call_id).await,
                         CallDirection::Inbound => None,
