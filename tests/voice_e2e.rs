@@ -505,3 +505,40 @@ async fn keys_for_an_unknown_call_start_nothing() {
     }
     gw.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_flow_without_recordings_or_text_to_speech_is_not_read_out() {
+    // The e2e fixture flow names no recording and allows no text-to-speech.
+    let gw = common::start_with(Stores::MemorySqlite, |c| {
+        c.voice.numbers = vec![baraza::config::VoiceNumber {
+            number: "+254205000111".into(),
+            flow: "e2e_survey".into(),
+        }];
+        c.voice.default_flow = None;
+    })
+    .await;
+    let (status, xml) = gw
+        .post(
+            "/voice/africastalking",
+            "application/x-www-form-urlencoded",
+            common::form(&[
+                ("isActive", "1"),
+                ("sessionId", "ATVId_tts"),
+                ("direction", "Inbound"),
+                ("callerNumber", CITIZEN),
+                ("destinationNumber", "+254205000111"),
+            ]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(xml.contains("<Reject"), "{xml}");
+    assert!(
+        gw.gateway
+            .results
+            .responses("e2e_survey")
+            .await
+            .expect("rows")
+            .is_empty()
+    );
+    gw.cleanup().await;
+}

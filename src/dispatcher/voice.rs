@@ -28,6 +28,19 @@ use crate::outbound::CALL_FLOW_NOTE;
 use crate::session_store::{SaveOutcome, SessionKey};
 use crate::telemetry;
 
+/// Whether a flow can be heard at all: it names a recording or allows text-to-speech. The
+/// checker refuses a flow that does either for some prompts and languages but not all, so a
+/// loaded flow that passes this is heard in full; one that does neither is not meant for voice
+/// (reading it by a text-to-speech voice it never asked for is what the flow format rules out).
+fn voice_ready(flow: &crate::flow::model::Flow) -> bool {
+    use crate::flow::model::Node;
+    !flow.voice.tts_languages.is_empty()
+        || flow.nodes.values().any(|node| {
+            node.prompt().is_some_and(|p| !p.audio.is_empty())
+                || matches!(node, Node::Menu(m) if m.options.iter().any(|o| !o.audio.is_empty()))
+        })
+}
+
 impl Gateway {
     /// One voice callback, always answered within the step deadline.
     pub async fn voice_step(&self, request: VoiceRequest, action_url: &str) -> VoiceReply {
@@ -135,7 +148,13 @@ impl Gateway {
             .find(|n| digits(&n.number) == wanted)
             .map(|n| n.flow.as_str())
             .or(self.config.voice.default_flow.as_deref())?;
-        self.catalog().latest(id)
+        let flow = self.catalog().latest(id)?;
+        if !voice_ready(&flow.flow) {
+            warn!(flow = %flow.flow.id, "flow has no recordings and allows no text-to-speech: voice call refused");
+            telemetry::error("flow_not_voice_ready");
+            return None;
+        }
+        Some(flow)
     }
 
     /// The callback flow of a missed-call number, if `number` is one.
