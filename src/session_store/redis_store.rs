@@ -148,6 +148,36 @@ fn decode_version(bytes: &[u8]) -> Result<u64, SessionStoreError> {
 }
 
 /// A time to live as whole milliseconds for `PX`.
+/// The new version, the expected version as the script compares it (8 bytes, or empty for
+/// "must not exist"), and the value to store (the new version, then the data).
+fn versioned_value(
+    expected: Option<u64>,
+    data: &[u8],
+) -> Result<(u64, Vec<u8>, Vec<u8>), SessionStoreError> {
+    let version = next_version(expected)?;
+    let expected_bytes = expected
+        .map(|v| v.to_be_bytes().to_vec())
+        .unwrap_or_default();
+    let mut value = Vec::with_capacity(VERSION_LEN + data.len());
+    value.extend_from_slice(&version.to_be_bytes());
+    value.extend_from_slice(data);
+    Ok((version, expected_bytes, value))
+}
+
+/// What the save script's answer means: 1 written, nil nothing stored, else the stored version.
+fn save_outcome(reply: Value, version: u64) -> Result<SaveOutcome, SessionStoreError> {
+    match reply {
+        Value::Int(1) => Ok(SaveOutcome::Saved { version }),
+        Value::Nil => Ok(SaveOutcome::Conflict { current: None }),
+        Value::BulkString(current) => Ok(SaveOutcome::Conflict {
+            current: Some(decode_version(&current)?),
+        }),
+        other => Err(SessionStoreError::Corrupt(format!(
+            "the save script answered {other:?}, expected 1, nil or a version"
+        ))),
+    }
+}
+
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(clamp_ttl(ttl).as_millis()).unwrap_or(u64::MAX)
 }
@@ -393,13 +423,7 @@ impl RedisSessions {
         if matches!(resume, ResumeCopy::Keep) {
             return self.save(key, expected, data, ttl).await;
         }
-        let version = next_version(expected)?;
-        let expected_bytes: Vec<u8> = expected
-            .map(|v| v.to_be_bytes().to_vec())
-            .unwrap_or_default();
-        let mut value = Vec::with_capacity(VERSION_LEN + data.len());
-        value.extend_from_slice(&version.to_be_bytes());
-        value.extend_from_slice(data);
+        let (version, expected_bytes, value) = versioned_value(expected, data)?;
         let mut pipe = redis::pipe();
         pipe.cmd("EVALSHA")
             .arg(self.save_script.get_hash())
@@ -458,16 +482,7 @@ impl RedisSessions {
             }
             Err(e) => return Err(e),
         };
-        match reply {
-            Value::Int(1) => Ok(SaveOutcome::Saved { version }),
-            Value::Nil => Ok(SaveOutcome::Conflict { current: None }),
-            Value::BulkString(current) => Ok(SaveOutcome::Conflict {
-                current: Some(decode_version(&current)?),
-            }),
-            other => Err(SessionStoreError::Corrupt(format!(
-                "the save script answered {other:?}, expected 1, nil or a version"
-            ))),
-        }
+        save_outcome(reply, version)
     }
 }
 
@@ -486,13 +501,7 @@ impl SessionBackend for RedisSessions {
         data: &[u8],
         ttl: Duration,
     ) -> Result<SaveOutcome, SessionStoreError> {
-        let version = next_version(expected)?;
-        let expected_bytes: Vec<u8> = expected
-            .map(|v| v.to_be_bytes().to_vec())
-            .unwrap_or_default();
-        let mut value = Vec::with_capacity(VERSION_LEN + data.len());
-        value.extend_from_slice(&version.to_be_bytes());
-        value.extend_from_slice(data);
+        let (version, expected_bytes, value) = versioned_value(expected, data)?;
         let mut invocation = self.save_script.prepare_invoke();
         invocation
             .key(self.session_key(key))
@@ -503,16 +512,7 @@ impl SessionBackend for RedisSessions {
         let reply: Value = self
             .bounded(invocation.invoke_async(&mut connection))
             .await?;
-        match reply {
-            Value::Int(1) => Ok(SaveOutcome::Saved { version }),
-            Value::Nil => Ok(SaveOutcome::Conflict { current: None }),
-            Value::BulkString(current) => Ok(SaveOutcome::Conflict {
-                current: Some(decode_version(&current)?),
-            }),
-            other => Err(SessionStoreError::Corrupt(format!(
-                "the save script answered {other:?}, expected 1, nil or a version"
-            ))),
-        }
+        save_outcome(reply, version)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, SessionStoreError> {
