@@ -435,6 +435,25 @@ impl Rejection {
     }
 }
 
+/// A stored flow version, checked (both dialects keep it as a 64-bit integer).
+pub(crate) fn stored_flow_version(response_id: &str, stored: i64) -> Result<u32, ResultStoreError> {
+    u32::try_from(stored).map_err(|_| {
+        ResultStoreError::Corrupt(format!("response {response_id} has flow version {stored}"))
+    })
+}
+
+/// A stored status word, checked.
+pub(crate) fn stored_status(
+    response_id: &str,
+    stored: &str,
+) -> Result<ResponseStatus, ResultStoreError> {
+    ResponseStatus::parse(stored).ok_or_else(|| {
+        ResultStoreError::Corrupt(format!(
+            "response {response_id} has unknown status `{stored}`"
+        ))
+    })
+}
+
 /// Counters shared between the store handle and its writer.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

@@ -18,8 +18,7 @@ use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 
 use super::{
     Control, Counters, Failure, MIGRATIONS_TABLE_SQL, POSTGRES_MIGRATIONS, PendingCommit,
-    Rejection, Request, ResponseRow, ResponseStatus, ResultStoreError, Write, gather,
-    pending_migrations, settle,
+    Rejection, Request, ResponseRow, ResultStoreError, Write, gather, pending_migrations, settle,
 };
 
 const BACKEND: &str = "postgres";
@@ -507,16 +506,8 @@ fn response_row(row: &tokio_postgres::Row) -> Result<ResponseRow, ResultStoreErr
     let flow_version: i64 = row.try_get(2).map_err(pg_error)?;
     let status: String = row.try_get(7).map_err(pg_error)?;
     Ok(ResponseRow {
-        flow_version: u32::try_from(flow_version).map_err(|_| {
-            ResultStoreError::Corrupt(format!(
-                "response {response_id} has flow version {flow_version}"
-            ))
-        })?,
-        status: ResponseStatus::parse(&status).ok_or_else(|| {
-            ResultStoreError::Corrupt(format!(
-                "response {response_id} has unknown status `{status}`"
-            ))
-        })?,
+        flow_version: super::stored_flow_version(&response_id, flow_version)?,
+        status: super::stored_status(&response_id, &status)?,
         flow_id: row.try_get(1).map_err(pg_error)?,
         channel: row.try_get(3).map_err(pg_error)?,
         provider: row.try_get(4).map_err(pg_error)?,

@@ -15,8 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     Control, Counters, Failure, MIGRATIONS_TABLE_SQL, PendingCommit, Rejection, Request,
-    ResponseRow, ResponseStatus, ResultStoreError, SQLITE_MIGRATIONS, Write, gather,
-    pending_migrations, settle,
+    ResponseRow, ResultStoreError, SQLITE_MIGRATIONS, Write, gather, pending_migrations, settle,
 };
 
 /// How long a statement waits for a lock held by another connection (another process, a
@@ -366,16 +365,8 @@ fn response_row(row: &rusqlite::Row<'_>) -> Result<ResponseRow, ResultStoreError
     let flow_version: i64 = row.get(2).map_err(sqlite_error)?;
     let status: String = row.get(7).map_err(sqlite_error)?;
     Ok(ResponseRow {
-        flow_version: u32::try_from(flow_version).map_err(|_| {
-            ResultStoreError::Corrupt(format!(
-                "response {response_id} has flow version {flow_version}"
-            ))
-        })?,
-        status: ResponseStatus::parse(&status).ok_or_else(|| {
-            ResultStoreError::Corrupt(format!(
-                "response {response_id} has unknown status `{status}`"
-            ))
-        })?,
+        flow_version: super::stored_flow_version(&response_id, flow_version)?,
+        status: super::stored_status(&response_id, &status)?,
         flow_id: row.get(1).map_err(sqlite_error)?,
         channel: row.get(3).map_err(sqlite_error)?,
         provider: row.get(4).map_err(sqlite_error)?,
