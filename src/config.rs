@@ -365,6 +365,10 @@ pub struct VoiceNumber {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmppConfig {
+    /// This gateway node's name in the outbound SMS queue: after a restart a node recovers
+    /// only its own unfinished messages, so nodes sharing one database need distinct names.
+    /// Default: the host name.
+    pub node: Option<String>,
     /// One entry per operator account.
     pub operators: Vec<OperatorConfig>,
     /// Words that start a flow by SMS (matched case-insensitively on the first word).
@@ -384,6 +388,7 @@ pub struct SmppConfig {
 impl Default for SmppConfig {
     fn default() -> Self {
         SmppConfig {
+            node: None,
             operators: Vec::new(),
             keywords: vec![
                 Keyword {
@@ -481,6 +486,19 @@ pub struct OperatorConfig {
     /// Shortest wait before reconnecting, in seconds (some operators demand 30).
     #[serde(default = "default_reconnect_floor")]
     pub reconnect_floor_seconds: u64,
+    /// Binds of the `bind` kind to open to this account (operators allow several to share
+    /// the load; each has its own window and TPS limit).
+    #[serde(default = "default_binds")]
+    pub binds: usize,
+    /// Extra receiver binds, for operators that deliver messages and receipts on a separate
+    /// connection (`bind: transmitter` plus `receiver_binds: 1`).
+    #[serde(default)]
+    pub receiver_binds: usize,
+    /// Number prefixes (in the gateway's `+` form, e.g. `+25471`) this operator carries;
+    /// gateway-initiated messages (reminders, API sends) are routed by them. An operator
+    /// without prefixes takes the numbers no other operator claims.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
     /// How this operator's receipt ids relate to its submit_sm_resp ids.
     #[serde(default)]
     pub receipt_ids: crate::smpp::receipt::MessageIdNormalisation,
@@ -575,6 +593,25 @@ impl OperatorConfig {
             std::time::Duration::from_secs(self.enquire_link_seconds.max(1));
         bind.reconnect_floor = std::time::Duration::from_secs(self.reconnect_floor_seconds);
         bind
+    }
+}
+
+fn default_binds() -> usize {
+    1
+}
+
+impl SmppConfig {
+    /// [`SmppConfig::node`], else the host name, else `baraza`.
+    pub fn node_name(&self) -> String {
+        if let Some(node) = self.node.as_ref().filter(|n| !n.trim().is_empty()) {
+            return node.trim().to_string();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "baraza".to_string())
     }
 }
 

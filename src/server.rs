@@ -35,6 +35,8 @@ use crate::telemetry;
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub metrics: Option<PrometheusHandle>,
+    /// The outbound SMS queue when SMPP binds are configured (the `/sms` API needs it).
+    pub outbox: Option<Arc<crate::smpp::outbox::Outbox>>,
 }
 
 /// Builds the stores and the flow catalog from config.
@@ -136,6 +138,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(admin_reload))
+        .route("/sms/send", post(sms_send))
+        .route("/sms/messages/{id}", get(sms_message))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -355,25 +359,147 @@ pub fn reload_flows(gateway: &Gateway) -> Result<String, String> {
     }
 }
 
-async fn admin_reload(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let authorised = match &state.gateway.config.admin.token {
+/// Admin routes need the configured bearer token, or, without one, a loopback peer.
+fn admin_authorised(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    match &state.gateway.config.admin.token {
         Some(token) => headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
         None => peer.ip().is_loopback(),
-    };
-    if !authorised {
-        return (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+    }
+}
+
+fn unauthorised() -> Response {
+    (StatusCode::UNAUTHORIZED, "admin token required\n").into_response()
+}
+
+async fn admin_reload(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !admin_authorised(&state, peer, &headers) {
+        return unauthorised();
     }
     match reload_flows(&state.gateway) {
         Ok(message) => (StatusCode::OK, message).into_response(),
         Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, message).into_response(),
+    }
+}
+
+/// The body of `POST /sms/send`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendSmsRequest {
+    /// Destination number.
+    to: String,
+    /// The text.
+    text: String,
+    /// Operator name; routed by number prefix when absent.
+    #[serde(default)]
+    operator: Option<String>,
+    /// Sender; the operator's configured sender when absent.
+    #[serde(default)]
+    from: Option<String>,
+}
+
+fn json_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.to_string() })),
+    )
+        .into_response()
+}
+
+/// `POST /sms/send` (admin): stores the message in the outbound queue and answers 202 with
+/// its id once it is durable; the state is then at `GET /sms/messages/{id}`.
+async fn sms_send(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use crate::smpp::outbox::{NewSms, OutboxError};
+    if !admin_authorised(&state, peer, &headers) {
+        return unauthorised();
+    }
+    let Some(outbox) = &state.outbox else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no SMPP operator is configured (smpp.operators)",
+        );
+    };
+    let request: SendSmsRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+    };
+    let to = crate::channels::normalise_msisdn(request.to.trim());
+    if to.len() < 3
+        || !to
+            .trim_start_matches('+')
+            .chars()
+            .all(|c| c.is_ascii_digit())
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "`to` must be a phone number (digits, optionally starting with +)",
+        );
+    }
+    if request.text.is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, "`text` must not be empty");
+    }
+    let sms = NewSms {
+        operator: request.operator,
+        to,
+        from: request.from,
+        text: request.text,
+        purpose: "api".to_string(),
+    };
+    match outbox.enqueue(vec![sms]).await {
+        Ok(ids) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "id": ids.first(), "state": "queued" })),
+        )
+            .into_response(),
+        Err(e @ (OutboxError::NoRoute(_) | OutboxError::UnknownOperator(_))) => {
+            json_error(StatusCode::UNPROCESSABLE_ENTITY, e)
+        }
+        Err(e @ OutboxError::Store(_)) => {
+            telemetry::error("result_store");
+            json_error(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
+    }
+}
+
+/// `GET /sms/messages/{id}` (admin): the stored message with each part's outcome and
+/// delivery receipt. The number is pseudonymised unless `?raw_numbers=true`.
+async fn sms_message(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if !admin_authorised(&state, peer, &headers) {
+        return unauthorised();
+    }
+    match state.gateway.results.sms_message(&id).await {
+        Ok(Some(mut row)) => {
+            if query.get("raw_numbers").map(String::as_str) != Some("true") {
+                row.recipient = state.gateway.pseudonym(&row.recipient);
+            }
+            let delivery = row.delivery().map(str::to_string);
+            let mut body = serde_json::to_value(&row).unwrap_or_default();
+            body["delivery"] = serde_json::json!(delivery);
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Ok(None) => json_error(StatusCode::NOT_FOUND, format!("no message `{id}`")),
+        Err(e) => {
+            telemetry::error("result_store");
+            json_error(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
     }
 }
 
@@ -387,9 +513,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let binds = Arc::new(crate::smpp::binds::Binds::start(Arc::clone(&gateway)));
     let state = AppState {
         gateway: Arc::clone(&gateway),
         metrics: telemetry::install_metrics(),
+        outbox: (!binds.operators().is_empty()).then(|| Arc::clone(binds.outbox())),
     };
     let app = router(state);
     // Outbound calls (missed-call callbacks), when `voice.outbound` is configured.
@@ -408,10 +536,15 @@ pub async fn serve(
             }
         });
     }
-    let binds = crate::smpp::binds::Binds::start(Arc::clone(&gateway));
-    let binds = Arc::new(binds);
     if !binds.operators().is_empty() {
         info!(operators = ?binds.operators(), "SMPP binds started");
+        // What a previous run of this node left in the outbound queue.
+        let outbox = Arc::clone(binds.outbox());
+        tokio::spawn(async move {
+            if let Err(e) = outbox.recover().await {
+                warn!(error = %e, "outbound SMS recovery failed: retried at the next start");
+            }
+        });
         // SMS reminders and timeouts: the timers live in the session store, so any node may
         // fire them (each fires once).
         let gateway = Arc::clone(&gateway);
@@ -421,7 +554,7 @@ pub async fn serve(
             loop {
                 every.tick().await;
                 for message in gateway.sms_due(crate::dispatcher::now_ms()).await {
-                    binds.send(&gateway, message).await;
+                    binds.send(message).await;
                 }
             }
         });
@@ -435,7 +568,8 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await?;
-    binds.unbind_all().await;
+    // Outbound SMS in flight get a moment to be answered; the rest stay stored.
+    binds.shutdown(Duration::from_secs(5)).await;
     info!("stopped accepting; flushing the result store");
     gateway
         .results

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use baraza::result_store::{
-    AnswerRecord, ResponseRow, ResponseStart, ResponseStatus, ResultStore, ResultStoreError,
-    StatusUpdate, Write, export_csv,
+    AnswerRecord, QueuedSms, ReceiptRecord, ResponseRow, ResponseStart, ResponseStatus,
+    ResultStore, ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, StatusUpdate, Write,
+    export_csv,
 };
 use tokio::task::JoinSet;
 
@@ -375,6 +376,7 @@ behaviour_suite!(
     export_of_stored_rows_is_byte_exact,
     ping_reports_health,
     failing_request_does_not_fail_its_batch_neighbours,
+    outbound_sms_states_parts_and_receipts,
 );
 
 async fn start_answers_and_status_round_trip(fx: Fixture) {
@@ -671,13 +673,13 @@ async fn migrations_are_idempotent_and_newer_schemas_refused(fx: Fixture) {
     let third = fx.open().await;
     assert_eq!(responses(&third, "poll").await.len(), 1);
     third.flush_and_close().await.expect("close third");
-    assert_eq!(fx.migration_versions().await, vec![1]);
+    assert_eq!(fx.migration_versions().await, vec![1, 2]);
 
     fx.record_migration(99).await;
     match fx.try_open().await {
         Err(ResultStoreError::SchemaTooNew {
             found: 99,
-            known: 1,
+            known: 2,
         }) => {}
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("a database migrated by a newer build was opened"),
@@ -912,5 +914,145 @@ async fn sqlite_file_uses_the_wal_journal() {
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .expect("journal mode");
     assert_eq!(mode, "wal");
+    store.flush_and_close().await.expect("close");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound SMS
+
+fn queued_sms(id: &str, node: &str, to: &str, at: i64) -> Write {
+    Write::SmsQueued(QueuedSms {
+        message_id: id.to_string(),
+        node: node.to_string(),
+        operator: "op".to_string(),
+        recipient: to.to_string(),
+        sender: "20880".to_string(),
+        body: format!("text of {id}"),
+        purpose: "api".to_string(),
+        created_at_ms: at,
+    })
+}
+
+fn sms_state(id: &str, state: SmsState, at: i64) -> Write {
+    Write::SmsState(SmsStateUpdate {
+        message_id: id.to_string(),
+        state,
+        detail: None,
+        at_ms: at,
+    })
+}
+
+fn part(id: &str, part: u32, smsc_id: &str) -> Write {
+    Write::SmsPart(SmsPartRecord {
+        message_id: id.to_string(),
+        part,
+        outcome: "accepted",
+        smsc_id: Some(smsc_id.to_string()),
+        detail: None,
+        at_ms: 5_000,
+    })
+}
+
+fn receipt(smsc_id: &str, state: &str, is_final: bool, at: i64) -> Write {
+    Write::Receipt(ReceiptRecord {
+        operator: "op".to_string(),
+        smsc_id: smsc_id.to_string(),
+        state: state.to_string(),
+        error: None,
+        is_final,
+        received_at_ms: at,
+    })
+}
+
+async fn outbound_sms_states_parts_and_receipts(fx: Fixture) {
+    let store = fx.open().await;
+    commit(
+        &store,
+        vec![
+            queued_sms("m1", "node-a", SUBSCRIBER_1, 1_000),
+            queued_sms("m2", "node-a", SUBSCRIBER_2, 1_001),
+            queued_sms("m3", "node-b", SUBSCRIBER_1, 1_002),
+            // A repeated enqueue of the same id changes nothing.
+            queued_sms("m1", "node-a", SUBSCRIBER_2, 9_999),
+        ],
+    )
+    .await;
+    let unfinished: Vec<(String, String)> = store
+        .sms_unfinished("node-a")
+        .await
+        .expect("unfinished")
+        .into_iter()
+        .map(|r| (r.message_id, r.state))
+        .collect();
+    assert_eq!(
+        unfinished,
+        vec![
+            ("m1".into(), "queued".into()),
+            ("m2".into(), "queued".into())
+        ],
+        "only node-a's messages, oldest first"
+    );
+
+    // m1: sending, then accepted with two parts; a receipt for part 1 arrives BEFORE the
+    // part is recorded (fast SMSCs do that), an intermediate one for part 2 is replaced by
+    // the final one, and a late intermediate one never replaces a final state.
+    commit(&store, vec![sms_state("m1", SmsState::Sending, 2_000)]).await;
+    commit(&store, vec![receipt("a1", "delivered", true, 4_000)]).await;
+    commit(
+        &store,
+        vec![
+            sms_state("m1", SmsState::Accepted, 5_000),
+            part("m1", 1, "a1"),
+            part("m1", 2, "a2"),
+        ],
+    )
+    .await;
+    commit(&store, vec![receipt("a2", "enroute", false, 6_000)]).await;
+    let m1 = store.sms_message("m1").await.expect("read").expect("m1");
+    assert_eq!(m1.state, "accepted");
+    assert_eq!(m1.recipient, SUBSCRIBER_1, "the first enqueue is kept");
+    assert_eq!(m1.delivery(), Some("pending"));
+    commit(&store, vec![receipt("a2", "delivered", true, 7_000)]).await;
+    commit(&store, vec![receipt("a2", "enroute", false, 8_000)]).await;
+    let m1 = store.sms_message("m1").await.expect("read").expect("m1");
+    let receipts: Vec<(u32, Option<String>, Option<i64>)> = m1
+        .parts
+        .iter()
+        .map(|p| (p.part, p.receipt.clone(), p.receipt_at_ms))
+        .collect();
+    assert_eq!(
+        receipts,
+        vec![
+            (1, Some("delivered".into()), Some(4_000)),
+            (2, Some("delivered".into()), Some(7_000)),
+        ]
+    );
+    assert_eq!(m1.delivery(), Some("delivered"));
+    assert_eq!(m1.updated_at_ms, 5_000);
+
+    // A final state is never undone, and a part of an unknown message is skipped.
+    let rejected_before = store.rejected_writes();
+    commit(
+        &store,
+        vec![
+            sms_state("m1", SmsState::Unknown, 9_000),
+            part("ghost", 1, "zz"),
+            sms_state("m2", SmsState::Sending, 9_000),
+        ],
+    )
+    .await;
+    assert_eq!(store.rejected_writes(), rejected_before + 2);
+    assert_eq!(
+        store
+            .sms_message("m1")
+            .await
+            .expect("read")
+            .expect("m1")
+            .state,
+        "accepted"
+    );
+    let m2 = store.sms_message("m2").await.expect("read").expect("m2");
+    assert_eq!((m2.state.as_str(), m2.delivery()), ("sending", None));
+    assert!(store.sms_message("ghost").await.expect("read").is_none());
     store.flush_and_close().await.expect("close");
 }

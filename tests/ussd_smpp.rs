@@ -416,6 +416,7 @@ async fn dropped_over_smpp_resumes_over_http(stores: Stores) {
         app: baraza::server::router(baraza::server::AppState {
             gateway: Arc::clone(&run.gateway),
             metrics: baraza::telemetry::install_metrics(),
+            outbox: None,
         })
         .layer(axum::extract::connect_info::MockConnectInfo(
             std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),

@@ -24,6 +24,9 @@ use crate::telemetry;
 pub struct OutgoingSms {
     pub to: String,
     pub text: String,
+    /// Why it is sent (`reply`, `reminder`, `stop_confirmation`, `start_confirmation`): a
+    /// stop confirmation is the one message that goes to a number that has just opted out.
+    pub purpose: &'static str,
 }
 
 impl Gateway {
@@ -81,7 +84,8 @@ impl Gateway {
         // The session's language when there is one; otherwise every translation (a stop or
         // start word says nothing about the language the citizen reads).
         let language = record.as_ref().map(|r| r.state.language.clone());
-        let reply = |text: &crate::flow::model::Text| OutgoingSms {
+        let reply = |text: &crate::flow::model::Text, purpose: &'static str| OutgoingSms {
+            purpose,
             to: from.to_string(),
             text: match &language {
                 Some(lang) => text.get(lang, "en").to_string(),
@@ -125,7 +129,10 @@ impl Gateway {
                 .map_err(|e| StepError::Sessions(e.to_string()))?;
             telemetry::session("opted_out");
             info!("stop word: number opted out");
-            return Ok(vec![reply(&smpp.stop_reply)]);
+            return Ok(vec![reply(
+                &smpp.stop_reply,
+                crate::smpp::outbox::PURPOSE_STOP_CONFIRMATION,
+            )]);
         }
         if matches(&smpp.start_words) {
             self.sessions
@@ -133,7 +140,7 @@ impl Gateway {
                 .await
                 .map_err(|e| StepError::Sessions(e.to_string()))?;
             info!("start word: number opted back in");
-            return Ok(vec![reply(&smpp.start_reply)]);
+            return Ok(vec![reply(&smpp.start_reply, "start_confirmation")]);
         }
         if self
             .sessions
@@ -174,7 +181,12 @@ impl Gateway {
                 )
             }
             (None, None) => {
-                return Ok(smpp.unknown_reply.as_ref().map(reply).into_iter().collect());
+                return Ok(smpp
+                    .unknown_reply
+                    .as_ref()
+                    .map(|text| reply(text, "reply"))
+                    .into_iter()
+                    .collect());
             }
         };
         tracing::Span::current().record("flow", flow.flow.id.as_str());
@@ -193,10 +205,12 @@ impl Gateway {
             .filter_map(|a| match a {
                 engine::Action::Reply(r) => match &r.rendered {
                     Rendered::Sms(sms) => Some(OutgoingSms {
+                        purpose: "reply",
                         to: from.to_string(),
                         text: sms.text.clone(),
                     }),
                     other => Some(OutgoingSms {
+                        purpose: "reply",
                         to: from.to_string(),
                         text: other.text(),
                     }),
@@ -324,6 +338,7 @@ impl Gateway {
             .iter()
             .filter_map(|a| match a {
                 engine::Action::Reply(r) => Some(OutgoingSms {
+                    purpose: "reminder",
                     to: from.to_string(),
                     text: r.rendered.text(),
                 }),

@@ -32,6 +32,7 @@
 
 pub mod export;
 mod postgres;
+pub mod sms;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
 pub use export::{ExportError, export_csv};
+pub use sms::{
+    QueuedSms, ReceiptRecord, SmsPartRecord, SmsPartRow, SmsRow, SmsState, SmsStateUpdate,
+};
 
 /// Commit requests that may wait in the queue before `commit` itself waits for room
 /// (backpressure instead of unbounded memory).
@@ -62,15 +66,28 @@ pub enum Write {
     Answer(AnswerRecord),
     /// The response changed status and/or language.
     Status(StatusUpdate),
+    /// An outbound SMS was accepted for sending (stored before it is submitted).
+    SmsQueued(QueuedSms),
+    /// An unfinished outbound SMS changed state.
+    SmsState(SmsStateUpdate),
+    /// What became of one part of an outbound SMS.
+    SmsPart(SmsPartRecord),
+    /// A delivery receipt arrived.
+    Receipt(ReceiptRecord),
 }
 
 impl Write {
-    /// The response this write belongs to.
+    /// The response this write belongs to (for SMS writes: the message, or for a receipt
+    /// the SMSC id).
     pub fn response_id(&self) -> &str {
         match self {
             Write::Start(s) => &s.response_id,
             Write::Answer(a) => &a.response_id,
             Write::Status(s) => &s.response_id,
+            Write::SmsQueued(m) => &m.message_id,
+            Write::SmsState(u) => &u.message_id,
+            Write::SmsPart(p) => &p.message_id,
+            Write::Receipt(r) => &r.smsc_id,
         }
     }
 
@@ -105,6 +122,39 @@ impl Write {
                 scrub(&mut s.response_id);
                 if let Some(language) = &mut s.language {
                     scrub(language);
+                }
+            }
+            Write::SmsQueued(m) => {
+                for field in [
+                    &mut m.message_id,
+                    &mut m.node,
+                    &mut m.operator,
+                    &mut m.recipient,
+                    &mut m.sender,
+                    &mut m.body,
+                    &mut m.purpose,
+                ] {
+                    scrub(field);
+                }
+            }
+            Write::SmsState(u) => {
+                scrub(&mut u.message_id);
+                if let Some(detail) = &mut u.detail {
+                    scrub(detail);
+                }
+            }
+            Write::SmsPart(p) => {
+                scrub(&mut p.message_id);
+                for field in [&mut p.smsc_id, &mut p.detail].into_iter().flatten() {
+                    scrub(field);
+                }
+            }
+            Write::Receipt(r) => {
+                for field in [&mut r.operator, &mut r.smsc_id, &mut r.state] {
+                    scrub(field);
+                }
+                if let Some(error) = &mut r.error {
+                    scrub(error);
                 }
             }
         }
@@ -306,17 +356,31 @@ pub(crate) const MIGRATIONS_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS schema
      name TEXT NOT NULL, \
      applied_at_ms BIGINT NOT NULL)";
 
-pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sms_outbox",
+        sql: include_str!("migrations/sqlite/0002_sms_outbox.sql"),
+    },
+];
 
-pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sms_outbox",
+        sql: include_str!("migrations/postgres/0002_sms_outbox.sql"),
+    },
+];
 
 /// The migrations of `all` not yet in `applied`, or an error if the database is newer.
 pub(crate) fn pending_migrations<'a>(
@@ -424,9 +488,13 @@ pub(crate) struct Rejection {
 impl Rejection {
     pub(crate) fn unknown_response(write: &Write) -> Option<Rejection> {
         let kind = match write {
-            Write::Start(_) => return None,
+            Write::Start(_) | Write::SmsQueued(_) | Write::Receipt(_) => return None,
             Write::Answer(_) => "answer",
             Write::Status(_) => "status",
+            // A state change of a message that is unknown or already final, or a part of an
+            // unknown message: skipped like an answer to an unknown response.
+            Write::SmsState(_) => "sms_state",
+            Write::SmsPart(_) => "sms_part",
         };
         Some(Rejection {
             response_id: write.response_id().to_string(),
@@ -669,6 +737,35 @@ impl ResultStore {
                     .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
             }
             ReadSource::Postgres(target) => postgres::read_responses(target, flow_id).await,
+        }
+    }
+
+    /// One outbound SMS with its parts and receipts, or `None` if no such message was stored.
+    pub async fn sms_message(&self, message_id: &str) -> Result<Option<SmsRow>, ResultStoreError> {
+        let ids = vec![message_id.to_string()];
+        Ok(self
+            .sms_rows(sms::SmsQuery::Ids(ids))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The messages `node` accepted and has not finished (`queued` or `sending`), oldest
+    /// first: what the node must recover after a restart.
+    pub async fn sms_unfinished(&self, node: &str) -> Result<Vec<SmsRow>, ResultStoreError> {
+        self.sms_rows(sms::SmsQuery::Unfinished(node.to_string()))
+            .await
+    }
+
+    async fn sms_rows(&self, query: sms::SmsQuery) -> Result<Vec<SmsRow>, ResultStoreError> {
+        match &self.shared.reads {
+            ReadSource::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || sqlite::read_sms(&path, &query))
+                    .await
+                    .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
+            }
+            ReadSource::Postgres(target) => postgres::read_sms(target, &query).await,
         }
     }
 

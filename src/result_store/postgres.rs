@@ -16,9 +16,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 
+use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
     Control, Counters, Failure, MIGRATIONS_TABLE_SQL, POSTGRES_MIGRATIONS, PendingCommit,
-    Rejection, Request, ResponseRow, ResultStoreError, Write, gather, pending_migrations, settle,
+    Rejection, Request, ResponseRow, ResultStoreError, SmsPartRow, SmsRow, Write, gather,
+    pending_migrations, settle,
 };
 
 const BACKEND: &str = "postgres";
@@ -56,6 +58,31 @@ const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, chann
 const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label FROM answers a \
      JOIN responses r ON r.response_id = a.response_id WHERE r.flow_id = $1 \
      ORDER BY a.response_id, a.result, a.step";
+
+const INSERT_SMS: &str = "INSERT INTO sms_messages (message_id, node, operator, recipient, \
+     sender, body, purpose, state, detail, created_at_ms, updated_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', NULL, $8, $8) \
+     ON CONFLICT (message_id) DO NOTHING";
+
+/// Only an unfinished message changes state: no row changed means unknown or already final.
+const UPDATE_SMS_STATE: &str = "UPDATE sms_messages SET state = $2, \
+     detail = COALESCE($3, detail), updated_at_ms = GREATEST(updated_at_ms, $4) \
+     WHERE message_id = $1 AND state IN ('queued', 'sending')";
+
+/// One statement (no failing foreign key inside a pipelined transaction): nothing is
+/// inserted for an unknown message.
+const UPSERT_SMS_PART: &str = "INSERT INTO sms_parts (message_id, part, outcome, smsc_id, \
+     detail, at_ms) SELECT $1::TEXT, $2::BIGINT, $3::TEXT, $4::TEXT, $5::TEXT, $6::BIGINT \
+     WHERE EXISTS (SELECT 1 FROM sms_messages WHERE message_id = $1::TEXT) \
+     ON CONFLICT (message_id, part) DO UPDATE SET outcome = EXCLUDED.outcome, \
+     smsc_id = EXCLUDED.smsc_id, detail = EXCLUDED.detail, at_ms = EXCLUDED.at_ms";
+
+/// A final receipt is kept; an intermediate one is replaced by whatever comes next.
+const UPSERT_RECEIPT: &str = "INSERT INTO sms_receipts (operator, smsc_id, state, error, \
+     is_final, received_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (operator, smsc_id) DO UPDATE SET state = EXCLUDED.state, \
+     error = EXCLUDED.error, is_final = EXCLUDED.is_final, \
+     received_at_ms = EXCLUDED.received_at_ms WHERE NOT sms_receipts.is_final";
 
 /// A PostgreSQL error with the server's message, detail and SQLSTATE when it sent them
 /// (the driver's own text is often just "db error").
@@ -242,6 +269,10 @@ struct WriterConnection {
     start: Statement,
     answer: Statement,
     status: Statement,
+    sms: Statement,
+    sms_state: Statement,
+    sms_part: Statement,
+    receipt: Statement,
 }
 
 impl WriterConnection {
@@ -249,11 +280,19 @@ impl WriterConnection {
         let start = client.prepare(INSERT_START).await.map_err(pg_error)?;
         let answer = client.prepare(UPSERT_ANSWER).await.map_err(pg_error)?;
         let status = client.prepare(UPDATE_STATUS).await.map_err(pg_error)?;
+        let sms = client.prepare(INSERT_SMS).await.map_err(pg_error)?;
+        let sms_state = client.prepare(UPDATE_SMS_STATE).await.map_err(pg_error)?;
+        let sms_part = client.prepare(UPSERT_SMS_PART).await.map_err(pg_error)?;
+        let receipt = client.prepare(UPSERT_RECEIPT).await.map_err(pg_error)?;
         Ok(WriterConnection {
             client,
             start,
             answer,
             status,
+            sms,
+            sms_state,
+            sms_part,
+            receipt,
         })
     }
 }
@@ -270,6 +309,10 @@ enum Bound<'a> {
     Start(&'a super::ResponseStart, i64),
     Answer(&'a super::AnswerRecord, i64),
     Status(&'a super::StatusUpdate, &'static str, Option<i64>),
+    SmsQueued(&'a super::QueuedSms),
+    SmsState(&'a super::SmsStateUpdate, &'static str),
+    SmsPart(&'a super::SmsPartRecord, i64),
+    Receipt(&'a super::ReceiptRecord),
 }
 
 impl<'a> Bound<'a> {
@@ -280,6 +323,10 @@ impl<'a> Bound<'a> {
             Write::Status(u) => {
                 Bound::Status(u, u.status.as_str(), u.status.is_ended().then_some(u.at_ms))
             }
+            Write::SmsQueued(m) => Bound::SmsQueued(m),
+            Write::SmsState(u) => Bound::SmsState(u, u.state.as_str()),
+            Write::SmsPart(p) => Bound::SmsPart(p, i64::from(p.part)),
+            Write::Receipt(r) => Bound::Receipt(r),
         }
     }
 
@@ -307,6 +354,33 @@ impl<'a> Bound<'a> {
             Bound::Status(u, status, ended_at) => {
                 vec![&u.response_id, status, &u.at_ms, ended_at, &u.language]
             }
+            Bound::SmsQueued(m) => vec![
+                &m.message_id,
+                &m.node,
+                &m.operator,
+                &m.recipient,
+                &m.sender,
+                &m.body,
+                &m.purpose,
+                &m.created_at_ms,
+            ],
+            Bound::SmsState(u, state) => vec![&u.message_id, state, &u.detail, &u.at_ms],
+            Bound::SmsPart(p, part) => vec![
+                &p.message_id,
+                part,
+                &p.outcome,
+                &p.smsc_id,
+                &p.detail,
+                &p.at_ms,
+            ],
+            Bound::Receipt(r) => vec![
+                &r.operator,
+                &r.smsc_id,
+                &r.state,
+                &r.error,
+                &r.is_final,
+                &r.received_at_ms,
+            ],
         }
     }
 }
@@ -426,8 +500,11 @@ impl Writer {
             start,
             answer,
             status,
+            sms,
+            sms_state,
+            sms_part,
+            receipt,
         } = connection;
-        let (start, answer, status) = (&*start, &*answer, &*status);
         let tx = client.transaction().await.map_err(pg_failure)?;
         let writes: Vec<&Write> = commits.iter().flat_map(|c| c.writes.iter()).collect();
         let bound: Vec<Bound<'_>> = writes.iter().map(|w| Bound::new(w)).collect();
@@ -436,10 +513,14 @@ impl Writer {
             .iter()
             .zip(&params)
             .map(|(b, p)| {
-                let statement = match b {
+                let statement: &Statement = match b {
                     Bound::Start(..) => start,
                     Bound::Answer(..) => answer,
                     Bound::Status(..) => status,
+                    Bound::SmsQueued(..) => sms,
+                    Bound::SmsState(..) => sms_state,
+                    Bound::SmsPart(..) => sms_part,
+                    Bound::Receipt(..) => receipt,
                 };
                 Box::pin(tx.execute(statement, p.as_slice())) as Execution<'_>
             })
@@ -499,6 +580,86 @@ pub(super) async fn read_responses(
     }
     tx.commit().await.map_err(pg_error)?;
     Ok(rows)
+}
+
+/// Reads outbound messages with their parts and receipts in one read-only,
+/// repeatable-read transaction on a fresh connection.
+pub(super) async fn read_sms(
+    target: &Target,
+    query: &SmsQuery,
+) -> Result<Vec<SmsRow>, ResultStoreError> {
+    let mut client = target.connect().await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)?;
+    let found = match query {
+        SmsQuery::Ids(ids) => {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM sms_messages WHERE message_id = ANY($1) \
+                 ORDER BY created_at_ms, message_id"
+            );
+            tx.query(&sql, &[ids]).await.map_err(pg_error)?
+        }
+        SmsQuery::Unfinished(node) => {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM sms_messages WHERE node = $1 \
+                 AND state IN ('queued', 'sending') ORDER BY created_at_ms, message_id"
+            );
+            tx.query(&sql, &[node]).await.map_err(pg_error)?
+        }
+    };
+    let mut rows = found.iter().map(sms_row).collect::<Result<Vec<_>, _>>()?;
+    let parts_sql = format!(
+        "SELECT {PART_COLUMNS} FROM sms_parts p \
+         JOIN sms_messages m ON m.message_id = p.message_id \
+         LEFT JOIN sms_receipts r ON r.operator = m.operator AND r.smsc_id = p.smsc_id \
+         WHERE p.message_id = $1 ORDER BY p.part"
+    );
+    let parts = tx.prepare(&parts_sql).await.map_err(pg_error)?;
+    for message in &mut rows {
+        for row in tx
+            .query(&parts, &[&message.message_id])
+            .await
+            .map_err(pg_error)?
+        {
+            let part: i64 = row.try_get(1).map_err(pg_error)?;
+            message.parts.push(SmsPartRow {
+                part: u32::try_from(part).unwrap_or(0),
+                outcome: row.try_get(2).map_err(pg_error)?,
+                smsc_id: row.try_get(3).map_err(pg_error)?,
+                detail: row.try_get(4).map_err(pg_error)?,
+                receipt: row.try_get(5).map_err(pg_error)?,
+                receipt_error: row.try_get(6).map_err(pg_error)?,
+                receipt_at_ms: row.try_get(7).map_err(pg_error)?,
+            });
+        }
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(rows)
+}
+
+fn sms_row(row: &tokio_postgres::Row) -> Result<SmsRow, ResultStoreError> {
+    let message_id: String = row.try_get(0).map_err(pg_error)?;
+    let state: String = row.try_get(7).map_err(pg_error)?;
+    stored_sms_state(&message_id, &state)?;
+    Ok(SmsRow {
+        node: row.try_get(1).map_err(pg_error)?,
+        operator: row.try_get(2).map_err(pg_error)?,
+        recipient: row.try_get(3).map_err(pg_error)?,
+        sender: row.try_get(4).map_err(pg_error)?,
+        body: row.try_get(5).map_err(pg_error)?,
+        purpose: row.try_get(6).map_err(pg_error)?,
+        state,
+        detail: row.try_get(8).map_err(pg_error)?,
+        created_at_ms: row.try_get(9).map_err(pg_error)?,
+        updated_at_ms: row.try_get(10).map_err(pg_error)?,
+        parts: Vec::new(),
+        message_id,
+    })
 }
 
 fn response_row(row: &tokio_postgres::Row) -> Result<ResponseRow, ResultStoreError> {

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
     Control, Counters, Failure, MIGRATIONS_TABLE_SQL, PendingCommit, Rejection, Request,
-    ResponseRow, ResultStoreError, SQLITE_MIGRATIONS, Write, gather, pending_migrations, settle,
+    ResponseRow, ResultStoreError, SQLITE_MIGRATIONS, SmsPartRow, SmsRow, Write, gather,
+    pending_migrations, settle,
 };
 
 /// How long a statement waits for a lock held by another connection (another process, a
@@ -50,6 +52,29 @@ const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, chann
 const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label FROM answers a \
      JOIN responses r ON r.response_id = a.response_id WHERE r.flow_id = ?1 \
      ORDER BY a.response_id, a.result, a.step";
+
+const INSERT_SMS: &str = "INSERT INTO sms_messages (message_id, node, operator, recipient, \
+     sender, body, purpose, state, detail, created_at_ms, updated_at_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', NULL, ?8, ?8) \
+     ON CONFLICT (message_id) DO NOTHING";
+
+/// Only an unfinished message changes state: no row changed means unknown or already final.
+const UPDATE_SMS_STATE: &str = "UPDATE sms_messages SET state = ?2, \
+     detail = COALESCE(?3, detail), updated_at_ms = MAX(updated_at_ms, ?4) \
+     WHERE message_id = ?1 AND state IN ('queued', 'sending')";
+
+const UPSERT_SMS_PART: &str = "INSERT INTO sms_parts (message_id, part, outcome, smsc_id, \
+     detail, at_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+     WHERE EXISTS (SELECT 1 FROM sms_messages WHERE message_id = ?1) \
+     ON CONFLICT (message_id, part) DO UPDATE SET outcome = excluded.outcome, \
+     smsc_id = excluded.smsc_id, detail = excluded.detail, at_ms = excluded.at_ms";
+
+/// A final receipt is kept; an intermediate one is replaced by whatever comes next.
+const UPSERT_RECEIPT: &str = "INSERT INTO sms_receipts (operator, smsc_id, state, error, \
+     is_final, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (operator, smsc_id) DO UPDATE SET state = excluded.state, \
+     error = excluded.error, is_final = excluded.is_final, \
+     received_at_ms = excluded.received_at_ms WHERE sms_receipts.is_final = 0";
 
 fn sqlite_error(e: rusqlite::Error) -> ResultStoreError {
     ResultStoreError::Sqlite(e.to_string())
@@ -256,6 +281,12 @@ impl Writer {
             let mut touch = tx.prepare_cached(TOUCH_RESPONSE).map_err(sqlite_failure)?;
             let mut answer = tx.prepare_cached(UPSERT_ANSWER).map_err(sqlite_failure)?;
             let mut status = tx.prepare_cached(UPDATE_STATUS).map_err(sqlite_failure)?;
+            let mut sms = tx.prepare_cached(INSERT_SMS).map_err(sqlite_failure)?;
+            let mut sms_state = tx
+                .prepare_cached(UPDATE_SMS_STATE)
+                .map_err(sqlite_failure)?;
+            let mut sms_part = tx.prepare_cached(UPSERT_SMS_PART).map_err(sqlite_failure)?;
+            let mut receipt = tx.prepare_cached(UPSERT_RECEIPT).map_err(sqlite_failure)?;
             for write in commits.iter().flat_map(|c| c.writes.iter()) {
                 let known = match write {
                     Write::Start(s) => {
@@ -304,6 +335,52 @@ impl Writer {
                             ])
                             .map_err(sqlite_failure)?;
                         changed > 0
+                    }
+                    Write::SmsQueued(m) => {
+                        sms.execute(params![
+                            m.message_id,
+                            m.node,
+                            m.operator,
+                            m.recipient,
+                            m.sender,
+                            m.body,
+                            m.purpose,
+                            m.created_at_ms,
+                        ])
+                        .map_err(sqlite_failure)?;
+                        true
+                    }
+                    Write::SmsState(u) => {
+                        sms_state
+                            .execute(params![u.message_id, u.state.as_str(), u.detail, u.at_ms])
+                            .map_err(sqlite_failure)?
+                            > 0
+                    }
+                    Write::SmsPart(p) => {
+                        sms_part
+                            .execute(params![
+                                p.message_id,
+                                p.part,
+                                p.outcome,
+                                p.smsc_id,
+                                p.detail,
+                                p.at_ms,
+                            ])
+                            .map_err(sqlite_failure)?
+                            > 0
+                    }
+                    Write::Receipt(r) => {
+                        receipt
+                            .execute(params![
+                                r.operator,
+                                r.smsc_id,
+                                r.state,
+                                r.error,
+                                r.is_final,
+                                r.received_at_ms,
+                            ])
+                            .map_err(sqlite_failure)?;
+                        true
                     }
                 };
                 if !known && let Some(rejection) = Rejection::unknown_response(write) {
@@ -358,6 +435,89 @@ pub(super) fn read_responses(
     }
     tx.finish().map_err(sqlite_error)?;
     Ok(rows)
+}
+
+/// Reads outbound messages with their parts and receipts in one read transaction.
+pub(super) fn read_sms(path: &Path, query: &SmsQuery) -> Result<Vec<SmsRow>, ResultStoreError> {
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
+    conn.pragma_update(None, "query_only", "ON")
+        .map_err(sqlite_error)?;
+    let tx = conn.transaction().map_err(sqlite_error)?;
+    let mut rows = Vec::new();
+    {
+        let by_id = format!("SELECT {MESSAGE_COLUMNS} FROM sms_messages WHERE message_id = ?1");
+        let unfinished = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM sms_messages WHERE node = ?1 \
+             AND state IN ('queued', 'sending') ORDER BY created_at_ms, message_id"
+        );
+        let mut read = |sql: &str, key: &str| -> Result<(), ResultStoreError> {
+            let mut stmt = tx.prepare(sql).map_err(sqlite_error)?;
+            let mut found = stmt.query([key]).map_err(sqlite_error)?;
+            while let Some(row) = found.next().map_err(sqlite_error)? {
+                rows.push(sms_row(row)?);
+            }
+            Ok(())
+        };
+        match query {
+            SmsQuery::Ids(ids) => {
+                for id in ids {
+                    read(&by_id, id)?;
+                }
+            }
+            SmsQuery::Unfinished(node) => read(&unfinished, node)?,
+        }
+    }
+    {
+        let parts = format!(
+            "SELECT {PART_COLUMNS} FROM sms_parts p \
+             JOIN sms_messages m ON m.message_id = p.message_id \
+             LEFT JOIN sms_receipts r ON r.operator = m.operator AND r.smsc_id = p.smsc_id \
+             WHERE p.message_id = ?1 ORDER BY p.part"
+        );
+        let mut stmt = tx.prepare(&parts).map_err(sqlite_error)?;
+        for message in &mut rows {
+            let mut found = stmt.query([&message.message_id]).map_err(sqlite_error)?;
+            while let Some(row) = found.next().map_err(sqlite_error)? {
+                let part: i64 = row.get(1).map_err(sqlite_error)?;
+                message.parts.push(SmsPartRow {
+                    part: u32::try_from(part).unwrap_or(0),
+                    outcome: row.get(2).map_err(sqlite_error)?,
+                    smsc_id: row.get(3).map_err(sqlite_error)?,
+                    detail: row.get(4).map_err(sqlite_error)?,
+                    receipt: row.get(5).map_err(sqlite_error)?,
+                    receipt_error: row.get(6).map_err(sqlite_error)?,
+                    receipt_at_ms: row.get(7).map_err(sqlite_error)?,
+                });
+            }
+        }
+    }
+    tx.finish().map_err(sqlite_error)?;
+    Ok(rows)
+}
+
+fn sms_row(row: &rusqlite::Row<'_>) -> Result<SmsRow, ResultStoreError> {
+    let message_id: String = row.get(0).map_err(sqlite_error)?;
+    let state: String = row.get(7).map_err(sqlite_error)?;
+    stored_sms_state(&message_id, &state)?;
+    Ok(SmsRow {
+        node: row.get(1).map_err(sqlite_error)?,
+        operator: row.get(2).map_err(sqlite_error)?,
+        recipient: row.get(3).map_err(sqlite_error)?,
+        sender: row.get(4).map_err(sqlite_error)?,
+        body: row.get(5).map_err(sqlite_error)?,
+        purpose: row.get(6).map_err(sqlite_error)?,
+        state,
+        detail: row.get(8).map_err(sqlite_error)?,
+        created_at_ms: row.get(9).map_err(sqlite_error)?,
+        updated_at_ms: row.get(10).map_err(sqlite_error)?,
+        parts: Vec::new(),
+        message_id,
+    })
 }
 
 fn response_row(row: &rusqlite::Row<'_>) -> Result<ResponseRow, ResultStoreError> {

@@ -1,10 +1,12 @@
-//! The operator binds `baraza serve` keeps open: one ESME session per configured operator,
+//! The operator binds `baraza serve` keeps open: the configured ESME sessions of every operator,
 //! started beside the HTTP server, unbound on shutdown.
 //!
 //! A mobile-originated message goes to `Gateway::sms_step` (keywords, stop/start, the open SMS
-//! session) and its replies go out on the same bind; a USSD dialogue message (deliver_sm with
+//! session) and its replies go through the outbound queue ([`Outbox`]) on the same operator;
+//! receipts are stored there too; a USSD dialogue message (deliver_sm with
 //! `ussd_service_op`) goes, read through the operator's USSD profile, to `Gateway::ussd_step`
-//! and the screen goes back as a submit_sm; receipts are logged and counted by state.
+//! and the screen goes back as a submit_sm on the same bind (a screen is never queued: late,
+//! it is useless).
 //! Never reads or writes sessions itself.
 
 use std::time::Duration;
@@ -18,93 +20,76 @@ use crate::channels::ussd::smpp::{Dialogues, read_deliver, render_submit};
 use crate::config::OperatorConfig;
 use crate::dispatcher::Gateway;
 use crate::smpp::ShortMessage;
-use crate::smpp::esme::{Esme, EsmeHandle, Inbound, SubmitOutcome, SubmitRequest};
+use crate::smpp::esme::{BindType, Esme, EsmeHandle, Inbound, SubmitOutcome};
+use crate::smpp::outbox::{NewSms, Outbox};
 
-/// The open binds, by operator name.
+/// The open binds, by operator name, and the outbound queue that sends through them.
 pub struct Binds {
     binds: Vec<(String, EsmeHandle)>,
+    outbox: Arc<Outbox>,
 }
 
 impl Binds {
-    /// Starts a bind per configured operator (each connects and reconnects on its own) and a
-    /// task per bind that handles what arrives on it.
+    /// Starts the configured binds of every operator (`binds` of its kind plus
+    /// `receiver_binds`; each connects and reconnects on its own), the outbound queue over
+    /// them, and a task per bind that handles what arrives on it. Call
+    /// [`Outbox::recover`] (through [`Binds::outbox`]) once to send what a previous run left.
     pub fn start(gateway: Arc<Gateway>) -> Binds {
         let mut binds = Vec::new();
+        let mut inbound_queues = Vec::new();
         for operator in &gateway.config.smpp.operators {
-            let (handle, mut inbound) = Esme::start(operator.bind_config());
-            let name = operator.name.clone();
-            let sender = operator.sender.clone();
-            let gateway = Arc::clone(&gateway);
-            let replies = handle.clone();
-            let operator_config = operator.clone();
-            let dialogues = Arc::new(Dialogues::new(&operator.name));
-            tokio::spawn(async move {
-                while let Some(message) = inbound.recv().await {
-                    match message {
-                        Inbound::Ussd(sm) => {
-                            counter!("baraza_smpp_ussd_inbound_total", "operator" => name.clone())
-                                .increment(1);
-                            ussd_message(&gateway, &operator_config, &replies, &dialogues, *sm);
-                        }
-                        Inbound::Receipt(receipt) => {
-                            let state = format!("{:?}", receipt.state).to_lowercase();
-                            counter!("baraza_smpp_receipts_total", "operator" => name.clone(), "state" => state)
-                                .increment(1);
-                            info!(operator = %name, message_id = %receipt.message_id, state = ?receipt.state, "delivery receipt");
-                        }
-                        Inbound::Deliver {
-                            from,
-                            to,
-                            text,
-                            complete,
-                            ..
-                        } => {
-                            counter!("baraza_smpp_inbound_total", "operator" => name.clone())
-                                .increment(1);
-                            if !complete {
-                                warn!(operator = %name, from = %gateway.pseudonym(&from), "inbound SMS with missing parts: handled as received");
-                            }
-                            // Replies leave from the number the citizen wrote to, unless the
-                            // operator has a fixed sender.
-                            let reply_from = if sender.is_empty() {
-                                to
-                            } else {
-                                sender.clone()
-                            };
-                            // One task per message: a slow store never blocks the bind.
-                            let gateway = Arc::clone(&gateway);
-                            let replies = replies.clone();
-                            let name = name.clone();
-                            tokio::spawn(async move {
-                                let from = crate::channels::normalise_msisdn(&from);
-                                for message in gateway.sms_step(&from, &text).await {
-                                    let request = SubmitRequest {
-                                        to: message.to,
-                                        from: reply_from.clone(),
-                                        text: message.text,
-                                        registered_delivery: true,
-                                    };
-                                    match replies.submit(request).await {
-                                        Ok(parts)
-                                            if parts.iter().all(|p| {
-                                                matches!(p, SubmitOutcome::Accepted { .. })
-                                            }) => {}
-                                        Ok(parts) => {
-                                            warn!(operator = %name, ?parts, "reply not fully accepted")
-                                        }
-                                        Err(e) => {
-                                            warn!(operator = %name, error = %e, "reply not sent")
-                                        }
-                                    }
-                                }
-                            });
-                        }
-                    }
-                }
-            });
-            binds.push((operator.name.clone(), handle));
+            let kinds = std::iter::repeat_n(operator.bind, operator.binds.max(1)).chain(
+                std::iter::repeat_n(BindType::Receiver, operator.receiver_binds),
+            );
+            for kind in kinds {
+                let mut config = operator.bind_config();
+                config.bind_type = kind;
+                let (handle, inbound) = Esme::start(config);
+                binds.push((operator.name.clone(), handle));
+                inbound_queues.push(inbound);
+            }
         }
-        let binds = Binds { binds };
+        let outbox = Arc::new(Outbox::new(Arc::clone(&gateway), &binds));
+        let mut dialogues: Vec<(String, Arc<Dialogues>)> = Vec::new();
+        for ((name, handle), inbound) in binds.iter().zip(inbound_queues) {
+            let Some(operator) = gateway
+                .config
+                .smpp
+                .operators
+                .iter()
+                .find(|o| &o.name == name)
+                .cloned()
+            else {
+                continue;
+            };
+            // USSD screens go back on the bind the dialogue came in on, or, on a receiver
+            // bind, on the operator's first bind that can send.
+            let screens = if handle.can_submit() {
+                Some(handle.clone())
+            } else {
+                binds
+                    .iter()
+                    .find(|(n, h)| n == name && h.can_submit())
+                    .map(|(_, h)| h.clone())
+            };
+            let operator_dialogues = match dialogues.iter().find(|(n, _)| n == name) {
+                Some((_, d)) => Arc::clone(d),
+                None => {
+                    let d = Arc::new(Dialogues::new(name));
+                    dialogues.push((name.clone(), Arc::clone(&d)));
+                    d
+                }
+            };
+            tokio::spawn(handle_inbound(
+                Arc::clone(&gateway),
+                operator,
+                Arc::clone(&outbox),
+                screens,
+                operator_dialogues,
+                inbound,
+            ));
+        }
+        let binds = Binds { binds, outbox };
         if !binds.binds.is_empty() {
             let handles = binds.binds.clone();
             tokio::spawn(async move {
@@ -118,42 +103,112 @@ impl Binds {
         binds
     }
 
-    /// Sends a gateway-initiated message (an SMS reminder) on the first bind that can
-    /// transmit, from its operator's sender. Reminders do not know which bind the citizen last
-    /// wrote on; with several operators, route by number prefix here (not done yet).
-    pub async fn send(&self, gateway: &Gateway, message: crate::dispatcher::OutgoingSms) {
-        let Some((name, handle)) = self.binds.first() else {
-            return;
-        };
-        let sender = gateway
-            .config
-            .smpp
-            .operators
-            .iter()
-            .find(|o| &o.name == name)
-            .map(|o| o.sender.clone())
-            .unwrap_or_default();
-        let request = SubmitRequest {
+    /// The outbound queue over these binds.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Queues a gateway-initiated message (an SMS reminder): routed by the number's prefix
+    /// (`prefixes` of each operator), from that operator's sender.
+    pub async fn send(&self, message: crate::dispatcher::OutgoingSms) {
+        let sms = NewSms {
+            operator: None,
             to: message.to,
-            from: sender,
+            from: None,
             text: message.text,
-            registered_delivery: true,
+            purpose: message.purpose.to_string(),
         };
-        if let Err(e) = handle.submit(request).await {
-            warn!(operator = %name, error = %e, "reminder not sent");
+        if let Err(e) = self.outbox.enqueue(vec![sms]).await {
+            warn!(error = %e, "reminder not queued");
         }
     }
 
-    /// Names of the operators with a bind.
+    /// Names of the operators with a bind (once per bind).
     pub fn operators(&self) -> Vec<&str> {
         self.binds.iter().map(|(name, _)| name.as_str()).collect()
     }
 
-    /// Sends unbind on every bind and waits (bounded by each bind's response timeout).
-    pub async fn unbind_all(&self) {
+    /// Waits (up to `limit`) for outbound messages in flight, then sends unbind on every
+    /// bind and waits (bounded by each bind's response timeout).
+    pub async fn shutdown(&self, limit: Duration) {
+        self.outbox.drain(limit).await;
         for (name, handle) in &self.binds {
             if !handle.unbind().await {
                 warn!(operator = %name, "no unbind_resp before shutdown");
+            }
+        }
+    }
+}
+
+/// Handles what one bind delivers: mobile-originated SMS through `Gateway::sms_step` (replies
+/// queued on the same operator), USSD dialogue messages, and receipts (stored).
+async fn handle_inbound(
+    gateway: Arc<Gateway>,
+    operator: OperatorConfig,
+    outbox: Arc<Outbox>,
+    screens: Option<EsmeHandle>,
+    dialogues: Arc<Dialogues>,
+    mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
+) {
+    let name = operator.name.clone();
+    while let Some(message) = inbound.recv().await {
+        match message {
+            Inbound::Ussd(sm) => {
+                counter!("baraza_smpp_ussd_inbound_total", "operator" => name.clone()).increment(1);
+                match &screens {
+                    Some(screens) => ussd_message(&gateway, &operator, screens, &dialogues, *sm),
+                    None => warn!(operator = %name, "USSD deliver_sm but no bind can answer it"),
+                }
+            }
+            Inbound::Receipt(receipt) => {
+                let state = format!("{:?}", receipt.state).to_lowercase();
+                counter!("baraza_smpp_receipts_total", "operator" => name.clone(), "state" => state)
+                    .increment(1);
+                info!(operator = %name, message_id = %receipt.message_id, state = ?receipt.state, "delivery receipt");
+                let outbox = Arc::clone(&outbox);
+                let name = name.clone();
+                tokio::spawn(async move { outbox.record_receipt(&name, &receipt).await });
+            }
+            Inbound::Deliver {
+                from,
+                to,
+                text,
+                complete,
+                ..
+            } => {
+                counter!("baraza_smpp_inbound_total", "operator" => name.clone()).increment(1);
+                if !complete {
+                    warn!(operator = %name, from = %gateway.pseudonym(&from), "inbound SMS with missing parts: handled as received");
+                }
+                // Replies leave from the number the citizen wrote to, unless the operator has
+                // a fixed sender.
+                let reply_from = if operator.sender.is_empty() {
+                    to
+                } else {
+                    operator.sender.clone()
+                };
+                // One task per message: a slow store never blocks the bind.
+                let gateway = Arc::clone(&gateway);
+                let outbox = Arc::clone(&outbox);
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let from = crate::channels::normalise_msisdn(&from);
+                    let replies: Vec<NewSms> = gateway
+                        .sms_step(&from, &text)
+                        .await
+                        .into_iter()
+                        .map(|message| NewSms {
+                            operator: Some(name.clone()),
+                            to: message.to,
+                            from: Some(reply_from.clone()),
+                            text: message.text,
+                            purpose: message.purpose.to_string(),
+                        })
+                        .collect();
+                    if let Err(e) = outbox.enqueue(replies).await {
+                        warn!(operator = %name, error = %e, "reply not queued");
+                    }
+                });
             }
         }
     }

@@ -611,6 +611,11 @@ impl EsmeHandle {
         answered
     }
 
+    /// Whether this bind may submit (not a receiver bind).
+    pub fn can_submit(&self) -> bool {
+        self.shared.config.bind_type != BindType::Receiver
+    }
+
     /// The state of the bind now.
     pub fn link_state(&self) -> LinkState {
         self.shared.link.borrow().clone()

@@ -13,6 +13,7 @@
 pub mod binds;
 pub mod esme;
 pub mod framing;
+pub mod outbox;
 pub mod pdu;
 pub mod receipt;
 pub mod sim_http;

@@ -141,6 +141,7 @@ pub async fn from_config(
     let app = server::router(AppState {
         gateway: Arc::clone(&gateway),
         metrics: baraza::telemetry::install_metrics(),
+        outbox: None,
     })
     .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
     TestGateway {

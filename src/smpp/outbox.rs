@@ -1,0 +1,458 @@
+//! The outbound SMS queue that loses nothing: every message the gateway decides to send is
+//! stored (committed) before it is submitted, marked `sending` when it is handed to a bind,
+//! and marked with its outcome when the SMSC answers; delivery receipts are stored as they
+//! arrive and joined to the parts they are about.
+//!
+//! ```text
+//! enqueue ──commit queued──▶ send task ──commit sending──▶ EsmeHandle::submit ──▶ commit
+//!                                                         (parts in order)      outcome + parts
+//! receipt (any bind of the operator) ──normalise id──▶ commit receipt
+//! restart ──▶ recover: this node's `queued` are sent, its `sending` become `unknown`
+//! ```
+//!
+//! A message whose parts may have reached the SMSC (written, never answered: a timeout, a
+//! dropped connection, the node stopped) is recorded `unknown` and never resent: a citizen
+//! must not get the same question twice. Each message belongs to the node that accepted it
+//! (`smpp.node`), so several nodes sharing one PostgreSQL never recover each other's.
+//!
+//! It never decides what to say (the dispatcher does), never encodes PDUs (the ESME does), and
+//! never keeps a message only in memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::counter;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::OperatorConfig;
+use crate::dispatcher::Gateway;
+use crate::result_store::{
+    QueuedSms, ReceiptRecord, ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, Write,
+};
+use crate::smpp::esme::{EsmeHandle, LinkState, SubmitOutcome, SubmitRequest};
+use crate::smpp::receipt::{MessageIdNormalisation, Receipt};
+
+/// Why the purpose of a message matters: a stop confirmation goes to a number that has just
+/// opted out; everything else to an opted-out number is suppressed.
+pub const PURPOSE_STOP_CONFIRMATION: &str = "stop_confirmation";
+
+/// One message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSms {
+    /// The operator to send through; `None` routes by the number's prefix.
+    pub operator: Option<String>,
+    /// Destination number.
+    pub to: String,
+    /// Sender; `None` uses the operator's configured sender.
+    pub from: Option<String>,
+    /// The text.
+    pub text: String,
+    /// Why it is sent (`reply`, `reminder`, `stop_confirmation`, `api`...).
+    pub purpose: String,
+}
+
+/// Why a message was not accepted (nothing was stored).
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// No configured operator can carry messages to this number.
+    #[error("no operator bind can send to {0}")]
+    NoRoute(String),
+    /// The named operator is not configured (or has only receiver binds).
+    #[error("unknown operator `{0}`")]
+    UnknownOperator(String),
+    /// The message could not be stored, so it was not accepted.
+    #[error("the message could not be stored: {0}")]
+    Store(#[from] ResultStoreError),
+}
+
+/// One operator's binds and rules, as the outbox uses them.
+struct Route {
+    config: OperatorConfig,
+    /// The binds that can submit (transceiver or transmitter).
+    transmitters: Vec<EsmeHandle>,
+    /// How this operator's submit and receipt ids compare.
+    ids: MessageIdNormalisation,
+}
+
+/// The queue: shared by the inbound handlers, the reminder timer and the HTTP API.
+pub struct Outbox {
+    gateway: Arc<Gateway>,
+    routes: Vec<Route>,
+    /// This node's name in stored messages.
+    node: String,
+    /// Makes message ids unique within the node (with the creation time).
+    sequence: AtomicU64,
+    /// Send tasks in flight, waited for (bounded) on shutdown.
+    tasks: TaskTracker,
+}
+
+impl Outbox {
+    /// An outbox over `binds` (operator name, handle), in configuration order.
+    pub fn new(gateway: Arc<Gateway>, binds: &[(String, EsmeHandle)]) -> Outbox {
+        let node = gateway.config.smpp.node_name();
+        let routes = gateway
+            .config
+            .smpp
+            .operators
+            .iter()
+            .map(|operator| Route {
+                transmitters: binds
+                    .iter()
+                    .filter(|(name, handle)| name == &operator.name && handle.can_submit())
+                    .map(|(_, handle)| handle.clone())
+                    .collect(),
+                ids: operator.receipt_ids,
+                config: operator.clone(),
+            })
+            .collect();
+        Outbox {
+            gateway,
+            routes,
+            node,
+            sequence: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// This node's name in stored messages.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Stores `messages` (one commit) and starts sending them, in order, on their
+    /// operators' binds. Returns their ids once they are durably queued. Either every message
+    /// is accepted or none is.
+    pub async fn enqueue(&self, messages: Vec<NewSms>) -> Result<Vec<String>, OutboxError> {
+        let now = crate::dispatcher::now_ms();
+        let mut queued = Vec::with_capacity(messages.len());
+        for message in messages {
+            let route = self.route(message.operator.as_deref(), &message.to)?;
+            let id = self.sequence.fetch_add(1, Ordering::Relaxed);
+            queued.push(QueuedSms {
+                message_id: format!("{}-{now:x}-{id:x}", self.node),
+                node: self.node.clone(),
+                operator: route.config.name.clone(),
+                recipient: message.to,
+                sender: message.from.unwrap_or_else(|| route.config.sender.clone()),
+                body: message.text,
+                purpose: message.purpose,
+                created_at_ms: now,
+            });
+        }
+        if queued.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.gateway
+            .results
+            .commit(queued.iter().cloned().map(Write::SmsQueued).collect())
+            .await?;
+        counter!("baraza_sms_queued_total").increment(queued.len() as u64);
+        let ids = queued.iter().map(|m| m.message_id.clone()).collect();
+        self.spawn_send(queued);
+        Ok(ids)
+    }
+
+    /// After a restart: this node's `sending` messages become `unknown` (they may have
+    /// reached the SMSC; never resent) and its `queued` ones are sent. Returns (recovered
+    /// queued, marked unknown).
+    pub async fn recover(&self) -> Result<(usize, usize), ResultStoreError> {
+        let unfinished = self.gateway.results.sms_unfinished(&self.node).await?;
+        let now = crate::dispatcher::now_ms();
+        let mut unknown = Vec::new();
+        let mut queued = Vec::new();
+        for row in unfinished {
+            if row.state == SmsState::Sending.as_str() {
+                unknown.push(Write::SmsState(SmsStateUpdate {
+                    message_id: row.message_id,
+                    state: SmsState::Unknown,
+                    detail: Some(
+                        "the gateway stopped before the SMSC answered: not resent".to_string(),
+                    ),
+                    at_ms: now,
+                }));
+            } else {
+                queued.push(QueuedSms {
+                    message_id: row.message_id,
+                    node: row.node,
+                    operator: row.operator,
+                    recipient: row.recipient,
+                    sender: row.sender,
+                    body: row.body,
+                    purpose: row.purpose,
+                    created_at_ms: row.created_at_ms,
+                });
+            }
+        }
+        let counts = (queued.len(), unknown.len());
+        if !unknown.is_empty() {
+            self.gateway.results.commit(unknown).await?;
+            counter!("baraza_sms_outcomes_total", "state" => "unknown").increment(counts.1 as u64);
+        }
+        if counts != (0, 0) {
+            info!(
+                queued = counts.0,
+                unknown = counts.1,
+                node = %self.node,
+                "outbound SMS recovered after a restart"
+            );
+        }
+        // One task per recipient keeps each number's messages in their order.
+        let mut by_recipient: Vec<Vec<QueuedSms>> = Vec::new();
+        for message in queued {
+            match by_recipient
+                .iter_mut()
+                .find(|group| group[0].recipient == message.recipient)
+            {
+                Some(group) => group.push(message),
+                None => by_recipient.push(vec![message]),
+            }
+        }
+        for group in by_recipient {
+            self.spawn_send(group);
+        }
+        Ok(counts)
+    }
+
+    /// Stores a delivery receipt from any bind of `operator`, its id normalised with the
+    /// operator's rules so it joins the part it is about.
+    pub async fn record_receipt(&self, operator: &str, receipt: &Receipt) {
+        let ids = self
+            .routes
+            .iter()
+            .find(|r| r.config.name == operator)
+            .map(|r| r.ids)
+            .unwrap_or_default();
+        let state = format!("{:?}", receipt.state).to_lowercase();
+        let record = ReceiptRecord {
+            operator: operator.to_string(),
+            smsc_id: ids.receipt_id(&receipt.message_id),
+            state,
+            error: receipt.error.clone(),
+            is_final: receipt.state.is_final(),
+            received_at_ms: crate::dispatcher::now_ms(),
+        };
+        if let Err(e) = self
+            .gateway
+            .results
+            .commit(vec![Write::Receipt(record)])
+            .await
+        {
+            warn!(operator, error = %e, "delivery receipt not stored");
+            crate::telemetry::error("result_store");
+        }
+    }
+
+    /// Stops taking new send tasks and waits up to `limit` for those in flight. What is not
+    /// finished stays stored (`queued`, or `sending` and then `unknown` at the next start).
+    pub async fn drain(&self, limit: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                in_flight = self.tasks.len(),
+                "outbound SMS still in flight at shutdown: recovered at the next start"
+            );
+        }
+    }
+
+    /// The operator for a message: the named one, or the first whose prefixes match the
+    /// number, or the first operator without prefixes.
+    fn route(&self, operator: Option<&str>, to: &str) -> Result<&Route, OutboxError> {
+        let usable = |r: &&Route| !r.transmitters.is_empty();
+        if let Some(name) = operator {
+            return self
+                .routes
+                .iter()
+                .filter(usable)
+                .find(|r| r.config.name == name)
+                .ok_or_else(|| OutboxError::UnknownOperator(name.to_string()));
+        }
+        let number = crate::channels::normalise_msisdn(to);
+        self.routes
+            .iter()
+            .filter(usable)
+            .find(|r| r.config.prefixes.iter().any(|p| number.starts_with(p)))
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .filter(usable)
+                    .find(|r| r.config.prefixes.is_empty())
+            })
+            .ok_or_else(|| OutboxError::NoRoute(self.gateway.pseudonym(to)))
+    }
+
+    fn spawn_send(&self, messages: Vec<QueuedSms>) {
+        let binds: Vec<Option<Vec<EsmeHandle>>> = messages
+            .iter()
+            .map(|m| {
+                self.routes
+                    .iter()
+                    .find(|r| r.config.name == m.operator)
+                    .map(|r| r.transmitters.clone())
+            })
+            .collect();
+        let ids: Vec<MessageIdNormalisation> = messages
+            .iter()
+            .map(|m| {
+                self.routes
+                    .iter()
+                    .find(|r| r.config.name == m.operator)
+                    .map(|r| r.ids)
+                    .unwrap_or_default()
+            })
+            .collect();
+        let gateway = Arc::clone(&self.gateway);
+        self.tasks.spawn(async move {
+            for ((message, binds), ids) in messages.into_iter().zip(binds).zip(ids) {
+                send_one(&gateway, message, binds.unwrap_or_default(), ids).await;
+            }
+        });
+    }
+}
+
+/// Sends one stored message and records what became of it.
+async fn send_one(
+    gateway: &Gateway,
+    message: QueuedSms,
+    binds: Vec<EsmeHandle>,
+    ids: MessageIdNormalisation,
+) {
+    let id = message.message_id.clone();
+    let finish = |state: SmsState, detail: Option<String>| {
+        Write::SmsState(SmsStateUpdate {
+            message_id: id.clone(),
+            state,
+            detail,
+            at_ms: crate::dispatcher::now_ms(),
+        })
+    };
+    let commit = |writes: Vec<Write>| async {
+        if let Err(e) = gateway.results.commit(writes).await {
+            warn!(message_id = %id, error = %e, "outbound SMS state not stored");
+            crate::telemetry::error("result_store");
+            return false;
+        }
+        true
+    };
+    if message.purpose != PURPOSE_STOP_CONFIRMATION {
+        match gateway.sessions.is_opted_out(&message.recipient).await {
+            Ok(true) => {
+                counter!("baraza_sms_outcomes_total", "state" => "suppressed").increment(1);
+                commit(vec![finish(
+                    SmsState::Suppressed,
+                    Some("the number opted out".into()),
+                )])
+                .await;
+                return;
+            }
+            Ok(false) => {}
+            // Not knowing is not a reason to drop it: the message stays queued for the next
+            // start rather than going to a number that may have said STOP.
+            Err(e) => {
+                warn!(message_id = %id, error = %e, "opt-out check failed: message left queued");
+                return;
+            }
+        }
+    }
+    let Some(handle) = pick_bind(&binds).await else {
+        commit(vec![finish(
+            SmsState::NotSent,
+            Some(format!(
+                "operator `{}` has no bind that can send",
+                message.operator
+            )),
+        )])
+        .await;
+        return;
+    };
+    // Marked only now, once a bind is up: a message still waiting for a bind when the node
+    // stops stays `queued` and is sent after the restart.
+    if !commit(vec![finish(SmsState::Sending, None)]).await {
+        return;
+    }
+    let request = SubmitRequest {
+        to: message.recipient.clone(),
+        from: message.sender.clone(),
+        text: message.body.clone(),
+        registered_delivery: true,
+    };
+    let now = crate::dispatcher::now_ms();
+    let mut writes = Vec::new();
+    let state = match handle.submit(request).await {
+        Ok(parts) => {
+            let mut state = SmsState::Accepted;
+            let mut detail = None;
+            for (index, outcome) in parts.iter().enumerate() {
+                let (word, smsc_id, why) = match outcome {
+                    SubmitOutcome::Accepted { message_id } => {
+                        ("accepted", Some(ids.submit_id(message_id)), None)
+                    }
+                    SubmitOutcome::Rejected { status } => {
+                        if state == SmsState::Accepted {
+                            state = SmsState::Rejected;
+                            detail = Some(status.to_string());
+                        }
+                        ("rejected", None, Some(status.to_string()))
+                    }
+                    SubmitOutcome::Unknown { reason } => {
+                        if state == SmsState::Accepted {
+                            state = SmsState::Unknown;
+                            detail = Some(reason.clone());
+                        }
+                        ("unknown", None, Some(reason.clone()))
+                    }
+                    SubmitOutcome::NotSent { reason } => ("not_sent", None, Some(reason.clone())),
+                };
+                writes.push(Write::SmsPart(SmsPartRecord {
+                    message_id: id.clone(),
+                    part: index as u32 + 1,
+                    outcome: word,
+                    smsc_id,
+                    detail: why,
+                    at_ms: now,
+                }));
+            }
+            writes.insert(0, finish(state, detail));
+            state
+        }
+        Err(e) => {
+            writes.push(finish(SmsState::NotSent, Some(e.to_string())));
+            SmsState::NotSent
+        }
+    };
+    counter!("baraza_sms_outcomes_total", "state" => state.as_str()).increment(1);
+    if state != SmsState::Accepted {
+        warn!(message_id = %id, operator = %message.operator, %state, "outbound SMS not accepted");
+    }
+    commit(writes).await;
+}
+
+/// The bind to use: among those bound now, the one with the fewest requests outstanding;
+/// when none is bound, waits for the first to bind. `None` when the operator has no bind
+/// that can send.
+async fn pick_bind(binds: &[EsmeHandle]) -> Option<EsmeHandle> {
+    let bound = binds
+        .iter()
+        .filter(|h| h.link_state() == LinkState::Bound)
+        .min_by_key(|h| h.counters().window_in_use);
+    if let Some(handle) = bound {
+        return Some(handle.clone());
+    }
+    let waits = binds.iter().map(|h| {
+        Box::pin(async move {
+            let state = h
+                .wait_for_link(|s| matches!(s, LinkState::Bound | LinkState::Stopped))
+                .await;
+            (state, h)
+        })
+    });
+    if binds.is_empty() {
+        return None;
+    }
+    let ((state, handle), _, _) = futures_util::future::select_all(waits).await;
+    (state == LinkState::Bound).then(|| handle.clone())
+}
