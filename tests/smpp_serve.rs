@@ -2,6 +2,7 @@
 //! arrives on them, and unbinds on shutdown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use baraza::config::{Config, OperatorConfig, ResultsConfig};
 use baraza::smpp::smsc_sim::{SimConfig, spawn_smsc_sim};
@@ -182,4 +183,146 @@ async fn a_two_way_sms_survey_with_stop_and_start() {
         .await
         .expect("serve task")
         .expect("serve ends cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sms_api_queues_a_message_and_reports_its_receipt() {
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = sim_listener.local_addr().expect("addr").port();
+    let sim = spawn_smsc_sim(SimConfig::default(), sim_listener);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::embedded();
+    config.flows_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    config.results = ResultsConfig::Sqlite {
+        path: dir.path().join("results.sqlite3"),
+    };
+    config.pseudonym_secret = Some("test".into());
+    config.admin.token = Some("s3cret".into());
+    let operator: OperatorConfig = serde_saphyr::from_str(&format!(
+        "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\nsender: BARAZA\n"
+    ))
+    .expect("operator config");
+    config.smpp.operators = vec![operator];
+    let gateway = Arc::new(
+        baraza::server::build_gateway(config)
+            .await
+            .expect("gateway"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(baraza::server::serve(gateway, listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let post = |body: &str, token: &str| {
+        client
+            .post(format!("{base}/sms/send"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+
+    // Without the admin token: refused, nothing queued.
+    let refused = post(r#"{"to":"+254711000061","text":"hi"}"#, "wrong")
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 401);
+    // Bad input gets a clear error naming the problem.
+    for (body, status, says) in [
+        ("{", 400, "invalid JSON body"),
+        (r#"{"to":"+254711000061"}"#, 400, "missing field `text`"),
+        (
+            r#"{"to":"call me","text":"hi"}"#,
+            400,
+            "`to` must be a phone number",
+        ),
+        (
+            r#"{"to":"+254711000061","text":""}"#,
+            400,
+            "`text` must not be empty",
+        ),
+        (
+            r#"{"to":"+254711000061","text":"hi","operator":"nope"}"#,
+            422,
+            "unknown operator `nope`",
+        ),
+    ] {
+        let response = post(body, "s3cret").await.expect("post");
+        assert_eq!(response.status(), status, "{body}");
+        let text = response.text().await.expect("body");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+
+    let accepted = post(
+        r#"{"to":"254711000061","text":"Your water point is fixed."}"#,
+        "s3cret",
+    )
+    .await
+    .expect("post");
+    assert_eq!(accepted.status(), 202);
+    let body = json(accepted).await;
+    assert_eq!(body["state"], "queued");
+    let id = body["id"].as_str().expect("id").to_string();
+
+    let status = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let response = client
+                .get(format!("{base}/sms/messages/{id}"))
+                .bearer_auth("s3cret")
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(response.status(), 200);
+            let body = json(response).await;
+            if body["delivery"] == "delivered" {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("delivered in time");
+    assert_eq!(status["state"], "accepted");
+    assert_eq!(status["purpose"], "api");
+    assert_eq!(status["sender"], "BARAZA");
+    assert_eq!(status["parts"][0]["receipt"], "delivered");
+    assert_ne!(
+        status["recipient"], "+254711000061",
+        "the number is pseudonymised by default"
+    );
+    let raw = json(
+        client
+            .get(format!("{base}/sms/messages/{id}?raw_numbers=true"))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(raw["recipient"], "+254711000061");
+    let missing = client
+        .get(format!("{base}/sms/messages/no-such-id"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(sim.stats().messages.len(), 1);
+
+    stop.send(()).expect("stop");
+    server
+        .await
+        .expect("serve task")
+        .expect("serve ends cleanly");
+}
+
+async fn json(response: reqwest::Response) -> serde_json::Value {
+    let text = response.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }

@@ -1,0 +1,368 @@
+//! The outbound SMS queue against `baraza smsc-sim` (in process, loopback TCP) and a real
+//! SQLite result store: every message is stored before it is submitted, ends in a recorded
+//! state, never goes out twice, and its delivery receipts are joined to its parts.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baraza::config::{Config, OperatorConfig, ResultsConfig};
+use baraza::dispatcher::Gateway;
+use baraza::result_store::{QueuedSms, ResultStore, SmsRow, SmsState, SmsStateUpdate, Write};
+use baraza::smpp::binds::Binds;
+use baraza::smpp::outbox::{NewSms, OutboxError};
+use baraza::smpp::smsc_sim::{SimConfig, SimHandle, spawn_smsc_sim};
+
+/// Fails the test instead of hanging it when something never happens.
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+async fn start_sim(config: SimConfig) -> (SimHandle, u16) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    (spawn_smsc_sim(config, listener), port)
+}
+
+fn operator(name: &str, port: u16, extra: &str) -> OperatorConfig {
+    serde_saphyr::from_str(&format!(
+        "name: {name}\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\n\
+         sender: BARAZA\n{extra}"
+    ))
+    .expect("operator config")
+}
+
+async fn gateway(
+    dir: &std::path::Path,
+    node: &str,
+    operators: Vec<OperatorConfig>,
+) -> Arc<Gateway> {
+    let mut config = Config::embedded();
+    config.flows_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+    config.results = ResultsConfig::Sqlite {
+        path: dir.join("results.sqlite3"),
+    };
+    config.pseudonym_secret = Some("test".into());
+    config.smpp.node = Some(node.to_string());
+    config.smpp.operators = operators;
+    Arc::new(
+        baraza::server::build_gateway(config)
+            .await
+            .expect("gateway"),
+    )
+}
+
+fn sms(to: &str, text: &str) -> NewSms {
+    NewSms {
+        operator: None,
+        to: to.to_string(),
+        from: None,
+        text: text.to_string(),
+        purpose: "api".to_string(),
+    }
+}
+
+/// Reads the message until `ready` holds (the outbox works in the background).
+async fn wait_for(results: &ResultStore, id: &str, ready: impl Fn(&SmsRow) -> bool) -> SmsRow {
+    within(&format!("message {id}"), async {
+        loop {
+            if let Some(row) = results.sms_message(id).await.expect("read")
+                && ready(&row)
+            {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+fn finished(row: &SmsRow) -> bool {
+    SmsState::parse(&row.state).is_some_and(SmsState::is_final)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_message_is_stored_sent_and_its_receipts_join_its_parts() {
+    // The SMSC answers submit_sm with hex ids and writes receipts in decimal: only the
+    // operator's id normalisation makes them meet.
+    let (sim, port) = start_sim(SimConfig {
+        receipt_id_decimal: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = gateway(
+        dir.path(),
+        "node-1",
+        vec![operator(
+            "sim",
+            port,
+            "receipt_ids:\n  conversion: hex_to_decimal\n",
+        )],
+    )
+    .await;
+    let binds = Binds::start(Arc::clone(&gateway));
+    let long = "Asante kwa maoni yako. ".repeat(10);
+    let ids = binds
+        .outbox()
+        .enqueue(vec![sms("+254711000001", &long)])
+        .await
+        .expect("queued");
+    assert_eq!(ids.len(), 1);
+    assert!(ids[0].starts_with("node-1-"), "{}", ids[0]);
+
+    let row = wait_for(&gateway.results, &ids[0], |r| {
+        r.delivery() == Some("delivered")
+    })
+    .await;
+    assert_eq!(row.state, "accepted");
+    assert_eq!(row.operator, "sim");
+    assert_eq!(row.sender, "BARAZA");
+    assert_eq!(row.body, long);
+    assert_eq!(row.parts.len(), 2, "{row:?}");
+    for part in &row.parts {
+        assert_eq!(part.outcome, "accepted");
+        let smsc_id = part.smsc_id.as_deref().expect("smsc id");
+        assert!(
+            smsc_id.chars().all(|c| c.is_ascii_digit()),
+            "stored in the receipts' decimal form: {smsc_id}"
+        );
+        assert_eq!(part.receipt.as_deref(), Some("delivered"));
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.messages.len(), 1);
+    assert_eq!(stats.messages[0].text, long);
+    binds.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_window_loses_nothing_and_records_unknown_outcomes() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = gateway(dir.path(), "node-1", vec![operator("sim", port, "")]).await;
+    let binds = Binds::start(Arc::clone(&gateway));
+    within("bind", sim.wait_until(|s| s.binds >= 1)).await;
+    sim.set_hold_responses(true);
+    let mut held = Vec::new();
+    for n in 0..4 {
+        let to = format!("+25471100001{n}");
+        held.extend(
+            binds
+                .outbox()
+                .enqueue(vec![sms(&to, &format!("held {n}"))])
+                .await
+                .expect("queued"),
+        );
+    }
+    within("held submits", sim.wait_until(|s| s.held == 4)).await;
+    // Written and unanswered: stored as `sending` (a crash now would make them unknown).
+    for id in &held {
+        let row = gateway.results.sms_message(id).await.expect("read");
+        assert_eq!(row.expect("stored").state, "sending");
+    }
+    sim.set_hold_responses(false);
+    assert_eq!(sim.drop_connections(), 1);
+    for id in &held {
+        let row = wait_for(&gateway.results, id, finished).await;
+        assert_eq!(row.state, "unknown", "{row:?}");
+        assert_eq!(row.parts.len(), 1);
+        assert_eq!(row.parts[0].outcome, "unknown");
+    }
+    // After the reconnect new messages go out; the unknown ones are never resent.
+    let later = binds
+        .outbox()
+        .enqueue(vec![sms("+254711000020", "after the drop")])
+        .await
+        .expect("queued");
+    let row = wait_for(&gateway.results, &later[0], finished).await;
+    assert_eq!(row.state, "accepted");
+    let stats = sim.stats();
+    assert_eq!(stats.submits, 5, "each message submitted exactly once");
+    assert_eq!(stats.binds, 2, "one reconnect");
+    let texts: Vec<&str> = stats.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, vec!["after the drop"]);
+    binds.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_queued_messages_go_out_and_in_flight_ones_become_unknown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // What a node that crashed left behind: one message queued, one handed to a bind, and a
+    // queued message of another node sharing the database.
+    {
+        let store = ResultStore::open_sqlite(&dir.path().join("results.sqlite3"))
+            .await
+            .expect("store");
+        let queued = |id: &str, node: &str, to: &str| {
+            Write::SmsQueued(QueuedSms {
+                message_id: id.to_string(),
+                node: node.to_string(),
+                operator: "sim".to_string(),
+                recipient: to.to_string(),
+                sender: "BARAZA".to_string(),
+                body: format!("text of {id}"),
+                purpose: "reply".to_string(),
+                created_at_ms: 1_000,
+            })
+        };
+        store
+            .commit(vec![
+                queued("left-queued", "node-1", "+254711000031"),
+                queued("left-sending", "node-1", "+254711000032"),
+                queued("other-node", "node-2", "+254711000033"),
+                Write::SmsState(SmsStateUpdate {
+                    message_id: "left-sending".to_string(),
+                    state: SmsState::Sending,
+                    detail: None,
+                    at_ms: 1_001,
+                }),
+            ])
+            .await
+            .expect("commit");
+        store.flush_and_close().await.expect("close");
+    }
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let gateway = gateway(dir.path(), "node-1", vec![operator("sim", port, "")]).await;
+    let binds = Binds::start(Arc::clone(&gateway));
+    let (queued, unknown) = binds.outbox().recover().await.expect("recover");
+    assert_eq!((queued, unknown), (1, 1));
+
+    let sent = wait_for(&gateway.results, "left-queued", finished).await;
+    assert_eq!(sent.state, "accepted");
+    let lost = wait_for(&gateway.results, "left-sending", finished).await;
+    assert_eq!(lost.state, "unknown");
+    assert!(lost.detail.as_deref().unwrap_or("").contains("not resent"));
+    let other = gateway
+        .results
+        .sms_message("other-node")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(other.state, "queued", "another node's message is not taken");
+    let stats = sim.wait_until(|s| !s.messages.is_empty()).await;
+    let texts: Vec<&str> = stats.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, vec!["text of left-queued"]);
+    assert_eq!(stats.submits, 1);
+    // Recovering again finds nothing left to do.
+    assert_eq!(binds.outbox().recover().await.expect("recover"), (0, 0));
+    binds.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_to_an_opted_out_number_are_suppressed_but_the_stop_confirmation_goes() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = gateway(dir.path(), "node-1", vec![operator("sim", port, "")]).await;
+    let binds = Binds::start(Arc::clone(&gateway));
+    let number = "+254711000041";
+    gateway
+        .sessions
+        .set_opted_out(number, true)
+        .await
+        .expect("opt out");
+    let ids = binds
+        .outbox()
+        .enqueue(vec![
+            sms(number, "a reminder nobody wants"),
+            NewSms {
+                purpose: baraza::smpp::outbox::PURPOSE_STOP_CONFIRMATION.to_string(),
+                ..sms(number, "You will get no more messages")
+            },
+        ])
+        .await
+        .expect("queued");
+    let suppressed = wait_for(&gateway.results, &ids[0], finished).await;
+    assert_eq!(suppressed.state, "suppressed");
+    assert!(suppressed.parts.is_empty());
+    let confirmation = wait_for(&gateway.results, &ids[1], finished).await;
+    assert_eq!(confirmation.state, "accepted");
+    let texts: Vec<String> = sim
+        .wait_until(|s| !s.messages.is_empty())
+        .await
+        .messages
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts, vec!["You will get no more messages"]);
+    binds.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_are_routed_by_prefix_across_operators_and_their_binds() {
+    let (safari, safari_port) = start_sim(SimConfig::default()).await;
+    let (airtel, airtel_port) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = gateway(
+        dir.path(),
+        "node-1",
+        vec![
+            // Two transmitter binds and a separate receiver bind for one operator.
+            operator(
+                "safari",
+                safari_port,
+                "bind: transmitter\nbinds: 2\nreceiver_binds: 1\nprefixes: [\"+25471\", \"+25472\"]\n",
+            ),
+            operator("airtel", airtel_port, "prefixes: [\"+25473\"]\n"),
+        ],
+    )
+    .await;
+    let binds = Binds::start(Arc::clone(&gateway));
+    assert_eq!(
+        binds.operators(),
+        vec!["safari", "safari", "safari", "airtel"]
+    );
+    let outbox = binds.outbox();
+    let ids = outbox
+        .enqueue(vec![
+            sms("+254711000051", "to safari"),
+            sms("254731000052", "to airtel"),
+        ])
+        .await
+        .expect("queued");
+    for id in &ids {
+        assert_eq!(
+            wait_for(&gateway.results, id, finished).await.state,
+            "accepted"
+        );
+    }
+    match outbox
+        .enqueue(vec![sms("+255761000053", "nobody carries")])
+        .await
+    {
+        Err(OutboxError::NoRoute(_)) => {}
+        other => panic!("expected no route, got {other:?}"),
+    }
+    match outbox
+        .enqueue(vec![NewSms {
+            operator: Some("nope".into()),
+            ..sms("+254711000054", "x")
+        }])
+        .await
+    {
+        Err(OutboxError::UnknownOperator(name)) => assert_eq!(name, "nope"),
+        other => panic!("expected unknown operator, got {other:?}"),
+    }
+    let safari_stats = safari.wait_until(|s| s.binds >= 3).await;
+    assert_eq!(safari_stats.bound_transmitters, 2);
+    assert_eq!(safari_stats.bound_receivers, 1);
+    let texts = |sim: &SimHandle| -> Vec<String> {
+        sim.stats()
+            .messages
+            .iter()
+            .map(|m| m.text.clone())
+            .collect()
+    };
+    assert_eq!(texts(&safari), vec!["to safari"]);
+    assert_eq!(texts(&airtel), vec!["to airtel"]);
+    // Receipts come back on the receiver bind and still join the part sent on a transmitter.
+    let row = wait_for(&gateway.results, &ids[0], |r| {
+        r.delivery() == Some("delivered")
+    })
+    .await;
+    assert_eq!(row.parts[0].receipt.as_deref(), Some("delivered"));
+    binds.shutdown(Duration::from_secs(5)).await;
+}
