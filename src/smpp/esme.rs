@@ -11,7 +11,7 @@
 //! have taken it. It never persists anything, never decides what to send, and never opens a
 //! bind per message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -838,11 +838,12 @@ enum PendingKind {
 
 /// A request written and not yet answered.
 struct Pending {
-    /// What it is and whom to tell.
+    /// What it is and whom to tell (its deadline is in the session's `deadlines` queue).
     kind: PendingKind,
-    /// When its outcome becomes unknown.
-    deadline: Instant,
 }
+
+/// Most requests written before one flush (bounds the delay of the first of a burst).
+const MAX_WRITES_PER_FLUSH: usize = 64;
 
 async fn run_session(
     shared: &Arc<Shared>,
@@ -856,15 +857,37 @@ async fn run_session(
     shared.link.send_replace(LinkState::Bound);
     let mut stop = shared.stop.subscribe();
     let mut pending: HashMap<u32, Pending> = HashMap::new();
+    // Sequences in the order written. Every request has the same response timeout, so their
+    // deadlines are in this order too: the earliest live one is found from the front without
+    // scanning the whole window on every event (answered ones are skipped lazily).
+    let mut deadlines: VecDeque<(Instant, u32)> = VecDeque::new();
+    // The enquire_link awaiting its answer, if any (at most one at a time).
+    let mut enquire_sequence: Option<u32> = None;
     let mut last_activity = Instant::now();
     // After our unbind, no new request may be written on this session.
     let mut unbinding = false;
+    // One timer for both response deadlines and idle keepalive, moved only when the next
+    // wake-up changes (re-arming a timer per event costs more than the event at high rates).
+    let timer = tokio::time::sleep_until(last_activity + config.enquire_link_interval);
+    tokio::pin!(timer);
     let end = loop {
-        let next_deadline = pending.values().map(|p| p.deadline).min();
-        let enquire_outstanding = pending
-            .values()
-            .any(|p| matches!(p.kind, PendingKind::EnquireLink));
+        while let Some(&(_, sequence)) = deadlines.front() {
+            if pending.contains_key(&sequence) {
+                break;
+            }
+            deadlines.pop_front();
+        }
+        let next_deadline = deadlines.front().map(|&(deadline, _)| deadline);
+        let enquire_outstanding = enquire_sequence.is_some_and(|s| pending.contains_key(&s));
         let idle_at = last_activity + config.enquire_link_interval;
+        let wake = match (next_deadline, enquire_outstanding) {
+            (Some(deadline), true) => deadline,
+            (Some(deadline), false) => deadline.min(idle_at),
+            (None, _) => idle_at,
+        };
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             frame = link.next() => {
                 last_activity = Instant::now();
@@ -902,54 +925,72 @@ async fn run_session(
                 let Some(command) = command else {
                     break SessionEnd::Lost("session queue closed".to_string());
                 };
-                let (body, kind) = match command {
-                    Command::Submit { reply, .. } if unbinding => {
-                        let _ = reply.send(Err(RequestFailure::NotWritten));
-                        continue;
-                    }
-                    Command::Unbind { reply } if unbinding => {
-                        let _ = reply.send(false);
-                        continue;
-                    }
-                    Command::Submit { sm, reply } => (Body::SubmitSm(sm), PendingKind::Submit(reply)),
-                    Command::Unbind { reply } => {
-                        // New submits wait (and end Stopped) instead of joining this session.
-                        unbinding = true;
-                        shared.session.send_replace(None);
-                        (Body::Unbind, PendingKind::Unbind(reply))
-                    }
-                };
-                let sequence = shared.sequences.next_sequence();
-                let is_submit = matches!(kind, PendingKind::Submit(_));
-                match link.send(Pdu::new(sequence, body)).await {
-                    Ok(()) => {
-                        if is_submit {
-                            bump(&shared.counters.submitted);
+                // Write this request and every other one already queued, then flush once:
+                // under load one write carries many PDUs instead of one system call each.
+                let mut next = Some(command);
+                let mut written = 0usize;
+                let mut failed = None;
+                while let Some(command) = next.take() {
+                    let (body, kind) = match command {
+                        Command::Submit { reply, .. } if unbinding => {
+                            let _ = reply.send(Err(RequestFailure::NotWritten));
+                            next = commands.try_recv().ok();
+                            continue;
                         }
-                        last_activity = Instant::now();
-                        pending.insert(sequence, Pending {
-                            kind,
-                            deadline: Instant::now() + config.response_timeout,
-                        });
-                    }
-                    Err(error) => {
+                        Command::Unbind { reply } if unbinding => {
+                            let _ = reply.send(false);
+                            next = commands.try_recv().ok();
+                            continue;
+                        }
+                        Command::Submit { sm, reply } => (Body::SubmitSm(sm), PendingKind::Submit(reply)),
+                        Command::Unbind { reply } => {
+                            // New submits wait (and end Stopped) instead of joining this session.
+                            unbinding = true;
+                            shared.session.send_replace(None);
+                            (Body::Unbind, PendingKind::Unbind(reply))
+                        }
+                    };
+                    let sequence = shared.sequences.next_sequence();
+                    let is_submit = matches!(kind, PendingKind::Submit(_));
+                    if let Err(error) = link.feed(Pdu::new(sequence, body)).await {
                         let reason = format!("write failed: {error}");
                         if let PendingKind::Submit(reply) = kind {
                             let _ = reply.send(Err(RequestFailure::NoResponse(reason.clone())));
                         }
-                        break SessionEnd::Lost(reason);
+                        failed = Some(reason);
+                        break;
+                    }
+                    if is_submit {
+                        bump(&shared.counters.submitted);
+                    }
+                    let deadline = Instant::now() + config.response_timeout;
+                    pending.insert(sequence, Pending { kind });
+                    deadlines.push_back((deadline, sequence));
+                    written += 1;
+                    if written < MAX_WRITES_PER_FLUSH {
+                        next = commands.try_recv().ok();
                     }
                 }
+                if failed.is_none()
+                    && let Err(error) = SinkExt::<Pdu>::flush(&mut link).await
+                {
+                    failed = Some(format!("write failed: {error}"));
+                }
+                if let Some(reason) = failed {
+                    // Requests fed before the failure may or may not have left: the pending
+                    // drain below reports them as having no response (unknown).
+                    break SessionEnd::Lost(reason);
+                }
+                last_activity = Instant::now();
             }
-            _ = tokio::time::sleep_until(next_deadline.unwrap_or(idle_at)), if next_deadline.is_some() => {
+            () = &mut timer => {
                 let now = Instant::now();
-                let expired: Vec<u32> = pending
-                    .iter()
-                    .filter(|(_, p)| p.deadline <= now)
-                    .map(|(sequence, _)| *sequence)
-                    .collect();
                 let mut end = None;
-                for sequence in expired {
+                while let Some(&(deadline, sequence)) = deadlines.front() {
+                    if deadline > now {
+                        break;
+                    }
+                    deadlines.pop_front();
                     let Some(p) = pending.remove(&sequence) else { continue };
                     match p.kind {
                         PendingKind::Submit(reply) => {
@@ -970,17 +1011,21 @@ async fn run_session(
                 if let Some(end) = end {
                     break end;
                 }
-            }
-            _ = tokio::time::sleep_until(idle_at), if !enquire_outstanding => {
-                let sequence = shared.sequences.next_sequence();
-                if let Err(error) = link.send(Pdu::new(sequence, Body::EnquireLink)).await {
-                    break SessionEnd::Lost(error.to_string());
+                let enquire_outstanding =
+                    enquire_sequence.is_some_and(|s| pending.contains_key(&s));
+                if !enquire_outstanding && last_activity + config.enquire_link_interval <= now {
+                    let sequence = shared.sequences.next_sequence();
+                    if let Err(error) = link.send(Pdu::new(sequence, Body::EnquireLink)).await {
+                        break SessionEnd::Lost(error.to_string());
+                    }
+                    last_activity = Instant::now();
+                    let deadline = Instant::now() + config.response_timeout;
+                    pending.insert(sequence, Pending {
+                        kind: PendingKind::EnquireLink,
+                    });
+                    deadlines.push_back((deadline, sequence));
+                    enquire_sequence = Some(sequence);
                 }
-                last_activity = Instant::now();
-                pending.insert(sequence, Pending {
-                    kind: PendingKind::EnquireLink,
-                    deadline: Instant::now() + config.response_timeout,
-                });
             }
             _ = stopped(&mut stop) => break SessionEnd::Stopped,
         }
