@@ -32,6 +32,7 @@ use crate::session_store::{ResumeCopy, SaveOutcome, SessionKey, SessionStore};
 use crate::telemetry;
 
 mod sms;
+mod ussd_smpp;
 mod voice;
 
 pub use sms::OutgoingSms;

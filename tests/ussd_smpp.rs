@@ -451,3 +451,112 @@ async fn dropped_over_smpp_resumes_over_http_memory_sqlite() {
 async fn dropped_over_smpp_resumes_over_http_redis_postgres() {
     dropped_over_smpp_resumes_over_http(Stores::RedisPostgres).await;
 }
+
+/// A node of a two-node deployment: its own SMSC (simulator) and bind, the shared Redis and
+/// PostgreSQL of `config`.
+async fn node(config: &baraza::config::Config, name: &str) -> Running {
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = sim_listener.local_addr().expect("addr").port();
+    let sim = spawn_smsc_sim(SimConfig::default(), sim_listener);
+    let mut config = config.clone();
+    config.smpp.node = Some(name.to_string());
+    let operator: OperatorConfig = serde_saphyr::from_str(&format!(
+        "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\nussd:\n{STANDARD}"
+    ))
+    .expect("operator config");
+    config.smpp.operators = vec![operator];
+    let gateway = Arc::new(
+        baraza::server::build_gateway(config)
+            .await
+            .expect("gateway"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(baraza::server::serve(
+        Arc::clone(&gateway),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    sim.wait_until(|s| s.binds >= 1).await;
+    Running {
+        sim,
+        gateway,
+        stop,
+        server,
+        redis_prefix: None,
+        pg_schema: None,
+        _dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+/// The dialogue's record lives in Redis, not in the node: a dialogue begun through one node's
+/// bind continues when its answers arrive on another node's bind (an operator spreading one
+/// USSD gateway connection over an SMSC cluster), and after that node is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialogue_begun_on_one_node_continues_on_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut config, redis_prefix, pg_schema) =
+        common::config_for(Stores::RedisPostgres, dir.path());
+    config.admission.burst = 100;
+    let first = node(&config, "node-a").await;
+    let second = node(&config, "node-b").await;
+    let citizen = "254722000304";
+    let session = 7;
+    first
+        .sim
+        .inject_ussd(citizen, "384", "*384*12*3#", its(1, session, 0, false))
+        .expect("inject begin");
+    let opening = first.screen(1).await;
+    assert_eq!(op(&opening), 2);
+    // Node A goes away; the answer arrives through node B.
+    first.shutdown().await;
+    second
+        .sim
+        .inject_ussd(citizen, "384", "1", its(18, session, 2, false))
+        .expect("inject answer");
+    let next = second.screen(1).await;
+    assert_eq!(op(&next), 2, "the dialogue continues: {}", text(&next));
+    assert!(
+        !text(&next).contains("not in use"),
+        "not treated as an unknown session: {}",
+        text(&next)
+    );
+    assert_ne!(
+        text(&next),
+        text(&opening),
+        "the next question, not the first again"
+    );
+    assert_eq!(session_info(&next).session_number, session);
+    let rows = second
+        .gateway
+        .results
+        .responses("grievance")
+        .await
+        .expect("responses");
+    assert_eq!(rows.len(), 1, "one response across both nodes: {rows:?}");
+    let (_, _, answers) = stored(&second.gateway, "grievance", citizen).await;
+    assert_eq!(answers, expected_answers("grievance.yaml", "1"));
+    // The third screen, again on node B, follows the second.
+    second
+        .sim
+        .inject_ussd(citizen, "384", "1", its(18, session, 4, false))
+        .expect("inject answer");
+    let third = second.screen(2).await;
+    assert_eq!(op(&third), 2, "{}", text(&third));
+    assert_ne!(text(&third), text(&next));
+    let (_, _, answers) = stored(&second.gateway, "grievance", citizen).await;
+    assert_eq!(answers, expected_answers("grievance.yaml", "1,1"));
+    second.shutdown().await;
+    if let Some(schema) = &pg_schema {
+        common::drop_schema(schema).await;
+    }
+    if let Some(prefix) = &redis_prefix {
+        common::delete_keys(prefix).await;
+    }
+}

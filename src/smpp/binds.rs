@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use std::sync::Arc;
 
-use crate::channels::ussd::smpp::{Dialogues, read_deliver, render_submit};
+use crate::channels::ussd::smpp::{read_deliver, render_submit};
 use crate::config::OperatorConfig;
 use crate::dispatcher::Gateway;
 use crate::smpp::ShortMessage;
@@ -50,7 +50,6 @@ impl Binds {
             }
         }
         let outbox = Arc::new(Outbox::new(Arc::clone(&gateway), &binds));
-        let mut dialogues: Vec<(String, Arc<Dialogues>)> = Vec::new();
         for ((name, handle), inbound) in binds.iter().zip(inbound_queues) {
             let Some(operator) = gateway
                 .config
@@ -72,20 +71,11 @@ impl Binds {
                     .find(|(n, h)| n == name && h.can_submit())
                     .map(|(_, h)| h.clone())
             };
-            let operator_dialogues = match dialogues.iter().find(|(n, _)| n == name) {
-                Some((_, d)) => Arc::clone(d),
-                None => {
-                    let d = Arc::new(Dialogues::new(name));
-                    dialogues.push((name.clone(), Arc::clone(&d)));
-                    d
-                }
-            };
             tokio::spawn(handle_inbound(
                 Arc::clone(&gateway),
                 operator,
                 Arc::clone(&outbox),
                 screens,
-                operator_dialogues,
                 inbound,
             ));
         }
@@ -147,7 +137,6 @@ async fn handle_inbound(
     operator: OperatorConfig,
     outbox: Arc<Outbox>,
     screens: Option<EsmeHandle>,
-    dialogues: Arc<Dialogues>,
     mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
 ) {
     let name = operator.name.clone();
@@ -156,7 +145,7 @@ async fn handle_inbound(
             Inbound::Ussd(sm) => {
                 counter!("baraza_smpp_ussd_inbound_total", "operator" => name.clone()).increment(1);
                 match &screens {
-                    Some(screens) => ussd_message(&gateway, &operator, screens, &dialogues, *sm),
+                    Some(screens) => ussd_message(&gateway, &operator, screens, *sm),
                     None => warn!(operator = %name, "USSD deliver_sm but no bind can answer it"),
                 }
             }
@@ -225,7 +214,6 @@ fn ussd_message(
     gateway: &Arc<Gateway>,
     operator: &OperatorConfig,
     replies: &EsmeHandle,
-    dialogues: &Arc<Dialogues>,
     sm: ShortMessage,
 ) {
     let name = operator.name.as_str();
@@ -240,13 +228,6 @@ fn ussd_message(
             return;
         }
     };
-    let pseudonym = gateway.pseudonym(&deliver.subscriber);
-    let request = dialogues.request(
-        &deliver,
-        &pseudonym,
-        &profile,
-        &gateway.config.ussd.service_codes,
-    );
     let reply_from = if operator.sender.is_empty() {
         deliver.short_code.clone()
     } else {
@@ -255,9 +236,17 @@ fn ussd_message(
     let gsm_coding = operator.bind_config().gsm_coding;
     let gateway = Arc::clone(gateway);
     let replies = replies.clone();
-    let dialogues = Arc::clone(dialogues);
     let name = name.to_string();
     tokio::spawn(async move {
+        // The dialogue's record lives in the session store: any node's bind can continue it.
+        let request = match gateway.ussd_smpp_request(&name, &deliver, &profile).await {
+            Ok(request) => request,
+            Err(e) => {
+                warn!(operator = %name, error = %e, "USSD dialogue not found or stored: no screen sent");
+                crate::telemetry::error("session_store");
+                return;
+            }
+        };
         let aborted = matches!(request.input, crate::channels::ussd::UssdInput::End);
         let session_id = request.session_id.clone();
         let reply = gateway.ussd_step(request).await;
@@ -266,7 +255,7 @@ fn ussd_message(
             return;
         }
         if reply.end {
-            dialogues.close(&deliver, &session_id);
+            gateway.ussd_smpp_closed(&name, &deliver, &session_id).await;
         }
         let submit = match render_submit(&profile, &deliver, &reply_from, &reply, gsm_coding) {
             Ok(submit) => submit,

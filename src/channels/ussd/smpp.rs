@@ -4,15 +4,12 @@
 //! screen (USSR request) or closes the dialogue (PSSR response, end-of-session bit).
 //!
 //! SMPP gives no stable session id: `its_session_info` carries a session number of one octet
-//! that handsets and networks reuse, and `user_message_reference` sixteen bits. [`Dialogues`]
-//! therefore gives each begun dialogue its own id (operator, subscriber pseudonym, number and
-//! start time) and counts its answers, so the dispatcher's session store sees one session per
-//! dialogue and every answer as the newest input (`UssdInput::Latest`). It never runs flows,
-//! never touches the session store and never writes to a bind: the bind task does that.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! that handsets and networks reuse, and `user_message_reference` sixteen bits.
+//! [`dialogue_step`] therefore gives each begun dialogue its own id (operator, subscriber
+//! pseudonym, number and start time) and counts its answers in a [`DialogueRecord`], so the
+//! dispatcher's session store sees one session per dialogue and every answer as the newest
+//! input (`UssdInput::Latest`). It never runs flows, never touches the session store (the
+//! dispatcher keeps the record there) and never writes to a bind: the bind task does that.
 
 use bytes::Bytes;
 
@@ -27,8 +24,8 @@ use crate::smpp::tlv::{ItsSessionInfo, Tlv, TlvList, UssdServiceOp};
 const MAX_SHORT_MESSAGE: usize = 254;
 
 /// A dialogue nobody touched for this long is forgotten (networks end USSD dialogues after a
-/// few minutes at most).
-const DIALOGUE_IDLE: Duration = Duration::from_secs(15 * 60);
+/// few minutes at most): the time to live of its stored record.
+pub const DIALOGUE_IDLE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// What a USSD deliver_sm asks for, by the operator's profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,147 +167,134 @@ pub fn service_code_for(dialled: &str, codes: &[ServiceCode]) -> String {
         .map_or_else(|| dialled.to_string(), |c| c.code.clone())
 }
 
-/// One begun dialogue.
-#[derive(Debug, Clone)]
-struct Dialogue {
-    /// The id the session store keys it by.
-    session_id: String,
+/// What is kept about a begun dialogue between its messages. The dispatcher keeps it in the
+/// session store (not in this process), so a dialogue continues when its next message arrives
+/// on another node's bind or after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DialogueRecord {
+    /// The id the session store keys the flow session by.
+    pub session_id: String,
     /// The code it was begun with.
-    service_code: String,
+    pub service_code: String,
     /// Answers received so far (the `Latest` sequence of the next answer is one more).
-    answers: u32,
-    /// Last message, for forgetting idle dialogues.
-    touched: Instant,
+    pub answers: u32,
 }
 
-/// The dialogues open on one operator's bind: (subscriber, session number) to the session id
-/// used in the session store, with an answer counter.
-pub struct Dialogues {
-    /// The operator's name, part of every session id.
-    operator: String,
-    /// Open dialogues by subscriber and network session number.
-    open: Mutex<HashMap<(String, Option<u16>), Dialogue>>,
+impl DialogueRecord {
+    /// The stored form (JSON: a few dozen bytes, readable in `redis-cli`).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The record from its stored form; `None` when it is not one (treated as no record).
+    pub fn decode(bytes: &[u8]) -> Option<DialogueRecord> {
+        serde_json::from_slice(bytes).ok()
+    }
 }
 
-impl Dialogues {
-    /// No dialogues yet, on `operator`'s bind.
-    pub fn new(operator: &str) -> Dialogues {
-        Dialogues {
-            operator: operator.to_string(),
-            open: Mutex::new(HashMap::new()),
+/// What to do with the stored dialogue record after a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialogueChange {
+    /// Store this record (a begin, or an answer counted).
+    Save(DialogueRecord),
+    /// Forget the record (the dialogue was aborted).
+    Remove,
+    /// Nothing to store (an abort of a dialogue nobody kept).
+    Keep,
+}
+
+/// The id of a dialogue as the network numbers it: operator, subscriber and session number
+/// (networks reuse the number, so a begin always starts a fresh record under it).
+pub fn dialogue_id(operator: &str, deliver: &UssdDeliver) -> String {
+    let number = deliver
+        .session
+        .map_or_else(|| "-".to_string(), |s| s.number.to_string());
+    format!(
+        "{operator}:{}:{number}",
+        crate::channels::normalise_msisdn(&deliver.subscriber)
+    )
+}
+
+/// The dispatcher request for a deliver, given the dialogue's stored record, and what to store
+/// next. `pseudonym` stands for the subscriber in session ids (ids are logged; numbers never
+/// are); `now_ms` makes a begun dialogue's session id unique. An answer or abort for a
+/// dialogue with no record (expired, session number mismatch) gets a stable id of its own,
+/// which the dispatcher treats as a session it does not hold.
+pub fn dialogue_step(
+    operator: &str,
+    deliver: &UssdDeliver,
+    pseudonym: &str,
+    profile: &UssdOverSmppProfile,
+    codes: &[ServiceCode],
+    stored: Option<DialogueRecord>,
+    now_ms: i64,
+) -> (UssdRequest, DialogueChange) {
+    let number_text = deliver
+        .session
+        .map_or_else(|| "-".to_string(), |s| s.number.to_string());
+    let stray_id = format!("{operator}:{pseudonym}:{number_text}");
+    let (session_id, service_code, input, change) = match &deliver.kind {
+        UssdStepKind::Begin { dialled } => {
+            let record = DialogueRecord {
+                session_id: format!("{stray_id}:{now_ms}"),
+                service_code: service_code_for(dialled, codes),
+                answers: 0,
+            };
+            let input = UssdInput::Begin {
+                dialled: dialled.clone(),
+            };
+            (
+                record.session_id.clone(),
+                record.service_code.clone(),
+                input,
+                DialogueChange::Save(record),
+            )
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Option<u16>), Dialogue>> {
-        self.open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The dispatcher request for a deliver. `pseudonym` stands for the subscriber in the
-    /// session id (ids are logged; numbers never are). A begin opens a new dialogue even when
-    /// the network reuses a session number; an answer or abort for a dialogue not open here
-    /// (restart, session number mismatch) gets a stable id of its own, which the dispatcher
-    /// treats as a session it does not hold.
-    pub fn request(
-        &self,
-        deliver: &UssdDeliver,
-        pseudonym: &str,
-        profile: &UssdOverSmppProfile,
-        codes: &[ServiceCode],
-    ) -> UssdRequest {
-        let number = deliver.session.map(|s| s.number);
-        let key = (deliver.subscriber.clone(), number);
-        let number_text = number.map_or_else(|| "-".to_string(), |n| n.to_string());
-        let now = Instant::now();
-        let mut open = self.lock();
-        let (session_id, service_code, input) = match &deliver.kind {
-            UssdStepKind::Begin { dialled } => {
-                open.retain(|_, d| now.duration_since(d.touched) < DIALOGUE_IDLE);
-                let session_id = format!(
-                    "{}:{pseudonym}:{number_text}:{}",
-                    self.operator,
-                    crate::dispatcher::now_ms()
-                );
-                let service_code = service_code_for(dialled, codes);
-                open.insert(
-                    key,
-                    Dialogue {
-                        session_id: session_id.clone(),
-                        service_code: service_code.clone(),
-                        answers: 0,
-                        touched: now,
-                    },
-                );
-                let input = UssdInput::Begin {
-                    dialled: dialled.clone(),
-                };
-                (session_id, service_code, input)
-            }
-            UssdStepKind::Answer { text } => {
-                let fallback_code = profile
+        UssdStepKind::Answer { text } => {
+            let mut record = stored.unwrap_or_else(|| DialogueRecord {
+                session_id: stray_id,
+                service_code: profile
                     .service_code
                     .clone()
-                    .unwrap_or_else(|| deliver.short_code.clone());
-                let dialogue = open.entry(key).or_insert_with(|| Dialogue {
-                    session_id: format!("{}:{pseudonym}:{number_text}", self.operator),
-                    service_code: fallback_code,
-                    answers: 0,
-                    touched: now,
-                });
-                dialogue.answers = dialogue.answers.saturating_add(1);
-                dialogue.touched = now;
-                let input = UssdInput::Latest {
-                    text: text.clone(),
-                    sequence: dialogue.answers,
-                };
-                (
-                    dialogue.session_id.clone(),
-                    dialogue.service_code.clone(),
-                    input,
-                )
-            }
-            UssdStepKind::Abort => match open.remove(&key) {
-                Some(dialogue) => (dialogue.session_id, dialogue.service_code, UssdInput::End),
-                None => (
-                    format!("{}:{pseudonym}:{number_text}", self.operator),
-                    deliver.short_code.clone(),
-                    UssdInput::End,
-                ),
-            },
-        };
-        UssdRequest {
-            provider: UssdProvider::Smpp,
-            session_id,
-            subscriber: crate::channels::normalise_msisdn(&deliver.subscriber),
-            service_code,
-            network: Some(self.operator.clone()),
-            input,
+                    .unwrap_or_else(|| deliver.short_code.clone()),
+                answers: 0,
+            });
+            record.answers = record.answers.saturating_add(1);
+            let input = UssdInput::Latest {
+                text: text.clone(),
+                sequence: record.answers,
+            };
+            (
+                record.session_id.clone(),
+                record.service_code.clone(),
+                input,
+                DialogueChange::Save(record),
+            )
         }
-    }
-
-    /// Forgets a dialogue once its last screen went out (only if `session_id` is still the
-    /// one open for it: a new begin may have replaced it).
-    pub fn close(&self, deliver: &UssdDeliver, session_id: &str) {
-        let key = (
-            deliver.subscriber.clone(),
-            deliver.session.map(|s| s.number),
-        );
-        let mut open = self.lock();
-        if open.get(&key).is_some_and(|d| d.session_id == session_id) {
-            open.remove(&key);
-        }
-    }
-
-    /// How many dialogues are open (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// True when no dialogue is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+        UssdStepKind::Abort => match stored {
+            Some(record) => (
+                record.session_id,
+                record.service_code,
+                UssdInput::End,
+                DialogueChange::Remove,
+            ),
+            None => (
+                stray_id,
+                deliver.short_code.clone(),
+                UssdInput::End,
+                DialogueChange::Keep,
+            ),
+        },
+    };
+    let request = UssdRequest {
+        provider: UssdProvider::Smpp,
+        session_id,
+        subscriber: crate::channels::normalise_msisdn(&deliver.subscriber),
+        service_code,
+        network: Some(operator.to_string()),
+        input,
+    };
+    (request, change)
 }
 
 /// The submit_sm that shows `reply` to the subscriber of `deliver`: `continue_op` and the
@@ -453,13 +437,21 @@ mod tests {
     #[test]
     fn dialogues_get_fresh_ids_per_begin_and_count_answers() {
         let profile = UssdOverSmppProfile::default();
-        let dialogues = Dialogues::new("op");
         let read = |sm: ShortMessage| read_deliver(&profile, &sm).expect("read");
+        let step = |d: &UssdDeliver, stored: Option<DialogueRecord>, now: i64| {
+            dialogue_step("op", d, "p", &profile, &codes(), stored, now)
+        };
         let begin = read(deliver(1, "*384*12#", Some((3, 0, false))));
-        let first = dialogues.request(&begin, "p", &profile, &codes());
+        let (first, change) = step(&begin, None, 1_000);
         assert!(matches!(first.input, UssdInput::Begin { .. }));
+        let DialogueChange::Save(record) = change else {
+            panic!("a begin stores its dialogue: {change:?}")
+        };
+        // The record survives its stored form (it lives in the session store between messages).
+        let record = DialogueRecord::decode(&record.encode()).expect("round trip");
         let answer = read(deliver(18, "1", Some((3, 2, false))));
-        let second = dialogues.request(&answer, "p", &profile, &codes());
+        assert_eq!(dialogue_id("op", &answer), dialogue_id("op", &begin));
+        let (second, change) = step(&answer, Some(record), 2_000);
         assert_eq!(second.session_id, first.session_id);
         assert_eq!(second.service_code, "*384*12#");
         assert_eq!(
@@ -469,11 +461,26 @@ mod tests {
                 sequence: 1
             }
         );
-        dialogues.close(&answer, &first.session_id);
-        assert!(dialogues.is_empty());
+        let DialogueChange::Save(record) = change else {
+            panic!("an answer is counted: {change:?}")
+        };
+        assert_eq!(record.answers, 1);
+        // A begin reusing the session number starts a new session.
+        let (again, _) = step(&begin, Some(record.clone()), 3_000);
+        assert_ne!(again.session_id, first.session_id);
+        let abort = read(deliver(
+            profile.abort_ops.first().copied().unwrap_or(18),
+            "",
+            Some((3, 4, true)),
+        ));
+        let (ended, change) = step(&abort, Some(record), 4_000);
+        assert_eq!(ended.input, UssdInput::End);
+        assert_eq!(ended.session_id, first.session_id);
+        assert_eq!(change, DialogueChange::Remove);
         let stray = read(deliver(18, "1", Some((9, 2, false))));
-        let unknown = dialogues.request(&stray, "p", &profile, &codes());
+        let (unknown, _) = step(&stray, None, 5_000);
         assert_ne!(unknown.session_id, first.session_id);
+        assert!(DialogueRecord::decode(b"not json").is_none());
     }
 
     #[test]
