@@ -556,6 +556,10 @@ pub async fn serve(
                 for message in gateway.sms_due(crate::dispatcher::now_ms()).await {
                     binds.send(message).await;
                 }
+                // Messages a passing store failure left unfinished (see `Outbox::sweep`).
+                if let Err(e) = binds.outbox().sweep(Duration::from_secs(60)).await {
+                    warn!(error = %e, "outbound SMS sweep failed");
+                }
             }
         });
     }

@@ -366,3 +366,75 @@ async fn numbers_are_routed_by_prefix_across_operators_and_their_binds() {
     assert_eq!(row.parts[0].receipt.as_deref(), Some("delivered"));
     binds.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_finishes_abandoned_messages_but_never_touches_one_in_flight() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = gateway(dir.path(), "node-1", vec![operator("sim", port, "")]).await;
+    let binds = Binds::start(Arc::clone(&gateway));
+    within("bind", sim.wait_until(|s| s.binds >= 1)).await;
+    sim.set_hold_responses(true);
+    let live = binds
+        .outbox()
+        .enqueue(vec![sms("+254711000061", "in flight")])
+        .await
+        .expect("queued");
+    within("held submit", sim.wait_until(|s| s.held == 1)).await;
+    // Rows this process no longer holds a task for (a send task whose state commit failed).
+    let old = baraza::dispatcher::now_ms() - 120_000;
+    let row = |id: &str, to: &str| {
+        Write::SmsQueued(QueuedSms {
+            message_id: id.to_string(),
+            node: "node-1".to_string(),
+            operator: "sim".to_string(),
+            recipient: to.to_string(),
+            sender: "BARAZA".to_string(),
+            body: format!("text of {id}"),
+            purpose: "reminder".to_string(),
+            created_at_ms: old,
+        })
+    };
+    gateway
+        .results
+        .commit(vec![
+            row("abandoned-queued", "+254711000062"),
+            row("abandoned-sending", "+254711000063"),
+            Write::SmsState(SmsStateUpdate {
+                message_id: "abandoned-sending".to_string(),
+                state: SmsState::Sending,
+                detail: None,
+                at_ms: old,
+            }),
+        ])
+        .await
+        .expect("commit");
+    let outbox = binds.outbox();
+    // Too young for a 60 s sweep; a sweep of any age still leaves the live message alone.
+    assert_eq!(
+        outbox.sweep(Duration::from_secs(600)).await.expect("sweep"),
+        (0, 0)
+    );
+    assert_eq!(outbox.sweep(Duration::ZERO).await.expect("sweep"), (1, 1));
+    within("second held submit", sim.wait_until(|s| s.held == 2)).await;
+    // While both are in flight, sweeping again starts nothing twice.
+    assert_eq!(outbox.sweep(Duration::ZERO).await.expect("sweep"), (0, 0));
+    // The connection drops with both unanswered: the send tasks record why.
+    sim.set_hold_responses(false);
+    assert_eq!(sim.drop_connections(), 1);
+    for id in [live[0].as_str(), "abandoned-queued"] {
+        let row = wait_for(&gateway.results, id, finished).await;
+        assert_eq!(row.state, "unknown");
+        let detail = row.detail.unwrap_or_default();
+        assert!(
+            detail.contains("connection lost"),
+            "recorded by its send task, not by a sweep: {detail}"
+        );
+    }
+    let orphan = wait_for(&gateway.results, "abandoned-sending", finished).await;
+    assert_eq!(orphan.state, "unknown");
+    assert!(orphan.detail.unwrap_or_default().contains("not resent"));
+    let stats = sim.stats();
+    assert_eq!(stats.submits, 2, "each message submitted once");
+    binds.shutdown(Duration::from_secs(5)).await;
+}

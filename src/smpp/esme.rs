@@ -536,6 +536,12 @@ impl EsmeHandle {
 
     /// The current session's queue, once bound.
     async fn wait_bound(&self) -> Result<mpsc::Sender<Command>, SubmitError> {
+        // The common case, bound and running, without registering as a watcher.
+        if !*self.shared.stop.borrow()
+            && let Some(queue) = self.shared.session.borrow().clone()
+        {
+            return Ok(queue);
+        }
         let mut session = self.shared.session.subscribe();
         let mut stop = self.shared.stop.subscribe();
         loop {

@@ -8,6 +8,7 @@
 //!                                                         (parts in order)      outcome + parts
 //! receipt (any bind of the operator) ──normalise id──▶ commit receipt
 //! restart ──▶ recover: this node's `queued` are sent, its `sending` become `unknown`
+//! every 30 s ──▶ sweep: the same for messages no send task of this process holds
 //! ```
 //!
 //! A message whose parts may have reached the SMSC (written, never answered: a timeout, a
@@ -18,8 +19,9 @@
 //! It never decides what to say (the dispatcher does), never encodes PDUs (the ESME does), and
 //! never keeps a message only in memory.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::counter;
@@ -86,6 +88,25 @@ pub struct Outbox {
     sequence: AtomicU64,
     /// Send tasks in flight, waited for (bounded) on shutdown.
     tasks: TaskTracker,
+    /// Ids of the messages a send task of this process holds, so a sweep never starts a
+    /// second send of one (an id leaves the set only after its outcome is committed).
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Removes a message from the in-flight set when its send task is done with it (or dropped).
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.set).remove(&self.id);
+    }
+}
+
+fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Outbox {
@@ -113,6 +134,7 @@ impl Outbox {
             node,
             sequence: AtomicU64::new(0),
             tasks: TaskTracker::new(),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -158,11 +180,30 @@ impl Outbox {
     /// reached the SMSC; never resent) and its `queued` ones are sent. Returns (recovered
     /// queued, marked unknown).
     pub async fn recover(&self) -> Result<(usize, usize), ResultStoreError> {
+        self.sweep(Duration::ZERO).await
+    }
+
+    /// [`Outbox::recover`] for messages older than `min_age` that no send task of this
+    /// process holds: a message left `queued` (its state could not be stored, or the opt-out
+    /// check failed) is sent again, one left `sending` without an outcome becomes `unknown`.
+    /// Run periodically, it makes a passing store failure delay a message, never lose it.
+    pub async fn sweep(&self, min_age: Duration) -> Result<(usize, usize), ResultStoreError> {
+        // Held before reading: a message whose task ends during the read has its outcome
+        // committed before it leaves the set, so it is either in this snapshot or final in
+        // the rows read (every task older than `min_age` started before this snapshot).
+        let held: HashSet<String> = lock(&self.in_flight).clone();
         let unfinished = self.gateway.results.sms_unfinished(&self.node).await?;
         let now = crate::dispatcher::now_ms();
+        let oldest = now.saturating_sub(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX));
         let mut unknown = Vec::new();
         let mut queued = Vec::new();
         for row in unfinished {
+            if row.created_at_ms > oldest
+                || held.contains(&row.message_id)
+                || lock(&self.in_flight).contains(&row.message_id)
+            {
+                continue;
+            }
             if row.state == SmsState::Sending.as_str() {
                 unknown.push(Write::SmsState(SmsStateUpdate {
                     message_id: row.message_id,
@@ -306,9 +347,24 @@ impl Outbox {
             })
             .collect();
         let gateway = Arc::clone(&self.gateway);
+        let guards: Vec<InFlight> = {
+            let mut set = lock(&self.in_flight);
+            messages
+                .iter()
+                .map(|m| {
+                    set.insert(m.message_id.clone());
+                    InFlight {
+                        set: Arc::clone(&self.in_flight),
+                        id: m.message_id.clone(),
+                    }
+                })
+                .collect()
+        };
         self.tasks.spawn(async move {
-            for ((message, binds), ids) in messages.into_iter().zip(binds).zip(ids) {
+            let work = messages.into_iter().zip(binds).zip(ids).zip(guards);
+            for (((message, binds), ids), guard) in work {
                 send_one(&gateway, message, binds.unwrap_or_default(), ids).await;
+                drop(guard);
             }
         });
     }
@@ -353,7 +409,7 @@ async fn send_one(
             // Not knowing is not a reason to drop it: the message stays queued for the next
             // start rather than going to a number that may have said STOP.
             Err(e) => {
-                warn!(message_id = %id, error = %e, "opt-out check failed: message left queued");
+                warn!(message_id = %id, error = %e, "opt-out check failed: message left queued for the next sweep");
                 return;
             }
         }
