@@ -182,7 +182,7 @@ pub enum SubmitError {
     /// This is a receiver bind.
     #[error("a receiver bind cannot submit messages")]
     NotTransmitter,
-    /// The ESME was stopped (unbind) before the message could be sent.
+    /// The ESME was stopped (unbind) before the message could be sent: no part was written.
     #[error("the SMPP bind is stopped")]
     Stopped,
 }
@@ -452,7 +452,15 @@ impl EsmeHandle {
                 });
                 continue;
             }
-            let outcome = self.submit_part(sm).await?;
+            let outcome = match self.submit_part(sm).await {
+                Ok(outcome) => outcome,
+                // Stopped before the first part: nothing was written, the caller may keep
+                // the message for later. After it, the parts already sent are reported.
+                Err(SubmitError::Stopped) if !outcomes.is_empty() => SubmitOutcome::NotSent {
+                    reason: "the bind stopped before this part was sent".to_string(),
+                },
+                Err(e) => return Err(e),
+            };
             failed = !matches!(outcome, SubmitOutcome::Accepted { .. });
             outcomes.push(outcome);
         }

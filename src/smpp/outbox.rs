@@ -33,7 +33,7 @@ use crate::dispatcher::Gateway;
 use crate::result_store::{
     QueuedSms, ReceiptRecord, ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, Write,
 };
-use crate::smpp::esme::{EsmeHandle, LinkState, SubmitOutcome, SubmitRequest};
+use crate::smpp::esme::{EsmeHandle, LinkState, SubmitError, SubmitOutcome, SubmitRequest};
 use crate::smpp::receipt::{MessageIdNormalisation, Receipt};
 
 /// Why the purpose of a message matters: a stop confirmation goes to a number that has just
@@ -414,7 +414,7 @@ async fn send_one(
             }
         }
     }
-    let Some(handle) = pick_bind(&binds).await else {
+    if binds.is_empty() {
         commit(vec![finish(
             SmsState::NotSent,
             Some(format!(
@@ -423,6 +423,10 @@ async fn send_one(
             )),
         )])
         .await;
+        return;
+    }
+    let Some(handle) = pick_bind(&binds).await else {
+        // The binds are stopping (shutdown): the message stays queued for the next start.
         return;
     };
     // Marked only now, once a bind is up: a message still waiting for a bind when the node
@@ -475,6 +479,14 @@ async fn send_one(
             writes.insert(0, finish(state, detail));
             state
         }
+        // Nothing was written: back to `queued`, sent after the next start.
+        Err(SubmitError::Stopped) => {
+            writes.push(finish(
+                SmsState::Queued,
+                Some("the bind stopped before it was sent".to_string()),
+            ));
+            SmsState::Queued
+        }
         Err(e) => {
             writes.push(finish(SmsState::NotSent, Some(e.to_string())));
             SmsState::NotSent
@@ -488,8 +500,7 @@ async fn send_one(
 }
 
 /// The bind to use: among those bound now, the one with the fewest requests outstanding;
-/// when none is bound, waits for the first to bind. `None` when the operator has no bind
-/// that can send.
+/// when none is bound, waits for the first to bind. `None` when the binds are stopping.
 async fn pick_bind(binds: &[EsmeHandle]) -> Option<EsmeHandle> {
     let bound = binds
         .iter()
