@@ -143,6 +143,9 @@ pub struct AcceptedPart {
     pub total: u8,
     /// The message id given.
     pub message_id: String,
+    /// When the simulator read the submit_sm: the arrival time an operator's TPS limit is
+    /// enforced on.
+    pub received_at: std::time::Instant,
 }
 
 /// Why a simulator action could not be done.
@@ -496,6 +499,7 @@ fn record_accepted(state: &mut SimState, sm: &ShortMessage, message_id: &str) {
         seq,
         total,
         message_id: message_id.to_string(),
+        received_at: std::time::Instant::now(),
     });
     let complete = match mark {
         Some(info) if info.total > 1 => {
