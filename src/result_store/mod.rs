@@ -23,6 +23,10 @@
 //!   request's data (constraint, trigger, size), so one poisoned request cannot fail the
 //!   requests that happened to share its transaction. When the database itself is unavailable
 //!   (lock timeout, disk, lost connection) every waiter gets the error at once instead.
+//! * **Call attempts** (`Write::CallAttempt`) are kept apart from responses, in their own
+//!   table: one row per outbound call attempt, upserted by its attempt id at each change and
+//!   frozen once it has a final status, so a repeated status callback is recorded once.
+//!   [`ResultStore::call_attempts`] lists them for a number or a call id.
 //! * NUL characters in text are replaced by U+FFFD before storing (PostgreSQL cannot store
 //!   them in `text`; SQLite does the same so both backends behave alike).
 //!
@@ -62,15 +66,18 @@ pub enum Write {
     Answer(AnswerRecord),
     /// The response changed status and/or language.
     Status(StatusUpdate),
+    /// An outbound call attempt was placed or changed status (no response involved).
+    CallAttempt(CallAttemptRecord),
 }
 
 impl Write {
-    /// The response this write belongs to.
-    pub fn response_id(&self) -> &str {
+    /// The response this write belongs to (`None` for a call attempt).
+    pub fn response_id(&self) -> Option<&str> {
         match self {
-            Write::Start(s) => &s.response_id,
-            Write::Answer(a) => &a.response_id,
-            Write::Status(s) => &s.response_id,
+            Write::Start(s) => Some(&s.response_id),
+            Write::Answer(a) => Some(&a.response_id),
+            Write::Status(s) => Some(&s.response_id),
+            Write::CallAttempt(_) => None,
         }
     }
 
@@ -105,6 +112,28 @@ impl Write {
                 scrub(&mut s.response_id);
                 if let Some(language) = &mut s.language {
                     scrub(language);
+                }
+            }
+            Write::CallAttempt(c) => {
+                for field in [
+                    &mut c.attempt_id,
+                    &mut c.provider,
+                    &mut c.subscriber,
+                    &mut c.flow_id,
+                    &mut c.purpose,
+                ] {
+                    scrub(field);
+                }
+                for field in [
+                    &mut c.outcome,
+                    &mut c.provider_status,
+                    &mut c.provider_call_id,
+                    &mut c.reason,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    scrub(field);
                 }
             }
         }
@@ -221,6 +250,124 @@ impl std::fmt::Display for ResponseStatus {
     }
 }
 
+/// One attempt to place an outbound call, as written and as read back. Written at each change
+/// (placing, placed, final status) under the same `attempt_id`; once `ended_at_ms` is set the
+/// stored row no longer changes, so a repeated final status is recorded once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallAttemptRecord {
+    /// Unique per attempt and stable across its writes (the dialer's id for it).
+    pub attempt_id: String,
+    /// The call API used (`africastalking`, `twilio`), for per-provider analysis and costs.
+    pub provider: String,
+    /// The number called, as given; pseudonymise before showing it anywhere.
+    pub subscriber: String,
+    /// The flow the call runs when answered.
+    pub flow_id: String,
+    /// Why the call was placed (`missed_call`; campaigns later).
+    pub purpose: String,
+    /// 1 for the first call of a callback, then 2, 3... for its retries.
+    pub attempt: u32,
+    /// When placing began, ms since the Unix epoch.
+    pub placed_at_ms: i64,
+    /// Where the attempt stands.
+    pub status: CallAttemptStatus,
+    /// How it ended, as far as retries care (`busy`, `no_answer`, ...); `None` until it ends.
+    pub outcome: Option<String>,
+    /// The provider's final status word as it sent it.
+    pub provider_status: Option<String>,
+    /// Length of the call in seconds, when the provider said.
+    pub duration_seconds: Option<u32>,
+    /// The provider's id of the call, once it gave one (matches the voice callbacks).
+    pub provider_call_id: Option<String>,
+    /// Why the provider refused the request (no secrets), or why no status came.
+    pub reason: Option<String>,
+    /// When this write happened, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+    /// When the attempt reached a final status; `None` while it may still change.
+    pub ended_at_ms: Option<i64>,
+}
+
+/// Where a call attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallAttemptStatus {
+    /// The request to the provider is under way.
+    Placing,
+    /// The provider accepted the call; no final status yet.
+    Placed,
+    /// The provider refused the request or could not be reached.
+    Refused,
+    /// The provider's final status arrived.
+    Ended,
+    /// No final status came within the call timeout.
+    TimedOut,
+}
+
+impl CallAttemptStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [CallAttemptStatus; 5] = [
+        CallAttemptStatus::Placing,
+        CallAttemptStatus::Placed,
+        CallAttemptStatus::Refused,
+        CallAttemptStatus::Ended,
+        CallAttemptStatus::TimedOut,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallAttemptStatus::Placing => "placing",
+            CallAttemptStatus::Placed => "placed",
+            CallAttemptStatus::Refused => "refused",
+            CallAttemptStatus::Ended => "ended",
+            CallAttemptStatus::TimedOut => "timed_out",
+        }
+    }
+
+    /// The status named `name` (as produced by [`CallAttemptStatus::as_str`]).
+    pub fn parse(name: &str) -> Option<CallAttemptStatus> {
+        CallAttemptStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+
+    /// Whether the attempt is over (nothing more will change it).
+    pub fn is_final(self) -> bool {
+        !matches!(self, CallAttemptStatus::Placing | CallAttemptStatus::Placed)
+    }
+}
+
+/// Which call attempts to read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallAttemptQuery {
+    /// Every attempt to call this number, oldest first.
+    Subscriber(String),
+    /// The attempt with this provider call id (or this attempt id).
+    CallId(String),
+}
+
+/// A stored call attempt status word, checked.
+pub(crate) fn stored_call_status(
+    attempt_id: &str,
+    stored: &str,
+) -> Result<CallAttemptStatus, ResultStoreError> {
+    CallAttemptStatus::parse(stored).ok_or_else(|| {
+        ResultStoreError::Corrupt(format!(
+            "call attempt {attempt_id} has unknown status `{stored}`"
+        ))
+    })
+}
+
+/// A stored whole number that must fit a `u32` (attempt number, duration), checked.
+pub(crate) fn stored_u32(
+    attempt_id: &str,
+    what: &str,
+    stored: i64,
+) -> Result<u32, ResultStoreError> {
+    u32::try_from(stored).map_err(|_| {
+        ResultStoreError::Corrupt(format!("call attempt {attempt_id} has {what} {stored}"))
+    })
+}
+
 /// One stored response with its current answers, as read back for export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseRow {
@@ -306,17 +453,33 @@ pub(crate) const MIGRATIONS_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS schema
      name TEXT NOT NULL, \
      applied_at_ms BIGINT NOT NULL)";
 
-pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/sqlite/0001_init.sql"),
+    },
+    // Version 2 (SMS) goes here.
+    Migration {
+        version: 3,
+        name: "call_attempts",
+        sql: include_str!("migrations/sqlite/0003_call_attempts.sql"),
+    },
+];
 
-pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/postgres/0001_init.sql"),
+    },
+    // Version 2 (SMS) goes here.
+    Migration {
+        version: 3,
+        name: "call_attempts",
+        sql: include_str!("migrations/postgres/0003_call_attempts.sql"),
+    },
+];
 
 /// The migrations of `all` not yet in `applied`, or an error if the database is newer.
 pub(crate) fn pending_migrations<'a>(
@@ -423,13 +586,13 @@ pub(crate) struct Rejection {
 
 impl Rejection {
     pub(crate) fn unknown_response(write: &Write) -> Option<Rejection> {
-        let kind = match write {
-            Write::Start(_) => return None,
-            Write::Answer(_) => "answer",
-            Write::Status(_) => "status",
+        let (kind, response_id) = match write {
+            Write::Start(_) | Write::CallAttempt(_) => return None,
+            Write::Answer(a) => ("answer", &a.response_id),
+            Write::Status(s) => ("status", &s.response_id),
         };
         Some(Rejection {
-            response_id: write.response_id().to_string(),
+            response_id: response_id.clone(),
             kind,
         })
     }
@@ -669,6 +832,22 @@ impl ResultStore {
                     .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
             }
             ReadSource::Postgres(target) => postgres::read_responses(target, flow_id).await,
+        }
+    }
+
+    /// The call attempts `query` names, oldest first. Reads on a connection of its own.
+    pub async fn call_attempts(
+        &self,
+        query: CallAttemptQuery,
+    ) -> Result<Vec<CallAttemptRecord>, ResultStoreError> {
+        match &self.shared.reads {
+            ReadSource::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || sqlite::read_call_attempts(&path, &query))
+                    .await
+                    .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
+            }
+            ReadSource::Postgres(target) => postgres::read_call_attempts(target, &query).await,
         }
     }
 

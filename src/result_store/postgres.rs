@@ -17,8 +17,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 
 use super::{
-    Control, Counters, Failure, MIGRATIONS_TABLE_SQL, POSTGRES_MIGRATIONS, PendingCommit,
-    Rejection, Request, ResponseRow, ResultStoreError, Write, gather, pending_migrations, settle,
+    CallAttemptQuery, CallAttemptRecord, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
+    POSTGRES_MIGRATIONS, PendingCommit, Rejection, Request, ResponseRow, ResultStoreError, Write,
+    gather, pending_migrations, settle,
 };
 
 const BACKEND: &str = "postgres";
@@ -47,6 +48,24 @@ const UPSERT_ANSWER: &str = "WITH touched AS (\
 const UPDATE_STATUS: &str = "UPDATE responses SET status = $2, \
      updated_at_ms = GREATEST(updated_at_ms, $3), ended_at_ms = $4, \
      language = COALESCE($5, language) WHERE response_id = $1";
+
+/// One call attempt, inserted or brought up to date; a row with a final status stays as it is.
+const UPSERT_CALL_ATTEMPT: &str = "INSERT INTO call_attempts (attempt_id, provider, subscriber, \
+     flow_id, purpose, attempt, placed_at_ms, status, outcome, provider_status, \
+     duration_seconds, provider_call_id, reason, updated_at_ms, ended_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     ON CONFLICT (attempt_id) DO UPDATE SET status = EXCLUDED.status, \
+     outcome = EXCLUDED.outcome, provider_status = EXCLUDED.provider_status, \
+     duration_seconds = COALESCE(EXCLUDED.duration_seconds, call_attempts.duration_seconds), \
+     provider_call_id = COALESCE(EXCLUDED.provider_call_id, call_attempts.provider_call_id), \
+     reason = COALESCE(EXCLUDED.reason, call_attempts.reason), \
+     updated_at_ms = GREATEST(call_attempts.updated_at_ms, EXCLUDED.updated_at_ms), \
+     ended_at_ms = EXCLUDED.ended_at_ms \
+     WHERE call_attempts.ended_at_ms IS NULL";
+
+const CALL_ATTEMPT_COLUMNS: &str = "attempt_id, provider, subscriber, flow_id, purpose, \
+     attempt, placed_at_ms, status, outcome, provider_status, duration_seconds, \
+     provider_call_id, reason, updated_at_ms, ended_at_ms";
 
 const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, channel, provider, \
      subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms \
@@ -242,6 +261,7 @@ struct WriterConnection {
     start: Statement,
     answer: Statement,
     status: Statement,
+    call: Statement,
 }
 
 impl WriterConnection {
@@ -249,11 +269,16 @@ impl WriterConnection {
         let start = client.prepare(INSERT_START).await.map_err(pg_error)?;
         let answer = client.prepare(UPSERT_ANSWER).await.map_err(pg_error)?;
         let status = client.prepare(UPDATE_STATUS).await.map_err(pg_error)?;
+        let call = client
+            .prepare(UPSERT_CALL_ATTEMPT)
+            .await
+            .map_err(pg_error)?;
         Ok(WriterConnection {
             client,
             start,
             answer,
             status,
+            call,
         })
     }
 }
@@ -270,6 +295,8 @@ enum Bound<'a> {
     Start(&'a super::ResponseStart, i64),
     Answer(&'a super::AnswerRecord, i64),
     Status(&'a super::StatusUpdate, &'static str, Option<i64>),
+    /// The attempt, its number and duration as BIGINT, its status name.
+    CallAttempt(&'a CallAttemptRecord, i64, Option<i64>, &'static str),
 }
 
 impl<'a> Bound<'a> {
@@ -280,6 +307,12 @@ impl<'a> Bound<'a> {
             Write::Status(u) => {
                 Bound::Status(u, u.status.as_str(), u.status.is_ended().then_some(u.at_ms))
             }
+            Write::CallAttempt(c) => Bound::CallAttempt(
+                c,
+                i64::from(c.attempt),
+                c.duration_seconds.map(i64::from),
+                c.status.as_str(),
+            ),
         }
     }
 
@@ -307,6 +340,23 @@ impl<'a> Bound<'a> {
             Bound::Status(u, status, ended_at) => {
                 vec![&u.response_id, status, &u.at_ms, ended_at, &u.language]
             }
+            Bound::CallAttempt(c, attempt, duration, status) => vec![
+                &c.attempt_id,
+                &c.provider,
+                &c.subscriber,
+                &c.flow_id,
+                &c.purpose,
+                attempt,
+                &c.placed_at_ms,
+                status,
+                &c.outcome,
+                &c.provider_status,
+                duration,
+                &c.provider_call_id,
+                &c.reason,
+                &c.updated_at_ms,
+                &c.ended_at_ms,
+            ],
         }
     }
 }
@@ -426,8 +476,9 @@ impl Writer {
             start,
             answer,
             status,
+            call,
         } = connection;
-        let (start, answer, status) = (&*start, &*answer, &*status);
+        let (start, answer, status, call) = (&*start, &*answer, &*status, &*call);
         let tx = client.transaction().await.map_err(pg_failure)?;
         let writes: Vec<&Write> = commits.iter().flat_map(|c| c.writes.iter()).collect();
         let bound: Vec<Bound<'_>> = writes.iter().map(|w| Bound::new(w)).collect();
@@ -440,6 +491,7 @@ impl Writer {
                     Bound::Start(..) => start,
                     Bound::Answer(..) => answer,
                     Bound::Status(..) => status,
+                    Bound::CallAttempt(..) => call,
                 };
                 Box::pin(tx.execute(statement, p.as_slice())) as Execution<'_>
             })
@@ -518,6 +570,55 @@ fn response_row(row: &tokio_postgres::Row) -> Result<ResponseRow, ResultStoreErr
         ended_at_ms: row.try_get(10).map_err(pg_error)?,
         answers: Default::default(),
         response_id,
+    })
+}
+
+/// Reads the call attempts `query` names, oldest first, on a fresh connection.
+pub(super) async fn read_call_attempts(
+    target: &Target,
+    query: &CallAttemptQuery,
+) -> Result<Vec<CallAttemptRecord>, ResultStoreError> {
+    let client = target.connect().await?;
+    let (filter, key) = match query {
+        CallAttemptQuery::Subscriber(number) => ("subscriber = $1", number),
+        CallAttemptQuery::CallId(id) => ("provider_call_id = $1 OR attempt_id = $1", id),
+    };
+    let sql = format!(
+        "SELECT {CALL_ATTEMPT_COLUMNS} FROM call_attempts WHERE {filter} \
+         ORDER BY placed_at_ms, attempt, attempt_id"
+    );
+    client
+        .query(&sql, &[key])
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(call_attempt_row)
+        .collect()
+}
+
+fn call_attempt_row(row: &tokio_postgres::Row) -> Result<CallAttemptRecord, ResultStoreError> {
+    let attempt_id: String = row.try_get(0).map_err(pg_error)?;
+    let attempt: i64 = row.try_get(5).map_err(pg_error)?;
+    let status: String = row.try_get(7).map_err(pg_error)?;
+    let duration: Option<i64> = row.try_get(10).map_err(pg_error)?;
+    Ok(CallAttemptRecord {
+        attempt: super::stored_u32(&attempt_id, "attempt number", attempt)?,
+        status: super::stored_call_status(&attempt_id, &status)?,
+        duration_seconds: duration
+            .map(|d| super::stored_u32(&attempt_id, "duration", d))
+            .transpose()?,
+        provider: row.try_get(1).map_err(pg_error)?,
+        subscriber: row.try_get(2).map_err(pg_error)?,
+        flow_id: row.try_get(3).map_err(pg_error)?,
+        purpose: row.try_get(4).map_err(pg_error)?,
+        placed_at_ms: row.try_get(6).map_err(pg_error)?,
+        outcome: row.try_get(8).map_err(pg_error)?,
+        provider_status: row.try_get(9).map_err(pg_error)?,
+        provider_call_id: row.try_get(11).map_err(pg_error)?,
+        reason: row.try_get(12).map_err(pg_error)?,
+        updated_at_ms: row.try_get(13).map_err(pg_error)?,
+        ended_at_ms: row.try_get(14).map_err(pg_error)?,
+        attempt_id,
     })
 }
 
