@@ -899,17 +899,17 @@ mod tests {
 
     #[test]
     fn pending_migrations_skips_applied_and_refuses_newer_databases() {
+        let versions = |applied: &[i64]| {
+            pending_migrations(SQLITE_MIGRATIONS, applied)
+                .map(|m| m.iter().map(|m| m.version).collect::<Vec<_>>())
+        };
+        assert_eq!(versions(&[]), Ok(vec![1, 3]));
+        // A database of the first release gets the call attempts table.
+        assert_eq!(versions(&[1]), Ok(vec![3]));
+        assert_eq!(versions(&[1, 3]), Ok(vec![]));
         assert_eq!(
-            pending_migrations(SQLITE_MIGRATIONS, &[]).map(|m| m.len()),
-            Ok(1)
-        );
-        assert_eq!(
-            pending_migrations(SQLITE_MIGRATIONS, &[1]).map(|m| m.len()),
-            Ok(0)
-        );
-        assert_eq!(
-            pending_migrations(SQLITE_MIGRATIONS, &[1, 7]).map(|m| m.len()),
-            Err(ResultStoreError::SchemaTooNew { found: 7, known: 1 })
+            versions(&[1, 7]),
+            Err(ResultStoreError::SchemaTooNew { found: 7, known: 3 })
         );
     }
 
@@ -925,6 +925,7 @@ mod tests {
             send(store.ping());
             send(store.flush_and_close());
             send(store.responses("flow"));
+            send(store.call_attempts(CallAttemptQuery::CallId("CA1".into())));
         }
         let _ = check as fn(&ResultStore);
     }
@@ -937,6 +938,11 @@ mod tests {
         assert_eq!(ResponseStatus::parse("Completed"), None);
         assert!(!ResponseStatus::Active.is_ended());
         assert!(ResponseStatus::Dropped.is_ended());
+        for status in CallAttemptStatus::ALL {
+            assert_eq!(CallAttemptStatus::parse(status.as_str()), Some(status));
+        }
+        assert!(!CallAttemptStatus::Placed.is_final());
+        assert!(CallAttemptStatus::Refused.is_final());
     }
 
     #[test]
