@@ -26,7 +26,7 @@ use crate::channels::voice::{self, VoiceProvider};
 use crate::config::{Config, ResultsConfig, SessionsConfig};
 use crate::dispatcher::Gateway;
 use crate::flow::catalog::FlowCatalog;
-use crate::result_store::ResultStore;
+use crate::result_store::{CallAttemptQuery, ResultStore};
 use crate::session_store::{InMemorySessions, RedisSessions, SessionStore};
 use crate::telemetry;
 
@@ -140,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/reload", post(admin_reload))
         .route("/sms/send", post(sms_send))
         .route("/sms/messages/{id}", get(sms_message))
+        .route("/admin/call-attempts", get(admin_call_attempts))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -499,6 +500,79 @@ async fn sms_message(
         Err(e) => {
             telemetry::error("result_store");
             json_error(StatusCode::SERVICE_UNAVAILABLE, e)
+        }
+    }
+}
+
+/// `GET /admin/call-attempts?number=...` or `?call_id=...`: the stored outbound call attempts
+/// of a number or of one call, oldest first, as JSON. Numbers come back pseudonymised.
+async fn admin_call_attempts(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if !admin_authorised(&state, peer, &headers) {
+        return unauthorised();
+    }
+    let fields = match crate::channels::form::form_fields(query.as_deref().unwrap_or("").as_bytes())
+    {
+        Ok(fields) => fields,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{}\n", e.0)).into_response(),
+    };
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let query = match (field("number"), field("call_id")) {
+        (Some(number), None) => {
+            CallAttemptQuery::Subscriber(crate::channels::normalise_msisdn(&number))
+        }
+        (None, Some(call_id)) => CallAttemptQuery::CallId(call_id),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "give exactly one of `number` and `call_id`\n",
+            )
+                .into_response();
+        }
+    };
+    match state.gateway.results.call_attempts(query).await {
+        Ok(attempts) => {
+            let rows: Vec<serde_json::Value> = attempts
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "attempt_id": a.attempt_id,
+                        "provider": a.provider,
+                        "subscriber": state.gateway.pseudonym(&a.subscriber),
+                        "flow_id": a.flow_id,
+                        "purpose": a.purpose,
+                        "attempt": a.attempt,
+                        "placed_at_ms": a.placed_at_ms,
+                        "status": a.status.as_str(),
+                        "outcome": a.outcome,
+                        "provider_status": a.provider_status,
+                        "duration_seconds": a.duration_seconds,
+                        "provider_call_id": a.provider_call_id,
+                        "reason": a.reason,
+                        "updated_at_ms": a.updated_at_ms,
+                        "ended_at_ms": a.ended_at_ms,
+                    })
+                })
+                .collect();
+            axum::Json(rows).into_response()
+        }
+        Err(e) => {
+            warn!(error = %e, "call attempts not read");
+            telemetry::error("admin_read");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the result store cannot be read now\n",
+            )
+                .into_response()
         }
     }
 }

@@ -542,6 +542,62 @@ fn service_feedback_voice_english_with_invalid_date() {
 }
 
 #[test]
+fn service_feedback_voice_back_key_changes_earlier_answers() {
+    // Service 3, rating 4; on "Did you get the service?" 0 goes back to the rating, 0 again
+    // back to the service; then service 5, rating 2 (which asks what went wrong: 1), yes, a
+    // date.
+    let script = "3,4,0,0,5,2,1,1,15012026";
+    let out = snapshot(
+        "service_feedback__voice_back",
+        "service_feedback",
+        Channel::Voice,
+        None,
+        script,
+    );
+    assert!(
+        !out.split("> 3")
+            .next()
+            .unwrap_or_default()
+            .contains("To go back"),
+        "the first question has nothing to go back to:\n{out}"
+    );
+    let flow = load("service_feedback");
+    let sim = simulate(&flow, Channel::Voice, None, script);
+    assert!(sim.finished);
+    let ratings: Vec<&str> = sim
+        .saved
+        .iter()
+        .filter(|(r, _, _)| r == "rating")
+        .map(|(_, v, _)| v.as_str())
+        .collect();
+    assert_eq!(ratings, ["4", "2"], "both answers were saved, in order");
+    let kept = answers(&sim);
+    assert_eq!(kept.get("rating").map(String::as_str), Some("2"));
+    assert_eq!(kept.get("service").map(String::as_str), Some("office"));
+}
+
+#[test]
+fn voice_back_key_is_an_answer_where_it_can_be_one() {
+    // The first question has no earlier one: 0 is just a wrong key there.
+    let flow = load("service_feedback");
+    let sim = simulate(&flow, Channel::Voice, None, "0");
+    assert!(
+        sim.transcript
+            .contains("Sorry, that is not one of the choices."),
+        "{}",
+        sim.transcript
+    );
+    // On the optional date question 0 is the skip key, which wins over going back.
+    let sim = simulate(&flow, Channel::Voice, None, "3,4,1,0");
+    assert!(sim.finished, "{}", sim.transcript);
+    assert!(!answers(&sim).contains_key("visit_date"));
+    // USSD keeps 0 for paging back; it never goes back a question.
+    let sim = simulate(&flow, Channel::Ussd, None, "3,4,0");
+    assert!(!sim.transcript.contains("To go back"), "{}", sim.transcript);
+    assert_eq!(answers(&sim).get("rating").map(String::as_str), Some("4"));
+}
+
+#[test]
 fn service_feedback_voice_swahili() {
     let out = snapshot(
         "service_feedback__voice_sw",
@@ -1045,5 +1101,70 @@ fn voice_no_input_asks_again_then_says_goodbye_and_the_next_call_can_continue() 
         kept.get("age").map(String::as_str),
         Some("25-34"),
         "{kept:?}"
+    );
+}
+
+/// A voice session of `flow` driven straight through the engine: the state after `answers`.
+fn voice_state(flow: &CompiledFlow, answers: &[&str]) -> SessionState {
+    let start = Input::Start(Start {
+        session_id: "call-1".into(),
+        channel: Channel::Voice,
+        contact: BTreeMap::new(),
+        language: None,
+    });
+    let mut state = engine::advance(flow, None, start, 0).state;
+    for (i, answer) in answers.iter().enumerate() {
+        let now = i64::try_from(i).unwrap_or(0) + 1;
+        state = engine::advance(flow, Some(state), Input::Answer((*answer).into()), now).state;
+    }
+    state
+}
+
+#[test]
+fn a_session_stored_before_the_back_key_history_still_decodes_and_goes_on() {
+    let flow = load("service_feedback");
+    // A voice session on the rating question, as this gateway stores it now.
+    let state = voice_state(&flow, &["3"]);
+    assert_eq!(state.history, ["service"]);
+    let mut without = state.clone();
+    without.history.clear();
+    let new = without.encode();
+    // The layout before `history` existed: the same MessagePack array one element shorter.
+    // Schema byte, then array16 (0xdc) of 19 fields whose last is the empty history (0x90).
+    assert_eq!(
+        &new[..4],
+        &[1, 0xdc, 0, 19],
+        "layout changed: update this test"
+    );
+    assert_eq!(new.last(), Some(&0x90));
+    let mut old = new.clone();
+    old[3] = 18;
+    old.pop();
+
+    let decoded = SessionState::decode(&old).expect("an old session decodes");
+    assert_eq!(
+        decoded, without,
+        "every old field is read back; history is empty"
+    );
+    // It carries on: an answer, then the back key returns to the question just left.
+    let step = engine::advance(&flow, Some(decoded), Input::Answer("4".into()), 10);
+    assert_eq!(step.state.history, ["rating"]);
+    let back = engine::advance(&flow, Some(step.state), Input::Answer("0".into()), 11);
+    assert_eq!(back.state.node, "rating");
+    assert!(back.state.history.is_empty());
+}
+
+#[test]
+fn the_back_history_is_bounded_and_drops_the_oldest() {
+    let flow = load("service_feedback");
+    let mut state = voice_state(&flow, &["3"]);
+    let max = baraza::engine::state::MAX_HISTORY;
+    state.history = (0..max).map(|i| format!("old{i}")).collect();
+    let step = engine::advance(&flow, Some(state), Input::Answer("4".into()), 10);
+    assert_eq!(step.state.history.len(), max);
+    assert_eq!(step.state.history.first().map(String::as_str), Some("old1"));
+    assert_eq!(
+        step.state.history.last().map(String::as_str),
+        Some("rating")
     );
 }

@@ -16,6 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use baraza::config::{OutboundConfig, OutboundProvider, RetryConfig, RetryOn, VoiceNumber};
 use baraza::outbound::{AttemptStatus, CallOutcome, Dialer};
+use baraza::result_store::{CallAttemptQuery, CallAttemptStatus};
 use common::Stores;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -616,6 +617,150 @@ async fn the_answered_callback_runs_the_missed_call_flow() {
     assert_eq!(rows.len(), 1, "the answers of the callback are stored");
     assert_eq!(dialer.in_flight(), 0);
     gw.cleanup().await;
+}
+
+/// A callback whose first call is busy and whose retry is answered leaves two attempt rows in
+/// the result store, each with its final status, the provider's call id and the call length.
+async fn busy_then_answered_leaves_two_stored_attempts(stores: Stores) {
+    let mut fake = FakeProvider::start(false).await;
+    let retry = RetryConfig {
+        max_attempts: 3,
+        spacing_seconds: 60,
+        on: vec![RetryOn::Busy, RetryOn::NoAnswer],
+    };
+    let (gw, dialer) = gateway(stores, at_outbound(&fake, 5, retry), |_| {}).await;
+    missed_call(&gw, "ATVId_in_busy", CITIZEN).await;
+    let first = fake.next().await;
+    wait_for(&dialer, "first call placed", |d| placed(d, CITIZEN, 1)).await;
+    let stored = gw
+        .gateway
+        .results
+        .call_attempts(CallAttemptQuery::CallId(first.call_id.clone()))
+        .await
+        .expect("read attempts");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].status, CallAttemptStatus::Placed, "{stored:?}");
+
+    at_outbound_ended(&gw, &first.call_id, CITIZEN, "Busy").await;
+    wait_for(&dialer, "busy recorded", |d| {
+        ended_with(d, CITIZEN, 1, CallOutcome::Busy)
+    })
+    .await;
+    advance(Duration::from_secs(60)).await;
+    let second = fake.next().await;
+    wait_for(&dialer, "retry placed", |d| placed(d, CITIZEN, 2)).await;
+    let outbound = |fields: &[(&'static str, &'static str)]| {
+        let mut all = vec![
+            ("sessionId", second.call_id.as_str()),
+            ("direction", "Outbound"),
+            ("callerNumber", OUR_NUMBER),
+            ("destinationNumber", CITIZEN),
+        ];
+        all.extend_from_slice(fields);
+        all
+    };
+    at_voice(&gw, &outbound(&[("isActive", "1")])).await;
+    let ended = outbound(&[
+        ("isActive", "0"),
+        ("callSessionState", "Completed"),
+        ("durationInSeconds", "40"),
+    ]);
+    at_voice(&gw, &ended).await;
+    wait_for(&dialer, "the retry completed", |d| {
+        ended_with(d, CITIZEN, 2, CallOutcome::Completed)
+    })
+    .await;
+    // The provider repeats its final callback: nothing changes.
+    at_voice(&gw, &ended).await;
+
+    let rows = gw
+        .gateway
+        .results
+        .call_attempts(CallAttemptQuery::Subscriber(CITIZEN.into()))
+        .await
+        .expect("read attempts");
+    let summary: Vec<_> = rows
+        .iter()
+        .map(|a| {
+            (
+                a.attempt,
+                a.status,
+                a.outcome.as_deref(),
+                a.provider_status.as_deref(),
+                a.provider_call_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                1,
+                CallAttemptStatus::Ended,
+                Some("busy"),
+                Some("Busy"),
+                Some(first.call_id.clone())
+            ),
+            (
+                2,
+                CallAttemptStatus::Ended,
+                Some("completed"),
+                Some("Completed"),
+                Some(second.call_id.clone())
+            ),
+        ]
+    );
+    for row in &rows {
+        assert_eq!(row.provider, "africastalking");
+        assert_eq!(row.purpose, "missed_call");
+        assert_eq!(row.flow_id, "grievance");
+        assert_eq!(row.subscriber, CITIZEN);
+        assert!(row.ended_at_ms.is_some());
+    }
+    assert_eq!(rows[0].duration_seconds, Some(0));
+    assert_eq!(rows[1].duration_seconds, Some(40));
+    assert_ne!(rows[0].attempt_id, rows[1].attempt_id);
+    let memory: Vec<String> = dialer
+        .attempts(CITIZEN)
+        .iter()
+        .map(|a| a.attempt_id.clone())
+        .collect();
+    assert_eq!(
+        memory,
+        rows.iter()
+            .map(|a| a.attempt_id.clone())
+            .collect::<Vec<_>>(),
+        "the stored rows are the dialer's attempts"
+    );
+
+    // The admin route lists them too (numbers pseudonymised), by number or by call id.
+    let (status, body) = gw.get("/admin/call-attempts?number=%2B254711000001").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 2, "{body}");
+    assert_eq!(listed[0]["outcome"], "busy");
+    assert_eq!(listed[1]["outcome"], "completed");
+    assert_eq!(listed[1]["duration_seconds"], 40);
+    assert!(!body.contains(CITIZEN), "no raw numbers: {body}");
+    let (status, body) = gw
+        .get(&format!("/admin/call-attempts?call_id={}", second.call_id))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("\"attempt\":2"), "{body}");
+    let (status, _) = gw.get("/admin/call-attempts").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn busy_then_answered_leaves_two_stored_attempts_sqlite() {
+    busy_then_answered_leaves_two_stored_attempts(Stores::MemorySqlite).await;
+}
+
+#[tokio::test]
+async fn busy_then_answered_leaves_two_stored_attempts_postgres() {
+    busy_then_answered_leaves_two_stored_attempts(Stores::RedisPostgres).await;
 }
 
 #[tokio::test]

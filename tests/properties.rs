@@ -129,6 +129,7 @@ proptest! {
             expect: Expect::Choice,
             end: false,
             language: "en".into(),
+            back: false,
         };
         let layout = Layout {
             max_chars: max_chars.map(usize::from),

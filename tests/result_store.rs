@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use baraza::result_store::{
-    AnswerRecord, QueuedSms, ReceiptRecord, ResponseRow, ResponseStart, ResponseStatus,
-    ResultStore, ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, StatusUpdate, Write,
-    export_csv,
+    AnswerRecord, CallAttemptQuery, CallAttemptRecord, CallAttemptStatus, QueuedSms, ReceiptRecord,
+    ResponseRow, ResponseStart, ResponseStatus, ResultStore, ResultStoreError, SmsPartRecord,
+    SmsState, SmsStateUpdate, StatusUpdate, Write, export_csv,
 };
 use tokio::task::JoinSet;
 
@@ -377,6 +377,7 @@ behaviour_suite!(
     ping_reports_health,
     failing_request_does_not_fail_its_batch_neighbours,
     outbound_sms_states_parts_and_receipts,
+    call_attempts_are_kept_apart_updated_and_frozen_once_final,
 );
 
 async fn start_answers_and_status_round_trip(fx: Fixture) {
@@ -673,13 +674,13 @@ async fn migrations_are_idempotent_and_newer_schemas_refused(fx: Fixture) {
     let third = fx.open().await;
     assert_eq!(responses(&third, "poll").await.len(), 1);
     third.flush_and_close().await.expect("close third");
-    assert_eq!(fx.migration_versions().await, vec![1, 2]);
+    assert_eq!(fx.migration_versions().await, vec![1, 2, 3]);
 
     fx.record_migration(99).await;
     match fx.try_open().await {
         Err(ResultStoreError::SchemaTooNew {
             found: 99,
-            known: 2,
+            known: 3,
         }) => {}
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("a database migrated by a newer build was opened"),
@@ -1054,5 +1055,185 @@ async fn outbound_sms_states_parts_and_receipts(fx: Fixture) {
     let m2 = store.sms_message("m2").await.expect("read").expect("m2");
     assert_eq!((m2.state.as_str(), m2.delivery()), ("sending", None));
     assert!(store.sms_message("ghost").await.expect("read").is_none());
+    store.flush_and_close().await.expect("close");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound call attempts
+
+/// Attempt `n` of a callback to `number`, in `status` at `at`.
+fn call_attempt(
+    id: &str,
+    number: &str,
+    n: u32,
+    status: CallAttemptStatus,
+    provider_status: Option<&str>,
+    at: i64,
+) -> Write {
+    let outcome = match provider_status {
+        Some("busy") => Some("busy".to_string()),
+        Some(_) => Some("completed".to_string()),
+        None => None,
+    };
+    Write::CallAttempt(CallAttemptRecord {
+        attempt_id: id.into(),
+        provider: "twilio".into(),
+        subscriber: number.into(),
+        flow_id: "grievance".into(),
+        purpose: "missed_call".into(),
+        attempt: n,
+        placed_at_ms: 1_000 * i64::from(n),
+        status,
+        outcome,
+        provider_status: provider_status.map(str::to_string),
+        duration_seconds: provider_status.map(|_| 40),
+        provider_call_id: (status != CallAttemptStatus::Placing).then(|| format!("CA{id}")),
+        reason: None,
+        updated_at_ms: at,
+        ended_at_ms: status.is_final().then_some(at),
+    })
+}
+
+/// (attempt id, attempt number, status, outcome, provider's status word)
+type Summary = (
+    String,
+    u32,
+    CallAttemptStatus,
+    Option<String>,
+    Option<String>,
+);
+
+async fn call_attempts_are_kept_apart_updated_and_frozen_once_final(fx: Fixture) {
+    let store = fx.open().await;
+    // Attempt 1: placing, placed, busy. Attempt 2: placing, placed, completed, and the final
+    // status delivered twice more (once with a different word): the first final status stays.
+    commit(
+        &store,
+        vec![
+            call_attempt(
+                "a1",
+                SUBSCRIBER_1,
+                1,
+                CallAttemptStatus::Placing,
+                None,
+                1_000,
+            ),
+            call_attempt(
+                "a1",
+                SUBSCRIBER_1,
+                1,
+                CallAttemptStatus::Placed,
+                None,
+                1_100,
+            ),
+        ],
+    )
+    .await;
+    commit(
+        &store,
+        vec![call_attempt(
+            "a1",
+            SUBSCRIBER_1,
+            1,
+            CallAttemptStatus::Ended,
+            Some("busy"),
+            1_500,
+        )],
+    )
+    .await;
+    for (status, word, at) in [
+        (CallAttemptStatus::Placing, None, 2_000),
+        (CallAttemptStatus::Placed, None, 2_100),
+        (CallAttemptStatus::Ended, Some("completed"), 2_900),
+        (CallAttemptStatus::Ended, Some("completed"), 3_000),
+        (CallAttemptStatus::Ended, Some("failed"), 3_100),
+        (CallAttemptStatus::Placed, None, 3_200),
+    ] {
+        commit(
+            &store,
+            vec![call_attempt("a2", SUBSCRIBER_1, 2, status, word, at)],
+        )
+        .await;
+    }
+    commit(
+        &store,
+        vec![call_attempt(
+            "b1",
+            SUBSCRIBER_2,
+            1,
+            CallAttemptStatus::Placed,
+            None,
+            4_000,
+        )],
+    )
+    .await;
+    assert_eq!(store.rejected_writes(), 0, "call attempts need no response");
+
+    let listed = store
+        .call_attempts(CallAttemptQuery::Subscriber(SUBSCRIBER_1.into()))
+        .await
+        .expect("attempts of a number");
+    let summary: Vec<Summary> = listed
+        .iter()
+        .map(|a| {
+            (
+                a.attempt_id.clone(),
+                a.attempt,
+                a.status,
+                a.outcome.clone(),
+                a.provider_status.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "a1".into(),
+                1,
+                CallAttemptStatus::Ended,
+                Some("busy".into()),
+                Some("busy".into())
+            ),
+            (
+                "a2".into(),
+                2,
+                CallAttemptStatus::Ended,
+                Some("completed".into()),
+                Some("completed".into())
+            ),
+        ]
+    );
+    let second = &listed[1];
+    assert_eq!(
+        second.ended_at_ms,
+        Some(2_900),
+        "the first final status stays"
+    );
+    assert_eq!(second.updated_at_ms, 2_900);
+    assert_eq!(second.placed_at_ms, 2_000);
+    assert_eq!(second.duration_seconds, Some(40));
+    assert_eq!(second.provider_call_id.as_deref(), Some("CAa2"));
+    assert_eq!(second.provider, "twilio");
+    assert_eq!(second.purpose, "missed_call");
+    assert_eq!(second.flow_id, "grievance");
+
+    let by_call = store
+        .call_attempts(CallAttemptQuery::CallId("CAb1".into()))
+        .await
+        .expect("attempt by call id");
+    assert_eq!(by_call.len(), 1);
+    assert_eq!(by_call[0].subscriber, SUBSCRIBER_2);
+    assert_eq!(by_call[0].status, CallAttemptStatus::Placed);
+    assert_eq!(by_call[0].ended_at_ms, None);
+    assert!(
+        store
+            .call_attempts(CallAttemptQuery::CallId("CAnone".into()))
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    // Call attempts are not responses.
+    assert!(responses(&store, "grievance").await.is_empty());
     store.flush_and_close().await.expect("close");
 }

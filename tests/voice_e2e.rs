@@ -340,6 +340,118 @@ async fn service_feedback_over_twiml_stores_what_the_simulator_saves() {
     gw.cleanup().await;
 }
 
+/// Which provider's callbacks a test sends.
+#[derive(Clone, Copy)]
+enum Provider {
+    AfricasTalking,
+    Twiml,
+}
+
+/// Service feedback by voice with the back key: rating 2 leads to "What went wrong?", where 0
+/// goes back to the rating; the caller answers 4 instead, and the stored rating is 4.
+async fn going_back_changes_the_stored_answer(provider: Provider, stores: Stores) {
+    let gw = voice_gateway(stores).await;
+    let other_number = "+254209999999";
+    let call = |fields: Vec<(&'static str, String)>| {
+        let gw = &gw;
+        async move {
+            let mut all: Vec<(&str, String)> = match provider {
+                Provider::AfricasTalking => vec![
+                    ("sessionId", "ATVId_back".into()),
+                    ("direction", "Inbound".into()),
+                    ("callerNumber", CITIZEN.into()),
+                    ("destinationNumber", other_number.into()),
+                    ("isActive", "1".into()),
+                ],
+                Provider::Twiml => vec![
+                    ("CallSid", "CAback".into()),
+                    ("AccountSid", "AC1".into()),
+                    ("From", CITIZEN.into()),
+                    ("To", other_number.into()),
+                    ("Direction", "inbound".into()),
+                    ("CallStatus", "in-progress".into()),
+                ],
+            };
+            all.extend(fields);
+            let path = match provider {
+                Provider::AfricasTalking => "/voice/africastalking",
+                Provider::Twiml => "/voice/twiml",
+            };
+            let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (status, xml) = gw
+                .post(
+                    path,
+                    "application/x-www-form-urlencoded",
+                    common::form(&pairs),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{xml}");
+            xml
+        }
+    };
+    let keys_field = match provider {
+        Provider::AfricasTalking => "dtmfDigits",
+        Provider::Twiml => "Digits",
+    };
+    let first = call(Vec::new()).await;
+    assert!(
+        first.contains("Which service?") && !first.contains("To go back"),
+        "{first}"
+    );
+    let mut replies = Vec::new();
+    for keys in ["3", "2", "0", "4", "1", "15012026"] {
+        replies.push(call(vec![(keys_field, keys.to_string())]).await);
+    }
+    assert!(replies[1].contains("What went wrong?"), "{}", replies[1]);
+    assert!(
+        replies[1].contains("To go back, press 0."),
+        "{}",
+        replies[1]
+    );
+    assert!(
+        replies[2].contains("How would you rate it?"),
+        "0 went back to the rating: {}",
+        replies[2]
+    );
+    assert!(
+        replies[5].contains("<Hangup"),
+        "the flow ends: {}",
+        replies[5]
+    );
+
+    let rows = gw
+        .gateway
+        .results
+        .responses("service_feedback")
+        .await
+        .expect("responses");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].status,
+        baraza::result_store::ResponseStatus::Completed
+    );
+    let answer = |name: &str| rows[0].answers.get(name).map(|(v, _)| v.clone());
+    assert_eq!(answer("service").as_deref(), Some("ecde"));
+    assert_eq!(
+        answer("rating").as_deref(),
+        Some("4"),
+        "the answer given again wins"
+    );
+    assert_eq!(answer("got_service").as_deref(), Some("yes"));
+    assert_eq!(answer("visit_date").as_deref(), Some("2026-01-15"));
+    gw.cleanup().await;
+}
+
+#[tokio::test]
+async fn going_back_by_voice_over_africastalking_changes_the_stored_answer() {
+    going_back_changes_the_stored_answer(Provider::AfricasTalking, Stores::MemorySqlite).await;
+}
+
+#[tokio::test]
+async fn going_back_by_voice_over_twiml_changes_the_stored_answer() {
+    going_back_changes_the_stored_answer(Provider::Twiml, Stores::RedisPostgres).await;
+}
+
 #[tokio::test]
 async fn a_hang_up_mid_flow_keeps_the_answers_and_the_next_call_continues() {
     let gw = voice_gateway(Stores::RedisPostgres).await;

@@ -68,12 +68,15 @@ impl Gateway {
             && let Some(dialer) = self.dialer.get()
         {
             match &request.event {
-                VoiceEvent::Ended { status, .. } => {
-                    dialer.call_ended(&request.call_id, status);
+                VoiceEvent::Ended {
+                    status,
+                    duration_seconds,
+                } => {
+                    dialer.call_ended(&request.call_id, status, *duration_seconds);
                 }
                 _ if request.call_over => {
                     dialer.call_answered(&request.call_id);
-                    dialer.call_ended(&request.call_id, "completed");
+                    dialer.call_ended(&request.call_id, "completed", None);
                 }
                 _ => dialer.call_answered(&request.call_id),
             }

@@ -280,6 +280,7 @@ impl<'a> Run<'a> {
             reminded: false,
             started_at: self.now,
             updated_at: self.now,
+            history: Vec::new(),
         };
         self.actions.push(Action::ResponseStarted {
             response_id: s.response_id.clone(),
@@ -418,6 +419,7 @@ impl<'a> Run<'a> {
                 expect: Expect::Nothing,
                 end: true,
                 language: s.language.clone(),
+                back: false,
             };
             self.push_reply(&s, screen);
             return s;
@@ -437,7 +439,7 @@ impl<'a> Run<'a> {
         s
     }
 
-    /// Handles the USSD more/back keys and the voice repeat key. `Some(true)` when the screen
+    /// Handles the USSD more/back keys and the voice repeat and back keys. `Some(true)` when the screen
     /// changed (or must be said again), `Some(false)` when the key was consumed with no change,
     /// `None` when the input is an answer.
     fn navigate(&mut self, s: &mut SessionState, input: &str) -> Option<bool> {
@@ -464,8 +466,93 @@ impl<'a> Run<'a> {
                 }
             }
             Channel::Voice if input == flow.voice.repeat_key => Some(true),
+            Channel::Voice if self.back_offered(s) && input == flow.voice.back_key => {
+                self.go_back(s);
+                Some(true)
+            }
             Channel::Voice | Channel::Sms => None,
         }
+    }
+
+    /// Whether the voice back key works on the session's current screen: there is an earlier
+    /// question to return to, and the key can reach the gateway and cannot be an answer here
+    /// (a menu option's key, a number in range, an optional question's skip key). Decided by
+    /// asking the node itself, so the prompt and the handling of the key always agree.
+    fn back_offered(&self, s: &SessionState) -> bool {
+        let flow = self.f();
+        let key = flow.voice.back_key.as_str();
+        if s.channel != Channel::Voice
+            || s.awaiting != Awaiting::Node
+            || s.status.is_terminal()
+            || key.is_empty()
+            || key == flow.voice.repeat_key
+        {
+            return false;
+        }
+        let Some(previous) = s.history.last() else {
+            return false;
+        };
+        if !matches!(
+            flow.nodes.get(previous),
+            Some(Node::Menu(_) | Node::Question(_) | Node::Language(_))
+        ) {
+            return false;
+        }
+        // A menu collects as many keys as its longest option key: a longer back key would
+        // never arrive whole.
+        let fits = |longest: usize| key.chars().count() <= longest;
+        let outcome = match flow.nodes.get(&s.node) {
+            Some(Node::Menu(m)) => {
+                let longest = (0..m.options.len())
+                    .map(|i| m.key_of(i).chars().count())
+                    .max()
+                    .unwrap_or(0);
+                if !fits(longest) {
+                    return false;
+                }
+                nodes::menu::answer(self, s, m, key)
+            }
+            Some(Node::Language(l)) => {
+                if !fits(l.options.len().to_string().len()) {
+                    return false;
+                }
+                nodes::language::answer(l, key)
+            }
+            Some(Node::Question(q)) => {
+                // A recording has no keys to collect; yes/no is a one-key choice.
+                if q.record || (q.answer == crate::flow::model::AnswerType::YesNo && !fits(1)) {
+                    return false;
+                }
+                nodes::question::answer(self, s, q, key)
+            }
+            _ => return false,
+        };
+        matches!(outcome, Outcome::Invalid)
+    }
+
+    /// Returns to the question answered before the current one and asks it again. Its answer
+    /// stays as it was until the respondent answers again (at a later step, so the new answer
+    /// is the one readers keep).
+    fn go_back(&mut self, s: &mut SessionState) {
+        let Some(previous) = s.history.pop() else {
+            return;
+        };
+        s.node = previous;
+        s.awaiting = Awaiting::Node;
+        s.attempts = 0;
+        s.page = 0;
+        s.lead.clear();
+    }
+
+    /// Remembers the node being left, for the back key (voice only; bounded).
+    fn remember(&self, s: &mut SessionState) {
+        if s.channel != Channel::Voice {
+            return;
+        }
+        if s.history.len() >= state::MAX_HISTORY {
+            s.history.remove(0);
+        }
+        s.history.push(s.node.clone());
     }
 
     fn apply(&mut self, s: SessionState, outcome: Outcome) -> SessionState {
@@ -506,6 +593,7 @@ impl<'a> Run<'a> {
                         .push(Action::LanguageChanged { language: lang });
                 }
                 s.attempts = 0;
+                self.remember(&mut s);
                 self.enter(&mut s, next, Vec::new());
                 s
             }
@@ -525,6 +613,7 @@ impl<'a> Run<'a> {
                             // the rejected answer reads as a glitch.
                             let notice = self.invalid_notice(&s);
                             s.attempts = 0;
+                            self.remember(&mut s);
                             self.enter(&mut s, fallback, vec![Line::text(notice)]);
                             s
                         }
@@ -554,6 +643,7 @@ impl<'a> Run<'a> {
             expect: Expect::Nothing,
             end: true,
             language: s.language.clone(),
+            back: false,
         };
         self.push_reply(&s, screen);
         s
@@ -618,13 +708,24 @@ impl<'a> Run<'a> {
                 expect: Expect::Choice,
                 end: false,
                 language: s.language.clone(),
+                back: false,
             };
         }
         let lead = s.lead.clone();
+        let back = self.back_offered(s);
         match flow.nodes.get(&s.node) {
-            Some(Node::Menu(m)) => nodes::menu::screen(self, s, m, lead),
-            Some(Node::Question(q)) => nodes::question::screen(self, s, q, lead),
-            Some(Node::Language(l)) => nodes::language::screen(self, s, l, lead),
+            Some(Node::Menu(m)) => Screen {
+                back,
+                ..nodes::menu::screen(self, s, m, lead)
+            },
+            Some(Node::Question(q)) => Screen {
+                back,
+                ..nodes::question::screen(self, s, q, lead)
+            },
+            Some(Node::Language(l)) => Screen {
+                back,
+                ..nodes::language::screen(self, s, l, lead)
+            },
             Some(Node::End(e)) => nodes::end::screen(self, s, e, lead),
             Some(Node::Message(_) | Node::Branch(_)) | None => Screen {
                 lead,
@@ -633,6 +734,7 @@ impl<'a> Run<'a> {
                 expect: Expect::Nothing,
                 end: true,
                 language: s.language.clone(),
+                back: false,
             },
         }
     }

@@ -21,6 +21,10 @@ pub struct Screen {
     pub end: bool,
     /// Language of the texts (voice picks the recording and text-to-speech voice by it).
     pub language: String,
+    /// This screen offers the flow's back key (`voice.back_key`): the session has an earlier
+    /// question, and the key cannot be an answer here.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub back: bool,
 }
 
 /// One text with its optional recording.

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::flow::model::{Lang, NodeId};
 
-/// Version of the encoded layout; bump it (and teach `decode` the old one) on any change.
+/// Version of the encoded layout; bump it (and teach `decode` the old one) on any change that
+/// old encodings cannot be read with. A new last field with `#[serde(default)]` needs no bump:
+/// the older, shorter array decodes with the field's default.
 pub const SCHEMA_VERSION: u8 = 1;
 
 /// The channel a session runs on; it decides how screens are rendered.
@@ -109,7 +111,16 @@ pub struct SessionState {
     /// Milliseconds since the Unix epoch, as passed in by the caller.
     pub started_at: i64,
     pub updated_at: i64,
+    /// The questions answered before the current one, oldest first, at most
+    /// [`MAX_HISTORY`]: where the voice back key returns to. Kept on voice only (the one channel
+    /// with a back key). Last and defaulted, so a session stored before it existed (an array
+    /// one element shorter) still decodes.
+    #[serde(default)]
+    pub history: Vec<NodeId>,
 }
+
+/// How many earlier questions a session remembers for going back.
+pub const MAX_HISTORY: usize = 16;
 
 /// Why stored bytes could not be read back as a session.
 #[derive(Debug, thiserror::Error)]

@@ -75,6 +75,9 @@ fn builtin(key: UiKey, lang: &str) -> Option<&'static str> {
         (NoInput, "en") => "Sorry, we did not hear an answer.",
         (NoInput, "sw") => "Samahani, hatukusikia jibu.",
         (NoInput, "fr") => "Desole, nous n'avons pas entendu de reponse.",
+        (VoiceBack, "en") => "To go back, press {{ key }}.",
+        (VoiceBack, "sw") => "Kurudi nyuma, bonyeza {{ key }}.",
+        (VoiceBack, "fr") => "Pour revenir en arriere, tapez {{ key }}.",
         _ => return None,
     };
     Some(text)
@@ -101,7 +104,7 @@ pub fn raw<'a>(flow: &'a Flow, key: UiKey, lang: &str) -> &'a str {
 }
 
 /// Every interface key, for compiling templates up front.
-pub const ALL_KEYS: [UiKey; 20] = [
+pub const ALL_KEYS: [UiKey; 21] = [
     UiKey::More,
     UiKey::Back,
     UiKey::Skip,
@@ -122,6 +125,7 @@ pub const ALL_KEYS: [UiKey; 20] = [
     UiKey::Reminder,
     UiKey::TimedOut,
     UiKey::NoInput,
+    UiKey::VoiceBack,
 ];
 
 /// Whether the gateway ships a built-in translation of every interface text for `lang`.

@@ -292,6 +292,7 @@ pub fn check_with(source: &SourceFlow, options: &CheckOptions) -> Vec<Diagnostic
     }
     ctx.screens(&graph);
     ctx.voice(options);
+    ctx.voice_keys();
     let mut out = ctx.out;
     sort_and_dedup(&mut out);
     out
@@ -418,6 +419,7 @@ impl<'a> Ctx<'a> {
         if !uses_voice {
             return;
         }
+        self.menu_keys_against_voice_keys();
         for (path, what, audio) in &sites {
             let missing: Vec<&str> = flow
                 .languages
@@ -456,6 +458,78 @@ impl<'a> Ctx<'a> {
                     if missing.len() == 1 { "it" } else { "each" },
                 ),
             );
+        }
+    }
+
+    // ---- voice keys ----------------------------------------------------------------------
+
+    /// The keypad keys of `voice:` must be keys a provider can deliver, and tell each other
+    /// apart: the repeat key is read first, so a back or skip key equal to it never works.
+    fn voice_keys(&mut self) {
+        let voice = &self.flow.voice;
+        for (field, key) in [
+            ("repeat_key", &voice.repeat_key),
+            ("back_key", &voice.back_key),
+            ("skip_key", &voice.skip_key),
+        ] {
+            if key.is_empty() || key.chars().any(|c| !c.is_ascii_digit() && c != '*') {
+                self.error(
+                    self.pos.value(&ypath!["voice", field]),
+                    "bad-voice-key",
+                    format!(
+                        "`voice.{field}` is `{key}`: a voice key is made of the keys 0-9 and * (the hash key finishes typed answers and never arrives as a key)"
+                    ),
+                );
+            }
+        }
+        for (field, key) in [("back_key", &voice.back_key), ("skip_key", &voice.skip_key)] {
+            if !key.is_empty() && *key == voice.repeat_key {
+                self.error(
+                    self.pos.value(&ypath!["voice", field]),
+                    "voice-key-clash",
+                    format!(
+                        "`voice.{field}` and `voice.repeat_key` are both `{key}`: the key would say the prompt again and never do what `{field}` promises; choose another key"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A menu option keyed like a voice key: on a call the key chooses the option (back key:
+    /// the caller cannot go back from that menu) or never chooses it (repeat key).
+    fn menu_keys_against_voice_keys(&mut self) {
+        let flow = self.flow;
+        for (id, node) in &flow.nodes {
+            let Node::Menu(menu) = node else {
+                continue;
+            };
+            for i in 0..menu.options.len() {
+                let key = menu.key_of(i);
+                let at = self
+                    .pos
+                    .value(&ypath!["nodes", id.as_str(), "options", i, "key"]);
+                if key.eq_ignore_ascii_case(&flow.voice.repeat_key) {
+                    self.error(
+                        at,
+                        "voice-key-clash",
+                        format!(
+                            "option {} of {} has the key `{key}`, which is `voice.repeat_key`: a caller pressing it hears the menu again and can never choose the option; use another key",
+                            i + 1,
+                            self.node_name(id)
+                        ),
+                    );
+                } else if key.eq_ignore_ascii_case(&flow.voice.back_key) {
+                    self.warning(
+                        at,
+                        "voice-key-clash",
+                        format!(
+                            "option {} of {} has the key `{key}`, which is `voice.back_key`: on a call the key chooses the option, so callers cannot go back from this menu; use another key or set `voice.back_key`",
+                            i + 1,
+                            self.node_name(id)
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -1553,6 +1627,7 @@ fn ui_extras(key: UiKey) -> &'static [&'static str] {
         UiKey::InvalidText => &["max"],
         UiKey::SmsReplyHint => &["keys"],
         UiKey::VoicePress => &["label", "key"],
+        UiKey::VoiceBack => &["key"],
         _ => &[],
     }
 }
@@ -1856,6 +1931,7 @@ impl<'a> Ctx<'a> {
                     expect: Expect::Nothing,
                     end: false,
                     language: lang.to_string(),
+                    back: false,
                 },
                 origins,
             });
@@ -1942,6 +2018,7 @@ impl<'a> Ctx<'a> {
             expect,
             end: matches!(node, Node::End(_)),
             language: lang.to_string(),
+            back: false,
         };
         if screen.skip().is_some() {
             origins.push(None);

@@ -453,6 +453,11 @@ impl Default for SmsOptions {
 pub struct VoiceOptions {
     /// Key that plays the current prompt again.
     pub repeat_key: String,
+    /// Key that goes back to the previous question and asks it again. It works (and the
+    /// prompt offers it) only where the key cannot be an answer: on menus without that key, on
+    /// yes/no and language choices, on dates, and on numbers whose range leaves it out; an
+    /// optional question's skip key wins over it.
+    pub back_key: String,
     /// Key that skips an optional question.
     pub skip_key: String,
     /// Seconds to wait for a key press before re-prompting.
@@ -466,6 +471,7 @@ impl Default for VoiceOptions {
     fn default() -> Self {
         VoiceOptions {
             repeat_key: "*".into(),
+            back_key: "0".into(),
             skip_key: "0".into(),
             input_timeout: 8,
             tts_languages: Vec::new(),
@@ -524,6 +530,8 @@ pub enum UiKey {
     TimedOut,
     /// Said before the question again when a voice caller pressed nothing in time.
     NoInput,
+    /// Voice line offering the back key; `{{ key }}`.
+    VoiceBack,
 }
 
 /// A text: one string for every language, or one per language.

@@ -8,22 +8,25 @@
 //! node), and holds the slot until the provider's final status reaches
 //! [`Dialer::call_ended`] (or `call_timeout_seconds` pass). A retryable final status schedules
 //! the next attempt after `retry.spacing_seconds`, up to `retry.max_attempts` in all. Every
-//! attempt and its status is logged and kept in memory ([`Dialer::attempts`]).
+//! attempt and its status is logged, kept in memory ([`Dialer::attempts`]) and written to the
+//! result store (`Write::CallAttempt`, one row per attempt under its [`Attempt::attempt_id`]:
+//! placing, placed, then the final status with the provider's word, the call's length and the
+//! provider's call id), before the change is signalled.
 //!
 //! Transport: reqwest over rustls with the bundled web PKI roots (HTTPS to the providers;
 //! plain `http://` is accepted for local test servers and proxies). Redirects are not
 //! followed, each request is cut after 20 s, and errors name the host only.
 //!
-//! Limits, for now: the queue, the concurrency slots and the attempt history live in this
-//! process. The call id -> flow note is in the session store, so an answered call runs the
+//! Limits, for now: the queue and the concurrency slots live in this process (the attempts
+//! are durable, but a restart forgets the calls still queued or waiting for a retry). The call id -> flow note is in the session store, so an answered call runs the
 //! right flow on any node; but a final status delivered to another node does not free this
 //! node's slot (the slot is then freed by the call timeout, and no retry follows). Africa's
 //! Talking's final callback is read through the channel parser, which prefers
 //! `callSessionState` over `hangupCause`; an unanswered call whose state word names no failure
 //! counts as no-answer (see [`CallOutcome::from_status`]).
 //!
-//! It never runs flows or reads call callbacks (the dispatcher does), never stores results,
-//! and never logs API keys or auth tokens.
+//! It never runs flows or reads call callbacks (the dispatcher does), never stores answers
+//! (only its own call attempts), and never logs API keys or auth tokens.
 
 pub mod africastalking;
 pub mod twilio;
@@ -37,6 +40,7 @@ use tracing::{info, warn};
 
 use crate::config::{OutboundConfig, OutboundProvider, RetryOn};
 use crate::dispatcher::Gateway;
+use crate::result_store::{CallAttemptRecord, CallAttemptStatus, Write};
 use crate::telemetry;
 
 /// Session-store note kind under which call id -> flow id is kept.
@@ -124,6 +128,23 @@ impl CallOutcome {
     }
 }
 
+impl CallOutcome {
+    /// The stored name (`no_answer`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Completed => "completed",
+            CallOutcome::Busy => "busy",
+            CallOutcome::NoAnswer => "no_answer",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Canceled => "canceled",
+            CallOutcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// Why a call is placed; stored with each attempt.
+pub const PURPOSE_MISSED_CALL: &str = "missed_call";
+
 /// Where one attempt stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptStatus {
@@ -133,10 +154,12 @@ pub enum AttemptStatus {
     Placed,
     /// The provider refused the request or could not be reached (the reason, no secrets).
     Refused(String),
-    /// The final status arrived: the provider's word and what it means.
+    /// The final status arrived: the provider's word, what it means, and the call's length
+    /// when the provider said.
     Ended {
         status: String,
         outcome: CallOutcome,
+        duration_seconds: Option<u32>,
     },
     /// No final status within the call timeout.
     TimedOut,
@@ -145,6 +168,9 @@ pub enum AttemptStatus {
 /// One attempt to call a number back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
+    /// The attempt's id in the result store (`call_attempts.attempt_id`): this dialer's
+    /// instance id, the callback and the attempt number.
+    pub attempt_id: String,
     /// Which callback this attempt belongs to (numbered from 1 per dialer), so two callbacks
     /// of one number keep their attempts apart.
     pub callback: u64,
@@ -154,6 +180,8 @@ pub struct Attempt {
     pub flow: String,
     /// The provider's call id, once it gave one.
     pub call_id: Option<String>,
+    /// When placing began, ms since the Unix epoch.
+    pub placed_at_ms: i64,
     /// Where the attempt stands.
     pub status: AttemptStatus,
 }
@@ -193,6 +221,8 @@ struct Job {
     to: String,
     /// The flow the call runs.
     flow: String,
+    /// Why the call is placed (see [`PURPOSE_MISSED_CALL`]).
+    purpose: &'static str,
     /// Which attempt this is (1-based).
     attempt: u32,
 }
@@ -203,8 +233,8 @@ struct LiveCall {
     flow: String,
     /// Set when the provider's first callback of the answered call arrived.
     answered: bool,
-    /// Wakes the attempt with the final status word.
-    done: Option<oneshot::Sender<String>>,
+    /// Wakes the attempt with the final status word and the call's length.
+    done: Option<oneshot::Sender<(String, Option<u32>)>>,
 }
 
 /// A provider's call API, ready to use.
@@ -215,6 +245,14 @@ enum Provider {
 }
 
 impl Provider {
+    /// The provider's name as stored with each attempt.
+    fn name(&self) -> &'static str {
+        match self {
+            Provider::AfricasTalking(_) => "africastalking",
+            Provider::Twilio(_) => "twilio",
+        }
+    }
+
     async fn place(&self, to: &str) -> Result<String, String> {
         match self {
             Provider::AfricasTalking(client) => client.place(to).await,
@@ -225,6 +263,9 @@ impl Provider {
 
 /// Everything the dialer task and its handles share.
 struct Inner {
+    /// Random per dialer (per process start): with the callback and attempt numbers it makes
+    /// attempt ids that do not collide across restarts and nodes.
+    instance: String,
     /// The gateway (for the session store); weak so the gateway's slot does not keep it alive.
     gateway: Weak<Gateway>,
     provider: Provider,
@@ -291,6 +332,7 @@ impl Dialer {
         let (queue, jobs) = mpsc::channel(config.queue_capacity);
         let dialer = Dialer {
             inner: Arc::new(Inner {
+                instance: instance_id(),
                 gateway: Arc::downgrade(gateway),
                 provider,
                 queue,
@@ -313,8 +355,18 @@ impl Dialer {
         Ok(Some(dialer))
     }
 
-    /// Queues a call to `to` that runs `flow` when answered (first attempt).
+    /// Queues a missed-call callback to `to` that runs `flow` when answered (first attempt).
     pub fn enqueue(&self, to: &str, flow: &str) -> Result<(), EnqueueError> {
+        self.enqueue_for(PURPOSE_MISSED_CALL, to, flow)
+    }
+
+    /// Queues a call to `to` that runs `flow` when answered, stored with `purpose`.
+    pub fn enqueue_for(
+        &self,
+        purpose: &'static str,
+        to: &str,
+        flow: &str,
+    ) -> Result<(), EnqueueError> {
         let callback = self
             .inner
             .next_callback
@@ -324,6 +376,7 @@ impl Dialer {
             callback,
             to: to.to_string(),
             flow: flow.to_string(),
+            purpose,
             attempt: 1,
         };
         self.inner.queue.try_send(job).map_err(|e| match e {
@@ -375,53 +428,161 @@ impl Dialer {
         }
     }
 
-    /// The provider's final status of a call (`status` as sent). Returns false when the call
-    /// is not one this dialer is waiting for (placed by another node, or already over).
-    pub fn call_ended(&self, call_id: &str, status: &str) -> bool {
+    /// The provider's final status of a call (`status` as sent, and the call's length when
+    /// given). Returns false when the call is not one this dialer is waiting for (placed by
+    /// another node, or already over: a repeated status callback is not recorded twice).
+    pub fn call_ended(&self, call_id: &str, status: &str, duration_seconds: Option<u32>) -> bool {
         let done = lock(&self.inner.live)
             .get_mut(call_id)
             .and_then(|c| c.done.take());
         match done {
-            Some(done) => done.send(status.to_string()).is_ok(),
+            Some(done) => done.send((status.to_string(), duration_seconds)).is_ok(),
             None => false,
         }
     }
 }
 
 impl Inner {
-    /// Adds or updates attempt `attempt` of `number`, logs it and signals the change.
-    fn record(&self, job: &Job, call_id: Option<&str>, status: AttemptStatus) {
+    /// The store id of attempt `job.attempt` of `job.callback`.
+    fn attempt_id(&self, job: &Job) -> String {
+        format!("{}-{}-{}", self.instance, job.callback, job.attempt)
+    }
+
+    /// The result-store row of an attempt in `status`.
+    fn attempt_write(
+        &self,
+        job: &Job,
+        attempt_id: &str,
+        placed_at_ms: i64,
+        call_id: &Option<String>,
+        status: &AttemptStatus,
+        now: i64,
+    ) -> Write {
+        let (stored, outcome, provider_status, duration_seconds, reason) = match status {
+            AttemptStatus::Placing => (CallAttemptStatus::Placing, None, None, None, None),
+            AttemptStatus::Placed => (CallAttemptStatus::Placed, None, None, None, None),
+            AttemptStatus::Refused(reason) => (
+                CallAttemptStatus::Refused,
+                Some(CallOutcome::Failed),
+                None,
+                None,
+                Some(reason.clone()),
+            ),
+            AttemptStatus::Ended {
+                status,
+                outcome,
+                duration_seconds,
+            } => (
+                CallAttemptStatus::Ended,
+                Some(*outcome),
+                Some(status.clone()),
+                *duration_seconds,
+                None,
+            ),
+            AttemptStatus::TimedOut => (
+                CallAttemptStatus::TimedOut,
+                Some(CallOutcome::TimedOut),
+                None,
+                None,
+                Some("no final status within the call timeout".to_string()),
+            ),
+        };
+        Write::CallAttempt(CallAttemptRecord {
+            attempt_id: attempt_id.to_string(),
+            provider: self.provider.name().to_string(),
+            subscriber: job.to.clone(),
+            flow_id: job.flow.clone(),
+            purpose: job.purpose.to_string(),
+            attempt: job.attempt,
+            placed_at_ms,
+            status: stored,
+            outcome: outcome.map(|o| o.as_str().to_string()),
+            provider_status,
+            duration_seconds,
+            provider_call_id: call_id.clone(),
+            reason,
+            updated_at_ms: now,
+            ended_at_ms: stored.is_final().then_some(now),
+        })
+    }
+
+    /// Writes attempt `attempt` of `number` to the result store (a failure is logged and
+    /// counted: the call goes on), logs it, updates the in-memory list and then signals the
+    /// change.
+    async fn record(&self, job: &Job, call_id: Option<&str>, status: AttemptStatus) {
         let (number, flow, attempt) = (job.to.as_str(), job.flow.as_str(), job.attempt);
-        let pseudonym = self
-            .gateway
-            .upgrade()
+        let gateway = self.gateway.upgrade();
+        let pseudonym = gateway
+            .as_ref()
             .map(|g| g.pseudonym(number))
             .unwrap_or_else(|| "unknown".into());
         info!(subscriber = %pseudonym, flow, callback = job.callback, attempt, call = call_id.unwrap_or(""), status = ?status, "outbound call attempt");
+        let now = now_ms();
+        let attempt_id = self.attempt_id(job);
+        let same = |a: &Attempt| a.attempt == attempt && a.callback == job.callback;
+        // What an earlier write of this attempt already knew.
+        let (placed_at_ms, known_call_id) = lock(&self.attempts)
+            .get(number)
+            .and_then(|list| list.iter().find(|a| same(a)))
+            .map(|a| (a.placed_at_ms, a.call_id.clone()))
+            .unwrap_or((now, None));
+        let call_id = call_id.map(str::to_string).or(known_call_id);
+        // Durable first, then visible: whoever sees the change can read it from the store.
+        if let Some(gateway) = gateway {
+            let write = self.attempt_write(job, &attempt_id, placed_at_ms, &call_id, &status, now);
+            if let Err(e) = gateway.results.commit(vec![write]).await {
+                warn!(error = %e, subscriber = %pseudonym, attempt, "call attempt not stored");
+                telemetry::error("outbound_call_store");
+            }
+        }
         {
             let mut attempts = lock(&self.attempts);
             let list = attempts.entry(number.to_string()).or_default();
-            match list
-                .iter_mut()
-                .find(|a| a.attempt == attempt && a.callback == job.callback)
-            {
+            match list.iter_mut().find(|a| same(a)) {
                 Some(existing) => {
-                    if call_id.is_some() {
-                        existing.call_id = call_id.map(str::to_string);
-                    }
+                    existing.call_id = call_id;
                     existing.status = status;
                 }
                 None => list.push(Attempt {
+                    attempt_id,
                     callback: job.callback,
                     attempt,
                     flow: flow.to_string(),
-                    call_id: call_id.map(str::to_string),
+                    call_id,
+                    placed_at_ms,
                     status,
                 }),
             }
         }
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Twelve hex digits from the system's random source (the clock and the process id if that
+/// cannot be read), naming this dialer in attempt ids.
+fn instance_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 6];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mixed = nanos ^ (u128::from(std::process::id()) << 64);
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (mixed >> (i * 8)) as u8 ^ (mixed >> (64 + i * 8)) as u8;
+        }
+    }
+    hex::encode(bytes)
 }
 
 fn build_provider(config: &OutboundConfig, public_url: &str) -> Result<Provider, StartError> {
@@ -501,7 +662,7 @@ async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
     let Job {
         to, flow, attempt, ..
     } = &job;
-    inner.record(&job, None, AttemptStatus::Placing);
+    inner.record(&job, None, AttemptStatus::Placing).await;
     let placed = match tokio::time::timeout(API_TIMEOUT, inner.provider.place(to)).await {
         Ok(result) => result,
         Err(_) => Err(format!(
@@ -512,7 +673,9 @@ async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
         Err(reason) => {
             warn!(flow, attempt, %reason, "outbound call not placed");
             telemetry::error("outbound_call_refused");
-            inner.record(&job, None, AttemptStatus::Refused(reason));
+            inner
+                .record(&job, None, AttemptStatus::Refused(reason))
+                .await;
             CallOutcome::Failed
         }
         Ok(call_id) => {
@@ -536,25 +699,35 @@ async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
                     telemetry::error("outbound_call_note");
                 }
             }
-            inner.record(&job, Some(&call_id), AttemptStatus::Placed);
+            inner
+                .record(&job, Some(&call_id), AttemptStatus::Placed)
+                .await;
             let status = tokio::time::timeout(inner.call_timeout, ended).await;
             let answered = lock(&inner.live)
                 .remove(&call_id)
                 .is_some_and(|c| c.answered);
             match status {
-                Ok(Ok(status)) => {
+                Ok(Ok((status, duration_seconds))) => {
                     let outcome = CallOutcome::from_status(&status, answered);
-                    inner.record(
-                        &job,
-                        Some(&call_id),
-                        AttemptStatus::Ended { status, outcome },
-                    );
+                    inner
+                        .record(
+                            &job,
+                            Some(&call_id),
+                            AttemptStatus::Ended {
+                                status,
+                                outcome,
+                                duration_seconds,
+                            },
+                        )
+                        .await;
                     outcome
                 }
                 _ => {
                     warn!(call = %call_id, "no final status for an outbound call");
                     telemetry::error("outbound_call_timeout");
-                    inner.record(&job, Some(&call_id), AttemptStatus::TimedOut);
+                    inner
+                        .record(&job, Some(&call_id), AttemptStatus::TimedOut)
+                        .await;
                     CallOutcome::TimedOut
                 }
             }

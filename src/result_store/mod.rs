@@ -23,6 +23,10 @@
 //!   request's data (constraint, trigger, size), so one poisoned request cannot fail the
 //!   requests that happened to share its transaction. When the database itself is unavailable
 //!   (lock timeout, disk, lost connection) every waiter gets the error at once instead.
+//! * **Call attempts** (`Write::CallAttempt`) are kept apart from responses, in their own
+//!   table: one row per outbound call attempt, upserted by its attempt id at each change and
+//!   frozen once it has a final status, so a repeated status callback is recorded once.
+//!   [`ResultStore::call_attempts`] lists them for a number or a call id.
 //! * NUL characters in text are replaced by U+FFFD before storing (PostgreSQL cannot store
 //!   them in `text`; SQLite does the same so both backends behave alike).
 //!
@@ -74,20 +78,23 @@ pub enum Write {
     SmsPart(SmsPartRecord),
     /// A delivery receipt arrived.
     Receipt(ReceiptRecord),
+    /// An outbound call attempt was placed or changed status (no response involved).
+    CallAttempt(CallAttemptRecord),
 }
 
 impl Write {
     /// The response this write belongs to (for SMS writes: the message, or for a receipt
-    /// the SMSC id).
-    pub fn response_id(&self) -> &str {
+    /// the SMSC id; `None` for a call attempt).
+    pub fn response_id(&self) -> Option<&str> {
         match self {
-            Write::Start(s) => &s.response_id,
-            Write::Answer(a) => &a.response_id,
-            Write::Status(s) => &s.response_id,
-            Write::SmsQueued(m) => &m.message_id,
-            Write::SmsState(u) => &u.message_id,
-            Write::SmsPart(p) => &p.message_id,
-            Write::Receipt(r) => &r.smsc_id,
+            Write::Start(s) => Some(&s.response_id),
+            Write::Answer(a) => Some(&a.response_id),
+            Write::Status(s) => Some(&s.response_id),
+            Write::SmsQueued(m) => Some(&m.message_id),
+            Write::SmsState(u) => Some(&u.message_id),
+            Write::SmsPart(p) => Some(&p.message_id),
+            Write::Receipt(r) => Some(&r.smsc_id),
+            Write::CallAttempt(_) => None,
         }
     }
 
@@ -155,6 +162,28 @@ impl Write {
                 }
                 if let Some(error) = &mut r.error {
                     scrub(error);
+                }
+            }
+            Write::CallAttempt(c) => {
+                for field in [
+                    &mut c.attempt_id,
+                    &mut c.provider,
+                    &mut c.subscriber,
+                    &mut c.flow_id,
+                    &mut c.purpose,
+                ] {
+                    scrub(field);
+                }
+                for field in [
+                    &mut c.outcome,
+                    &mut c.provider_status,
+                    &mut c.provider_call_id,
+                    &mut c.reason,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    scrub(field);
                 }
             }
         }
@@ -271,6 +300,124 @@ impl std::fmt::Display for ResponseStatus {
     }
 }
 
+/// One attempt to place an outbound call, as written and as read back. Written at each change
+/// (placing, placed, final status) under the same `attempt_id`; once `ended_at_ms` is set the
+/// stored row no longer changes, so a repeated final status is recorded once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallAttemptRecord {
+    /// Unique per attempt and stable across its writes (the dialer's id for it).
+    pub attempt_id: String,
+    /// The call API used (`africastalking`, `twilio`), for per-provider analysis and costs.
+    pub provider: String,
+    /// The number called, as given; pseudonymise before showing it anywhere.
+    pub subscriber: String,
+    /// The flow the call runs when answered.
+    pub flow_id: String,
+    /// Why the call was placed (`missed_call`; campaigns later).
+    pub purpose: String,
+    /// 1 for the first call of a callback, then 2, 3... for its retries.
+    pub attempt: u32,
+    /// When placing began, ms since the Unix epoch.
+    pub placed_at_ms: i64,
+    /// Where the attempt stands.
+    pub status: CallAttemptStatus,
+    /// How it ended, as far as retries care (`busy`, `no_answer`, ...); `None` until it ends.
+    pub outcome: Option<String>,
+    /// The provider's final status word as it sent it.
+    pub provider_status: Option<String>,
+    /// Length of the call in seconds, when the provider said.
+    pub duration_seconds: Option<u32>,
+    /// The provider's id of the call, once it gave one (matches the voice callbacks).
+    pub provider_call_id: Option<String>,
+    /// Why the provider refused the request (no secrets), or why no status came.
+    pub reason: Option<String>,
+    /// When this write happened, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+    /// When the attempt reached a final status; `None` while it may still change.
+    pub ended_at_ms: Option<i64>,
+}
+
+/// Where a call attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallAttemptStatus {
+    /// The request to the provider is under way.
+    Placing,
+    /// The provider accepted the call; no final status yet.
+    Placed,
+    /// The provider refused the request or could not be reached.
+    Refused,
+    /// The provider's final status arrived.
+    Ended,
+    /// No final status came within the call timeout.
+    TimedOut,
+}
+
+impl CallAttemptStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [CallAttemptStatus; 5] = [
+        CallAttemptStatus::Placing,
+        CallAttemptStatus::Placed,
+        CallAttemptStatus::Refused,
+        CallAttemptStatus::Ended,
+        CallAttemptStatus::TimedOut,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallAttemptStatus::Placing => "placing",
+            CallAttemptStatus::Placed => "placed",
+            CallAttemptStatus::Refused => "refused",
+            CallAttemptStatus::Ended => "ended",
+            CallAttemptStatus::TimedOut => "timed_out",
+        }
+    }
+
+    /// The status named `name` (as produced by [`CallAttemptStatus::as_str`]).
+    pub fn parse(name: &str) -> Option<CallAttemptStatus> {
+        CallAttemptStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+
+    /// Whether the attempt is over (nothing more will change it).
+    pub fn is_final(self) -> bool {
+        !matches!(self, CallAttemptStatus::Placing | CallAttemptStatus::Placed)
+    }
+}
+
+/// Which call attempts to read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallAttemptQuery {
+    /// Every attempt to call this number, oldest first.
+    Subscriber(String),
+    /// The attempt with this provider call id (or this attempt id).
+    CallId(String),
+}
+
+/// A stored call attempt status word, checked.
+pub(crate) fn stored_call_status(
+    attempt_id: &str,
+    stored: &str,
+) -> Result<CallAttemptStatus, ResultStoreError> {
+    CallAttemptStatus::parse(stored).ok_or_else(|| {
+        ResultStoreError::Corrupt(format!(
+            "call attempt {attempt_id} has unknown status `{stored}`"
+        ))
+    })
+}
+
+/// A stored whole number that must fit a `u32` (attempt number, duration), checked.
+pub(crate) fn stored_u32(
+    attempt_id: &str,
+    what: &str,
+    stored: i64,
+) -> Result<u32, ResultStoreError> {
+    u32::try_from(stored).map_err(|_| {
+        ResultStoreError::Corrupt(format!("call attempt {attempt_id} has {what} {stored}"))
+    })
+}
+
 /// One stored response with its current answers, as read back for export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseRow {
@@ -367,6 +514,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "sms_outbox",
         sql: include_str!("migrations/sqlite/0002_sms_outbox.sql"),
     },
+    Migration {
+        version: 3,
+        name: "call_attempts",
+        sql: include_str!("migrations/sqlite/0003_call_attempts.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -379,6 +531,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "sms_outbox",
         sql: include_str!("migrations/postgres/0002_sms_outbox.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "call_attempts",
+        sql: include_str!("migrations/postgres/0003_call_attempts.sql"),
     },
 ];
 
@@ -487,17 +644,19 @@ pub(crate) struct Rejection {
 
 impl Rejection {
     pub(crate) fn unknown_response(write: &Write) -> Option<Rejection> {
-        let kind = match write {
-            Write::Start(_) | Write::SmsQueued(_) | Write::Receipt(_) => return None,
-            Write::Answer(_) => "answer",
-            Write::Status(_) => "status",
+        let (kind, response_id) = match write {
+            Write::Start(_) | Write::SmsQueued(_) | Write::Receipt(_) | Write::CallAttempt(_) => {
+                return None;
+            }
+            Write::Answer(a) => ("answer", &a.response_id),
+            Write::Status(s) => ("status", &s.response_id),
             // A state change of a message that is unknown or already final, or a part of an
             // unknown message: skipped like an answer to an unknown response.
-            Write::SmsState(_) => "sms_state",
-            Write::SmsPart(_) => "sms_part",
+            Write::SmsState(u) => ("sms_state", &u.message_id),
+            Write::SmsPart(p) => ("sms_part", &p.message_id),
         };
         Some(Rejection {
-            response_id: write.response_id().to_string(),
+            response_id: response_id.clone(),
             kind,
         })
     }
@@ -769,6 +928,22 @@ impl ResultStore {
         }
     }
 
+    /// The call attempts `query` names, oldest first. Reads on a connection of its own.
+    pub async fn call_attempts(
+        &self,
+        query: CallAttemptQuery,
+    ) -> Result<Vec<CallAttemptRecord>, ResultStoreError> {
+        match &self.shared.reads {
+            ReadSource::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || sqlite::read_call_attempts(&path, &query))
+                    .await
+                    .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
+            }
+            ReadSource::Postgres(target) => postgres::read_call_attempts(target, &query).await,
+        }
+    }
+
     /// Transactions committed so far by this store's writer (group commit makes this smaller
     /// than the number of `commit` calls under concurrency).
     pub fn batches_committed(&self) -> u64 {
@@ -817,17 +992,18 @@ mod tests {
 
     #[test]
     fn pending_migrations_skips_applied_and_refuses_newer_databases() {
+        let versions = |applied: &[i64]| {
+            pending_migrations(SQLITE_MIGRATIONS, applied)
+                .map(|m| m.iter().map(|m| m.version).collect::<Vec<_>>())
+        };
+        assert_eq!(versions(&[]), Ok(vec![1, 2, 3]));
+        // A database of the first release gets the SMS and call attempt tables.
+        assert_eq!(versions(&[1]), Ok(vec![2, 3]));
+        assert_eq!(versions(&[1, 2]), Ok(vec![3]));
+        assert_eq!(versions(&[1, 2, 3]), Ok(vec![]));
         assert_eq!(
-            pending_migrations(SQLITE_MIGRATIONS, &[]).map(|m| m.len()),
-            Ok(1)
-        );
-        assert_eq!(
-            pending_migrations(SQLITE_MIGRATIONS, &[1]).map(|m| m.len()),
-            Ok(0)
-        );
-        assert_eq!(
-            pending_migrations(SQLITE_MIGRATIONS, &[1, 7]).map(|m| m.len()),
-            Err(ResultStoreError::SchemaTooNew { found: 7, known: 1 })
+            versions(&[1, 7]),
+            Err(ResultStoreError::SchemaTooNew { found: 7, known: 3 })
         );
     }
 
@@ -843,6 +1019,7 @@ mod tests {
             send(store.ping());
             send(store.flush_and_close());
             send(store.responses("flow"));
+            send(store.call_attempts(CallAttemptQuery::CallId("CA1".into())));
         }
         let _ = check as fn(&ResultStore);
     }
@@ -855,6 +1032,11 @@ mod tests {
         assert_eq!(ResponseStatus::parse("Completed"), None);
         assert!(!ResponseStatus::Active.is_ended());
         assert!(ResponseStatus::Dropped.is_ended());
+        for status in CallAttemptStatus::ALL {
+            assert_eq!(CallAttemptStatus::parse(status.as_str()), Some(status));
+        }
+        assert!(!CallAttemptStatus::Placed.is_final());
+        assert!(CallAttemptStatus::Refused.is_final());
     }
 
     #[test]

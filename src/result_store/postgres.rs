@@ -18,9 +18,9 @@ use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 
 use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
-    Control, Counters, Failure, MIGRATIONS_TABLE_SQL, POSTGRES_MIGRATIONS, PendingCommit,
-    Rejection, Request, ResponseRow, ResultStoreError, SmsPartRow, SmsRow, Write, gather,
-    pending_migrations, settle,
+    CallAttemptQuery, CallAttemptRecord, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
+    POSTGRES_MIGRATIONS, PendingCommit, Rejection, Request, ResponseRow, ResultStoreError,
+    SmsPartRow, SmsRow, Write, gather, pending_migrations, settle,
 };
 
 const BACKEND: &str = "postgres";
@@ -49,6 +49,24 @@ const UPSERT_ANSWER: &str = "WITH touched AS (\
 const UPDATE_STATUS: &str = "UPDATE responses SET status = $2, \
      updated_at_ms = GREATEST(updated_at_ms, $3), ended_at_ms = $4, \
      language = COALESCE($5, language) WHERE response_id = $1";
+
+/// One call attempt, inserted or brought up to date; a row with a final status stays as it is.
+const UPSERT_CALL_ATTEMPT: &str = "INSERT INTO call_attempts (attempt_id, provider, subscriber, \
+     flow_id, purpose, attempt, placed_at_ms, status, outcome, provider_status, \
+     duration_seconds, provider_call_id, reason, updated_at_ms, ended_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     ON CONFLICT (attempt_id) DO UPDATE SET status = EXCLUDED.status, \
+     outcome = EXCLUDED.outcome, provider_status = EXCLUDED.provider_status, \
+     duration_seconds = COALESCE(EXCLUDED.duration_seconds, call_attempts.duration_seconds), \
+     provider_call_id = COALESCE(EXCLUDED.provider_call_id, call_attempts.provider_call_id), \
+     reason = COALESCE(EXCLUDED.reason, call_attempts.reason), \
+     updated_at_ms = GREATEST(call_attempts.updated_at_ms, EXCLUDED.updated_at_ms), \
+     ended_at_ms = EXCLUDED.ended_at_ms \
+     WHERE call_attempts.ended_at_ms IS NULL";
+
+const CALL_ATTEMPT_COLUMNS: &str = "attempt_id, provider, subscriber, flow_id, purpose, \
+     attempt, placed_at_ms, status, outcome, provider_status, duration_seconds, \
+     provider_call_id, reason, updated_at_ms, ended_at_ms";
 
 const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, channel, provider, \
      subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms \
@@ -273,6 +291,7 @@ struct WriterConnection {
     sms_state: Statement,
     sms_part: Statement,
     receipt: Statement,
+    call: Statement,
 }
 
 impl WriterConnection {
@@ -284,6 +303,10 @@ impl WriterConnection {
         let sms_state = client.prepare(UPDATE_SMS_STATE).await.map_err(pg_error)?;
         let sms_part = client.prepare(UPSERT_SMS_PART).await.map_err(pg_error)?;
         let receipt = client.prepare(UPSERT_RECEIPT).await.map_err(pg_error)?;
+        let call = client
+            .prepare(UPSERT_CALL_ATTEMPT)
+            .await
+            .map_err(pg_error)?;
         Ok(WriterConnection {
             client,
             start,
@@ -293,6 +316,7 @@ impl WriterConnection {
             sms_state,
             sms_part,
             receipt,
+            call,
         })
     }
 }
@@ -313,6 +337,8 @@ enum Bound<'a> {
     SmsState(&'a super::SmsStateUpdate, &'static str),
     SmsPart(&'a super::SmsPartRecord, i64),
     Receipt(&'a super::ReceiptRecord),
+    /// The attempt, its number and duration as BIGINT, its status name.
+    CallAttempt(&'a CallAttemptRecord, i64, Option<i64>, &'static str),
 }
 
 impl<'a> Bound<'a> {
@@ -327,6 +353,12 @@ impl<'a> Bound<'a> {
             Write::SmsState(u) => Bound::SmsState(u, u.state.as_str()),
             Write::SmsPart(p) => Bound::SmsPart(p, i64::from(p.part)),
             Write::Receipt(r) => Bound::Receipt(r),
+            Write::CallAttempt(c) => Bound::CallAttempt(
+                c,
+                i64::from(c.attempt),
+                c.duration_seconds.map(i64::from),
+                c.status.as_str(),
+            ),
         }
     }
 
@@ -380,6 +412,23 @@ impl<'a> Bound<'a> {
                 &r.error,
                 &r.is_final,
                 &r.received_at_ms,
+            ],
+            Bound::CallAttempt(c, attempt, duration, status) => vec![
+                &c.attempt_id,
+                &c.provider,
+                &c.subscriber,
+                &c.flow_id,
+                &c.purpose,
+                attempt,
+                &c.placed_at_ms,
+                status,
+                &c.outcome,
+                &c.provider_status,
+                duration,
+                &c.provider_call_id,
+                &c.reason,
+                &c.updated_at_ms,
+                &c.ended_at_ms,
             ],
         }
     }
@@ -504,6 +553,7 @@ impl Writer {
             sms_state,
             sms_part,
             receipt,
+            call,
         } = connection;
         let tx = client.transaction().await.map_err(pg_failure)?;
         let writes: Vec<&Write> = commits.iter().flat_map(|c| c.writes.iter()).collect();
@@ -521,6 +571,7 @@ impl Writer {
                     Bound::SmsState(..) => sms_state,
                     Bound::SmsPart(..) => sms_part,
                     Bound::Receipt(..) => receipt,
+                    Bound::CallAttempt(..) => call,
                 };
                 Box::pin(tx.execute(statement, p.as_slice())) as Execution<'_>
             })
@@ -679,6 +730,55 @@ fn response_row(row: &tokio_postgres::Row) -> Result<ResponseRow, ResultStoreErr
         ended_at_ms: row.try_get(10).map_err(pg_error)?,
         answers: Default::default(),
         response_id,
+    })
+}
+
+/// Reads the call attempts `query` names, oldest first, on a fresh connection.
+pub(super) async fn read_call_attempts(
+    target: &Target,
+    query: &CallAttemptQuery,
+) -> Result<Vec<CallAttemptRecord>, ResultStoreError> {
+    let client = target.connect().await?;
+    let (filter, key) = match query {
+        CallAttemptQuery::Subscriber(number) => ("subscriber = $1", number),
+        CallAttemptQuery::CallId(id) => ("provider_call_id = $1 OR attempt_id = $1", id),
+    };
+    let sql = format!(
+        "SELECT {CALL_ATTEMPT_COLUMNS} FROM call_attempts WHERE {filter} \
+         ORDER BY placed_at_ms, attempt, attempt_id"
+    );
+    client
+        .query(&sql, &[key])
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(call_attempt_row)
+        .collect()
+}
+
+fn call_attempt_row(row: &tokio_postgres::Row) -> Result<CallAttemptRecord, ResultStoreError> {
+    let attempt_id: String = row.try_get(0).map_err(pg_error)?;
+    let attempt: i64 = row.try_get(5).map_err(pg_error)?;
+    let status: String = row.try_get(7).map_err(pg_error)?;
+    let duration: Option<i64> = row.try_get(10).map_err(pg_error)?;
+    Ok(CallAttemptRecord {
+        attempt: super::stored_u32(&attempt_id, "attempt number", attempt)?,
+        status: super::stored_call_status(&attempt_id, &status)?,
+        duration_seconds: duration
+            .map(|d| super::stored_u32(&attempt_id, "duration", d))
+            .transpose()?,
+        provider: row.try_get(1).map_err(pg_error)?,
+        subscriber: row.try_get(2).map_err(pg_error)?,
+        flow_id: row.try_get(3).map_err(pg_error)?,
+        purpose: row.try_get(4).map_err(pg_error)?,
+        placed_at_ms: row.try_get(6).map_err(pg_error)?,
+        outcome: row.try_get(8).map_err(pg_error)?,
+        provider_status: row.try_get(9).map_err(pg_error)?,
+        provider_call_id: row.try_get(11).map_err(pg_error)?,
+        reason: row.try_get(12).map_err(pg_error)?,
+        updated_at_ms: row.try_get(13).map_err(pg_error)?,
+        ended_at_ms: row.try_get(14).map_err(pg_error)?,
+        attempt_id,
     })
 }
 

@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
-    Control, Counters, Failure, MIGRATIONS_TABLE_SQL, PendingCommit, Rejection, Request,
-    ResponseRow, ResultStoreError, SQLITE_MIGRATIONS, SmsPartRow, SmsRow, Write, gather,
-    pending_migrations, settle,
+    CallAttemptQuery, CallAttemptRecord, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
+    PendingCommit, Rejection, Request, ResponseRow, ResultStoreError, SQLITE_MIGRATIONS,
+    SmsPartRow, SmsRow, Write, gather, pending_migrations, settle,
 };
 
 /// How long a statement waits for a lock held by another connection (another process, a
@@ -43,6 +43,24 @@ const UPSERT_ANSWER: &str = "INSERT INTO answers (response_id, result, step, val
 const UPDATE_STATUS: &str = "UPDATE responses SET status = ?2, \
      updated_at_ms = MAX(updated_at_ms, ?3), ended_at_ms = ?4, language = COALESCE(?5, language) \
      WHERE response_id = ?1";
+
+/// One call attempt, inserted or brought up to date; a row with a final status stays as it is.
+const UPSERT_CALL_ATTEMPT: &str = "INSERT INTO call_attempts (attempt_id, provider, subscriber, \
+     flow_id, purpose, attempt, placed_at_ms, status, outcome, provider_status, \
+     duration_seconds, provider_call_id, reason, updated_at_ms, ended_at_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     ON CONFLICT (attempt_id) DO UPDATE SET status = excluded.status, \
+     outcome = excluded.outcome, provider_status = excluded.provider_status, \
+     duration_seconds = COALESCE(excluded.duration_seconds, call_attempts.duration_seconds), \
+     provider_call_id = COALESCE(excluded.provider_call_id, call_attempts.provider_call_id), \
+     reason = COALESCE(excluded.reason, call_attempts.reason), \
+     updated_at_ms = MAX(call_attempts.updated_at_ms, excluded.updated_at_ms), \
+     ended_at_ms = excluded.ended_at_ms \
+     WHERE call_attempts.ended_at_ms IS NULL";
+
+const CALL_ATTEMPT_COLUMNS: &str = "attempt_id, provider, subscriber, flow_id, purpose, \
+     attempt, placed_at_ms, status, outcome, provider_status, duration_seconds, \
+     provider_call_id, reason, updated_at_ms, ended_at_ms";
 
 const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, channel, provider, \
      subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms \
@@ -287,6 +305,9 @@ impl Writer {
                 .map_err(sqlite_failure)?;
             let mut sms_part = tx.prepare_cached(UPSERT_SMS_PART).map_err(sqlite_failure)?;
             let mut receipt = tx.prepare_cached(UPSERT_RECEIPT).map_err(sqlite_failure)?;
+            let mut call = tx
+                .prepare_cached(UPSERT_CALL_ATTEMPT)
+                .map_err(sqlite_failure)?;
             for write in commits.iter().flat_map(|c| c.writes.iter()) {
                 let known = match write {
                     Write::Start(s) => {
@@ -380,6 +401,27 @@ impl Writer {
                                 r.received_at_ms,
                             ])
                             .map_err(sqlite_failure)?;
+                        true
+                    }
+                    Write::CallAttempt(c) => {
+                        call.execute(params![
+                            c.attempt_id,
+                            c.provider,
+                            c.subscriber,
+                            c.flow_id,
+                            c.purpose,
+                            c.attempt,
+                            c.placed_at_ms,
+                            c.status.as_str(),
+                            c.outcome,
+                            c.provider_status,
+                            c.duration_seconds,
+                            c.provider_call_id,
+                            c.reason,
+                            c.updated_at_ms,
+                            c.ended_at_ms,
+                        ])
+                        .map_err(sqlite_failure)?;
                         true
                     }
                 };
@@ -537,5 +579,61 @@ fn response_row(row: &rusqlite::Row<'_>) -> Result<ResponseRow, ResultStoreError
         ended_at_ms: row.get(10).map_err(sqlite_error)?,
         answers: Default::default(),
         response_id,
+    })
+}
+
+/// Reads the call attempts `query` names, oldest first, on a fresh query-only connection.
+pub(super) fn read_call_attempts(
+    path: &Path,
+    query: &CallAttemptQuery,
+) -> Result<Vec<CallAttemptRecord>, ResultStoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_error)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
+    conn.pragma_update(None, "query_only", "ON")
+        .map_err(sqlite_error)?;
+    let (filter, key) = match query {
+        CallAttemptQuery::Subscriber(number) => ("subscriber = ?1", number),
+        CallAttemptQuery::CallId(id) => ("provider_call_id = ?1 OR attempt_id = ?1", id),
+    };
+    let sql = format!(
+        "SELECT {CALL_ATTEMPT_COLUMNS} FROM call_attempts WHERE {filter} \
+         ORDER BY placed_at_ms, attempt, attempt_id"
+    );
+    let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
+    let mut found = stmt.query([key]).map_err(sqlite_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = found.next().map_err(sqlite_error)? {
+        out.push(call_attempt_row(row)?);
+    }
+    Ok(out)
+}
+
+fn call_attempt_row(row: &rusqlite::Row<'_>) -> Result<CallAttemptRecord, ResultStoreError> {
+    let attempt_id: String = row.get(0).map_err(sqlite_error)?;
+    let attempt: i64 = row.get(5).map_err(sqlite_error)?;
+    let status: String = row.get(7).map_err(sqlite_error)?;
+    let duration: Option<i64> = row.get(10).map_err(sqlite_error)?;
+    Ok(CallAttemptRecord {
+        attempt: super::stored_u32(&attempt_id, "attempt number", attempt)?,
+        status: super::stored_call_status(&attempt_id, &status)?,
+        duration_seconds: duration
+            .map(|d| super::stored_u32(&attempt_id, "duration", d))
+            .transpose()?,
+        provider: row.get(1).map_err(sqlite_error)?,
+        subscriber: row.get(2).map_err(sqlite_error)?,
+        flow_id: row.get(3).map_err(sqlite_error)?,
+        purpose: row.get(4).map_err(sqlite_error)?,
+        placed_at_ms: row.get(6).map_err(sqlite_error)?,
+        outcome: row.get(8).map_err(sqlite_error)?,
+        provider_status: row.get(9).map_err(sqlite_error)?,
+        provider_call_id: row.get(11).map_err(sqlite_error)?,
+        reason: row.get(12).map_err(sqlite_error)?,
+        updated_at_ms: row.get(13).map_err(sqlite_error)?,
+        ended_at_ms: row.get(14).map_err(sqlite_error)?,
+        attempt_id,
     })
 }

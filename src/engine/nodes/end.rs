@@ -13,5 +13,6 @@ pub(crate) fn screen(run: &Run<'_>, s: &SessionState, node: &EndNode, lead: Vec<
         expect: Expect::Nothing,
         end: true,
         language: s.language.clone(),
+        back: false,
     }
 }

@@ -29,6 +29,7 @@ pub(crate) fn screen(
         expect: Expect::Choice,
         end: false,
         language: s.language.clone(),
+        back: false,
     }
 }
 

@@ -25,6 +25,7 @@ pub(crate) fn screen(run: &Run<'_>, s: &SessionState, node: &MenuNode, lead: Vec
         expect: Expect::Choice,
         end: false,
         language: s.language.clone(),
+        back: false,
     }
 }
 

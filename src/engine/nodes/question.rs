@@ -57,6 +57,7 @@ pub(crate) fn screen(
         expect,
         end: false,
         language: s.language.clone(),
+        back: false,
     }
 }
 

@@ -255,6 +255,7 @@ mod tests {
             expect: Expect::Nothing,
             end: true,
             language: "en".into(),
+            back: false,
         }
     }
 

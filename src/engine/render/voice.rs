@@ -2,7 +2,8 @@
 //!
 //! A line with a recording in the screen's language is played; otherwise its text is said by
 //! the provider's text-to-speech (the checker reports where the flow does not allow that).
-//! Menus are read as "For water, press 1". The provider XML is the voice channels' business.
+//! Menus are read as "For water, press 1", then the skip and back keys where the screen offers
+//! them ("To go back, press 0"). The provider XML is the voice channels' business.
 
 use serde::Serialize;
 
@@ -150,6 +151,10 @@ pub fn render(flow: &Flow, screen: &Screen, ui: UiLookup<'_>) -> VoicePrompt {
             UiKey::VoicePress,
             &[("label", skip.label.clone()), ("key", skip.voice.clone())],
         );
+        parts.push(part(&Line::text(said), &language));
+    }
+    if screen.back {
+        let said = ui(UiKey::VoiceBack, &[("key", flow.voice.back_key.clone())]);
         parts.push(part(&Line::text(said), &language));
     }
     VoicePrompt {
