@@ -280,43 +280,95 @@ fn bump(counter: &AtomicU64) {
 /// limit of 100, 319 at 500). Lateness of more than one period is not made up (the bind was
 /// idle), so there is never a burst after idling, and any 1-second window holds at most
 /// `tps + 1` calls.
+///
+/// Late wake-ups can still bunch calls together (a caller woken late, then the next one on
+/// time), so a second stage keeps the times of the last `tps` calls let through and holds a
+/// call until the oldest of them is a full second old: whatever the scheduler does, no
+/// 1-second window ever holds more than `tps` calls as they leave here.
 pub struct TpsLimiter {
     /// Time between two slots.
     period: Duration,
     /// The earliest instant of the next slot; `None` before the first call.
     next_slot: Mutex<Option<Instant>>,
+    /// Calls allowed in any one second.
+    per_second: usize,
+    /// When the last `per_second` calls were let through, oldest first.
+    released: Mutex<VecDeque<Instant>>,
 }
 
 impl TpsLimiter {
     /// A limiter of `tps` calls per second (at least 1).
     pub fn new(tps: u32) -> TpsLimiter {
+        let per_second = tps.max(1) as usize;
         TpsLimiter {
             period: Duration::from_secs(1) / tps.max(1),
             next_slot: Mutex::new(None),
+            per_second,
+            released: Mutex::new(VecDeque::with_capacity(per_second + 1)),
         }
     }
 
     /// Waits until one more call is allowed and takes it. Returns true if it had to wait.
+    ///
+    /// A caller that must wait reserves the next slot before sleeping and sleeps once, until
+    /// it: with many callers queued, each wakes for its own slot instead of all of them waking
+    /// at every slot to race for it (a herd that, on a busy machine, made wake-ups late enough
+    /// to lose slots at 500 TPS).
     pub async fn until_ready(&self) -> bool {
-        let mut waited = false;
+        let reserved = {
+            let mut next_slot = self
+                .next_slot
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = Instant::now();
+            let slot = next_slot.unwrap_or(now);
+            if now >= slot {
+                // Late by at most a period: keep the schedule; else start afresh from now.
+                let base = if now - slot <= self.period { slot } else { now };
+                *next_slot = Some(base + self.period);
+                None
+            } else {
+                *next_slot = Some(slot + self.period);
+                Some(slot)
+            }
+        };
+        let mut waited = match reserved {
+            None => false,
+            Some(slot) => {
+                tokio::time::sleep_until(slot).await;
+                true
+            }
+        };
         loop {
-            let slot = {
-                let mut next_slot = self
-                    .next_slot
+            let hold_until = {
+                let mut released = self
+                    .released
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let now = Instant::now();
-                let slot = next_slot.unwrap_or(now);
-                if now >= slot {
-                    // Late by at most a period: keep the schedule; else start afresh from now.
-                    let base = if now - slot <= self.period { slot } else { now };
-                    *next_slot = Some(base + self.period);
-                    return waited;
+                match released.front() {
+                    Some(&oldest)
+                        if released.len() >= self.per_second
+                            && now < oldest + Duration::from_secs(1) =>
+                    {
+                        Some(oldest + Duration::from_secs(1))
+                    }
+                    _ => {
+                        released.push_back(now);
+                        while released.len() > self.per_second {
+                            released.pop_front();
+                        }
+                        None
+                    }
                 }
-                slot
             };
-            waited = true;
-            tokio::time::sleep_until(slot).await;
+            match hold_until {
+                None => return waited,
+                Some(until) => {
+                    waited = true;
+                    tokio::time::sleep_until(until).await;
+                }
+            }
         }
     }
 }
@@ -1294,6 +1346,34 @@ mod tests {
             assert!(pair[1] - pair[0] >= Duration::from_millis(200));
         }
         assert!(times[10] - start >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tps_limiter_gives_concurrent_callers_one_slot_each() {
+        let limiter = Arc::new(TpsLimiter::new(10));
+        let start = Instant::now();
+        let mut callers = Vec::new();
+        for _ in 0..5 {
+            let limiter = Arc::clone(&limiter);
+            callers.push(tokio::spawn(async move {
+                let mut times = Vec::new();
+                for _ in 0..4 {
+                    limiter.until_ready().await;
+                    times.push(Instant::now());
+                }
+                times
+            }));
+        }
+        let mut times = Vec::new();
+        for caller in callers {
+            times.extend(caller.await.expect("caller"));
+        }
+        times.sort();
+        assert_eq!(times.len(), 20);
+        for pair in times.windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_millis(100), "{times:?}");
+        }
+        assert_eq!(times[19] - start, Duration::from_millis(1900));
     }
 
     #[tokio::test(start_paused = true)]
