@@ -17,6 +17,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The allocator of the `baraza` binary, so the ESME is measured as it runs in the gateway
+/// (the raw client gets it too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
