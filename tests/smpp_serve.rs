@@ -5,16 +5,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baraza::config::{Config, OperatorConfig, ResultsConfig};
-use baraza::smpp::smsc_sim::{SimConfig, spawn_smsc_sim};
+use baraza::smpp::smsc_sim::{SimConfig, SimHandle, spawn_smsc_sim};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_binds_to_each_operator_and_unbinds_on_shutdown() {
+/// The simulator and `baraza serve` (SQLite results in a temporary folder) with one operator
+/// `sim` bound to it; `operator_extra` adds YAML lines to the operator, `tweak` changes the
+/// config. `stop` ends the server.
+struct Served {
+    sim: SimHandle,
+    gateway: Arc<baraza::dispatcher::Gateway>,
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve_with(operator_extra: &str, tweak: impl FnOnce(&mut Config)) -> Served {
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = sim_listener.local_addr().expect("addr").port();
     let sim = spawn_smsc_sim(SimConfig::default(), sim_listener);
-
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::embedded();
     config.flows_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
@@ -23,11 +33,11 @@ async fn serve_binds_to_each_operator_and_unbinds_on_shutdown() {
     };
     config.pseudonym_secret = Some("test".into());
     let operator: OperatorConfig = serde_saphyr::from_str(&format!(
-        "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\n"
+        "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\n{operator_extra}"
     ))
     .expect("operator config");
     config.smpp.operators = vec![operator];
-
+    tweak(&mut config);
     let gateway = Arc::new(
         baraza::server::build_gateway(config)
             .await
@@ -36,11 +46,40 @@ async fn serve_binds_to_each_operator_and_unbinds_on_shutdown() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(baraza::server::serve(gateway, listener, async move {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(baraza::server::serve(
+        Arc::clone(&gateway),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Served {
+        sim,
+        gateway,
+        base,
+        stop,
+        server,
+        _dir: dir,
+    }
+}
 
+impl Served {
+    async fn shutdown(self) -> SimHandle {
+        self.stop.send(()).expect("stop");
+        self.server
+            .await
+            .expect("serve task")
+            .expect("serve ends cleanly");
+        self.sim
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binds_to_each_operator_and_unbinds_on_shutdown() {
+    let served = serve_with("", |_| {}).await;
+    let sim = served.sim.clone();
     let bound = sim.wait_until(|s| s.binds >= 1).await;
     assert_eq!(bound.bind_failures, 0);
     // A mobile-originated message reaches the bind and is answered (deliver_sm_resp).
@@ -48,11 +87,7 @@ async fn serve_binds_to_each_operator_and_unbinds_on_shutdown() {
         .expect("inject");
     sim.wait_until(|s| s.deliver_sm_resps >= 1).await;
 
-    stop.send(()).expect("stop");
-    server
-        .await
-        .expect("serve task")
-        .expect("serve ends cleanly");
+    let sim = served.shutdown().await;
     let after = sim.wait_until(|s| s.unbinds_received >= 1).await;
     assert_eq!(after.unbinds_received, 1, "one unbind on shutdown");
 }
@@ -69,40 +104,8 @@ async fn handset_messages(sim: &baraza::smpp::smsc_sim::SimHandle, count: usize)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_way_sms_survey_with_stop_and_start() {
-    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = sim_listener.local_addr().expect("addr").port();
-    let sim = spawn_smsc_sim(SimConfig::default(), sim_listener);
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::embedded();
-    config.flows_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
-    config.results = ResultsConfig::Sqlite {
-        path: dir.path().join("results.sqlite3"),
-    };
-    config.pseudonym_secret = Some("test".into());
-    let operator: OperatorConfig = serde_saphyr::from_str(&format!(
-        "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\nsender: \"20880\"\n"
-    ))
-    .expect("operator config");
-    config.smpp.operators = vec![operator];
-    let gateway = Arc::new(
-        baraza::server::build_gateway(config)
-            .await
-            .expect("gateway"),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(baraza::server::serve(
-        Arc::clone(&gateway),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let served = serve_with("sender: \"20880\"\n", |_| {}).await;
+    let (sim, gateway) = (served.sim.clone(), Arc::clone(&served.gateway));
     sim.wait_until(|s| s.binds >= 1).await;
 
     let citizen = "+254722000111";
@@ -177,47 +180,16 @@ async fn a_two_way_sms_survey_with_stop_and_start() {
     sim.inject_mo(citizen, "20880", "HEALTH").expect("inject");
     let again = handset_messages(&sim, 9).await;
     assert!(again[8].contains("Which service?"), "{:?}", again[8]);
-
-    stop.send(()).expect("stop");
-    server
-        .await
-        .expect("serve task")
-        .expect("serve ends cleanly");
+    served.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sms_api_queues_a_message_and_reports_its_receipt() {
-    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = sim_listener.local_addr().expect("addr").port();
-    let sim = spawn_smsc_sim(SimConfig::default(), sim_listener);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::embedded();
-    config.flows_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
-    config.results = ResultsConfig::Sqlite {
-        path: dir.path().join("results.sqlite3"),
-    };
-    config.pseudonym_secret = Some("test".into());
-    config.admin.token = Some("s3cret".into());
-    let operator: OperatorConfig = serde_saphyr::from_str(&format!(
-        "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\nsender: BARAZA\n"
-    ))
-    .expect("operator config");
-    config.smpp.operators = vec![operator];
-    let gateway = Arc::new(
-        baraza::server::build_gateway(config)
-            .await
-            .expect("gateway"),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(baraza::server::serve(gateway, listener, async move {
-        let _ = stopped.await;
-    }));
+    let served = serve_with("sender: BARAZA\n", |config| {
+        config.admin.token = Some("s3cret".into());
+    })
+    .await;
+    let (sim, base) = (served.sim.clone(), served.base.clone());
     let client = reqwest::Client::new();
     let post = |body: &str, token: &str| {
         client
@@ -314,12 +286,7 @@ async fn the_sms_api_queues_a_message_and_reports_its_receipt() {
         .expect("get");
     assert_eq!(missing.status(), 404);
     assert_eq!(sim.stats().messages.len(), 1);
-
-    stop.send(()).expect("stop");
-    server
-        .await
-        .expect("serve task")
-        .expect("serve ends cleanly");
+    served.shutdown().await;
 }
 
 async fn json(response: reqwest::Response) -> serde_json::Value {

@@ -30,14 +30,23 @@ struct Running {
 /// Starts the simulator and `serve` on `stores` with one operator whose USSD profile is
 /// `profile_yaml` (indented block under `ussd:`).
 async fn start(stores: Stores, profile_yaml: &str) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut config, redis_prefix, pg_schema) = common::config_for(stores, dir.path());
+    config.admission.burst = 100;
+    let mut running = start_with(config, profile_yaml).await;
+    running.redis_prefix = redis_prefix;
+    running.pg_schema = pg_schema;
+    running._dir = dir;
+    running
+}
+
+/// Starts a simulator of its own and `serve` on `config` with one operator `sim` bound to it.
+async fn start_with(mut config: baraza::config::Config, profile_yaml: &str) -> Running {
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = sim_listener.local_addr().expect("addr").port();
     let sim = spawn_smsc_sim(SimConfig::default(), sim_listener);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (mut config, redis_prefix, pg_schema) = common::config_for(stores, dir.path());
-    config.admission.burst = 100;
     let operator: OperatorConfig = serde_saphyr::from_str(&format!(
         "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\nussd:\n{profile_yaml}"
     ))
@@ -65,9 +74,9 @@ async fn start(stores: Stores, profile_yaml: &str) -> Running {
         gateway,
         stop,
         server,
-        redis_prefix,
-        pg_schema,
-        _dir: dir,
+        redis_prefix: None,
+        pg_schema: None,
+        _dir: tempfile::tempdir().expect("tempdir"),
     }
 }
 
@@ -455,44 +464,9 @@ async fn dropped_over_smpp_resumes_over_http_redis_postgres() {
 /// A node of a two-node deployment: its own SMSC (simulator) and bind, the shared Redis and
 /// PostgreSQL of `config`.
 async fn node(config: &baraza::config::Config, name: &str) -> Running {
-    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = sim_listener.local_addr().expect("addr").port();
-    let sim = spawn_smsc_sim(SimConfig::default(), sim_listener);
     let mut config = config.clone();
     config.smpp.node = Some(name.to_string());
-    let operator: OperatorConfig = serde_saphyr::from_str(&format!(
-        "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\nussd:\n{STANDARD}"
-    ))
-    .expect("operator config");
-    config.smpp.operators = vec![operator];
-    let gateway = Arc::new(
-        baraza::server::build_gateway(config)
-            .await
-            .expect("gateway"),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(baraza::server::serve(
-        Arc::clone(&gateway),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    sim.wait_until(|s| s.binds >= 1).await;
-    Running {
-        sim,
-        gateway,
-        stop,
-        server,
-        redis_prefix: None,
-        pg_schema: None,
-        _dir: tempfile::tempdir().expect("tempdir"),
-    }
+    start_with(config, STANDARD).await
 }
 
 /// The dialogue's record lives in Redis, not in the node: a dialogue begun through one node's

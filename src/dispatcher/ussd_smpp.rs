@@ -15,6 +15,10 @@ use crate::session_store::{SaveOutcome, SessionKey};
 /// The session-store channel name of dialogue records (beside the flow sessions).
 const DIALOGUE_CHANNEL: &str = "ussd-smpp-dialogue";
 
+/// How long the empty value left by a closed dialogue is kept (it only has to outlive a
+/// racing message of the closed dialogue).
+const CLOSED_RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Two messages of one dialogue racing (a network retry) get this many tries.
 const TRIES: usize = 3;
 
@@ -67,20 +71,27 @@ impl Gateway {
     }
 
     /// Forgets the dialogue once its last screen went out, if `session_id` is still the one
-    /// stored for it (a new begin may have replaced it).
+    /// stored for it. The record is overwritten with an empty value under a version check
+    /// rather than deleted, so a new begin on the same session number that was stored in the
+    /// meantime is never lost.
     pub async fn ussd_smpp_closed(&self, operator: &str, deliver: &UssdDeliver, session_id: &str) {
         let key = SessionKey::new(DIALOGUE_CHANNEL, &dialogue_id(operator, deliver));
-        let current = match self.sessions.load(&key).await {
-            Ok(stored) => stored.and_then(|s| DialogueRecord::decode(&s.data)),
+        let stored = match self.sessions.load(&key).await {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "USSD dialogue record not read; it expires on its own");
                 return;
             }
         };
+        let Some(stored) = stored else { return };
+        let current = DialogueRecord::decode(&stored.data);
         if current.is_some_and(|record| record.session_id == session_id)
-            && let Err(e) = self.sessions.delete(&key).await
+            && let Err(e) = self
+                .sessions
+                .save(&key, Some(stored.version), b"", CLOSED_RECORD_TTL)
+                .await
         {
-            tracing::warn!(error = %e, "USSD dialogue record not removed; it expires on its own");
+            tracing::warn!(error = %e, "USSD dialogue record not closed; it expires on its own");
         }
     }
 }

@@ -435,14 +435,10 @@ impl Writer {
     }
 }
 
-/// Reads every response of `flow_id` in one read transaction on a fresh connection.
-pub(super) fn read_responses(
-    path: &Path,
-    flow_id: &str,
-) -> Result<Vec<ResponseRow>, ResultStoreError> {
-    // Read-write without CREATE (a WAL reader may need to create the -shm file), but
-    // query-only: this connection never changes anything.
-    let mut conn = Connection::open_with_flags(
+/// A fresh connection for reading: read-write without CREATE (a WAL reader may need to create
+/// the -shm file), but query-only, so it never changes anything.
+fn open_reader(path: &Path) -> Result<Connection, ResultStoreError> {
+    let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
@@ -450,6 +446,15 @@ pub(super) fn read_responses(
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
     conn.pragma_update(None, "query_only", "ON")
         .map_err(sqlite_error)?;
+    Ok(conn)
+}
+
+/// Reads every response of `flow_id` in one read transaction on a fresh connection.
+pub(super) fn read_responses(
+    path: &Path,
+    flow_id: &str,
+) -> Result<Vec<ResponseRow>, ResultStoreError> {
+    let mut conn = open_reader(path)?;
     let tx = conn.transaction().map_err(sqlite_error)?;
     let mut rows = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -481,14 +486,7 @@ pub(super) fn read_responses(
 
 /// Reads outbound messages with their parts and receipts in one read transaction.
 pub(super) fn read_sms(path: &Path, query: &SmsQuery) -> Result<Vec<SmsRow>, ResultStoreError> {
-    let mut conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sqlite_error)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
-    conn.pragma_update(None, "query_only", "ON")
-        .map_err(sqlite_error)?;
+    let mut conn = open_reader(path)?;
     let tx = conn.transaction().map_err(sqlite_error)?;
     let mut rows = Vec::new();
     {
@@ -587,14 +585,7 @@ pub(super) fn read_call_attempts(
     path: &Path,
     query: &CallAttemptQuery,
 ) -> Result<Vec<CallAttemptRecord>, ResultStoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sqlite_error)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
-    conn.pragma_update(None, "query_only", "ON")
-        .map_err(sqlite_error)?;
+    let conn = open_reader(path)?;
     let (filter, key) = match query {
         CallAttemptQuery::Subscriber(number) => ("subscriber = ?1", number),
         CallAttemptQuery::CallId(id) => ("provider_call_id = ?1 OR attempt_id = ?1", id),

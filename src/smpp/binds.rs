@@ -145,7 +145,10 @@ async fn handle_inbound(
             Inbound::Ussd(sm) => {
                 counter!("baraza_smpp_ussd_inbound_total", "operator" => name.clone()).increment(1);
                 match &screens {
-                    Some(screens) => ussd_message(&gateway, &operator, screens, *sm),
+                    // Awaited here, not spawned: the dialogue's record is read and updated in
+                    // the order the messages arrived (an abort, then a late answer, must not
+                    // swap); the step itself runs on a task of its own.
+                    Some(screens) => ussd_message(&gateway, &operator, screens, *sm).await,
                     None => warn!(operator = %name, "USSD deliver_sm but no bind can answer it"),
                 }
             }
@@ -207,10 +210,11 @@ async fn handle_inbound(
 /// seconds).
 const USSD_SCREEN_DEADLINE: Duration = Duration::from_secs(20);
 
-/// One USSD dialogue message: read through the operator's profile, run by
-/// `Gateway::ussd_step` (same flows and session store as USSD over HTTP) on its own task, and
-/// the screen submitted on the same bind. An abort ends the session and sends nothing.
-fn ussd_message(
+/// One USSD dialogue message: read through the operator's profile, its dialogue record
+/// updated, then run by `Gateway::ussd_step` (same flows and session store as USSD over
+/// HTTP) on its own task, and the screen submitted on the same bind. An abort ends the
+/// session and sends nothing.
+async fn ussd_message(
     gateway: &Arc<Gateway>,
     operator: &OperatorConfig,
     replies: &EsmeHandle,
@@ -237,16 +241,16 @@ fn ussd_message(
     let gateway = Arc::clone(gateway);
     let replies = replies.clone();
     let name = name.to_string();
+    // The dialogue's record lives in the session store: any node's bind can continue it.
+    let request = match gateway.ussd_smpp_request(&name, &deliver, &profile).await {
+        Ok(request) => request,
+        Err(e) => {
+            warn!(operator = %name, error = %e, "USSD dialogue not found or stored: no screen sent");
+            crate::telemetry::error("session_store");
+            return;
+        }
+    };
     tokio::spawn(async move {
-        // The dialogue's record lives in the session store: any node's bind can continue it.
-        let request = match gateway.ussd_smpp_request(&name, &deliver, &profile).await {
-            Ok(request) => request,
-            Err(e) => {
-                warn!(operator = %name, error = %e, "USSD dialogue not found or stored: no screen sent");
-                crate::telemetry::error("session_store");
-                return;
-            }
-        };
         let aborted = matches!(request.input, crate::channels::ussd::UssdInput::End);
         let session_id = request.session_id.clone();
         let reply = gateway.ussd_step(request).await;
