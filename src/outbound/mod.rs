@@ -340,6 +340,8 @@ struct Inner {
     started_at_ms: i64,
     /// Attempt ids a job of this process holds (queued, waiting, placing or followed).
     held: Arc<Mutex<HashSet<String>>>,
+    /// Set once the start's recovery ran (whatever it found), so tools and tests can wait.
+    recovered: std::sync::atomic::AtomicBool,
     /// Cancelled by [`Dialer::shutdown`]: every task of the dialer stops, leaving its
     /// attempts stored for the next start.
     stop: CancellationToken,
@@ -414,6 +416,7 @@ impl Dialer {
                 started_at_ms: now_ms(),
                 held: Arc::new(Mutex::new(HashSet::new())),
                 stop: CancellationToken::new(),
+                recovered: std::sync::atomic::AtomicBool::new(false),
                 gateway: Arc::downgrade(gateway),
                 provider,
                 queue,
@@ -441,6 +444,14 @@ impl Dialer {
     /// what they were doing stays stored, and the next start of this node recovers it.
     pub fn shutdown(&self) {
         self.inner.stop.cancel();
+    }
+
+    /// Whether the recovery of this start has run (see [`Dialer::recover`]); a change is
+    /// signalled when it has.
+    pub fn recovered(&self) -> bool {
+        self.inner
+            .recovered
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// This node's name in stored attempts.
@@ -1006,6 +1017,11 @@ async fn run(inner: Weak<Inner>, mut jobs: mpsc::Receiver<Job>) {
                 telemetry::error("outbound_call_recovery");
             }
         }
+        dialer
+            .inner
+            .recovered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        dialer.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
     loop {
         let Some(stop) = inner.upgrade().map(|i| i.stop.clone()) else {
