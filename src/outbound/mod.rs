@@ -2,31 +2,49 @@
 //! or Twilio), with a bounded queue, a concurrency limit and retries of calls that did not
 //! connect (busy, no answer, failed: spaced, capped, configurable).
 //!
-//! Life of a callback: a voice step hands `(number, flow)` to [`Dialer::enqueue`]; the dialer
-//! task takes it from the queue when a concurrency slot is free, posts it to the provider,
-//! notes call id -> flow in the session store (so the answered call starts that flow on any
-//! node), and holds the slot until the provider's final status reaches
-//! [`Dialer::call_ended`] (or `call_timeout_seconds` pass). A retryable final status schedules
-//! the next attempt after `retry.spacing_seconds`, up to `retry.max_attempts` in all. Every
-//! attempt and its status is logged, kept in memory ([`Dialer::attempts`]) and written to the
-//! result store (`Write::CallAttempt`, one row per attempt under its [`Attempt::attempt_id`]:
-//! placing, placed, then the final status with the provider's word, the call's length and the
-//! provider's call id), before the change is signalled.
+//! ```text
+//! enqueue ──store scheduled (node, due)──▶ queue ──slot──▶ store placing ──API──▶ store placed
+//!   final status heard here ──────────────────────────┐      (call id noted in the session store)
+//!   final status heard on another node ──store by     ├──▶ store final + retry `scheduled`
+//!     (provider, call id); found by this node's       │    (one transaction, only if not final
+//!     status poll every STATUS_POLL ──────────────────┘     yet) ──▶ slot freed ──▶ retry due
+//! start ──▶ recover this node's rows: scheduled → queued at due time, placed → followed again,
+//!           placing → closed timed_out, never placed again
+//! ```
+//!
+//! Life of a callback: a voice step hands `(number, flow)` to [`Dialer::enqueue`], which
+//! stores the attempt `scheduled` (owned by this node, `smpp.node`) before queueing it; the
+//! dialer task takes it when a concurrency slot is free, posts it to the provider, notes call
+//! id -> flow in the session store (so the answered call starts that flow on any node), and
+//! holds the slot until the call's final status is known (or `call_timeout_seconds` pass).
+//! The final status is stored with [`crate::result_store::CallFinal`]: by attempt id when
+//! this node heard it ([`Dialer::call_final`] hands it to the waiting attempt), by the
+//! provider's call id when another node did; the write changes only an attempt not yet final,
+//! and in the same transaction stores the retry a retryable status asks for (`scheduled`, for
+//! the node that placed the call, due after `retry.spacing_seconds`, up to
+//! `retry.max_attempts` in all). So of two nodes hearing one call's end, one records it and
+//! one retry exists; only the placing node queues it. The placing node learns of a final
+//! status stored elsewhere within [`STATUS_POLL`]. Every attempt is logged, kept in memory from
+//! placing on ([`Dialer::attempts`]) and stored before the change is signalled.
+//!
+//! Restarts: [`Dialer::shutdown`] stops every task and leaves the rows as they are; the next
+//! start of the same node recovers them ([`Dialer::recover`]) and never places an attempt twice
+//! (a job of this process holds its attempt id; rows this process wrote are not recovered).
 //!
 //! Transport: reqwest over rustls with the bundled web PKI roots (HTTPS to the providers;
 //! plain `http://` is accepted for local test servers and proxies). Redirects are not
 //! followed, each request is cut after 20 s, and errors name the host only.
 //!
-//! Limits, for now: the queue and the concurrency slots live in this process (the attempts
-//! are durable, but a restart forgets the calls still queued or waiting for a retry). The call id -> flow note is in the session store, so an answered call runs the
-//! right flow on any node; but a final status delivered to another node does not free this
-//! node's slot (the slot is then freed by the call timeout, and no retry follows). Africa's
-//! Talking's final callback is read through the channel parser, which prefers
-//! `callSessionState` over `hangupCause`; an unanswered call whose state word names no failure
-//! counts as no-answer (see [`CallOutcome::from_status`]).
+//! Limits: a final status that reaches another node before the placing node stored the call
+//! id is not matched (the call then times out, without a retry). A node that did not follow
+//! the call reads "answered" from the call's length (a `Completed` with no length counts as
+//! no-answer). Africa's Talking's final callback is read through the channel parser, which
+//! prefers `callSessionState` over `hangupCause` (see [`CallOutcome::from_status`]). Rows
+//! stored before schema version 4 have no node and are never recovered.
 //!
 //! It never runs flows or reads call callbacks (the dispatcher does), never stores answers
-//! (only its own call attempts), and never logs API keys or auth tokens.
+//! (only its own call attempts), never knows Redis keys, and never logs API keys or auth
+//! tokens.
 
 pub mod africastalking;
 pub mod twilio;
@@ -290,7 +308,7 @@ enum Final {
         answered: bool,
     },
     /// Another node heard it and stored it (found by the status poll).
-    Stored(CallAttemptRecord),
+    Stored(Box<CallAttemptRecord>),
 }
 
 /// A placed call waiting for its final status.
@@ -1101,7 +1119,7 @@ async fn watch_stored_finals(inner: Weak<Inner>) {
                 .get_mut(&call_id)
                 .and_then(|c| c.done.take());
             if let Some(done) = done {
-                let _ = done.send(Final::Stored(row));
+                let _ = done.send(Final::Stored(Box::new(row)));
             }
         }
     }

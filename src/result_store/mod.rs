@@ -24,9 +24,14 @@
 //!   requests that happened to share its transaction. When the database itself is unavailable
 //!   (lock timeout, disk, lost connection) every waiter gets the error at once instead.
 //! * **Call attempts** (`Write::CallAttempt`) are kept apart from responses, in their own
-//!   table: one row per outbound call attempt, upserted by its attempt id at each change and
-//!   frozen once it has a final status, so a repeated status callback is recorded once.
-//!   [`ResultStore::call_attempts`] lists them for a number or a call id.
+//!   table: one row per outbound call attempt, upserted by its attempt id at each change
+//!   (`scheduled`, `placing`, `placed`; never back to `scheduled`) and frozen once it has a
+//!   final status, so a repeated status callback is recorded once. `Write::CallFinal` ends an
+//!   attempt by its id or by (provider, provider call id), whichever node heard the status,
+//!   and only if it was placing or placed; the write that ends it also stores the retry it
+//!   asks for (`scheduled`, same node), so one retry exists however many nodes heard the end.
+//!   [`ResultStore::call_attempts`] lists them for a number, a call id, or a node's
+//!   unfinished ones.
 //! * NUL characters in text are replaced by U+FFFD before storing (PostgreSQL cannot store
 //!   them in `text`; SQLite does the same so both backends behave alike).
 //!
