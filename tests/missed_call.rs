@@ -1047,3 +1047,128 @@ async fn a_scheduled_retry_survives_a_restart_and_is_placed_once() {
     );
     restarted.cleanup().await;
 }
+
+/// What a node that stopped abruptly leaves: a call it was placing (closed `timed_out` at the
+/// next start and never placed again: the provider may have placed it) and a call it had
+/// placed (followed again: its final status is recorded and its retry placed). Another node's
+/// row is left alone.
+#[tokio::test]
+async fn a_restart_closes_calls_being_placed_and_follows_placed_ones() {
+    let mut fake = FakeProvider::start(false).await;
+    let (gw, dialer) = gateway_on(
+        Stores::MemorySqlite,
+        at_outbound(&fake, 5, busy_retry_once()),
+        |_| {},
+        Some("node-r"),
+    )
+    .await;
+    wait_for(&dialer, "recovery", Dialer::recovered).await;
+    dialer.shutdown();
+    drop(dialer);
+    let other = "+254711000002";
+    let third = "+254711000003";
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 10_000;
+    let row =
+        |id: &str, number: &str, status: CallAttemptStatus, call: Option<&str>, node: &str| {
+            baraza::result_store::Write::CallAttempt(baraza::result_store::CallAttemptRecord {
+                attempt_id: id.into(),
+                provider: "africastalking".into(),
+                subscriber: number.into(),
+                flow_id: "grievance".into(),
+                purpose: "missed_call".into(),
+                attempt: 1,
+                placed_at_ms: long_ago,
+                status,
+                outcome: None,
+                provider_status: None,
+                duration_seconds: None,
+                provider_call_id: call.map(str::to_string),
+                reason: None,
+                updated_at_ms: long_ago,
+                ended_at_ms: None,
+                node: Some(node.into()),
+                due_at_ms: None,
+            })
+        };
+    gw.gateway
+        .results
+        .commit(vec![
+            row(
+                "old-1-1",
+                CITIZEN,
+                CallAttemptStatus::Placing,
+                None,
+                "node-r",
+            ),
+            row(
+                "old-2-1",
+                other,
+                CallAttemptStatus::Placed,
+                Some("ATVId_out_old"),
+                "node-r",
+            ),
+            row(
+                "old-3-1",
+                third,
+                CallAttemptStatus::Scheduled,
+                None,
+                "node-s",
+            ),
+        ])
+        .await
+        .expect("rows stored");
+    gw.gateway
+        .results
+        .flush_and_close()
+        .await
+        .expect("store closed");
+    let common::TestGateway {
+        config,
+        dir,
+        redis_prefix,
+        pg_schema,
+        ..
+    } = gw;
+
+    let restarted = common::from_config(config, dir, redis_prefix, pg_schema).await;
+    let dialer = Dialer::start(&restarted.gateway)
+        .expect("starts")
+        .expect("configured");
+    wait_for(&dialer, "recovery", Dialer::recovered).await;
+    let closed = stored_attempts(&restarted, CITIZEN).await;
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].status, CallAttemptStatus::TimedOut);
+    assert!(
+        closed[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not placed again")),
+        "{closed:?}"
+    );
+    assert!(placed(&dialer, other, 1), "the placed call is followed");
+
+    // Its final status arrives: recorded, and its retry placed once.
+    at_outbound_ended(&restarted, "ATVId_out_old", other, "Busy").await;
+    wait_for(&dialer, "the old call ended", |d| {
+        ended_with(d, other, 1, CallOutcome::Busy)
+    })
+    .await;
+    advance(Duration::from_secs(60)).await;
+    let retry = fake.next().await;
+    assert_eq!(retry.form["to"], other);
+    wait_for(&dialer, "the retry placed", |d| placed(d, other, 2)).await;
+    advance(Duration::from_secs(3600)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(fake.count(), 1, "nothing else is placed");
+    let elsewhere = stored_attempts(&restarted, third).await;
+    assert_eq!(
+        elsewhere[0].status,
+        CallAttemptStatus::Scheduled,
+        "not ours"
+    );
+    restarted.cleanup().await;
+}

@@ -518,6 +518,22 @@ impl Dialer {
                         ),
                         None,
                     );
+                    // Live at once, so a final status heard from now on is handed over.
+                    let (done, ended) = oneshot::channel();
+                    lock(&self.inner.live).insert(
+                        call_id.clone(),
+                        LiveCall {
+                            flow: job.flow.clone(),
+                            answered: false,
+                            done: Some(done),
+                        },
+                    );
+                    self.inner.remember(
+                        &job,
+                        Some(&call_id),
+                        AttemptStatus::Placed,
+                        row.placed_at_ms,
+                    );
                     let inner = Arc::clone(&self.inner);
                     tokio::spawn(async move {
                         let permits = Arc::clone(&inner.permits);
@@ -526,16 +542,6 @@ impl Dialer {
                             () = inner.stop.cancelled() => return,
                         };
                         let Ok(permit) = permit else { return };
-                        let flow = job.flow.clone();
-                        let (done, ended) = oneshot::channel();
-                        lock(&inner.live).insert(
-                            call_id.clone(),
-                            LiveCall {
-                                flow,
-                                answered: false,
-                                done: Some(done),
-                            },
-                        );
                         follow(inner, job, call_id, ended, deadline, permit).await;
                     });
                 }
