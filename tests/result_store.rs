@@ -1340,6 +1340,35 @@ async fn a_final_call_status_ends_the_attempt_once_and_schedules_one_retry(fx: F
             .is_empty()
     );
 
+    // Several attempts or calls in one read.
+    let ids =
+        |rows: Vec<CallAttemptRecord>| rows.into_iter().map(|r| r.attempt_id).collect::<Vec<_>>();
+    let by_ids = store
+        .call_attempts(CallAttemptQuery::AttemptIds(vec![
+            "cb7-1".into(),
+            "cb7-2".into(),
+            "nope".into(),
+        ]))
+        .await
+        .expect("by attempt ids");
+    assert_eq!(ids(by_ids), vec!["cb7-1", "cb7-2"]);
+    let by_calls = store
+        .call_attempts(CallAttemptQuery::ProviderCalls {
+            provider: "twilio".into(),
+            call_ids: vec!["CAcb7-1".into(), "CAelse".into()],
+        })
+        .await
+        .expect("by provider calls");
+    assert_eq!(ids(by_calls), vec!["cb7-1"]);
+    let wrong_provider = store
+        .call_attempts(CallAttemptQuery::ProviderCalls {
+            provider: "africastalking".into(),
+            call_ids: vec!["CAcb7-1".into()],
+        })
+        .await
+        .expect("by provider calls");
+    assert!(wrong_provider.is_empty());
+
     // A scheduled attempt is not ended by a final status (it was never placed), and being
     // stored `scheduled` again does not undo its placing.
     commit(&store, vec![busy(CallKey::Attempt("cb7-2".into()), 1_500)]).await;

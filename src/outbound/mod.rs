@@ -887,19 +887,21 @@ impl Inner {
         }
     }
 
-    /// The stored row of an attempt (by attempt id), if it can be read.
-    async fn stored(&self, attempt_id: &str) -> Option<CallAttemptRecord> {
-        let gateway = self.gateway.upgrade()?;
+    /// The stored rows of these attempts (empty if they cannot be read).
+    async fn stored(&self, attempt_ids: Vec<String>) -> Vec<CallAttemptRecord> {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return Vec::new();
+        };
         match gateway
             .results
-            .call_attempts(CallAttemptQuery::CallId(attempt_id.to_string()))
+            .call_attempts(CallAttemptQuery::AttemptIds(attempt_ids))
             .await
         {
-            Ok(rows) => rows.into_iter().find(|r| r.attempt_id == attempt_id),
+            Ok(rows) => rows,
             Err(e) => {
-                warn!(error = %e, "call attempt not readable");
+                warn!(error = %e, "call attempts not readable");
                 telemetry::error("outbound_call_store");
-                None
+                Vec::new()
             }
         }
     }
@@ -1097,28 +1099,26 @@ async fn watch_stored_finals(inner: Weak<Inner>) {
             .filter(|(_, call)| call.done.is_some())
             .map(|(id, _)| id.clone())
             .collect();
+        if waiting.is_empty() {
+            continue;
+        }
         let Some(gateway) = strong.gateway.upgrade() else {
             return;
         };
-        for call_id in waiting {
-            let rows = match gateway
-                .results
-                .call_attempts(CallAttemptQuery::CallId(call_id.clone()))
-                .await
-            {
-                Ok(rows) => rows,
-                Err(e) => {
-                    warn!(error = %e, "outbound call statuses not readable");
-                    telemetry::error("outbound_call_store");
-                    break;
-                }
-            };
-            let provider = strong.provider.name();
-            let Some(row) = rows.into_iter().find(|r| {
-                r.provider == provider
-                    && r.provider_call_id.as_deref() == Some(call_id.as_str())
-                    && r.status.is_final()
-            }) else {
+        let query = CallAttemptQuery::ProviderCalls {
+            provider: strong.provider.name().to_string(),
+            call_ids: waiting,
+        };
+        let rows = match gateway.results.call_attempts(query).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "outbound call statuses not readable");
+                telemetry::error("outbound_call_store");
+                continue;
+            }
+        };
+        for row in rows.into_iter().filter(|r| r.status.is_final()) {
+            let Some(call_id) = row.provider_call_id.clone() else {
                 continue;
             };
             let done = lock(&strong.live)
@@ -1274,37 +1274,29 @@ async fn settle(
     permit: OwnedSemaphorePermit,
 ) {
     let attempt_id = job.attempt_id();
-    let status = match inner.stored(&attempt_id).await {
-        Some(row) => status_of_row(&row).unwrap_or(status),
-        None => status,
-    };
+    let next_id = next_attempt_id(&attempt_id, job.attempt);
+    let rows = inner
+        .stored(vec![attempt_id.clone(), next_id.clone()])
+        .await;
+    let status = rows
+        .iter()
+        .find(|r| r.attempt_id == attempt_id)
+        .and_then(status_of_row)
+        .unwrap_or(status);
     let placed_at_ms = inner.known_placed_at(&job).unwrap_or_else(now_ms);
     drop(permit);
     // The retry's timer starts before the change is signalled, so whoever saw the attempt end
     // can count on it.
-    if let Some((retry, delay)) = stored_retry(&inner, &attempt_id, job.attempt).await {
+    if let Some(next) = rows.iter().find(|r| r.attempt_id == next_id)
+        && next.status == CallAttemptStatus::Scheduled
+        && next.node.as_deref() == Some(&inner.node)
+        && let Some(retry) = inner.job_from_row(next)
+    {
+        let spacing = Duration::from_secs(inner.retry.spacing_seconds);
+        let delay = delay_until(next.due_at_ms.unwrap_or(0), Some(spacing));
         schedule(&inner, retry, delay);
     }
     inner.remember(&job, call_id, status, placed_at_ms);
-}
-
-/// The retry stored with the final status of `attempt_id`, if it is this node's to place and
-/// no job of this process holds it, and how long until it is due.
-async fn stored_retry(
-    inner: &Arc<Inner>,
-    attempt_id: &str,
-    attempt: u32,
-) -> Option<(Job, Duration)> {
-    let next = inner.stored(&next_attempt_id(attempt_id, attempt)).await?;
-    if next.status != CallAttemptStatus::Scheduled || next.node.as_deref() != Some(&inner.node) {
-        return None;
-    }
-    let retry = inner.job_from_row(&next)?;
-    let spacing = Duration::from_secs(inner.retry.spacing_seconds);
-    Some((
-        retry,
-        delay_until(next.due_at_ms.unwrap_or(0), Some(spacing)),
-    ))
 }
 
 /// A provider API URL and the HTTPS-capable client that posts to it.

@@ -486,6 +486,14 @@ pub enum CallAttemptQuery {
     /// The attempts this node has not finished (scheduled, placing or placed), oldest first:
     /// what it recovers after a restart.
     Unfinished(String),
+    /// The attempts with these attempt ids (one read for several).
+    AttemptIds(Vec<String>),
+    /// The attempts of this provider with these provider call ids (one read for every call
+    /// a node follows).
+    ProviderCalls {
+        provider: String,
+        call_ids: Vec<String>,
+    },
 }
 
 /// A stored call attempt status word, checked.

@@ -820,17 +820,33 @@ pub(super) async fn read_call_attempts(
     query: &CallAttemptQuery,
 ) -> Result<Vec<CallAttemptRecord>, ResultStoreError> {
     let client = target.connect().await?;
-    let (filter, key) = match query {
-        CallAttemptQuery::Subscriber(number) => ("subscriber = $1", number),
-        CallAttemptQuery::CallId(id) => ("provider_call_id = $1 OR attempt_id = $1", id),
-        CallAttemptQuery::Unfinished(node) => ("node = $1 AND ended_at_ms IS NULL", node),
+    type Param = Box<dyn ToSql + Sync + Send>;
+    let (filter, params): (&str, Vec<Param>) = match query {
+        CallAttemptQuery::Subscriber(number) => ("subscriber = $1", vec![Box::new(number.clone())]),
+        CallAttemptQuery::CallId(id) => (
+            "provider_call_id = $1 OR attempt_id = $1",
+            vec![Box::new(id.clone())],
+        ),
+        CallAttemptQuery::Unfinished(node) => (
+            "node = $1 AND ended_at_ms IS NULL",
+            vec![Box::new(node.clone())],
+        ),
+        CallAttemptQuery::AttemptIds(ids) => {
+            ("attempt_id = ANY($1::TEXT[])", vec![Box::new(ids.clone())])
+        }
+        CallAttemptQuery::ProviderCalls { provider, call_ids } => (
+            "provider = $1::TEXT AND provider_call_id = ANY($2::TEXT[])",
+            vec![Box::new(provider.clone()), Box::new(call_ids.clone())],
+        ),
     };
+    let params: Vec<&(dyn ToSql + Sync)> =
+        params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
     let sql = format!(
         "SELECT {CALL_ATTEMPT_COLUMNS} FROM call_attempts WHERE {filter} \
          ORDER BY placed_at_ms, attempt, attempt_id"
     );
     client
-        .query(&sql, &[key])
+        .query(&sql, &params)
         .await
         .map_err(pg_error)?
         .iter()

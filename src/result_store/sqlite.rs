@@ -667,17 +667,32 @@ pub(super) fn read_call_attempts(
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
     conn.pragma_update(None, "query_only", "ON")
         .map_err(sqlite_error)?;
-    let (filter, key) = match query {
-        CallAttemptQuery::Subscriber(number) => ("subscriber = ?1", number),
-        CallAttemptQuery::CallId(id) => ("provider_call_id = ?1 OR attempt_id = ?1", id),
-        CallAttemptQuery::Unfinished(node) => ("node = ?1 AND ended_at_ms IS NULL", node),
+    let list = |items: &[String]| serde_json::Value::from(items.to_vec()).to_string();
+    let (filter, keys) = match query {
+        CallAttemptQuery::Subscriber(number) => ("subscriber = ?1", vec![number.clone()]),
+        CallAttemptQuery::CallId(id) => {
+            ("provider_call_id = ?1 OR attempt_id = ?1", vec![id.clone()])
+        }
+        CallAttemptQuery::Unfinished(node) => {
+            ("node = ?1 AND ended_at_ms IS NULL", vec![node.clone()])
+        }
+        CallAttemptQuery::AttemptIds(ids) => (
+            "attempt_id IN (SELECT value FROM json_each(?1))",
+            vec![list(ids)],
+        ),
+        CallAttemptQuery::ProviderCalls { provider, call_ids } => (
+            "provider = ?1 AND provider_call_id IN (SELECT value FROM json_each(?2))",
+            vec![provider.clone(), list(call_ids)],
+        ),
     };
     let sql = format!(
         "SELECT {CALL_ATTEMPT_COLUMNS} FROM call_attempts WHERE {filter} \
          ORDER BY placed_at_ms, attempt, attempt_id"
     );
     let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
-    let mut found = stmt.query([key]).map_err(sqlite_error)?;
+    let mut found = stmt
+        .query(rusqlite::params_from_iter(keys.iter()))
+        .map_err(sqlite_error)?;
     let mut out = Vec::new();
     while let Some(row) = found.next().map_err(sqlite_error)? {
         out.push(call_attempt_row(row)?);
