@@ -365,9 +365,9 @@ pub struct VoiceNumber {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmppConfig {
-    /// This gateway node's name in the outbound SMS queue: after a restart a node recovers
-    /// only its own unfinished messages, so nodes sharing one database need distinct names.
-    /// Default: the host name.
+    /// This gateway node's name in the outbound SMS queue and in stored outbound call
+    /// attempts: after a restart a node recovers only its own unfinished messages and calls,
+    /// so nodes sharing one database need distinct names. Default: the host name.
     pub node: Option<String>,
     /// One entry per operator account.
     pub operators: Vec<OperatorConfig>,

@@ -560,6 +560,8 @@ async fn admin_call_attempts(
                         "reason": a.reason,
                         "updated_at_ms": a.updated_at_ms,
                         "ended_at_ms": a.ended_at_ms,
+                        "node": a.node,
+                        "due_at_ms": a.due_at_ms,
                     })
                 })
                 .collect();
@@ -648,6 +650,10 @@ pub async fn serve(
     .await?;
     // Outbound SMS in flight get a moment to be answered; the rest stay stored.
     binds.shutdown(Duration::from_secs(5)).await;
+    // Outbound calls queued, waiting for a retry or ringing stay stored for the next start.
+    if let Some(dialer) = gateway.dialer.get() {
+        dialer.shutdown();
+    }
     info!("stopped accepting; flushing the result store");
     gateway
         .results

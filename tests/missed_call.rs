@@ -176,7 +176,19 @@ async fn gateway(
     outbound: OutboundConfig,
     tweak: impl FnOnce(&mut baraza::config::MissedCallConfig),
 ) -> (common::TestGateway, Dialer) {
+    gateway_on(stores, outbound, tweak, None).await
+}
+
+/// [`gateway`] as the node named `node` in stored call attempts.
+async fn gateway_on(
+    stores: Stores,
+    outbound: OutboundConfig,
+    tweak: impl FnOnce(&mut baraza::config::MissedCallConfig),
+    node: Option<&str>,
+) -> (common::TestGateway, Dialer) {
+    let node = node.map(str::to_string);
     let gw = common::start_with(stores, move |c| {
+        c.smpp.node = node;
         c.voice.public_url = "https://gw.example.org".into();
         c.voice.default_flow = Some("service_feedback".into());
         c.voice.missed_call.numbers = vec![VoiceNumber {
@@ -832,4 +844,331 @@ async fn the_flow_cap_holds_on_redis() {
     .await;
     assert_eq!(fake.count(), 2);
     gw.cleanup().await;
+}
+
+/// Retries on busy only (a `Completed` with no duration counts as no-answer, not retried).
+fn busy_retry_once() -> RetryConfig {
+    RetryConfig {
+        max_attempts: 2,
+        spacing_seconds: 60,
+        on: vec![RetryOn::Busy],
+    }
+}
+
+/// A second gateway node on the same Redis and PostgreSQL as `first`, named `node`.
+async fn second_node(first: &common::TestGateway, node: &str) -> (common::TestGateway, Dialer) {
+    let mut config = first.config.clone();
+    config.smpp.node = Some(node.into());
+    let gw = common::from_config(config, tempfile::tempdir().expect("tempdir"), None, None).await;
+    let dialer = Dialer::start(&gw.gateway)
+        .expect("dialer starts")
+        .expect("outbound is configured");
+    (gw, dialer)
+}
+
+/// The stored attempts to call `number`, oldest first.
+async fn stored_attempts(
+    gw: &common::TestGateway,
+    number: &str,
+) -> Vec<baraza::result_store::CallAttemptRecord> {
+    gw.gateway
+        .results
+        .call_attempts(CallAttemptQuery::Subscriber(number.into()))
+        .await
+        .expect("read attempts")
+}
+
+/// Two nodes share Redis and PostgreSQL; node A places the call (one slot), the provider
+/// posts its final `Busy` to node B. B stores it by the provider's call id, A's slot frees
+/// within one status poll (a second callback queued behind it is placed at once, long before
+/// the call timeout), and the retry is placed exactly once, by A.
+#[tokio::test]
+async fn a_final_status_posted_to_another_node_ends_the_call_and_retries_once() {
+    let mut fake = FakeProvider::start(false).await;
+    let (a, dialer_a) = gateway_on(
+        Stores::RedisPostgres,
+        at_outbound(&fake, 1, busy_retry_once()),
+        |_| {},
+        Some("node-a"),
+    )
+    .await;
+    assert_eq!(dialer_a.node(), "node-a");
+    let (b, dialer_b) = second_node(&a, "node-b").await;
+    wait_for(&dialer_a, "A's recovery", Dialer::recovered).await;
+    wait_for(&dialer_b, "B's recovery", Dialer::recovered).await;
+
+    missed_call(&a, "ATVId_in_x1", CITIZEN).await;
+    let first = fake.next().await;
+    assert_eq!(first.form["to"], CITIZEN);
+    wait_for(&dialer_a, "first call placed", |d| placed(d, CITIZEN, 1)).await;
+    // A second callback waits for A's only slot.
+    let other = "+254711000002";
+    missed_call(&a, "ATVId_in_x2", other).await;
+    assert_eq!(dialer_a.in_flight(), 1);
+    assert_eq!(fake.count(), 1, "the second callback waits for the slot");
+
+    // The provider's final callback reaches node B.
+    at_outbound_ended(&b, &first.call_id, CITIZEN, "Busy").await;
+    let stored = stored_attempts(&b, CITIZEN).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0].status, CallAttemptStatus::Ended);
+    assert_eq!(stored[0].outcome.as_deref(), Some("busy"));
+    assert_eq!(stored[0].provider_status.as_deref(), Some("Busy"));
+    assert_eq!(
+        stored[0].provider_call_id.as_deref(),
+        Some(first.call_id.as_str())
+    );
+    assert_eq!(stored[1].status, CallAttemptStatus::Scheduled);
+    assert_eq!(stored[1].attempt, 2);
+    assert_eq!(
+        stored[1].node.as_deref(),
+        Some("node-a"),
+        "A places the retry"
+    );
+
+    // A's next status poll finds it: the slot is free and the queued callback goes out.
+    advance(baraza::outbound::STATUS_POLL).await;
+    let second = fake.next().await;
+    assert_eq!(
+        second.form["to"], other,
+        "placed without waiting for the call timeout"
+    );
+    wait_for(&dialer_a, "A saw the busy status", |d| {
+        ended_with(d, CITIZEN, 1, CallOutcome::Busy)
+    })
+    .await;
+    wait_for(&dialer_a, "the other callback placed", |d| {
+        placed(d, other, 1)
+    })
+    .await;
+    // The other call ends on A itself, unanswered (not retried on no-answer).
+    at_outbound_ended(&a, &second.call_id, other, "Completed").await;
+    wait_for(&dialer_a, "the other call over", |d| d.in_flight() == 0).await;
+
+    // The retry, once, from A, after the spacing.
+    advance(Duration::from_secs(60)).await;
+    let retry = fake.next().await;
+    assert_eq!(retry.form["to"], CITIZEN);
+    wait_for(&dialer_a, "the retry placed", |d| placed(d, CITIZEN, 2)).await;
+    // The retry is busy too (heard by B again): the last attempt, nothing more.
+    at_outbound_ended(&b, &retry.call_id, CITIZEN, "Busy").await;
+    advance(baraza::outbound::STATUS_POLL).await;
+    wait_for(&dialer_a, "A saw the retry end", |d| {
+        ended_with(d, CITIZEN, 2, CallOutcome::Busy) && d.in_flight() == 0
+    })
+    .await;
+    advance(Duration::from_secs(3600)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(
+        fake.count(),
+        3,
+        "two calls to the citizen, one to the other"
+    );
+    assert!(dialer_b.attempts(CITIZEN).is_empty(), "B placed nothing");
+    let stored = stored_attempts(&a, CITIZEN).await;
+    assert_eq!(
+        stored
+            .iter()
+            .map(|r| (r.attempt, r.status, r.outcome.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, CallAttemptStatus::Ended, Some("busy")),
+            (2, CallAttemptStatus::Ended, Some("busy")),
+        ]
+    );
+    b.cleanup().await;
+    a.cleanup().await;
+}
+
+/// A callback whose first call was busy waits for its retry; the node stops and starts again:
+/// the new dialer finds the stored retry and places it once, at its due time.
+#[tokio::test]
+async fn a_scheduled_retry_survives_a_restart_and_is_placed_once() {
+    let mut fake = FakeProvider::start(false).await;
+    let (gw, dialer) = gateway(
+        Stores::RedisPostgres,
+        at_outbound(&fake, 5, busy_retry_once()),
+        |_| {},
+    )
+    .await;
+    wait_for(&dialer, "recovery", Dialer::recovered).await;
+    missed_call(&gw, "ATVId_in_r1", CITIZEN).await;
+    let first = fake.next().await;
+    wait_for(&dialer, "first call placed", |d| placed(d, CITIZEN, 1)).await;
+    at_outbound_ended(&gw, &first.call_id, CITIZEN, "Busy").await;
+    wait_for(&dialer, "busy recorded", |d| {
+        ended_with(d, CITIZEN, 1, CallOutcome::Busy)
+    })
+    .await;
+
+    // The node stops while the retry waits.
+    dialer.shutdown();
+    gw.gateway
+        .results
+        .flush_and_close()
+        .await
+        .expect("store closed");
+    let common::TestGateway {
+        config,
+        dir,
+        redis_prefix,
+        pg_schema,
+        ..
+    } = gw;
+    drop(dialer);
+    advance(Duration::from_secs(3600)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(fake.count(), 1, "the stopped node places nothing");
+
+    // Started again (same node name, same stores): the retry is recovered and placed once.
+    let restarted = common::from_config(config, dir, redis_prefix, pg_schema).await;
+    let dialer = Dialer::start(&restarted.gateway)
+        .expect("starts")
+        .expect("configured");
+    wait_for(&dialer, "recovery", Dialer::recovered).await;
+    advance(Duration::from_secs(60)).await;
+    let retry = fake.next().await;
+    assert_eq!(retry.form["to"], CITIZEN);
+    wait_for(&dialer, "the retry placed", |d| placed(d, CITIZEN, 1)).await;
+    assert_eq!(dialer.attempts(CITIZEN)[0].attempt, 2);
+    advance(Duration::from_secs(3600)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(fake.count(), 2, "the retry is placed once");
+    let stored = stored_attempts(&restarted, CITIZEN).await;
+    assert_eq!(
+        stored
+            .iter()
+            .map(|r| (r.attempt, r.status))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, CallAttemptStatus::Ended),
+            (2, CallAttemptStatus::Placed)
+        ]
+    );
+    restarted.cleanup().await;
+}
+
+/// What a node that stopped abruptly leaves: a call it was placing (closed `timed_out` at the
+/// next start and never placed again: the provider may have placed it) and a call it had
+/// placed (followed again: its final status is recorded and its retry placed). Another node's
+/// row is left alone.
+#[tokio::test]
+async fn a_restart_closes_calls_being_placed_and_follows_placed_ones() {
+    let mut fake = FakeProvider::start(false).await;
+    let (gw, dialer) = gateway_on(
+        Stores::MemorySqlite,
+        at_outbound(&fake, 5, busy_retry_once()),
+        |_| {},
+        Some("node-r"),
+    )
+    .await;
+    wait_for(&dialer, "recovery", Dialer::recovered).await;
+    dialer.shutdown();
+    drop(dialer);
+    let other = "+254711000002";
+    let third = "+254711000003";
+    let long_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 10_000;
+    let row =
+        |id: &str, number: &str, status: CallAttemptStatus, call: Option<&str>, node: &str| {
+            baraza::result_store::Write::CallAttempt(baraza::result_store::CallAttemptRecord {
+                attempt_id: id.into(),
+                provider: "africastalking".into(),
+                subscriber: number.into(),
+                flow_id: "grievance".into(),
+                purpose: "missed_call".into(),
+                attempt: 1,
+                placed_at_ms: long_ago,
+                status,
+                outcome: None,
+                provider_status: None,
+                duration_seconds: None,
+                provider_call_id: call.map(str::to_string),
+                reason: None,
+                updated_at_ms: long_ago,
+                ended_at_ms: None,
+                node: Some(node.into()),
+                due_at_ms: None,
+            })
+        };
+    gw.gateway
+        .results
+        .commit(vec![
+            row(
+                "old-1-1",
+                CITIZEN,
+                CallAttemptStatus::Placing,
+                None,
+                "node-r",
+            ),
+            row(
+                "old-2-1",
+                other,
+                CallAttemptStatus::Placed,
+                Some("ATVId_out_old"),
+                "node-r",
+            ),
+            row(
+                "old-3-1",
+                third,
+                CallAttemptStatus::Scheduled,
+                None,
+                "node-s",
+            ),
+        ])
+        .await
+        .expect("rows stored");
+    gw.gateway
+        .results
+        .flush_and_close()
+        .await
+        .expect("store closed");
+    let common::TestGateway {
+        config,
+        dir,
+        redis_prefix,
+        pg_schema,
+        ..
+    } = gw;
+
+    let restarted = common::from_config(config, dir, redis_prefix, pg_schema).await;
+    let dialer = Dialer::start(&restarted.gateway)
+        .expect("starts")
+        .expect("configured");
+    wait_for(&dialer, "recovery", Dialer::recovered).await;
+    let closed = stored_attempts(&restarted, CITIZEN).await;
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].status, CallAttemptStatus::TimedOut);
+    assert!(
+        closed[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not placed again")),
+        "{closed:?}"
+    );
+    assert!(placed(&dialer, other, 1), "the placed call is followed");
+
+    // Its final status arrives: recorded, and its retry placed once.
+    at_outbound_ended(&restarted, "ATVId_out_old", other, "Busy").await;
+    wait_for(&dialer, "the old call ended", |d| {
+        ended_with(d, other, 1, CallOutcome::Busy)
+    })
+    .await;
+    advance(Duration::from_secs(60)).await;
+    let retry = fake.next().await;
+    assert_eq!(retry.form["to"], other);
+    wait_for(&dialer, "the retry placed", |d| placed(d, other, 2)).await;
+    advance(Duration::from_secs(3600)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(fake.count(), 1, "nothing else is placed");
+    let elsewhere = stored_attempts(&restarted, third).await;
+    assert_eq!(
+        elsewhere[0].status,
+        CallAttemptStatus::Scheduled,
+        "not ours"
+    );
+    restarted.cleanup().await;
 }

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use baraza::result_store::{
-    AnswerRecord, CallAttemptQuery, CallAttemptRecord, CallAttemptStatus, QueuedSms, ReceiptRecord,
-    ResponseRow, ResponseStart, ResponseStatus, ResultStore, ResultStoreError, SmsPartRecord,
-    SmsState, SmsStateUpdate, StatusUpdate, Write, export_csv,
+    AnswerRecord, CallAttemptQuery, CallAttemptRecord, CallAttemptStatus, CallFinal, CallKey,
+    CallRetry, QueuedSms, ReceiptRecord, ResponseRow, ResponseStart, ResponseStatus, ResultStore,
+    ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, StatusUpdate, Write, export_csv,
 };
 use tokio::task::JoinSet;
 
@@ -378,6 +378,7 @@ behaviour_suite!(
     failing_request_does_not_fail_its_batch_neighbours,
     outbound_sms_states_parts_and_receipts,
     call_attempts_are_kept_apart_updated_and_frozen_once_final,
+    a_final_call_status_ends_the_attempt_once_and_schedules_one_retry,
 );
 
 async fn start_answers_and_status_round_trip(fx: Fixture) {
@@ -674,13 +675,13 @@ async fn migrations_are_idempotent_and_newer_schemas_refused(fx: Fixture) {
     let third = fx.open().await;
     assert_eq!(responses(&third, "poll").await.len(), 1);
     third.flush_and_close().await.expect("close third");
-    assert_eq!(fx.migration_versions().await, vec![1, 2, 3]);
+    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4]);
 
     fx.record_migration(99).await;
     match fx.try_open().await {
         Err(ResultStoreError::SchemaTooNew {
             found: 99,
-            known: 3,
+            known: 4,
         }) => {}
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("a database migrated by a newer build was opened"),
@@ -1091,6 +1092,8 @@ fn call_attempt(
         reason: None,
         updated_at_ms: at,
         ended_at_ms: status.is_final().then_some(at),
+        node: Some("node-a".into()),
+        due_at_ms: None,
     })
 }
 
@@ -1235,5 +1238,179 @@ async fn call_attempts_are_kept_apart_updated_and_frozen_once_final(fx: Fixture)
     );
     // Call attempts are not responses.
     assert!(responses(&store, "grievance").await.is_empty());
+    store.flush_and_close().await.expect("close");
+}
+
+/// A final status written by the provider's call id (as a node that did not place the call
+/// does) and the same status written by the attempt id (as the placing node does, when its
+/// own timeout or a repeated callback races it): only the first ends the attempt, and only it
+/// schedules the retry, for the node that placed the call, once.
+async fn a_final_call_status_ends_the_attempt_once_and_schedules_one_retry(fx: Fixture) {
+    let store = fx.open().await;
+    let placed = |id: &str, n: u32, status: CallAttemptStatus, at: i64| {
+        let Write::CallAttempt(mut record) = call_attempt(id, SUBSCRIBER_1, n, status, None, at)
+        else {
+            unreachable!("call_attempt builds attempts")
+        };
+        record.outcome = None;
+        record.provider_status = None;
+        record.duration_seconds = None;
+        Write::CallAttempt(record)
+    };
+    commit(
+        &store,
+        vec![
+            placed("cb7-1", 1, CallAttemptStatus::Scheduled, 900),
+            placed("cb7-1", 1, CallAttemptStatus::Placing, 1_000),
+            placed("cb7-1", 1, CallAttemptStatus::Placed, 1_100),
+        ],
+    )
+    .await;
+    let busy = |key: CallKey, at: i64| {
+        Write::CallFinal(CallFinal {
+            key,
+            status: CallAttemptStatus::Ended,
+            outcome: "busy".into(),
+            provider_status: Some("busy".into()),
+            duration_seconds: Some(0),
+            reason: None,
+            at_ms: at,
+            retry: Some(CallRetry {
+                max_attempts: 3,
+                due_at_ms: at + 60_000,
+            }),
+        })
+    };
+    let by_call = CallKey::ProviderCall {
+        provider: "twilio".into(),
+        call_id: "CAcb7-1".into(),
+    };
+    // Another provider's call with the same id is not this attempt.
+    let other_provider = CallKey::ProviderCall {
+        provider: "africastalking".into(),
+        call_id: "CAcb7-1".into(),
+    };
+    commit(&store, vec![busy(other_provider, 1_150)]).await;
+    let unfinished = store
+        .call_attempts(CallAttemptQuery::Unfinished("node-a".into()))
+        .await
+        .expect("unfinished");
+    assert_eq!(unfinished.len(), 1, "{unfinished:?}");
+    commit(&store, vec![busy(by_call.clone(), 1_200)]).await;
+    commit(&store, vec![busy(by_call, 1_300)]).await;
+    commit(&store, vec![busy(CallKey::Attempt("cb7-1".into()), 1_400)]).await;
+
+    let rows = store
+        .call_attempts(CallAttemptQuery::Subscriber(SUBSCRIBER_1.into()))
+        .await
+        .expect("attempts");
+    assert_eq!(rows.len(), 2, "one retry: {rows:?}");
+    assert_eq!(rows[0].status, CallAttemptStatus::Ended);
+    assert_eq!(rows[0].outcome.as_deref(), Some("busy"));
+    assert_eq!(
+        rows[0].ended_at_ms,
+        Some(1_200),
+        "the first final status stays"
+    );
+    assert_eq!(rows[0].duration_seconds, Some(0));
+    let retry = &rows[1];
+    assert_eq!(retry.attempt_id, "cb7-2");
+    assert_eq!(retry.attempt, 2);
+    assert_eq!(retry.status, CallAttemptStatus::Scheduled);
+    assert_eq!(retry.due_at_ms, Some(61_200));
+    assert_eq!(retry.node.as_deref(), Some("node-a"), "the placing node's");
+    assert_eq!(retry.flow_id, "grievance");
+    assert_eq!(retry.ended_at_ms, None);
+    let unfinished = store
+        .call_attempts(CallAttemptQuery::Unfinished("node-a".into()))
+        .await
+        .expect("unfinished");
+    assert_eq!(
+        unfinished
+            .iter()
+            .map(|r| r.attempt_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["cb7-2"]
+    );
+    assert!(
+        store
+            .call_attempts(CallAttemptQuery::Unfinished("node-b".into()))
+            .await
+            .expect("unfinished")
+            .is_empty()
+    );
+
+    // Several attempts or calls in one read.
+    let ids =
+        |rows: Vec<CallAttemptRecord>| rows.into_iter().map(|r| r.attempt_id).collect::<Vec<_>>();
+    let by_ids = store
+        .call_attempts(CallAttemptQuery::AttemptIds(vec![
+            "cb7-1".into(),
+            "cb7-2".into(),
+            "nope".into(),
+        ]))
+        .await
+        .expect("by attempt ids");
+    assert_eq!(ids(by_ids), vec!["cb7-1", "cb7-2"]);
+    let by_calls = store
+        .call_attempts(CallAttemptQuery::ProviderCalls {
+            provider: "twilio".into(),
+            call_ids: vec!["CAcb7-1".into(), "CAelse".into()],
+        })
+        .await
+        .expect("by provider calls");
+    assert_eq!(ids(by_calls), vec!["cb7-1"]);
+    let wrong_provider = store
+        .call_attempts(CallAttemptQuery::ProviderCalls {
+            provider: "africastalking".into(),
+            call_ids: vec!["CAcb7-1".into()],
+        })
+        .await
+        .expect("by provider calls");
+    assert!(wrong_provider.is_empty());
+
+    // A scheduled attempt is not ended by a final status (it was never placed), and being
+    // stored `scheduled` again does not undo its placing.
+    commit(&store, vec![busy(CallKey::Attempt("cb7-2".into()), 1_500)]).await;
+    commit(
+        &store,
+        vec![placed("cb7-2", 2, CallAttemptStatus::Placing, 62_000)],
+    )
+    .await;
+    commit(
+        &store,
+        vec![placed("cb7-2", 2, CallAttemptStatus::Scheduled, 62_100)],
+    )
+    .await;
+    let second = store
+        .call_attempts(CallAttemptQuery::CallId("cb7-2".into()))
+        .await
+        .expect("second");
+    assert_eq!(second[0].status, CallAttemptStatus::Placing);
+    assert_eq!(
+        second[0].placed_at_ms, 2_000,
+        "placing sets the placing time"
+    );
+
+    // The last allowed attempt schedules nothing.
+    commit(
+        &store,
+        vec![placed("cb7-2", 2, CallAttemptStatus::Placed, 62_200)],
+    )
+    .await;
+    let mut last = busy(CallKey::Attempt("cb7-2".into()), 63_000);
+    if let Write::CallFinal(f) = &mut last {
+        f.retry = Some(CallRetry {
+            max_attempts: 2,
+            due_at_ms: 99_000,
+        });
+    }
+    commit(&store, vec![last]).await;
+    let rows = store
+        .call_attempts(CallAttemptQuery::Subscriber(SUBSCRIBER_1.into()))
+        .await
+        .expect("attempts");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].status, CallAttemptStatus::Ended);
     store.flush_and_close().await.expect("close");
 }

@@ -12,7 +12,8 @@
 //! window or a daily cap is reached, a callback of the number's flow is queued with the
 //! outbound dialer (`crate::outbound`). Outbound calls answered by the citizen start the flow
 //! the dialer noted for their call id, and their final status goes back to the dialer (which
-//! frees the concurrency slot and decides on a retry).
+//! frees the concurrency slot and decides on a retry; a status heard by a node that did not
+//! place the call is stored by the provider's call id, and the placing node picks it up).
 
 use std::time::{Duration, Instant};
 
@@ -72,11 +73,15 @@ impl Gateway {
                     status,
                     duration_seconds,
                 } => {
-                    dialer.call_ended(&request.call_id, status, *duration_seconds);
+                    dialer
+                        .call_final(&request.call_id, status, *duration_seconds, false)
+                        .await;
                 }
                 _ if request.call_over => {
                     dialer.call_answered(&request.call_id);
-                    dialer.call_ended(&request.call_id, "completed", None);
+                    dialer
+                        .call_final(&request.call_id, "completed", None, true)
+                        .await;
                 }
                 _ => dialer.call_answered(&request.call_id),
             }
@@ -248,6 +253,7 @@ impl Gateway {
         }
         dialer
             .enqueue(caller, flow)
+            .await
             .map_err(|e| MissedCallRefusal::Queue(e.to_string()))
     }
 

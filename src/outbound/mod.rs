@@ -2,45 +2,67 @@
 //! or Twilio), with a bounded queue, a concurrency limit and retries of calls that did not
 //! connect (busy, no answer, failed: spaced, capped, configurable).
 //!
-//! Life of a callback: a voice step hands `(number, flow)` to [`Dialer::enqueue`]; the dialer
-//! task takes it from the queue when a concurrency slot is free, posts it to the provider,
-//! notes call id -> flow in the session store (so the answered call starts that flow on any
-//! node), and holds the slot until the provider's final status reaches
-//! [`Dialer::call_ended`] (or `call_timeout_seconds` pass). A retryable final status schedules
-//! the next attempt after `retry.spacing_seconds`, up to `retry.max_attempts` in all. Every
-//! attempt and its status is logged, kept in memory ([`Dialer::attempts`]) and written to the
-//! result store (`Write::CallAttempt`, one row per attempt under its [`Attempt::attempt_id`]:
-//! placing, placed, then the final status with the provider's word, the call's length and the
-//! provider's call id), before the change is signalled.
+//! ```text
+//! enqueue ──store scheduled (node, due)──▶ queue ──slot──▶ store placing ──API──▶ store placed
+//!   final status heard here ──────────────────────────┐      (call id noted in the session store)
+//!   final status heard on another node ──store by     ├──▶ store final + retry `scheduled`
+//!     (provider, call id); found by this node's       │    (one transaction, only if not final
+//!     status poll every STATUS_POLL ──────────────────┘     yet) ──▶ slot freed ──▶ retry due
+//! start ──▶ recover this node's rows: scheduled → queued at due time, placed → followed again,
+//!           placing → closed timed_out, never placed again
+//! ```
+//!
+//! Life of a callback: a voice step hands `(number, flow)` to [`Dialer::enqueue`], which
+//! stores the attempt `scheduled` (owned by this node, `smpp.node`) before queueing it; the
+//! dialer task takes it when a concurrency slot is free, posts it to the provider, notes call
+//! id -> flow in the session store (so the answered call starts that flow on any node), and
+//! holds the slot until the call's final status is known (or `call_timeout_seconds` pass).
+//! The final status is stored with [`crate::result_store::CallFinal`]: by attempt id when
+//! this node heard it ([`Dialer::call_final`] hands it to the waiting attempt), by the
+//! provider's call id when another node did; the write changes only an attempt not yet final,
+//! and in the same transaction stores the retry a retryable status asks for (`scheduled`, for
+//! the node that placed the call, due after `retry.spacing_seconds`, up to
+//! `retry.max_attempts` in all). So of two nodes hearing one call's end, one records it and
+//! one retry exists; only the placing node queues it. The placing node learns of a final
+//! status stored elsewhere within [`STATUS_POLL`]. Every attempt is logged, kept in memory from
+//! placing on ([`Dialer::attempts`]) and stored before the change is signalled.
+//!
+//! Restarts: [`Dialer::shutdown`] stops every task and leaves the rows as they are; the next
+//! start of the same node recovers them ([`Dialer::recover`]) and never places an attempt twice
+//! (a job of this process holds its attempt id; rows this process wrote are not recovered).
 //!
 //! Transport: reqwest over rustls with the bundled web PKI roots (HTTPS to the providers;
 //! plain `http://` is accepted for local test servers and proxies). Redirects are not
 //! followed, each request is cut after 20 s, and errors name the host only.
 //!
-//! Limits, for now: the queue and the concurrency slots live in this process (the attempts
-//! are durable, but a restart forgets the calls still queued or waiting for a retry). The call id -> flow note is in the session store, so an answered call runs the
-//! right flow on any node; but a final status delivered to another node does not free this
-//! node's slot (the slot is then freed by the call timeout, and no retry follows). Africa's
-//! Talking's final callback is read through the channel parser, which prefers
-//! `callSessionState` over `hangupCause`; an unanswered call whose state word names no failure
-//! counts as no-answer (see [`CallOutcome::from_status`]).
+//! Limits: a final status that reaches another node before the placing node stored the call
+//! id is not matched (the call then times out, without a retry). A node that did not follow
+//! the call reads "answered" from the call's length (a `Completed` with no length counts as
+//! no-answer). Africa's Talking's final callback is read through the channel parser, which
+//! prefers `callSessionState` over `hangupCause` (see [`CallOutcome::from_status`]). Rows
+//! stored before schema version 4 have no node and are never recovered.
 //!
 //! It never runs flows or reads call callbacks (the dispatcher does), never stores answers
-//! (only its own call attempts), and never logs API keys or auth tokens.
+//! (only its own call attempts), never knows Redis keys, and never logs API keys or auth
+//! tokens.
 
 pub mod africastalking;
 pub mod twilio;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{OutboundConfig, OutboundProvider, RetryOn};
 use crate::dispatcher::Gateway;
-use crate::result_store::{CallAttemptRecord, CallAttemptStatus, Write};
+use crate::result_store::{
+    CallAttemptQuery, CallAttemptRecord, CallAttemptStatus, CallFinal, CallKey, CallRetry,
+    ResultStoreError, Write, next_attempt_id,
+};
 use crate::telemetry;
 
 /// Session-store note kind under which call id -> flow id is kept.
@@ -48,6 +70,10 @@ pub const CALL_FLOW_NOTE: &str = "outbound-call-flow";
 
 /// Longest a provider API request may take before the attempt counts as failed.
 const API_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often a dialer looks in the result store for final statuses of its calls that
+/// another node heard.
+pub const STATUS_POLL: Duration = Duration::from_secs(2);
 
 /// Largest provider response body read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -129,6 +155,21 @@ impl CallOutcome {
 }
 
 impl CallOutcome {
+    /// Every outcome.
+    pub const ALL: [CallOutcome; 6] = [
+        CallOutcome::Completed,
+        CallOutcome::Busy,
+        CallOutcome::NoAnswer,
+        CallOutcome::Failed,
+        CallOutcome::Canceled,
+        CallOutcome::TimedOut,
+    ];
+
+    /// The outcome stored as `name` (see [`CallOutcome::as_str`]).
+    pub fn parse(name: &str) -> Option<CallOutcome> {
+        CallOutcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+
     /// The stored name (`no_answer`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -148,6 +189,9 @@ pub const PURPOSE_MISSED_CALL: &str = "missed_call";
 /// Where one attempt stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptStatus {
+    /// Stored, waiting in the queue or for its retry time (only in the store: the in-memory
+    /// list starts at placing).
+    Scheduled { due_at_ms: i64 },
     /// The request to the provider is under way.
     Placing,
     /// The provider accepted the call; its final status has not arrived.
@@ -168,12 +212,12 @@ pub enum AttemptStatus {
 /// One attempt to call a number back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
-    /// The attempt's id in the result store (`call_attempts.attempt_id`): this dialer's
-    /// instance id, the callback and the attempt number.
+    /// The attempt's id in the result store (`call_attempts.attempt_id`): the instance id of
+    /// the dialer that accepted the callback, the callback's number and the attempt number.
     pub attempt_id: String,
-    /// Which callback this attempt belongs to (numbered from 1 per dialer), so two callbacks
-    /// of one number keep their attempts apart.
-    pub callback: u64,
+    /// Which callback this attempt belongs to (the attempt id without its `-<attempt>`
+    /// suffix), so two callbacks of one number keep their attempts apart.
+    pub callback: String,
     /// 1 for the first call, then 2, 3... up to `retry.max_attempts`.
     pub attempt: u32,
     /// The flow the call runs when answered.
@@ -195,6 +239,9 @@ pub enum EnqueueError {
     /// The dialer task is gone (shutting down).
     #[error("the dialer has stopped")]
     Stopped,
+    /// The call could not be stored, so it was not queued.
+    #[error("the call could not be stored: {0}")]
+    Store(String),
 }
 
 /// Why the dialer could not start.
@@ -212,19 +259,56 @@ pub enum StartError {
     MissingSecret(&'static str),
 }
 
-/// A call waiting to be placed.
-#[derive(Debug, Clone)]
+/// A call waiting to be placed (or, once placed, followed to its end).
+#[derive(Debug)]
 struct Job {
-    /// The callback's number (see [`Attempt::callback`]).
-    callback: u64,
+    /// The callback it belongs to (see [`Attempt::callback`]).
+    callback: String,
     /// The citizen's number.
     to: String,
     /// The flow the call runs.
     flow: String,
     /// Why the call is placed (see [`PURPOSE_MISSED_CALL`]).
-    purpose: &'static str,
+    purpose: String,
     /// Which attempt this is (1-based).
     attempt: u32,
+    /// Keeps the attempt id in [`Inner::held`] while this job exists, so recovery never
+    /// starts a second placement of it.
+    _held: Held,
+}
+
+impl Job {
+    /// The store id of this attempt.
+    fn attempt_id(&self) -> String {
+        format!("{}-{}", self.callback, self.attempt)
+    }
+}
+
+/// An attempt id held by a job of this process; released when the job is dropped.
+#[derive(Debug)]
+struct Held {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        lock(&self.set).remove(&self.id);
+    }
+}
+
+/// How the end of a placed call became known.
+#[derive(Debug)]
+enum Final {
+    /// This node heard the provider's final status: the word, the call's length, and
+    /// whether the callback showed the call was answered.
+    Heard {
+        status: String,
+        duration_seconds: Option<u32>,
+        answered: bool,
+    },
+    /// Another node heard it and stored it (found by the status poll).
+    Stored(Box<CallAttemptRecord>),
 }
 
 /// A placed call waiting for its final status.
@@ -233,8 +317,8 @@ struct LiveCall {
     flow: String,
     /// Set when the provider's first callback of the answered call arrived.
     answered: bool,
-    /// Wakes the attempt with the final status word and the call's length.
-    done: Option<oneshot::Sender<(String, Option<u32>)>>,
+    /// Wakes the attempt with the final status.
+    done: Option<oneshot::Sender<Final>>,
 }
 
 /// A provider's call API, ready to use.
@@ -266,6 +350,19 @@ struct Inner {
     /// Random per dialer (per process start): with the callback and attempt numbers it makes
     /// attempt ids that do not collide across restarts and nodes.
     instance: String,
+    /// This node's name in stored attempts (`smpp.node`, else the host name): a node places
+    /// and recovers only its own scheduled attempts.
+    node: String,
+    /// When this dialer started, ms since the Unix epoch: recovery leaves alone the rows
+    /// this process wrote.
+    started_at_ms: i64,
+    /// Attempt ids a job of this process holds (queued, waiting, placing or followed).
+    held: Arc<Mutex<HashSet<String>>>,
+    /// Set once the start's recovery ran (whatever it found), so tools and tests can wait.
+    recovered: std::sync::atomic::AtomicBool,
+    /// Cancelled by [`Dialer::shutdown`]: every task of the dialer stops, leaving its
+    /// attempts stored for the next start.
+    stop: CancellationToken,
     /// The gateway (for the session store); weak so the gateway's slot does not keep it alive.
     gateway: Weak<Gateway>,
     provider: Provider,
@@ -333,6 +430,11 @@ impl Dialer {
         let dialer = Dialer {
             inner: Arc::new(Inner {
                 instance: instance_id(),
+                node: gateway.config.smpp.node_name(),
+                started_at_ms: now_ms(),
+                held: Arc::new(Mutex::new(HashSet::new())),
+                stop: CancellationToken::new(),
+                recovered: std::sync::atomic::AtomicBool::new(false),
                 gateway: Arc::downgrade(gateway),
                 provider,
                 queue,
@@ -352,40 +454,178 @@ impl Dialer {
             return Ok(gateway.dialer.get().cloned());
         }
         tokio::spawn(run(Arc::downgrade(&dialer.inner), jobs));
+        tokio::spawn(watch_stored_finals(Arc::downgrade(&dialer.inner)));
         Ok(Some(dialer))
     }
 
-    /// Queues a missed-call callback to `to` that runs `flow` when answered (first attempt).
-    pub fn enqueue(&self, to: &str, flow: &str) -> Result<(), EnqueueError> {
-        self.enqueue_for(PURPOSE_MISSED_CALL, to, flow)
+    /// Stops every task of this dialer (the queue, waiting retries, calls being followed):
+    /// what they were doing stays stored, and the next start of this node recovers it.
+    pub fn shutdown(&self) {
+        self.inner.stop.cancel();
     }
 
-    /// Queues a call to `to` that runs `flow` when answered, stored with `purpose`.
-    pub fn enqueue_for(
+    /// Whether the recovery of this start has run (see [`Dialer::recover`]); a change is
+    /// signalled when it has.
+    pub fn recovered(&self) -> bool {
+        self.inner
+            .recovered
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// This node's name in stored attempts.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// After a start: this node's attempts a previous run left unfinished. Scheduled ones are
+    /// queued at their due time, placed ones are followed until their final status (or the
+    /// call timeout), and ones caught while placing are closed as timed out and never placed
+    /// again (the provider may have placed them). Returns how many rows were recovered.
+    pub async fn recover(&self) -> Result<usize, ResultStoreError> {
+        let Some(gateway) = self.inner.gateway.upgrade() else {
+            return Ok(0);
+        };
+        let rows = gateway
+            .results
+            .call_attempts(CallAttemptQuery::Unfinished(self.inner.node.clone()))
+            .await?;
+        drop(gateway);
+        let mut recovered = 0;
+        for row in rows {
+            // Rows this process wrote are its own jobs' business.
+            if row.updated_at_ms >= self.inner.started_at_ms {
+                continue;
+            }
+            let Some(job) = self.inner.job_from_row(&row) else {
+                continue;
+            };
+            recovered += 1;
+            match (row.status, row.provider_call_id.clone()) {
+                (CallAttemptStatus::Scheduled, _) => {
+                    let delay = delay_until(row.due_at_ms.unwrap_or(0), None);
+                    info!(
+                        attempt = job.attempt,
+                        ?delay,
+                        "outbound call recovered: scheduled"
+                    );
+                    schedule(&self.inner, job, delay);
+                }
+                (CallAttemptStatus::Placed, Some(call_id)) => {
+                    info!(call = %call_id, "outbound call recovered: following its status");
+                    let deadline = delay_until(
+                        row.placed_at_ms.saturating_add(
+                            i64::try_from(self.inner.call_timeout.as_millis()).unwrap_or(i64::MAX),
+                        ),
+                        None,
+                    );
+                    // Live at once, so a final status heard from now on is handed over.
+                    let (done, ended) = oneshot::channel();
+                    lock(&self.inner.live).insert(
+                        call_id.clone(),
+                        LiveCall {
+                            flow: job.flow.clone(),
+                            answered: false,
+                            done: Some(done),
+                        },
+                    );
+                    self.inner.remember(
+                        &job,
+                        Some(&call_id),
+                        AttemptStatus::Placed,
+                        row.placed_at_ms,
+                    );
+                    let inner = Arc::clone(&self.inner);
+                    tokio::spawn(async move {
+                        let permits = Arc::clone(&inner.permits);
+                        let permit = tokio::select! {
+                            permit = permits.acquire_owned() => permit,
+                            () = inner.stop.cancelled() => return,
+                        };
+                        let Ok(permit) = permit else { return };
+                        follow(inner, job, call_id, ended, deadline, permit).await;
+                    });
+                }
+                _ => {
+                    warn!(
+                        attempt = job.attempt,
+                        "outbound call was being placed when the node stopped; not placed again"
+                    );
+                    telemetry::error("outbound_call_interrupted");
+                    let write = CallFinal {
+                        key: CallKey::Attempt(job.attempt_id()),
+                        status: CallAttemptStatus::TimedOut,
+                        outcome: CallOutcome::TimedOut.as_str().to_string(),
+                        provider_status: None,
+                        duration_seconds: None,
+                        reason: Some(
+                            "the node stopped while placing the call; not placed again".into(),
+                        ),
+                        at_ms: now_ms(),
+                        retry: None,
+                    };
+                    if let Some(gateway) = self.inner.gateway.upgrade() {
+                        gateway
+                            .results
+                            .commit(vec![Write::CallFinal(write)])
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Queues a missed-call callback to `to` that runs `flow` when answered (first attempt),
+    /// stored `scheduled` before it is queued.
+    pub async fn enqueue(&self, to: &str, flow: &str) -> Result<(), EnqueueError> {
+        self.enqueue_for(PURPOSE_MISSED_CALL, to, flow).await
+    }
+
+    /// Queues a call to `to` that runs `flow` when answered, stored with `purpose` (and as
+    /// `scheduled`, due now, owned by this node) before it is queued: a call the store did not
+    /// take is refused.
+    pub async fn enqueue_for(
         &self,
-        purpose: &'static str,
+        purpose: &str,
         to: &str,
         flow: &str,
     ) -> Result<(), EnqueueError> {
+        let room = self
+            .inner
+            .queue
+            .clone()
+            .try_reserve_owned()
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => EnqueueError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => EnqueueError::Stopped,
+            })?;
         let callback = self
             .inner
             .next_callback
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        let job = Job {
-            callback,
-            to: to.to_string(),
-            flow: flow.to_string(),
+        let job = self.inner.job(
+            format!("{}-{callback}", self.inner.instance),
+            to,
+            flow,
             purpose,
-            attempt: 1,
-        };
-        self.inner.queue.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EnqueueError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => EnqueueError::Stopped,
-        })?;
+            1,
+        );
+        self.inner
+            .store_progress(
+                &job,
+                None,
+                &AttemptStatus::Scheduled {
+                    due_at_ms: now_ms(),
+                },
+            )
+            .await
+            .map_err(|e| EnqueueError::Store(e.to_string()))?;
+        room.send(job);
         self.inner
             .accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 
@@ -430,125 +670,204 @@ impl Dialer {
 
     /// The provider's final status of a call (`status` as sent, and the call's length when
     /// given). Returns false when the call is not one this dialer is waiting for (placed by
-    /// another node, or already over: a repeated status callback is not recorded twice).
+    /// another node, or already over); see [`Dialer::call_final`] for the whole handling.
     pub fn call_ended(&self, call_id: &str, status: &str, duration_seconds: Option<u32>) -> bool {
+        self.hand_over(call_id, status, duration_seconds, false)
+    }
+
+    /// The provider's final status of an outbound call, heard by this node (`answered`: the
+    /// callback itself shows the call was answered). A call this dialer is following gets it
+    /// directly; any other (placed by another node, or by this node before a restart) has the
+    /// status stored by its provider call id, which ends the attempt only if it was not final
+    /// yet and schedules its retry for the node that placed it, which notices within
+    /// [`STATUS_POLL`]. A repeated callback changes nothing.
+    pub async fn call_final(
+        &self,
+        call_id: &str,
+        status: &str,
+        duration_seconds: Option<u32>,
+        answered: bool,
+    ) {
+        if self.hand_over(call_id, status, duration_seconds, answered) {
+            return;
+        }
+        let Some(gateway) = self.inner.gateway.upgrade() else {
+            return;
+        };
+        let answered = answered || duration_seconds.is_some_and(|d| d > 0);
+        let outcome = CallOutcome::from_status(status, answered);
+        let now = now_ms();
+        let write = CallFinal {
+            key: CallKey::ProviderCall {
+                provider: self.inner.provider.name().to_string(),
+                call_id: call_id.to_string(),
+            },
+            status: CallAttemptStatus::Ended,
+            outcome: outcome.as_str().to_string(),
+            provider_status: Some(status.to_string()),
+            duration_seconds,
+            reason: None,
+            at_ms: now,
+            retry: self.inner.retry_after(outcome, now),
+        };
+        if let Err(e) = gateway.results.commit(vec![Write::CallFinal(write)]).await {
+            warn!(error = %e, call = %call_id, "final call status not stored");
+            telemetry::error("outbound_call_store");
+        }
+    }
+
+    fn hand_over(
+        &self,
+        call_id: &str,
+        status: &str,
+        duration_seconds: Option<u32>,
+        answered: bool,
+    ) -> bool {
         let done = lock(&self.inner.live)
             .get_mut(call_id)
             .and_then(|c| c.done.take());
         match done {
-            Some(done) => done.send((status.to_string(), duration_seconds)).is_ok(),
+            Some(done) => done
+                .send(Final::Heard {
+                    status: status.to_string(),
+                    duration_seconds,
+                    answered,
+                })
+                .is_ok(),
             None => false,
         }
     }
 }
 
 impl Inner {
-    /// The store id of attempt `job.attempt` of `job.callback`.
-    fn attempt_id(&self, job: &Job) -> String {
-        format!("{}-{}-{}", self.instance, job.callback, job.attempt)
+    /// A job for attempt `attempt` of `callback`, holding its attempt id.
+    fn job(&self, callback: String, to: &str, flow: &str, purpose: &str, attempt: u32) -> Job {
+        let id = format!("{callback}-{attempt}");
+        lock(&self.held).insert(id.clone());
+        Job {
+            callback,
+            to: to.to_string(),
+            flow: flow.to_string(),
+            purpose: purpose.to_string(),
+            attempt,
+            _held: Held {
+                set: Arc::clone(&self.held),
+                id,
+            },
+        }
     }
 
-    /// The result-store row of an attempt in `status`.
-    fn attempt_write(
-        &self,
-        job: &Job,
-        attempt_id: &str,
-        placed_at_ms: i64,
-        call_id: &Option<String>,
-        status: &AttemptStatus,
-        now: i64,
-    ) -> Write {
-        let (stored, outcome, provider_status, duration_seconds, reason) = match status {
-            AttemptStatus::Placing => (CallAttemptStatus::Placing, None, None, None, None),
-            AttemptStatus::Placed => (CallAttemptStatus::Placed, None, None, None, None),
-            AttemptStatus::Refused(reason) => (
-                CallAttemptStatus::Refused,
-                Some(CallOutcome::Failed),
-                None,
-                None,
-                Some(reason.clone()),
+    /// The job of a stored attempt, unless a job of this process holds it already.
+    fn job_from_row(&self, row: &CallAttemptRecord) -> Option<Job> {
+        if lock(&self.held).contains(&row.attempt_id) {
+            return None;
+        }
+        let suffix = format!("-{}", row.attempt);
+        let callback = row.attempt_id.strip_suffix(suffix.as_str())?.to_string();
+        Some(self.job(
+            callback,
+            &row.subscriber,
+            &row.flow_id,
+            &row.purpose,
+            row.attempt,
+        ))
+    }
+
+    /// The retry a final `outcome` asks for (stored with the final status), if any.
+    fn retry_after(&self, outcome: CallOutcome, now: i64) -> Option<CallRetry> {
+        outcome.retried_by(&self.retry.on).then(|| CallRetry {
+            max_attempts: self.retry.max_attempts,
+            due_at_ms: now.saturating_add(
+                i64::try_from(self.retry.spacing_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
             ),
-            AttemptStatus::Ended {
-                status,
-                outcome,
-                duration_seconds,
-            } => (
-                CallAttemptStatus::Ended,
-                Some(*outcome),
-                Some(status.clone()),
-                *duration_seconds,
-                None,
-            ),
-            AttemptStatus::TimedOut => (
-                CallAttemptStatus::TimedOut,
-                Some(CallOutcome::TimedOut),
-                None,
-                None,
-                Some("no final status within the call timeout".to_string()),
-            ),
-        };
-        Write::CallAttempt(CallAttemptRecord {
-            attempt_id: attempt_id.to_string(),
-            provider: self.provider.name().to_string(),
-            subscriber: job.to.clone(),
-            flow_id: job.flow.clone(),
-            purpose: job.purpose.to_string(),
-            attempt: job.attempt,
-            placed_at_ms,
-            status: stored,
-            outcome: outcome.map(|o| o.as_str().to_string()),
-            provider_status,
-            duration_seconds,
-            provider_call_id: call_id.clone(),
-            reason,
-            updated_at_ms: now,
-            ended_at_ms: stored.is_final().then_some(now),
         })
     }
 
-    /// Writes attempt `attempt` of `number` to the result store (a failure is logged and
-    /// counted: the call goes on), logs it, updates the in-memory list and then signals the
-    /// change.
-    async fn record(&self, job: &Job, call_id: Option<&str>, status: AttemptStatus) {
-        let (number, flow, attempt) = (job.to.as_str(), job.flow.as_str(), job.attempt);
-        let gateway = self.gateway.upgrade();
-        let pseudonym = gateway
-            .as_ref()
-            .map(|g| g.pseudonym(number))
-            .unwrap_or_else(|| "unknown".into());
-        info!(subscriber = %pseudonym, flow, callback = job.callback, attempt, call = call_id.unwrap_or(""), status = ?status, "outbound call attempt");
+    /// Writes a not-yet-final state of an attempt (scheduled, placing, placed) to the result
+    /// store, logs it and, from placing on, keeps it in the in-memory list.
+    async fn store_progress(
+        &self,
+        job: &Job,
+        call_id: Option<&str>,
+        status: &AttemptStatus,
+    ) -> Result<(), ResultStoreError> {
         let now = now_ms();
-        let attempt_id = self.attempt_id(job);
-        let same = |a: &Attempt| a.attempt == attempt && a.callback == job.callback;
-        // What an earlier write of this attempt already knew.
-        let (placed_at_ms, known_call_id) = lock(&self.attempts)
-            .get(number)
-            .and_then(|list| list.iter().find(|a| same(a)))
-            .map(|a| (a.placed_at_ms, a.call_id.clone()))
-            .unwrap_or((now, None));
-        let call_id = call_id.map(str::to_string).or(known_call_id);
-        // Durable first, then visible: whoever sees the change can read it from the store.
-        if let Some(gateway) = gateway {
-            let write = self.attempt_write(job, &attempt_id, placed_at_ms, &call_id, &status, now);
-            if let Err(e) = gateway.results.commit(vec![write]).await {
-                warn!(error = %e, subscriber = %pseudonym, attempt, "call attempt not stored");
-                telemetry::error("outbound_call_store");
+        let attempt_id = job.attempt_id();
+        let (stored, due_at_ms) = match status {
+            AttemptStatus::Scheduled { due_at_ms } => {
+                (CallAttemptStatus::Scheduled, Some(*due_at_ms))
             }
+            AttemptStatus::Placing => (CallAttemptStatus::Placing, None),
+            _ => (CallAttemptStatus::Placed, None),
+        };
+        let placed_at_ms = self.known_placed_at(job).unwrap_or(now);
+        let write = Write::CallAttempt(CallAttemptRecord {
+            attempt_id,
+            provider: self.provider.name().to_string(),
+            subscriber: job.to.clone(),
+            flow_id: job.flow.clone(),
+            purpose: job.purpose.clone(),
+            attempt: job.attempt,
+            placed_at_ms,
+            status: stored,
+            outcome: None,
+            provider_status: None,
+            duration_seconds: None,
+            provider_call_id: call_id.map(str::to_string),
+            reason: None,
+            updated_at_ms: now,
+            ended_at_ms: None,
+            node: Some(self.node.clone()),
+            due_at_ms,
+        });
+        let result = match self.gateway.upgrade() {
+            Some(gateway) => gateway.results.commit(vec![write]).await,
+            None => Ok(()),
+        };
+        if let Err(e) = &result {
+            warn!(error = %e, attempt = job.attempt, "call attempt not stored");
+            telemetry::error("outbound_call_store");
         }
+        if !matches!(status, AttemptStatus::Scheduled { .. }) {
+            self.remember(job, call_id, status.clone(), placed_at_ms);
+        }
+        result
+    }
+
+    /// When placing of this attempt began, if this process saw it.
+    fn known_placed_at(&self, job: &Job) -> Option<i64> {
+        let id = job.attempt_id();
+        lock(&self.attempts)
+            .get(&job.to)
+            .and_then(|list| list.iter().find(|a| a.attempt_id == id))
+            .map(|a| a.placed_at_ms)
+    }
+
+    /// Logs an attempt's status, updates the in-memory list and signals the change.
+    fn remember(&self, job: &Job, call_id: Option<&str>, status: AttemptStatus, placed_at_ms: i64) {
+        let pseudonym = self
+            .gateway
+            .upgrade()
+            .map(|g| g.pseudonym(&job.to))
+            .unwrap_or_else(|| "unknown".into());
+        info!(subscriber = %pseudonym, flow = %job.flow, callback = %job.callback, attempt = job.attempt, call = call_id.unwrap_or(""), status = ?status, "outbound call attempt");
+        let attempt_id = job.attempt_id();
         {
             let mut attempts = lock(&self.attempts);
-            let list = attempts.entry(number.to_string()).or_default();
-            match list.iter_mut().find(|a| same(a)) {
+            let list = attempts.entry(job.to.clone()).or_default();
+            match list.iter_mut().find(|a| a.attempt_id == attempt_id) {
                 Some(existing) => {
-                    existing.call_id = call_id;
+                    if call_id.is_some() {
+                        existing.call_id = call_id.map(str::to_string);
+                    }
                     existing.status = status;
                 }
                 None => list.push(Attempt {
                     attempt_id,
-                    callback: job.callback,
-                    attempt,
-                    flow: flow.to_string(),
-                    call_id,
+                    callback: job.callback.clone(),
+                    attempt: job.attempt,
+                    flow: job.flow.clone(),
+                    call_id: call_id.map(str::to_string),
                     placed_at_ms,
                     status,
                 }),
@@ -556,6 +875,78 @@ impl Inner {
         }
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
+
+    /// Stores the final status of an attempt (a no-op if it is final already), together with
+    /// the retry it asks for.
+    async fn store_final(&self, write: CallFinal) {
+        if let Some(gateway) = self.gateway.upgrade()
+            && let Err(e) = gateway.results.commit(vec![Write::CallFinal(write)]).await
+        {
+            warn!(error = %e, "final call status not stored");
+            telemetry::error("outbound_call_store");
+        }
+    }
+
+    /// The stored rows of these attempts (empty if they cannot be read).
+    async fn stored(&self, attempt_ids: Vec<String>) -> Vec<CallAttemptRecord> {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return Vec::new();
+        };
+        match gateway
+            .results
+            .call_attempts(CallAttemptQuery::AttemptIds(attempt_ids))
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "call attempts not readable");
+                telemetry::error("outbound_call_store");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// What a stored final row says, as an in-memory status.
+fn status_of_row(row: &CallAttemptRecord) -> Option<AttemptStatus> {
+    let outcome = row.outcome.as_deref().and_then(CallOutcome::parse);
+    Some(match row.status {
+        CallAttemptStatus::Ended => AttemptStatus::Ended {
+            status: row.provider_status.clone().unwrap_or_default(),
+            outcome: outcome?,
+            duration_seconds: row.duration_seconds,
+        },
+        CallAttemptStatus::Refused => {
+            AttemptStatus::Refused(row.reason.clone().unwrap_or_default())
+        }
+        CallAttemptStatus::TimedOut => AttemptStatus::TimedOut,
+        _ => return None,
+    })
+}
+
+/// How long from now until `at_ms` (wall clock), at most `cap`.
+fn delay_until(at_ms: i64, cap: Option<Duration>) -> Duration {
+    let ms = u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0);
+    let delay = Duration::from_millis(ms);
+    cap.map_or(delay, |cap| delay.min(cap))
+}
+
+/// Queues `job` after `delay` (unless the dialer stops first; the job stays stored).
+fn schedule(inner: &Arc<Inner>, job: Job, delay: Duration) {
+    let queue = inner.queue.clone();
+    let stop = inner.stop.clone();
+    // Created here, so the delay runs from now, not from the task's first poll.
+    let due = tokio::time::sleep(delay);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = due => {
+                if queue.send(job).await.is_err() {
+                    telemetry::error("outbound_retry_dropped");
+                }
+            }
+            () = stop.cancelled() => {}
+        }
+    });
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -639,15 +1030,44 @@ fn build_provider(config: &OutboundConfig, public_url: &str) -> Result<Provider,
     })
 }
 
-/// The dialer task: takes jobs in order, each when a concurrency slot is free.
+/// The dialer task: takes jobs in order, each when a concurrency slot is free. First recovers
+/// what a previous run of this node left unfinished.
 async fn run(inner: Weak<Inner>, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(job) = jobs.recv().await {
+    if let Some(strong) = inner.upgrade() {
+        let dialer = Dialer { inner: strong };
+        match dialer.recover().await {
+            Ok(0) => {}
+            Ok(n) => info!(attempts = n, "outbound calls recovered"),
+            Err(e) => {
+                warn!(error = %e, "outbound call recovery failed: retried at the next start");
+                telemetry::error("outbound_call_recovery");
+            }
+        }
+        dialer
+            .inner
+            .recovered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        dialer.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    loop {
+        let Some(stop) = inner.upgrade().map(|i| i.stop.clone()) else {
+            return;
+        };
+        let job = tokio::select! {
+            job = jobs.recv() => job,
+            () = stop.cancelled() => return,
+        };
+        let Some(job) = job else { return };
         let Some(strong) = inner.upgrade() else {
             return;
         };
         let permits = Arc::clone(&strong.permits);
         drop(strong);
-        let Ok(permit) = permits.acquire_owned().await else {
+        let permit = tokio::select! {
+            permit = permits.acquire_owned() => permit,
+            () = stop.cancelled() => return,
+        };
+        let Ok(permit) = permit else {
             return;
         };
         let Some(strong) = inner.upgrade() else {
@@ -657,33 +1077,101 @@ async fn run(inner: Weak<Inner>, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// One attempt: place the call, wait for its final status, free the slot, maybe retry.
+/// Every [`STATUS_POLL`], looks up in the result store the calls this dialer follows: one
+/// whose final status another node stored is handed to its attempt at once (freeing the
+/// slot without waiting for the call timeout).
+async fn watch_stored_finals(inner: Weak<Inner>) {
+    let Some(stop) = inner.upgrade().map(|i| i.stop.clone()) else {
+        return;
+    };
+    let mut every = tokio::time::interval(STATUS_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let waiting: Vec<String> = lock(&strong.live)
+            .iter()
+            .filter(|(_, call)| call.done.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if waiting.is_empty() {
+            continue;
+        }
+        let Some(gateway) = strong.gateway.upgrade() else {
+            return;
+        };
+        let query = CallAttemptQuery::ProviderCalls {
+            provider: strong.provider.name().to_string(),
+            call_ids: waiting,
+        };
+        let rows = match gateway.results.call_attempts(query).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "outbound call statuses not readable");
+                telemetry::error("outbound_call_store");
+                continue;
+            }
+        };
+        for row in rows.into_iter().filter(|r| r.status.is_final()) {
+            let Some(call_id) = row.provider_call_id.clone() else {
+                continue;
+            };
+            let done = lock(&strong.live)
+                .get_mut(&call_id)
+                .and_then(|c| c.done.take());
+            if let Some(done) = done {
+                let _ = done.send(Final::Stored(Box::new(row)));
+            }
+        }
+    }
+}
+
+/// One attempt: place the call, follow it to its final status, free the slot, maybe retry.
 async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
-    let Job {
-        to, flow, attempt, ..
-    } = &job;
-    inner.record(&job, None, AttemptStatus::Placing).await;
-    let placed = match tokio::time::timeout(API_TIMEOUT, inner.provider.place(to)).await {
+    let _ = inner
+        .store_progress(&job, None, &AttemptStatus::Placing)
+        .await;
+    let placed = tokio::select! {
+        placed = tokio::time::timeout(API_TIMEOUT, inner.provider.place(&job.to)) => placed,
+        // Left `placing`: the next start closes it without placing it again.
+        () = inner.stop.cancelled() => return,
+    };
+    let placed = match placed {
         Ok(result) => result,
         Err(_) => Err(format!(
             "no answer from the provider API within {API_TIMEOUT:?}"
         )),
     };
-    let outcome = match placed {
+    match placed {
         Err(reason) => {
-            warn!(flow, attempt, %reason, "outbound call not placed");
+            warn!(flow = %job.flow, attempt = job.attempt, %reason, "outbound call not placed");
             telemetry::error("outbound_call_refused");
+            let now = now_ms();
             inner
-                .record(&job, None, AttemptStatus::Refused(reason))
+                .store_final(CallFinal {
+                    key: CallKey::Attempt(job.attempt_id()),
+                    status: CallAttemptStatus::Refused,
+                    outcome: CallOutcome::Failed.as_str().to_string(),
+                    provider_status: None,
+                    duration_seconds: None,
+                    reason: Some(reason.clone()),
+                    at_ms: now,
+                    retry: inner.retry_after(CallOutcome::Failed, now),
+                })
                 .await;
-            CallOutcome::Failed
+            settle(inner, job, None, AttemptStatus::Refused(reason), permit).await;
         }
         Ok(call_id) => {
             let (done, ended) = oneshot::channel();
             lock(&inner.live).insert(
                 call_id.clone(),
                 LiveCall {
-                    flow: flow.clone(),
+                    flow: job.flow.clone(),
                     answered: false,
                     done: Some(done),
                 },
@@ -692,63 +1180,123 @@ async fn attempt(inner: Arc<Inner>, job: Job, permit: OwnedSemaphorePermit) {
                 let ttl = inner.call_timeout + Duration::from_secs(3600);
                 if let Err(e) = gateway
                     .sessions
-                    .put_note(CALL_FLOW_NOTE, &call_id, flow.as_bytes(), ttl)
+                    .put_note(CALL_FLOW_NOTE, &call_id, job.flow.as_bytes(), ttl)
                     .await
                 {
                     warn!(error = %e, call = %call_id, "call flow not noted; only this node knows it");
                     telemetry::error("outbound_call_note");
                 }
             }
-            inner
-                .record(&job, Some(&call_id), AttemptStatus::Placed)
+            let _ = inner
+                .store_progress(&job, Some(&call_id), &AttemptStatus::Placed)
                 .await;
-            let status = tokio::time::timeout(inner.call_timeout, ended).await;
-            let answered = lock(&inner.live)
-                .remove(&call_id)
-                .is_some_and(|c| c.answered);
-            match status {
-                Ok(Ok((status, duration_seconds))) => {
-                    let outcome = CallOutcome::from_status(&status, answered);
-                    inner
-                        .record(
-                            &job,
-                            Some(&call_id),
-                            AttemptStatus::Ended {
-                                status,
-                                outcome,
-                                duration_seconds,
-                            },
-                        )
-                        .await;
-                    outcome
-                }
-                _ => {
-                    warn!(call = %call_id, "no final status for an outbound call");
-                    telemetry::error("outbound_call_timeout");
-                    inner
-                        .record(&job, Some(&call_id), AttemptStatus::TimedOut)
-                        .await;
-                    CallOutcome::TimedOut
-                }
+            let deadline = inner.call_timeout;
+            follow(inner, job, call_id, ended, deadline, permit).await;
+        }
+    }
+}
+
+/// Waits for the final status of a placed call (heard here, or stored by another node),
+/// at most `timeout`; stores it, frees the slot and schedules the retry it asked for.
+async fn follow(
+    inner: Arc<Inner>,
+    job: Job,
+    call_id: String,
+    ended: oneshot::Receiver<Final>,
+    timeout: Duration,
+    permit: OwnedSemaphorePermit,
+) {
+    let heard = tokio::select! {
+        heard = tokio::time::timeout(timeout, ended) => heard,
+        // Left `placed`: the next start follows it again.
+        () = inner.stop.cancelled() => return,
+    };
+    let answered_here = lock(&inner.live)
+        .remove(&call_id)
+        .is_some_and(|c| c.answered);
+    let now = now_ms();
+    let status = match heard {
+        Ok(Ok(Final::Heard {
+            status,
+            duration_seconds,
+            answered,
+        })) => {
+            let answered = answered || answered_here || duration_seconds.is_some_and(|d| d > 0);
+            let outcome = CallOutcome::from_status(&status, answered);
+            inner
+                .store_final(CallFinal {
+                    key: CallKey::Attempt(job.attempt_id()),
+                    status: CallAttemptStatus::Ended,
+                    outcome: outcome.as_str().to_string(),
+                    provider_status: Some(status.clone()),
+                    duration_seconds,
+                    reason: None,
+                    at_ms: now,
+                    retry: inner.retry_after(outcome, now),
+                })
+                .await;
+            AttemptStatus::Ended {
+                status,
+                outcome,
+                duration_seconds,
             }
         }
+        Ok(Ok(Final::Stored(row))) => status_of_row(&row).unwrap_or(AttemptStatus::TimedOut),
+        _ => {
+            warn!(call = %call_id, "no final status for an outbound call");
+            telemetry::error("outbound_call_timeout");
+            inner
+                .store_final(CallFinal {
+                    key: CallKey::Attempt(job.attempt_id()),
+                    status: CallAttemptStatus::TimedOut,
+                    outcome: CallOutcome::TimedOut.as_str().to_string(),
+                    provider_status: None,
+                    duration_seconds: None,
+                    reason: Some("no final status within the call timeout".to_string()),
+                    at_ms: now,
+                    retry: None,
+                })
+                .await;
+            AttemptStatus::TimedOut
+        }
     };
+    settle(inner, job, Some(&call_id), status, permit).await;
+}
+
+/// After an attempt's final status is stored: the in-memory status follows the stored row
+/// (another node may have ended it first), the slot is freed, and the retry stored with the
+/// final status, if any, is queued at its due time on this node.
+async fn settle(
+    inner: Arc<Inner>,
+    job: Job,
+    call_id: Option<&str>,
+    status: AttemptStatus,
+    permit: OwnedSemaphorePermit,
+) {
+    let attempt_id = job.attempt_id();
+    let next_id = next_attempt_id(&attempt_id, job.attempt);
+    let rows = inner
+        .stored(vec![attempt_id.clone(), next_id.clone()])
+        .await;
+    let status = rows
+        .iter()
+        .find(|r| r.attempt_id == attempt_id)
+        .and_then(status_of_row)
+        .unwrap_or(status);
+    let placed_at_ms = inner.known_placed_at(&job).unwrap_or_else(now_ms);
     drop(permit);
-    if outcome.retried_by(&inner.retry.on) && *attempt < inner.retry.max_attempts {
+    // The retry's timer starts before the change is signalled, so whoever saw the attempt end
+    // can count on it.
+    if let Some(next) = rows.iter().find(|r| r.attempt_id == next_id)
+        && next.status == CallAttemptStatus::Scheduled
+        && next.node.as_deref() == Some(&inner.node)
+        && let Some(retry) = inner.job_from_row(next)
+    {
         let spacing = Duration::from_secs(inner.retry.spacing_seconds);
-        let next = Job {
-            attempt: attempt + 1,
-            ..job.clone()
-        };
-        let queue = inner.queue.clone();
-        drop(inner);
-        tokio::spawn(async move {
-            tokio::time::sleep(spacing).await;
-            if queue.send(next).await.is_err() {
-                telemetry::error("outbound_retry_dropped");
-            }
-        });
+        let delay = delay_until(next.due_at_ms.unwrap_or(0), Some(spacing));
+        schedule(&inner, retry, delay);
     }
+    inner.remember(&job, call_id, status, placed_at_ms);
 }
 
 /// A provider API URL and the HTTPS-capable client that posts to it.

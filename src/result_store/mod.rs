@@ -24,9 +24,14 @@
 //!   requests that happened to share its transaction. When the database itself is unavailable
 //!   (lock timeout, disk, lost connection) every waiter gets the error at once instead.
 //! * **Call attempts** (`Write::CallAttempt`) are kept apart from responses, in their own
-//!   table: one row per outbound call attempt, upserted by its attempt id at each change and
-//!   frozen once it has a final status, so a repeated status callback is recorded once.
-//!   [`ResultStore::call_attempts`] lists them for a number or a call id.
+//!   table: one row per outbound call attempt, upserted by its attempt id at each change
+//!   (`scheduled`, `placing`, `placed`; never back to `scheduled`) and frozen once it has a
+//!   final status, so a repeated status callback is recorded once. `Write::CallFinal` ends an
+//!   attempt by its id or by (provider, provider call id), whichever node heard the status,
+//!   and only if it was placing or placed; the write that ends it also stores the retry it
+//!   asks for (`scheduled`, same node), so one retry exists however many nodes heard the end.
+//!   [`ResultStore::call_attempts`] lists them for a number, a call id, or a node's
+//!   unfinished ones.
 //! * NUL characters in text are replaced by U+FFFD before storing (PostgreSQL cannot store
 //!   them in `text`; SQLite does the same so both backends behave alike).
 //!
@@ -80,6 +85,9 @@ pub enum Write {
     Receipt(ReceiptRecord),
     /// An outbound call attempt was placed or changed status (no response involved).
     CallAttempt(CallAttemptRecord),
+    /// An outbound call attempt reached its final status (heard on any node), with the retry
+    /// it schedules, both in the same transaction and only if the attempt was not final yet.
+    CallFinal(CallFinal),
 }
 
 impl Write {
@@ -94,7 +102,7 @@ impl Write {
             Write::SmsState(u) => Some(&u.message_id),
             Write::SmsPart(p) => Some(&p.message_id),
             Write::Receipt(r) => Some(&r.smsc_id),
-            Write::CallAttempt(_) => None,
+            Write::CallAttempt(_) | Write::CallFinal(_) => None,
         }
     }
 
@@ -179,9 +187,26 @@ impl Write {
                     &mut c.provider_status,
                     &mut c.provider_call_id,
                     &mut c.reason,
+                    &mut c.node,
                 ]
                 .into_iter()
                 .flatten()
+                {
+                    scrub(field);
+                }
+            }
+            Write::CallFinal(f) => {
+                match &mut f.key {
+                    CallKey::Attempt(id) => scrub(id),
+                    CallKey::ProviderCall { provider, call_id } => {
+                        scrub(provider);
+                        scrub(call_id);
+                    }
+                }
+                scrub(&mut f.outcome);
+                for field in [&mut f.provider_status, &mut f.reason]
+                    .into_iter()
+                    .flatten()
                 {
                     scrub(field);
                 }
@@ -335,11 +360,71 @@ pub struct CallAttemptRecord {
     pub updated_at_ms: i64,
     /// When the attempt reached a final status; `None` while it may still change.
     pub ended_at_ms: Option<i64>,
+    /// The gateway node that places (placed) the attempt: after a restart a node recovers
+    /// only its own unfinished attempts. `None` for rows written before version 4.
+    pub node: Option<String>,
+    /// When a `scheduled` attempt is to be placed, ms since the Unix epoch.
+    pub due_at_ms: Option<i64>,
+}
+
+/// Which attempt a final status is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallKey {
+    /// The attempt's own id (the placing node knows it).
+    Attempt(String),
+    /// The provider and its call id (any node that hears the status callback knows them).
+    ProviderCall { provider: String, call_id: String },
+}
+
+/// The final status of a call attempt. Applied only to an attempt that is placing or placed
+/// (never to a scheduled or already final one), so of two nodes recording the end of one
+/// call exactly one changes the row, and only that one schedules the retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFinal {
+    /// The attempt.
+    pub key: CallKey,
+    /// `Ended`, `Refused` or `TimedOut` (a final status).
+    pub status: CallAttemptStatus,
+    /// How it ended, as far as retries care (`busy`, `no_answer`, ...).
+    pub outcome: String,
+    /// The provider's final status word as it sent it.
+    pub provider_status: Option<String>,
+    /// Length of the call in seconds, when the provider said.
+    pub duration_seconds: Option<u32>,
+    /// Why the provider refused the request, or why no status came.
+    pub reason: Option<String>,
+    /// When the status was heard, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// The next attempt to store `scheduled` (same node, id [`next_attempt_id`]) when this
+    /// write is the one that ends the attempt and the attempt number is below the cap.
+    pub retry: Option<CallRetry>,
+}
+
+/// The retry a final status asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallRetry {
+    /// No retry once the ended attempt's number reaches this.
+    pub max_attempts: u32,
+    /// When the retry is due, ms since the Unix epoch.
+    pub due_at_ms: i64,
+}
+
+/// The id of the attempt after `attempt` of the callback whose attempt `attempt_id` is:
+/// attempt ids end with `-<attempt number>`, which is replaced (the SQL of both dialects
+/// computes the same from the row).
+pub fn next_attempt_id(attempt_id: &str, attempt: u32) -> String {
+    let number = attempt.to_string();
+    let stem = attempt_id
+        .strip_suffix(number.as_str())
+        .unwrap_or(attempt_id);
+    format!("{stem}{}", u64::from(attempt) + 1)
 }
 
 /// Where a call attempt stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallAttemptStatus {
+    /// Stored before it is placed: waiting in the queue or for its retry time.
+    Scheduled,
     /// The request to the provider is under way.
     Placing,
     /// The provider accepted the call; no final status yet.
@@ -354,7 +439,8 @@ pub enum CallAttemptStatus {
 
 impl CallAttemptStatus {
     /// Every status, in declaration order.
-    pub const ALL: [CallAttemptStatus; 5] = [
+    pub const ALL: [CallAttemptStatus; 6] = [
+        CallAttemptStatus::Scheduled,
         CallAttemptStatus::Placing,
         CallAttemptStatus::Placed,
         CallAttemptStatus::Refused,
@@ -365,6 +451,7 @@ impl CallAttemptStatus {
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
+            CallAttemptStatus::Scheduled => "scheduled",
             CallAttemptStatus::Placing => "placing",
             CallAttemptStatus::Placed => "placed",
             CallAttemptStatus::Refused => "refused",
@@ -382,7 +469,10 @@ impl CallAttemptStatus {
 
     /// Whether the attempt is over (nothing more will change it).
     pub fn is_final(self) -> bool {
-        !matches!(self, CallAttemptStatus::Placing | CallAttemptStatus::Placed)
+        !matches!(
+            self,
+            CallAttemptStatus::Scheduled | CallAttemptStatus::Placing | CallAttemptStatus::Placed
+        )
     }
 }
 
@@ -393,6 +483,17 @@ pub enum CallAttemptQuery {
     Subscriber(String),
     /// The attempt with this provider call id (or this attempt id).
     CallId(String),
+    /// The attempts this node has not finished (scheduled, placing or placed), oldest first:
+    /// what it recovers after a restart.
+    Unfinished(String),
+    /// The attempts with these attempt ids (one read for several).
+    AttemptIds(Vec<String>),
+    /// The attempts of this provider with these provider call ids (one read for every call
+    /// a node follows).
+    ProviderCalls {
+        provider: String,
+        call_ids: Vec<String>,
+    },
 }
 
 /// A stored call attempt status word, checked.
@@ -519,6 +620,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "call_attempts",
         sql: include_str!("migrations/sqlite/0003_call_attempts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "call_schedule",
+        sql: include_str!("migrations/sqlite/0004_call_schedule.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
@@ -536,6 +642,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "call_attempts",
         sql: include_str!("migrations/postgres/0003_call_attempts.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "call_schedule",
+        sql: include_str!("migrations/postgres/0004_call_schedule.sql"),
     },
 ];
 
@@ -645,7 +756,11 @@ pub(crate) struct Rejection {
 impl Rejection {
     pub(crate) fn unknown_response(write: &Write) -> Option<Rejection> {
         let (kind, response_id) = match write {
-            Write::Start(_) | Write::SmsQueued(_) | Write::Receipt(_) | Write::CallAttempt(_) => {
+            Write::Start(_)
+            | Write::SmsQueued(_)
+            | Write::Receipt(_)
+            | Write::CallAttempt(_)
+            | Write::CallFinal(_) => {
                 return None;
             }
             Write::Answer(a) => ("answer", &a.response_id),
@@ -996,14 +1111,15 @@ mod tests {
             pending_migrations(SQLITE_MIGRATIONS, applied)
                 .map(|m| m.iter().map(|m| m.version).collect::<Vec<_>>())
         };
-        assert_eq!(versions(&[]), Ok(vec![1, 2, 3]));
+        assert_eq!(versions(&[]), Ok(vec![1, 2, 3, 4]));
         // A database of the first release gets the SMS and call attempt tables.
-        assert_eq!(versions(&[1]), Ok(vec![2, 3]));
-        assert_eq!(versions(&[1, 2]), Ok(vec![3]));
-        assert_eq!(versions(&[1, 2, 3]), Ok(vec![]));
+        assert_eq!(versions(&[1]), Ok(vec![2, 3, 4]));
+        assert_eq!(versions(&[1, 2]), Ok(vec![3, 4]));
+        assert_eq!(versions(&[1, 2, 3]), Ok(vec![4]));
+        assert_eq!(versions(&[1, 2, 3, 4]), Ok(vec![]));
         assert_eq!(
             versions(&[1, 7]),
-            Err(ResultStoreError::SchemaTooNew { found: 7, known: 3 })
+            Err(ResultStoreError::SchemaTooNew { found: 7, known: 4 })
         );
     }
 
@@ -1036,7 +1152,15 @@ mod tests {
             assert_eq!(CallAttemptStatus::parse(status.as_str()), Some(status));
         }
         assert!(!CallAttemptStatus::Placed.is_final());
+        assert!(!CallAttemptStatus::Scheduled.is_final());
         assert!(CallAttemptStatus::Refused.is_final());
+    }
+
+    #[test]
+    fn the_next_attempt_id_replaces_the_attempt_number() {
+        assert_eq!(next_attempt_id("a1b2-7-1", 1), "a1b2-7-2");
+        assert_eq!(next_attempt_id("a1b2-7-9", 9), "a1b2-7-10");
+        assert_eq!(next_attempt_id("odd", 2), "odd3");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
 
 use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
-    CallAttemptQuery, CallAttemptRecord, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
+    CallAttemptQuery, CallAttemptRecord, CallKey, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
     POSTGRES_MIGRATIONS, PendingCommit, Rejection, Request, ResponseRow, ResultStoreError,
     SmsPartRow, SmsRow, Write, gather, pending_migrations, settle,
 };
@@ -50,23 +50,51 @@ const UPDATE_STATUS: &str = "UPDATE responses SET status = $2, \
      updated_at_ms = GREATEST(updated_at_ms, $3), ended_at_ms = $4, \
      language = COALESCE($5, language) WHERE response_id = $1";
 
-/// One call attempt, inserted or brought up to date; a row with a final status stays as it is.
+/// One call attempt, inserted or brought up to date; a row with a final status stays as it is,
+/// and a row already past `scheduled` is never put back to it.
 const UPSERT_CALL_ATTEMPT: &str = "INSERT INTO call_attempts (attempt_id, provider, subscriber, \
      flow_id, purpose, attempt, placed_at_ms, status, outcome, provider_status, \
-     duration_seconds, provider_call_id, reason, updated_at_ms, ended_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     duration_seconds, provider_call_id, reason, updated_at_ms, ended_at_ms, node, due_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
      ON CONFLICT (attempt_id) DO UPDATE SET status = EXCLUDED.status, \
      outcome = EXCLUDED.outcome, provider_status = EXCLUDED.provider_status, \
      duration_seconds = COALESCE(EXCLUDED.duration_seconds, call_attempts.duration_seconds), \
      provider_call_id = COALESCE(EXCLUDED.provider_call_id, call_attempts.provider_call_id), \
      reason = COALESCE(EXCLUDED.reason, call_attempts.reason), \
      updated_at_ms = GREATEST(call_attempts.updated_at_ms, EXCLUDED.updated_at_ms), \
-     ended_at_ms = EXCLUDED.ended_at_ms \
-     WHERE call_attempts.ended_at_ms IS NULL";
+     ended_at_ms = EXCLUDED.ended_at_ms, \
+     placed_at_ms = CASE WHEN call_attempts.status = 'scheduled' \
+         THEN EXCLUDED.placed_at_ms ELSE call_attempts.placed_at_ms END, \
+     node = COALESCE(EXCLUDED.node, call_attempts.node), \
+     due_at_ms = COALESCE(EXCLUDED.due_at_ms, call_attempts.due_at_ms) \
+     WHERE call_attempts.ended_at_ms IS NULL \
+     AND NOT (EXCLUDED.status = 'scheduled' AND call_attempts.status <> 'scheduled')";
+
+/// The final status of an attempt that is placing or placed, found by its id ($1) or by the
+/// provider's call id ($2, $3), and in the same statement its retry (attempt below $10),
+/// stored `scheduled` for the same node, due at $11. Row locking makes one of two nodes
+/// ending the same call change the row; the other changes nothing and schedules nothing.
+const END_CALL_ATTEMPT: &str = "WITH ended AS (\
+       UPDATE call_attempts SET status = $4::TEXT, outcome = $5::TEXT, \
+       provider_status = $6::TEXT, duration_seconds = COALESCE($7::BIGINT, duration_seconds), \
+       reason = COALESCE($8::TEXT, reason), \
+       updated_at_ms = GREATEST(updated_at_ms, $9::BIGINT), ended_at_ms = $9::BIGINT \
+       WHERE (attempt_id = $1::TEXT OR (provider = $2::TEXT AND provider_call_id = $3::TEXT)) \
+       AND ended_at_ms IS NULL AND status IN ('placing', 'placed') \
+       RETURNING attempt_id, provider, subscriber, flow_id, purpose, attempt, node) \
+     INSERT INTO call_attempts (attempt_id, provider, subscriber, flow_id, purpose, attempt, \
+       placed_at_ms, status, updated_at_ms, node, due_at_ms) \
+     SELECT CASE WHEN right(attempt_id, length(attempt::TEXT)) = attempt::TEXT \
+         THEN left(attempt_id, length(attempt_id) - length(attempt::TEXT)) \
+         ELSE attempt_id END || (attempt + 1)::TEXT, \
+       provider, subscriber, flow_id, purpose, attempt + 1, $11::BIGINT, 'scheduled', \
+       $9::BIGINT, node, $11::BIGINT \
+     FROM ended WHERE attempt < $10::BIGINT \
+     ON CONFLICT (attempt_id) DO NOTHING";
 
 const CALL_ATTEMPT_COLUMNS: &str = "attempt_id, provider, subscriber, flow_id, purpose, \
      attempt, placed_at_ms, status, outcome, provider_status, duration_seconds, \
-     provider_call_id, reason, updated_at_ms, ended_at_ms";
+     provider_call_id, reason, updated_at_ms, ended_at_ms, node, due_at_ms";
 
 const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, channel, provider, \
      subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms \
@@ -292,6 +320,7 @@ struct WriterConnection {
     sms_part: Statement,
     receipt: Statement,
     call: Statement,
+    call_final: Statement,
 }
 
 impl WriterConnection {
@@ -307,6 +336,7 @@ impl WriterConnection {
             .prepare(UPSERT_CALL_ATTEMPT)
             .await
             .map_err(pg_error)?;
+        let call_final = client.prepare(END_CALL_ATTEMPT).await.map_err(pg_error)?;
         Ok(WriterConnection {
             client,
             start,
@@ -317,6 +347,7 @@ impl WriterConnection {
             sms_part,
             receipt,
             call,
+            call_final,
         })
     }
 }
@@ -339,6 +370,21 @@ enum Bound<'a> {
     Receipt(&'a super::ReceiptRecord),
     /// The attempt, its number and duration as BIGINT, its status name.
     CallAttempt(&'a CallAttemptRecord, i64, Option<i64>, &'static str),
+    /// The final status with its key parts, status name, duration, retry cap (0: none) and
+    /// retry due time.
+    CallFinal(FinalParams<'a>),
+}
+
+/// The parameters of [`END_CALL_ATTEMPT`], owned or borrowed from the write.
+struct FinalParams<'a> {
+    write: &'a super::CallFinal,
+    attempt_id: Option<&'a str>,
+    provider: Option<&'a str>,
+    call_id: Option<&'a str>,
+    status: &'static str,
+    duration: Option<i64>,
+    max_attempts: i64,
+    due_at_ms: i64,
 }
 
 impl<'a> Bound<'a> {
@@ -359,6 +405,24 @@ impl<'a> Bound<'a> {
                 c.duration_seconds.map(i64::from),
                 c.status.as_str(),
             ),
+            Write::CallFinal(f) => {
+                let (attempt_id, provider, call_id) = match &f.key {
+                    CallKey::Attempt(id) => (Some(id.as_str()), None, None),
+                    CallKey::ProviderCall { provider, call_id } => {
+                        (None, Some(provider.as_str()), Some(call_id.as_str()))
+                    }
+                };
+                Bound::CallFinal(FinalParams {
+                    write: f,
+                    attempt_id,
+                    provider,
+                    call_id,
+                    status: f.status.as_str(),
+                    duration: f.duration_seconds.map(i64::from),
+                    max_attempts: f.retry.map_or(0, |r| i64::from(r.max_attempts)),
+                    due_at_ms: f.retry.map_or(f.at_ms, |r| r.due_at_ms),
+                })
+            }
         }
     }
 
@@ -429,6 +493,21 @@ impl<'a> Bound<'a> {
                 &c.reason,
                 &c.updated_at_ms,
                 &c.ended_at_ms,
+                &c.node,
+                &c.due_at_ms,
+            ],
+            Bound::CallFinal(p) => vec![
+                &p.attempt_id,
+                &p.provider,
+                &p.call_id,
+                &p.status,
+                &p.write.outcome,
+                &p.write.provider_status,
+                &p.duration,
+                &p.write.reason,
+                &p.write.at_ms,
+                &p.max_attempts,
+                &p.due_at_ms,
             ],
         }
     }
@@ -554,6 +633,7 @@ impl Writer {
             sms_part,
             receipt,
             call,
+            call_final,
         } = connection;
         let tx = client.transaction().await.map_err(pg_failure)?;
         let writes: Vec<&Write> = commits.iter().flat_map(|c| c.writes.iter()).collect();
@@ -572,6 +652,7 @@ impl Writer {
                     Bound::SmsPart(..) => sms_part,
                     Bound::Receipt(..) => receipt,
                     Bound::CallAttempt(..) => call,
+                    Bound::CallFinal(..) => call_final,
                 };
                 Box::pin(tx.execute(statement, p.as_slice())) as Execution<'_>
             })
@@ -739,16 +820,33 @@ pub(super) async fn read_call_attempts(
     query: &CallAttemptQuery,
 ) -> Result<Vec<CallAttemptRecord>, ResultStoreError> {
     let client = target.connect().await?;
-    let (filter, key) = match query {
-        CallAttemptQuery::Subscriber(number) => ("subscriber = $1", number),
-        CallAttemptQuery::CallId(id) => ("provider_call_id = $1 OR attempt_id = $1", id),
+    type Param = Box<dyn ToSql + Sync + Send>;
+    let (filter, params): (&str, Vec<Param>) = match query {
+        CallAttemptQuery::Subscriber(number) => ("subscriber = $1", vec![Box::new(number.clone())]),
+        CallAttemptQuery::CallId(id) => (
+            "provider_call_id = $1 OR attempt_id = $1",
+            vec![Box::new(id.clone())],
+        ),
+        CallAttemptQuery::Unfinished(node) => (
+            "node = $1 AND ended_at_ms IS NULL",
+            vec![Box::new(node.clone())],
+        ),
+        CallAttemptQuery::AttemptIds(ids) => {
+            ("attempt_id = ANY($1::TEXT[])", vec![Box::new(ids.clone())])
+        }
+        CallAttemptQuery::ProviderCalls { provider, call_ids } => (
+            "provider = $1::TEXT AND provider_call_id = ANY($2::TEXT[])",
+            vec![Box::new(provider.clone()), Box::new(call_ids.clone())],
+        ),
     };
+    let params: Vec<&(dyn ToSql + Sync)> =
+        params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
     let sql = format!(
         "SELECT {CALL_ATTEMPT_COLUMNS} FROM call_attempts WHERE {filter} \
          ORDER BY placed_at_ms, attempt, attempt_id"
     );
     client
-        .query(&sql, &[key])
+        .query(&sql, &params)
         .await
         .map_err(pg_error)?
         .iter()
@@ -778,6 +876,8 @@ fn call_attempt_row(row: &tokio_postgres::Row) -> Result<CallAttemptRecord, Resu
         reason: row.try_get(12).map_err(pg_error)?,
         updated_at_ms: row.try_get(13).map_err(pg_error)?,
         ended_at_ms: row.try_get(14).map_err(pg_error)?,
+        node: row.try_get(15).map_err(pg_error)?,
+        due_at_ms: row.try_get(16).map_err(pg_error)?,
         attempt_id,
     })
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
-    CallAttemptQuery, CallAttemptRecord, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
+    CallAttemptQuery, CallAttemptRecord, CallKey, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
     PendingCommit, Rejection, Request, ResponseRow, ResultStoreError, SQLITE_MIGRATIONS,
     SmsPartRow, SmsRow, Write, gather, pending_migrations, settle,
 };
@@ -44,23 +44,45 @@ const UPDATE_STATUS: &str = "UPDATE responses SET status = ?2, \
      updated_at_ms = MAX(updated_at_ms, ?3), ended_at_ms = ?4, language = COALESCE(?5, language) \
      WHERE response_id = ?1";
 
-/// One call attempt, inserted or brought up to date; a row with a final status stays as it is.
+/// One call attempt, inserted or brought up to date; a row with a final status stays as it is,
+/// and a row already past `scheduled` is never put back to it.
 const UPSERT_CALL_ATTEMPT: &str = "INSERT INTO call_attempts (attempt_id, provider, subscriber, \
      flow_id, purpose, attempt, placed_at_ms, status, outcome, provider_status, \
-     duration_seconds, provider_call_id, reason, updated_at_ms, ended_at_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     duration_seconds, provider_call_id, reason, updated_at_ms, ended_at_ms, node, due_at_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
      ON CONFLICT (attempt_id) DO UPDATE SET status = excluded.status, \
      outcome = excluded.outcome, provider_status = excluded.provider_status, \
      duration_seconds = COALESCE(excluded.duration_seconds, call_attempts.duration_seconds), \
      provider_call_id = COALESCE(excluded.provider_call_id, call_attempts.provider_call_id), \
      reason = COALESCE(excluded.reason, call_attempts.reason), \
      updated_at_ms = MAX(call_attempts.updated_at_ms, excluded.updated_at_ms), \
-     ended_at_ms = excluded.ended_at_ms \
-     WHERE call_attempts.ended_at_ms IS NULL";
+     ended_at_ms = excluded.ended_at_ms, \
+     placed_at_ms = CASE WHEN call_attempts.status = 'scheduled' \
+         THEN excluded.placed_at_ms ELSE call_attempts.placed_at_ms END, \
+     node = COALESCE(excluded.node, call_attempts.node), \
+     due_at_ms = COALESCE(excluded.due_at_ms, call_attempts.due_at_ms) \
+     WHERE call_attempts.ended_at_ms IS NULL \
+     AND NOT (excluded.status = 'scheduled' AND call_attempts.status <> 'scheduled')";
+
+/// The final status of an attempt that is placing or placed, found by its id (?1) or by the
+/// provider's call id (?2, ?3); returns the attempt changed (none if it was already final).
+const END_CALL_ATTEMPT: &str = "UPDATE call_attempts SET status = ?4, outcome = ?5, \
+     provider_status = ?6, duration_seconds = COALESCE(?7, duration_seconds), \
+     reason = COALESCE(?8, reason), updated_at_ms = MAX(updated_at_ms, ?9), ended_at_ms = ?9 \
+     WHERE (attempt_id = ?1 OR (provider = ?2 AND provider_call_id = ?3)) \
+     AND ended_at_ms IS NULL AND status IN ('placing', 'placed') \
+     RETURNING attempt_id, attempt";
+
+/// The retry of attempt ?4, stored `scheduled` for the same node (id ?1, due ?2).
+const SCHEDULE_RETRY: &str = "INSERT INTO call_attempts (attempt_id, provider, subscriber, \
+     flow_id, purpose, attempt, placed_at_ms, status, updated_at_ms, node, due_at_ms) \
+     SELECT ?1, provider, subscriber, flow_id, purpose, attempt + 1, ?2, 'scheduled', ?3, \
+     node, ?2 FROM call_attempts WHERE attempt_id = ?4 \
+     ON CONFLICT (attempt_id) DO NOTHING";
 
 const CALL_ATTEMPT_COLUMNS: &str = "attempt_id, provider, subscriber, flow_id, purpose, \
      attempt, placed_at_ms, status, outcome, provider_status, duration_seconds, \
-     provider_call_id, reason, updated_at_ms, ended_at_ms";
+     provider_call_id, reason, updated_at_ms, ended_at_ms, node, due_at_ms";
 
 const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, channel, provider, \
      subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms \
@@ -308,6 +330,10 @@ impl Writer {
             let mut call = tx
                 .prepare_cached(UPSERT_CALL_ATTEMPT)
                 .map_err(sqlite_failure)?;
+            let mut end_call = tx
+                .prepare_cached(END_CALL_ATTEMPT)
+                .map_err(sqlite_failure)?;
+            let mut schedule = tx.prepare_cached(SCHEDULE_RETRY).map_err(sqlite_failure)?;
             for write in commits.iter().flat_map(|c| c.writes.iter()) {
                 let known = match write {
                     Write::Start(s) => {
@@ -420,8 +446,54 @@ impl Writer {
                             c.reason,
                             c.updated_at_ms,
                             c.ended_at_ms,
+                            c.node,
+                            c.due_at_ms,
                         ])
                         .map_err(sqlite_failure)?;
+                        true
+                    }
+                    Write::CallFinal(f) => {
+                        let (attempt_id, provider, call_id) = match &f.key {
+                            CallKey::Attempt(id) => (Some(id.as_str()), None, None),
+                            CallKey::ProviderCall { provider, call_id } => {
+                                (None, Some(provider.as_str()), Some(call_id.as_str()))
+                            }
+                        };
+                        let ended: Vec<(String, i64)> = end_call
+                            .query_map(
+                                params![
+                                    attempt_id,
+                                    provider,
+                                    call_id,
+                                    f.status.as_str(),
+                                    f.outcome,
+                                    f.provider_status,
+                                    f.duration_seconds,
+                                    f.reason,
+                                    f.at_ms,
+                                ],
+                                |row| Ok((row.get(0)?, row.get(1)?)),
+                            )
+                            .map_err(sqlite_failure)?
+                            .collect::<Result<_, _>>()
+                            .map_err(sqlite_failure)?;
+                        if let Some(retry) = f.retry {
+                            for (id, attempt) in &ended {
+                                let Ok(attempt) = u32::try_from(*attempt) else {
+                                    continue;
+                                };
+                                if attempt < retry.max_attempts {
+                                    schedule
+                                        .execute(params![
+                                            super::next_attempt_id(id, attempt),
+                                            retry.due_at_ms,
+                                            f.at_ms,
+                                            id,
+                                        ])
+                                        .map_err(sqlite_failure)?;
+                                }
+                            }
+                        }
                         true
                     }
                 };
@@ -586,16 +658,34 @@ pub(super) fn read_call_attempts(
     query: &CallAttemptQuery,
 ) -> Result<Vec<CallAttemptRecord>, ResultStoreError> {
     let conn = open_reader(path)?;
-    let (filter, key) = match query {
-        CallAttemptQuery::Subscriber(number) => ("subscriber = ?1", number),
-        CallAttemptQuery::CallId(id) => ("provider_call_id = ?1 OR attempt_id = ?1", id),
+    conn.pragma_update(None, "query_only", "ON")
+        .map_err(sqlite_error)?;
+    let list = |items: &[String]| serde_json::Value::from(items.to_vec()).to_string();
+    let (filter, keys) = match query {
+        CallAttemptQuery::Subscriber(number) => ("subscriber = ?1", vec![number.clone()]),
+        CallAttemptQuery::CallId(id) => {
+            ("provider_call_id = ?1 OR attempt_id = ?1", vec![id.clone()])
+        }
+        CallAttemptQuery::Unfinished(node) => {
+            ("node = ?1 AND ended_at_ms IS NULL", vec![node.clone()])
+        }
+        CallAttemptQuery::AttemptIds(ids) => (
+            "attempt_id IN (SELECT value FROM json_each(?1))",
+            vec![list(ids)],
+        ),
+        CallAttemptQuery::ProviderCalls { provider, call_ids } => (
+            "provider = ?1 AND provider_call_id IN (SELECT value FROM json_each(?2))",
+            vec![provider.clone(), list(call_ids)],
+        ),
     };
     let sql = format!(
         "SELECT {CALL_ATTEMPT_COLUMNS} FROM call_attempts WHERE {filter} \
          ORDER BY placed_at_ms, attempt, attempt_id"
     );
     let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
-    let mut found = stmt.query([key]).map_err(sqlite_error)?;
+    let mut found = stmt
+        .query(rusqlite::params_from_iter(keys.iter()))
+        .map_err(sqlite_error)?;
     let mut out = Vec::new();
     while let Some(row) = found.next().map_err(sqlite_error)? {
         out.push(call_attempt_row(row)?);
@@ -625,6 +715,8 @@ fn call_attempt_row(row: &rusqlite::Row<'_>) -> Result<CallAttemptRecord, Result
         reason: row.get(12).map_err(sqlite_error)?,
         updated_at_ms: row.get(13).map_err(sqlite_error)?,
         ended_at_ms: row.get(14).map_err(sqlite_error)?,
+        node: row.get(15).map_err(sqlite_error)?,
+        due_at_ms: row.get(16).map_err(sqlite_error)?,
         attempt_id,
     })
 }
