@@ -1169,3 +1169,43 @@ proptest! {
         prop_assert_eq!(reference.as_deref(), Ok(ours.as_ref()), "for {:?}", pdu);
     }
 }
+
+/// The check the ESME makes before sending agrees with the encoder, field by field.
+#[test]
+fn check_encodable_agrees_with_the_encoder() {
+    let good = ShortMessage {
+        source_addr: "20880".into(),
+        destination_addr: "254711000001".into(),
+        short_message: bytes::Bytes::from_static(b"hello"),
+        ..ShortMessage::default()
+    };
+    let cases = [
+        good.clone(),
+        ShortMessage {
+            destination_addr: "2547110000012547110000".into(),
+            ..good.clone()
+        },
+        ShortMessage {
+            source_addr: COctetString::new(b"20\0880".to_vec()),
+            ..good.clone()
+        },
+        ShortMessage {
+            service_type: "USSD12".into(),
+            ..good.clone()
+        },
+        ShortMessage {
+            short_message: bytes::Bytes::from(vec![b'a'; 255]),
+            ..good.clone()
+        },
+        ShortMessage {
+            validity_period: "26112512000000R+".into(),
+            ..good.clone()
+        },
+    ];
+    for sm in cases {
+        let encoded = Pdu::new(1, Body::SubmitSm(sm.clone()))
+            .to_bytes()
+            .map(|_| ());
+        assert_eq!(sm.check_encodable(), encoded, "{sm:?}");
+    }
+}

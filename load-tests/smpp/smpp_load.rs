@@ -120,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A simulator on a free loopback port with receipts off.
-async fn start_sim(submit_latency: Duration) -> anyhow::Result<(SimHandle, u16)> {
+async fn start_sim(
+    submit_latency: Duration,
+    record_messages: bool,
+) -> anyhow::Result<(SimHandle, u16)> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the simulator to 127.0.0.1:0")?;
@@ -129,6 +132,7 @@ async fn start_sim(submit_latency: Duration) -> anyhow::Result<(SimHandle, u16)>
         submit_latency,
         receipt_delay: None,
         throttle_every: None,
+        record_messages,
         ..SimConfig::default()
     };
     Ok((spawn_smsc_sim(config, listener), port))
@@ -272,7 +276,7 @@ async fn raw_submits(port: u16, window: usize, total: u64) -> anyhow::Result<f64
 /// `rounds` alternating rounds (raw, then ESME) so machine noise hits both alike; the medians
 /// are compared.
 async fn throughput(window: usize, total: u64, rounds: usize) -> anyhow::Result<Value> {
-    let (sim, port) = start_sim(Duration::ZERO).await?;
+    let (sim, port) = start_sim(Duration::ZERO, false).await?;
     let esme = start_esme(port, window, None).await?;
     // Twice as many callers as window slots, so the window never waits for a caller.
     let callers = window * 2;
@@ -318,7 +322,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// Measurement 2: how closely the ESME keeps to `tps` over `duration`.
 async fn throttle(tps: u32, duration: Duration) -> anyhow::Result<Value> {
-    let (sim, port) = start_sim(Duration::ZERO).await?;
+    let (sim, port) = start_sim(Duration::ZERO, true).await?;
     let window = 10;
     let esme = start_esme(port, window, Some(tps)).await?;
     let deadline = Instant::now() + duration;
@@ -418,7 +422,7 @@ fn max_in_fixed_seconds(times: &[Instant]) -> u64 {
 
 /// Measurement 3: submits/s with `window` outstanding and `latency` per answer.
 async fn window_use(window: usize, latency: Duration, duration: Duration) -> anyhow::Result<Value> {
-    let (sim, port) = start_sim(latency).await?;
+    let (sim, port) = start_sim(latency, false).await?;
     let esme = start_esme(port, window, None).await?;
     let callers = window * 2;
     let start = Instant::now();

@@ -497,7 +497,7 @@ impl EsmeHandle {
                 short_message: Bytes::from(part.short_message),
                 ..ShortMessage::default()
             };
-            Pdu::new(1, Body::SubmitSm(sm.clone())).to_bytes()?;
+            sm.check_encodable()?;
             messages.push(sm);
         }
         let mut outcomes = Vec::with_capacity(messages.len());
@@ -534,7 +534,7 @@ impl EsmeHandle {
         if self.shared.config.bind_type == BindType::Receiver {
             return Err(SubmitError::NotTransmitter);
         }
-        Pdu::new(1, Body::SubmitSm(sm.clone())).to_bytes()?;
+        sm.check_encodable()?;
         self.submit_part(sm).await
     }
 
@@ -927,6 +927,9 @@ async fn run_session(
     shared.session.send_replace(Some(queue));
     shared.link.send_replace(LinkState::Bound);
     let mut stop = shared.stop.subscribe();
+    // Made once: a fresh wait per loop turn would register (and wake) a watcher per event.
+    let stop_signal = stopped(&mut stop);
+    tokio::pin!(stop_signal);
     let mut pending: HashMap<u32, Pending> = HashMap::new();
     // Sequences in the order written. Every request has the same response timeout, so their
     // deadlines are in this order too: the earliest live one is found from the front without
@@ -1098,7 +1101,7 @@ async fn run_session(
                     enquire_sequence = Some(sequence);
                 }
             }
-            _ = stopped(&mut stop) => break SessionEnd::Stopped,
+            () = &mut stop_signal => break SessionEnd::Stopped,
         }
     };
     // No new work for this session; queued commands were never written.

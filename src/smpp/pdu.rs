@@ -727,8 +727,8 @@ impl Pdu {
     }
 }
 
-fn put_c_str(
-    out: &mut BytesMut,
+/// Whether `value` fits a C-octet string field of `max_with_nul` octets.
+fn check_c_str(
     field: &'static str,
     value: &COctetString,
     max_with_nul: usize,
@@ -744,9 +744,57 @@ fn put_c_str(
             max: max_with_nul - 1,
         });
     }
-    out.put_slice(octets);
+    Ok(())
+}
+
+fn put_c_str(
+    out: &mut BytesMut,
+    field: &'static str,
+    value: &COctetString,
+    max_with_nul: usize,
+) -> Result<(), EncodeError> {
+    check_c_str(field, value, max_with_nul)?;
+    out.put_slice(value.as_bytes());
     out.put_u8(0);
     Ok(())
+}
+
+/// The `short_message` length octet, if the message fits.
+fn short_message_length(sm: &ShortMessage) -> Result<u8, EncodeError> {
+    u8::try_from(sm.short_message.len())
+        .ok()
+        .filter(|&len| usize::from(len) <= MAX_SHORT_MESSAGE)
+        .ok_or(EncodeError::ShortMessageTooLong {
+            len: sm.short_message.len(),
+        })
+}
+
+impl ShortMessage {
+    /// The error encoding this message in a submit_sm or deliver_sm would give, found without
+    /// building the PDU (the ESME checks every part before sending the first).
+    pub fn check_encodable(&self) -> Result<(), EncodeError> {
+        check_c_str("service_type", &self.service_type, max::SERVICE_TYPE)?;
+        check_c_str("source_addr", &self.source_addr, max::SM_ADDR)?;
+        check_c_str("destination_addr", &self.destination_addr, max::SM_ADDR)?;
+        check_c_str(
+            "schedule_delivery_time",
+            &self.schedule_delivery_time,
+            max::TIME,
+        )?;
+        check_c_str("validity_period", &self.validity_period, max::TIME)?;
+        short_message_length(self)?;
+        if let Some(tlv) = self
+            .tlvs
+            .iter()
+            .find(|t| t.value.len() > usize::from(u16::MAX))
+        {
+            return Err(EncodeError::TlvTooLong {
+                tag: tlv.tag,
+                len: tlv.value.len(),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn put_tlvs(out: &mut BytesMut, tlvs: &[Tlv]) -> Result<(), EncodeError> {
@@ -784,13 +832,7 @@ fn put_short_message(out: &mut BytesMut, sm: &ShortMessage) -> Result<(), Encode
     out.put_u8(sm.replace_if_present_flag);
     out.put_u8(sm.data_coding);
     out.put_u8(sm.sm_default_msg_id);
-    let sm_length = u8::try_from(sm.short_message.len())
-        .ok()
-        .filter(|&len| usize::from(len) <= MAX_SHORT_MESSAGE)
-        .ok_or(EncodeError::ShortMessageTooLong {
-            len: sm.short_message.len(),
-        })?;
-    out.put_u8(sm_length);
+    out.put_u8(short_message_length(sm)?);
     out.put_slice(&sm.short_message);
     put_tlvs(out, &sm.tlvs)
 }
