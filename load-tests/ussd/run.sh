@@ -21,7 +21,7 @@ SCRIPT=${SCRIPT:-"1,1,Water point broken for two weeks,Near the market"}
 CODE=${CODE:-"*384*12*3#"}
 
 cargo build --release --locked --bin baraza --bin ussd-load --bin ussd-baseline 2>&1 | tail -n 1
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
