@@ -70,6 +70,20 @@ impl SessionRecord {
     }
 }
 
+/// The subscriber's resumable copy of one flow, read in the same round trip as the session.
+struct Prefetched<'a> {
+    /// The flow the copy was read for; used only when the step starts this flow.
+    flow_id: &'a str,
+    /// The copy, if one is kept.
+    copy: Option<Vec<u8>>,
+}
+
+/// Whether a saved state is worth a "continue where you left off" copy (see [`resume_copy`]).
+fn keeps_copy(state: &SessionState) -> bool {
+    matches!(state.status, SessionStatus::Active | SessionStatus::Dropped)
+        && !state.answers.is_empty()
+}
+
 /// What a saved state means for the subscriber's "continue where you left off" copy: kept
 /// while the session is unfinished and has answers worth continuing, removed once it is over.
 fn resume_copy<'a>(
@@ -79,14 +93,12 @@ fn resume_copy<'a>(
     state_bytes: &'a [u8],
 ) -> ResumeCopy<'a> {
     match state.status {
-        SessionStatus::Active | SessionStatus::Dropped if !state.answers.is_empty() => {
-            ResumeCopy::Put {
-                subscriber,
-                flow_id: &flow.flow.id,
-                data: state_bytes,
-                ttl: Duration::from_secs(flow.flow.resume_window.0.max(1)),
-            }
-        }
+        SessionStatus::Active | SessionStatus::Dropped if keeps_copy(state) => ResumeCopy::Put {
+            subscriber,
+            flow_id: &flow.flow.id,
+            data: state_bytes,
+            ttl: Duration::from_secs(flow.flow.resume_window.0.max(1)),
+        },
         SessionStatus::Active | SessionStatus::Dropped => ResumeCopy::Keep,
         SessionStatus::Completed | SessionStatus::TimedOut | SessionStatus::Failed => {
             ResumeCopy::Clear {
@@ -277,13 +289,44 @@ impl Gateway {
         known_language: &std::sync::Mutex<Option<String>>,
     ) -> Result<UssdReply, StepError> {
         let key = SessionKey::new(request.provider.as_str(), &request.session_id);
+        // A dial (a request that starts a session when none is stored): the flow it would start
+        // is known before the load, so the subscriber's resumable copy of that flow is fetched
+        // in the same round trip as the session.
+        let dial_flow = match (&request.input, request.resolve(None)) {
+            // Africa's Talking: a first request's text is a dialled sub-code, but the text of
+            // every later request of the session looks the same; only an empty text is surely
+            // a dial, so the others load the session alone.
+            (crate::channels::ussd::UssdInput::Cumulative(text), _) if !text.is_empty() => None,
+            (_, Resolved::Start { sub_code, .. }) => {
+                self.flow_for(&request.service_code, sub_code.as_deref())
+            }
+            _ => None,
+        };
         // One retry when a concurrent request for the same session wins the save.
         for _ in 0..2 {
-            let stored = self
-                .sessions
-                .load(&key)
-                .await
-                .map_err(|e| StepError::Sessions(e.to_string()))?;
+            let (stored, mut prefetched) = match &dial_flow {
+                Some(flow) => {
+                    let (stored, copy) = self
+                        .sessions
+                        .load_with_resumable(&key, &request.subscriber, &flow.flow.id)
+                        .await
+                        .map_err(|e| StepError::Sessions(e.to_string()))?;
+                    (
+                        stored,
+                        Some(Prefetched {
+                            flow_id: flow.flow.id.as_str(),
+                            copy,
+                        }),
+                    )
+                }
+                None => (
+                    self.sessions
+                        .load(&key)
+                        .await
+                        .map_err(|e| StepError::Sessions(e.to_string()))?,
+                    None,
+                ),
+            };
             let (version, record) = match stored {
                 Some(s) => match SessionRecord::decode(&s.data) {
                     Some(r) => (Some(s.version), Some(r)),
@@ -326,7 +369,9 @@ impl Gateway {
                             end: true,
                         });
                     };
-                    let (flow, prior) = self.resumable(&request.subscriber, flow).await;
+                    let (flow, prior) = self
+                        .resumable_with(&request.subscriber, flow, prefetched.take())
+                        .await;
                     (flow, prior, self.start_input(request), progress)
                 }
                 // An answer or duplicate for a session we do not hold (expired, or lost with
@@ -338,7 +383,9 @@ impl Gateway {
                             end: true,
                         });
                     };
-                    let (flow, prior) = self.resumable(&request.subscriber, flow).await;
+                    let (flow, prior) = self
+                        .resumable_with(&request.subscriber, flow, prefetched.take())
+                        .await;
                     // Everything this request carries counts as consumed by the new session.
                     let progress = match (&request.input, resolved) {
                         (crate::channels::ussd::UssdInput::Cumulative(t), _) => t.clone(),
@@ -372,7 +419,12 @@ impl Gateway {
                 reply: reply.clone(),
             };
             let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
-            let state_bytes = record.state.encode();
+            // Encoded only when a copy is kept (the bytes are unused otherwise).
+            let state_bytes = if keeps_copy(&record.state) {
+                record.state.encode()
+            } else {
+                Vec::new()
+            };
             let resume = resume_copy(&request.subscriber, &flow, &record.state, &state_bytes);
             let outcome = self
                 .sessions
@@ -435,11 +487,26 @@ impl Gateway {
         subscriber: &str,
         latest: Arc<CompiledFlow>,
     ) -> (Arc<CompiledFlow>, Option<SessionState>) {
-        let bytes = match self
-            .sessions
-            .get_resumable(subscriber, &latest.flow.id)
-            .await
-        {
+        self.resumable_with(subscriber, latest, None).await
+    }
+
+    /// [`Gateway::resumable`], using the copy fetched with the session when it was fetched
+    /// for this flow instead of asking the store again.
+    async fn resumable_with(
+        &self,
+        subscriber: &str,
+        latest: Arc<CompiledFlow>,
+        prefetched: Option<Prefetched<'_>>,
+    ) -> (Arc<CompiledFlow>, Option<SessionState>) {
+        let fetched = match prefetched {
+            Some(p) if p.flow_id == latest.flow.id => Ok(p.copy),
+            _ => {
+                self.sessions
+                    .get_resumable(subscriber, &latest.flow.id)
+                    .await
+            }
+        };
+        let bytes = match fetched {
             Ok(Some(b)) => b,
             Ok(None) => return (latest, None),
             Err(e) => {

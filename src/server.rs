@@ -642,6 +642,12 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     // Tests and scripts wait for this line (with the real port when listening on port 0).
     info!("listening on http://{addr}");
+    // No Nagle delay: a reply is one small write that the aggregator waits for.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -333,6 +333,7 @@ on_both_backends!(
     odd_ids_stay_distinct,
     ping_answers,
     save_and_remember_writes_the_session_and_the_resume_copy,
+    load_with_resumable_reads_the_session_and_the_copy,
 );
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -980,7 +981,7 @@ async fn redis_load_and_save_are_one_round_trip_each() {
     let fixture = RedisFixture::via(&proxy.url(), TEST_RESPONSE_TIMEOUT).await;
     let store = &fixture.store;
     let key = SessionKey::new("africastalking", "round-trips");
-    // Connecting loads the save script, so that the first save is already a single EVALSHA
+    // Connecting loads the save script, so that the first update is already a single EVALSHA
     // even on a Redis that never saw the script.
     let connect = proxy.take_commands();
     assert!(
@@ -994,7 +995,8 @@ async fn redis_load_and_save_are_one_round_trip_each() {
         .save(&key, None, b"first", MINUTE)
         .await
         .expect("save");
-    assert_eq!(proxy.take_commands(), ["EVALSHA"], "first save");
+    // A new session needs no script: `SET NX` is the compare-and-set against "absent".
+    assert_eq!(proxy.take_commands(), ["SET"], "first save");
     store.load(&key).await.expect("load");
     assert_eq!(proxy.take_commands(), ["GET"], "load");
     store
@@ -1007,6 +1009,23 @@ async fn redis_load_and_save_are_one_round_trip_each() {
         .await
         .expect("save");
     assert_eq!(proxy.take_commands(), ["EVALSHA"], "conflicting save");
+    // Creating a session that exists: the refused `SET NX`, then its version is read.
+    let exists = store
+        .save(&key, None, b"again", MINUTE)
+        .await
+        .expect("save");
+    assert_eq!(exists, SaveOutcome::Conflict { current: Some(2) });
+    assert_eq!(
+        proxy.take_commands(),
+        ["SET", "GETRANGE"],
+        "creation of an existing session"
+    );
+    // A dial: the session and the resumable copy, two `GET`s pipelined.
+    store
+        .load_with_resumable(&key, "+254", "flow")
+        .await
+        .expect("load with resumable");
+    assert_eq!(proxy.take_commands(), ["GET", "GET"], "load_with_resumable");
     store.take_resumable("+254", "flow").await.expect("take");
     assert_eq!(proxy.take_commands(), ["GETDEL"], "take_resumable");
 }
@@ -1148,4 +1167,41 @@ async fn save_and_remember_writes_the_session_and_the_resume_copy(store: Arc<Ses
             .expect("get"),
         None
     );
+}
+
+async fn load_with_resumable_reads_the_session_and_the_copy(store: Arc<SessionStore>) {
+    let key = SessionKey::new("ussd", "dial");
+    assert_eq!(
+        store
+            .load_with_resumable(&key, "+254700000010", "survey")
+            .await
+            .expect("load"),
+        (None, None)
+    );
+    store
+        .save(&key, None, b"state-1", MINUTE)
+        .await
+        .expect("save");
+    store
+        .put_resumable("+254700000010", "survey", b"copy-1", MINUTE)
+        .await
+        .expect("put");
+    let (stored, copy) = store
+        .load_with_resumable(&key, "+254700000010", "survey")
+        .await
+        .expect("load");
+    assert_eq!(
+        stored,
+        Some(Stored {
+            version: 1,
+            data: b"state-1".to_vec()
+        })
+    );
+    assert_eq!(copy, Some(b"copy-1".to_vec()));
+    // Another flow's copy is not this one.
+    let (_, other) = store
+        .load_with_resumable(&key, "+254700000010", "other")
+        .await
+        .expect("load");
+    assert_eq!(other, None);
 }

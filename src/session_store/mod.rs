@@ -279,6 +279,25 @@ impl SessionStore {
         dispatch!(self, b => b.load(key))
     }
 
+    /// The session and the subscriber's resumable copy of `flow_id`, in one round trip on Redis
+    /// (two pipelined `GET`s): what a dial needs before it knows whether it starts afresh or
+    /// offers to resume. The same as [`SessionStore::load`] followed by
+    /// [`SessionStore::get_resumable`].
+    pub async fn load_with_resumable(
+        &self,
+        key: &SessionKey,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<(Option<Stored>, Option<Vec<u8>>), SessionStoreError> {
+        match self {
+            SessionStore::Redis(redis) => redis.load_with_resumable(key, subscriber, flow_id).await,
+            SessionStore::InMemory(memory) => Ok((
+                memory.load(key).await?,
+                memory.get_resumable(subscriber, flow_id).await?,
+            )),
+        }
+    }
+
     /// See [`SessionBackend::save`].
     pub async fn save(
         &self,

@@ -15,11 +15,15 @@
 //! Round trips, per call:
 //! - `load`: one `GET`. Version and data live in one string value, so no second read and no
 //!   script are needed.
+//! - `save` of a new session (no expected version): one `SET ... NX PX` (no script needed).
 //! - `save`: one `EVALSHA` of [`SAVE_SCRIPT`], which compares the stored version prefix with the
 //!   expected one and `SET`s the new value with `PX` inside Redis, atomically. The script is
 //!   loaded at connect time so the `EVALSHA` hits; only after Redis lost its script cache
 //!   (restart, failover, `SCRIPT FLUSH`) does one call pay for `EVALSHA` -> `NOSCRIPT` ->
 //!   `SCRIPT LOAD` -> `EVALSHA` (done by `redis::Script`), and later calls are one trip again.
+//! - `load_with_resumable` (a dial: the session and the subscriber's resumable copy) and
+//!   `save_and_remember` (a save and the resumable copy's update): two commands pipelined, one
+//!   round trip.
 //! - `take_resumable`: one `GETDEL` (Redis 6.2 or newer); every other call is one command.
 //!
 //! Every call is bounded: the connection manager abandons a command after the configured
@@ -49,11 +53,12 @@ const VERSION_LEN: usize = 8;
 /// exist". ARGV[2]: the new value (new 8-byte version, then the data). ARGV[3]: time to live
 /// in milliseconds. Returns 1 when written; otherwise the stored 8-byte version, or nil when
 /// nothing is stored. Versions are compared as byte strings, so Lua never does arithmetic on
-/// them (its numbers are doubles).
+/// them (its numbers are doubles). Only the version is read (`GETRANGE`, which answers an
+/// empty string for a missing key; a stored value is never empty): the data is not copied into
+/// Lua.
 const SAVE_SCRIPT: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current then
-  local version = string.sub(current, 1, 8)
+local version = redis.call('GETRANGE', KEYS[1], 0, 7)
+if version ~= '' then
   if version ~= ARGV[1] then
     return version
   end
@@ -407,6 +412,24 @@ return due
 }
 
 impl RedisSessions {
+    /// See [`super::SessionStore::load_with_resumable`]: the session's `GET` and the resumable
+    /// copy's `GET` pipelined, one round trip (two keys in two hash slots, like
+    /// [`RedisSessions::save_and_remember`]).
+    pub async fn load_with_resumable(
+        &self,
+        key: &SessionKey,
+        subscriber: &str,
+        flow_id: &str,
+    ) -> Result<(Option<Stored>, Option<Vec<u8>>), SessionStoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(self.session_key(key));
+        pipe.cmd("GET").arg(self.resumable_key(subscriber, flow_id));
+        let mut connection = self.connection.clone();
+        let (session, copy): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.bounded(pipe.query_async(&mut connection)).await?;
+        Ok((session.map(decode_session).transpose()?, copy))
+    }
+
     /// The compare-and-set of `save` and the resume-copy write pipelined: one round trip for
     /// both (Redis runs them back to back). The copy lives under the subscriber's hash tag, the
     /// session under its own, so they cannot share one script in Redis Cluster; pipelining keeps
@@ -425,13 +448,17 @@ impl RedisSessions {
         }
         let (version, expected_bytes, value) = versioned_value(expected, data)?;
         let mut pipe = redis::pipe();
-        pipe.cmd("EVALSHA")
-            .arg(self.save_script.get_hash())
-            .arg(1)
-            .arg(self.session_key(key))
-            .arg(&expected_bytes)
-            .arg(&value)
-            .arg(ttl_ms(ttl));
+        if expected.is_none() {
+            pipe.add_command(self.create_command(key, &value, ttl));
+        } else {
+            pipe.cmd("EVALSHA")
+                .arg(self.save_script.get_hash())
+                .arg(1)
+                .arg(self.session_key(key))
+                .arg(&expected_bytes)
+                .arg(&value)
+                .arg(ttl_ms(ttl));
+        }
         match resume {
             ResumeCopy::Keep => {}
             ResumeCopy::Put {
@@ -482,7 +509,54 @@ impl RedisSessions {
             }
             Err(e) => return Err(e),
         };
+        if expected.is_none() {
+            return self.create_outcome(key, reply, version).await;
+        }
         save_outcome(reply, version)
+    }
+
+    /// The save of a new session (expected version: none): `SET ... NX PX`, a plain command,
+    /// as atomic as the script and cheaper for Redis to run.
+    fn create_command(&self, key: &SessionKey, value: &[u8], ttl: Duration) -> redis::Cmd {
+        redis::cmd("SET")
+            .arg(self.session_key(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .clone()
+    }
+
+    /// What `SET NX` answered: `OK` written; nil when a session exists, whose version is then
+    /// read (one more round trip, only on this conflict) so the answer matches the script's.
+    async fn create_outcome(
+        &self,
+        key: &SessionKey,
+        reply: Value,
+        version: u64,
+    ) -> Result<SaveOutcome, SessionStoreError> {
+        match reply {
+            Value::Okay => Ok(SaveOutcome::Saved { version }),
+            Value::SimpleString(ok) if ok == "OK" => Ok(SaveOutcome::Saved { version }),
+            Value::Nil => {
+                let mut connection = self.connection.clone();
+                let command = redis::cmd("GETRANGE")
+                    .arg(self.session_key(key))
+                    .arg(0)
+                    .arg(VERSION_LEN - 1)
+                    .clone();
+                let current: Vec<u8> = self.bounded(command.query_async(&mut connection)).await?;
+                let current = if current.is_empty() {
+                    None
+                } else {
+                    Some(decode_version(&current)?)
+                };
+                Ok(SaveOutcome::Conflict { current })
+            }
+            other => Err(SessionStoreError::Corrupt(format!(
+                "SET NX answered {other:?}, expected OK or nil"
+            ))),
+        }
     }
 }
 
@@ -502,6 +576,12 @@ impl SessionBackend for RedisSessions {
         ttl: Duration,
     ) -> Result<SaveOutcome, SessionStoreError> {
         let (version, expected_bytes, value) = versioned_value(expected, data)?;
+        if expected.is_none() {
+            let mut connection = self.connection.clone();
+            let command = self.create_command(key, &value, ttl);
+            let reply: Value = self.bounded(command.query_async(&mut connection)).await?;
+            return self.create_outcome(key, reply, version).await;
+        }
         let mut invocation = self.save_script.prepare_invoke();
         invocation
             .key(self.session_key(key))
