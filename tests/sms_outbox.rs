@@ -56,6 +56,31 @@ async fn gateway(
     )
 }
 
+/// The simulator, a gateway (node `node`) with one operator `sim` bound to it, and its binds,
+/// once the bind is up.
+async fn bound(node: &str) -> (SimHandle, Arc<Gateway>, Binds, tempfile::TempDir) {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = gateway(dir.path(), node, vec![operator("sim", port, "")]).await;
+    let binds = Binds::start(Arc::clone(&gateway));
+    within("bind", sim.wait_until(|s| s.binds >= 1)).await;
+    (sim, gateway, binds, dir)
+}
+
+/// A message row as a node left it in the store (for recovery and sweep tests).
+fn stored_row(id: &str, node: &str, to: &str, purpose: &str, created_at_ms: i64) -> Write {
+    Write::SmsQueued(QueuedSms {
+        message_id: id.to_string(),
+        node: node.to_string(),
+        operator: "sim".to_string(),
+        recipient: to.to_string(),
+        sender: "BARAZA".to_string(),
+        body: format!("text of {id}"),
+        purpose: purpose.to_string(),
+        created_at_ms,
+    })
+}
+
 fn sms(to: &str, text: &str) -> NewSms {
     NewSms {
         operator: None,
@@ -141,11 +166,7 @@ async fn a_long_message_is_stored_sent_and_its_receipts_join_its_parts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_dropped_mid_window_loses_nothing_and_records_unknown_outcomes() {
-    let (sim, port) = start_sim(SimConfig::default()).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gateway = gateway(dir.path(), "node-1", vec![operator("sim", port, "")]).await;
-    let binds = Binds::start(Arc::clone(&gateway));
-    within("bind", sim.wait_until(|s| s.binds >= 1)).await;
+    let (sim, gateway, binds, _dir) = bound("node-1").await;
     sim.set_hold_responses(true);
     let mut held = Vec::new();
     for n in 0..4 {
@@ -197,18 +218,7 @@ async fn after_a_restart_queued_messages_go_out_and_in_flight_ones_become_unknow
         let store = ResultStore::open_sqlite(&dir.path().join("results.sqlite3"))
             .await
             .expect("store");
-        let queued = |id: &str, node: &str, to: &str| {
-            Write::SmsQueued(QueuedSms {
-                message_id: id.to_string(),
-                node: node.to_string(),
-                operator: "sim".to_string(),
-                recipient: to.to_string(),
-                sender: "BARAZA".to_string(),
-                body: format!("text of {id}"),
-                purpose: "reply".to_string(),
-                created_at_ms: 1_000,
-            })
-        };
+        let queued = |id: &str, node: &str, to: &str| stored_row(id, node, to, "reply", 1_000);
         store
             .commit(vec![
                 queued("left-queued", "node-1", "+254711000031"),
@@ -254,10 +264,7 @@ async fn after_a_restart_queued_messages_go_out_and_in_flight_ones_become_unknow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_to_an_opted_out_number_are_suppressed_but_the_stop_confirmation_goes() {
-    let (sim, port) = start_sim(SimConfig::default()).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gateway = gateway(dir.path(), "node-1", vec![operator("sim", port, "")]).await;
-    let binds = Binds::start(Arc::clone(&gateway));
+    let (sim, gateway, binds, _dir) = bound("node-1").await;
     let number = "+254711000041";
     gateway
         .sessions
@@ -369,11 +376,7 @@ async fn numbers_are_routed_by_prefix_across_operators_and_their_binds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_finishes_abandoned_messages_but_never_touches_one_in_flight() {
-    let (sim, port) = start_sim(SimConfig::default()).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gateway = gateway(dir.path(), "node-1", vec![operator("sim", port, "")]).await;
-    let binds = Binds::start(Arc::clone(&gateway));
-    within("bind", sim.wait_until(|s| s.binds >= 1)).await;
+    let (sim, gateway, binds, _dir) = bound("node-1").await;
     sim.set_hold_responses(true);
     let live = binds
         .outbox()
@@ -383,18 +386,7 @@ async fn a_sweep_finishes_abandoned_messages_but_never_touches_one_in_flight() {
     within("held submit", sim.wait_until(|s| s.held == 1)).await;
     // Rows this process no longer holds a task for (a send task whose state commit failed).
     let old = baraza::dispatcher::now_ms() - 120_000;
-    let row = |id: &str, to: &str| {
-        Write::SmsQueued(QueuedSms {
-            message_id: id.to_string(),
-            node: "node-1".to_string(),
-            operator: "sim".to_string(),
-            recipient: to.to_string(),
-            sender: "BARAZA".to_string(),
-            body: format!("text of {id}"),
-            purpose: "reminder".to_string(),
-            created_at_ms: old,
-        })
-    };
+    let row = |id: &str, to: &str| stored_row(id, "node-1", to, "reminder", old);
     gateway
         .results
         .commit(vec![
