@@ -604,51 +604,38 @@ pub(crate) const MIGRATIONS_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS schema
      name TEXT NOT NULL, \
      applied_at_ms BIGINT NOT NULL)";
 
-pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("migrations/sqlite/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "sms_outbox",
-        sql: include_str!("migrations/sqlite/0002_sms_outbox.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "call_attempts",
-        sql: include_str!("migrations/sqlite/0003_call_attempts.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "call_schedule",
-        sql: include_str!("migrations/sqlite/0004_call_schedule.sql"),
-    },
-];
+/// The migrations of one dialect, from `migrations/<dialect>/`: one list of versions and
+/// names for both dialects, so they cannot drift apart.
+macro_rules! migrations {
+    ($dialect:literal) => {
+        &[
+            Migration {
+                version: 1,
+                name: "init",
+                sql: include_str!(concat!("migrations/", $dialect, "/0001_init.sql")),
+            },
+            Migration {
+                version: 2,
+                name: "sms_outbox",
+                sql: include_str!(concat!("migrations/", $dialect, "/0002_sms_outbox.sql")),
+            },
+            Migration {
+                version: 3,
+                name: "call_attempts",
+                sql: include_str!(concat!("migrations/", $dialect, "/0003_call_attempts.sql")),
+            },
+            Migration {
+                version: 4,
+                name: "call_schedule",
+                sql: include_str!(concat!("migrations/", $dialect, "/0004_call_schedule.sql")),
+            },
+        ]
+    };
+}
 
-pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("migrations/postgres/0001_init.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "sms_outbox",
-        sql: include_str!("migrations/postgres/0002_sms_outbox.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "call_attempts",
-        sql: include_str!("migrations/postgres/0003_call_attempts.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "call_schedule",
-        sql: include_str!("migrations/postgres/0004_call_schedule.sql"),
-    },
-];
+pub(crate) const SQLITE_MIGRATIONS: &[Migration] = migrations!("sqlite");
+
+pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = migrations!("postgres");
 
 /// The migrations of `all` not yet in `applied`, or an error if the database is newer.
 pub(crate) fn pending_migrations<'a>(

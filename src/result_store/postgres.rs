@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, IsolationLevel, NoTls, Statement};
+use tokio_postgres::{Client, IsolationLevel, NoTls, Statement, Transaction};
 
 use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
@@ -672,6 +672,17 @@ impl Writer {
     }
 }
 
+/// A read-only, repeatable-read transaction: one consistent snapshot for a whole read.
+async fn begin_read(client: &mut Client) -> Result<Transaction<'_>, ResultStoreError> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)
+}
+
 /// Reads every response of `flow_id` in one read-only, repeatable-read transaction on a
 /// fresh connection.
 pub(super) async fn read_responses(
@@ -679,13 +690,7 @@ pub(super) async fn read_responses(
     flow_id: &str,
 ) -> Result<Vec<ResponseRow>, ResultStoreError> {
     let mut client = target.connect().await?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_error)?;
+    let tx = begin_read(&mut client).await?;
     let mut rows = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for row in tx
@@ -721,13 +726,7 @@ pub(super) async fn read_sms(
     query: &SmsQuery,
 ) -> Result<Vec<SmsRow>, ResultStoreError> {
     let mut client = target.connect().await?;
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_error)?;
+    let tx = begin_read(&mut client).await?;
     let found = match query {
         SmsQuery::Ids(ids) => {
             let sql = format!(
