@@ -379,6 +379,7 @@ behaviour_suite!(
     outbound_sms_states_parts_and_receipts,
     call_attempts_are_kept_apart_updated_and_frozen_once_final,
     a_final_call_status_ends_the_attempt_once_and_schedules_one_retry,
+    answers_stored_before_version_5_survive_its_new_key,
 );
 
 async fn start_answers_and_status_round_trip(fx: Fixture) {
@@ -675,17 +676,124 @@ async fn migrations_are_idempotent_and_newer_schemas_refused(fx: Fixture) {
     let third = fx.open().await;
     assert_eq!(responses(&third, "poll").await.len(), 1);
     third.flush_and_close().await.expect("close third");
-    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4]);
+    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5]);
 
     fx.record_migration(99).await;
     match fx.try_open().await {
         Err(ResultStoreError::SchemaTooNew {
             found: 99,
-            known: 4,
+            known: 5,
         }) => {}
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("a database migrated by a newer build was opened"),
     }
+}
+
+/// The schema as a build that knew migrations 1-4 left it, in one dialect.
+macro_rules! schema_v4 {
+    ($dialect:literal) => {
+        [
+            include_str!(concat!(
+                "../src/result_store/migrations/",
+                $dialect,
+                "/0001_init.sql"
+            )),
+            include_str!(concat!(
+                "../src/result_store/migrations/",
+                $dialect,
+                "/0002_sms_outbox.sql"
+            )),
+            include_str!(concat!(
+                "../src/result_store/migrations/",
+                $dialect,
+                "/0003_call_attempts.sql"
+            )),
+            include_str!(concat!(
+                "../src/result_store/migrations/",
+                $dialect,
+                "/0004_call_schedule.sql"
+            )),
+        ]
+        .join("\n")
+    };
+}
+
+/// Version 5 re-keys the answers table (by the response's start first): a database written by
+/// a build that knew versions 1-4 keeps every answer, and the same (response, result, step)
+/// is still one row afterwards.
+async fn answers_stored_before_version_5_survive_its_new_key(fx: Fixture) {
+    let old_rows = "CREATE TABLE schema_migrations (version BIGINT NOT NULL PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL); \
+         INSERT INTO schema_migrations VALUES (1, 'init', 0), (2, 'sms_outbox', 0), \
+         (3, 'call_attempts', 0), (4, 'call_schedule', 0); \
+         INSERT INTO responses (response_id, flow_id, flow_version, channel, provider, \
+         subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms) VALUES \
+         ('old-1', 'poll', 3, 'ussd', 'africastalking', '+254700000001', 'en', 'completed', \
+          1000, 3000, 3000), \
+         ('old-2', 'poll', 3, 'ussd', 'africastalking', '+254700000002', 'sw', 'active', \
+          2000, 2500, NULL); \
+         INSERT INTO answers (response_id, result, step, value, label, node, answered_at_ms) \
+         VALUES ('old-1', 'district', 1, '2', 'Kisumu', 'ask_district', 2000), \
+         ('old-1', 'age', 2, '34', NULL, 'ask_age', 3000), \
+         ('old-1', 'age', 4, '35', NULL, 'ask_age', 3000), \
+         ('old-2', 'district', 1, '1', 'Nairobi', 'ask_district', 2500);";
+    match &fx {
+        Fixture::Sqlite { path, .. } => {
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("folder");
+            let conn = rusqlite::Connection::open(path).expect("open sqlite directly");
+            conn.execute_batch(&format!("{}\n{old_rows}", schema_v4!("sqlite")))
+                .expect("a version 4 database");
+        }
+        Fixture::Postgres { schema, .. } => {
+            let Admin::Postgres(client) = fx.admin().await else {
+                unreachable!("a postgres fixture")
+            };
+            client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA \"{schema}\"; {}\n{old_rows}",
+                    schema_v4!("postgres")
+                ))
+                .await
+                .expect("a version 4 database");
+        }
+    }
+
+    let store = fx.open().await;
+    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5]);
+    let rows = responses(&store, "poll").await;
+    let found: Vec<_> = rows
+        .iter()
+        .map(|r| (r.response_id.as_str(), r.answers.clone()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (
+                "old-1",
+                answers(&[("age", "35", None), ("district", "2", Some("Kisumu"))])
+            ),
+            ("old-2", answers(&[("district", "1", Some("Nairobi"))])),
+        ]
+    );
+    assert_eq!(fx.answer_rows("old-1").await, 3);
+
+    // A repeated delivery of an old step replaces its row; a new step adds one.
+    commit(
+        &store,
+        vec![
+            answer("old-2", "district", "3", Some("Mombasa"), 1, 2_600),
+            answer("old-2", "age", "51", None, 2, 2_700),
+        ],
+    )
+    .await;
+    assert_eq!(fx.answer_rows("old-2").await, 2);
+    let rows = responses(&store, "poll").await;
+    assert_eq!(
+        rows[1].answers,
+        answers(&[("age", "51", None), ("district", "3", Some("Mombasa"))])
+    );
+    assert_eq!(rows[1].updated_at_ms, 2_700);
+    store.flush_and_close().await.expect("close");
 }
 
 async fn unknown_response_is_rejected_without_losing_the_batch(fx: Fixture) {

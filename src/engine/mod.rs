@@ -445,6 +445,9 @@ impl<'a> Run<'a> {
     fn navigate(&mut self, s: &mut SessionState, input: &str) -> Option<bool> {
         let flow = self.f();
         match s.channel {
+            // Only the more and back keys can turn a page; anything else is an answer, and the
+            // screen is not laid out again to find that out.
+            Channel::Ussd if input != flow.ussd.more_key && input != flow.ussd.back_key => None,
             Channel::Ussd => {
                 let screen = self.current_screen(s);
                 let pages = render::ussd::paginate(

@@ -629,6 +629,15 @@ macro_rules! migrations {
                 name: "call_schedule",
                 sql: include_str!(concat!("migrations/", $dialect, "/0004_call_schedule.sql")),
             },
+            Migration {
+                version: 5,
+                name: "answers_by_start",
+                sql: include_str!(concat!(
+                    "migrations/",
+                    $dialect,
+                    "/0005_answers_by_start.sql"
+                )),
+            },
         ]
     };
 }

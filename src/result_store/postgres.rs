@@ -39,11 +39,13 @@ const INSERT_START: &str = "INSERT INTO responses (response_id, flow_id, flow_ve
 /// statements can be pipelined without a failed foreign key aborting the transaction.)
 const UPSERT_ANSWER: &str = "WITH touched AS (\
        UPDATE responses SET updated_at_ms = GREATEST(updated_at_ms, $7::BIGINT) \
-       WHERE response_id = $1::TEXT RETURNING response_id) \
-     INSERT INTO answers (response_id, result, step, value, label, node, answered_at_ms) \
-     SELECT response_id, $2::TEXT, $3::BIGINT, $4::TEXT, $5::TEXT, $6::TEXT, $7::BIGINT \
-     FROM touched \
-     ON CONFLICT (response_id, result, step) DO UPDATE SET value = EXCLUDED.value, \
+       WHERE response_id = $1::TEXT RETURNING response_id, started_at_ms) \
+     INSERT INTO answers (response_started_at_ms, response_id, result, step, value, label, \
+     node, answered_at_ms) \
+     SELECT started_at_ms, response_id, $2::TEXT, $3::BIGINT, $4::TEXT, $5::TEXT, $6::TEXT, \
+     $7::BIGINT FROM touched \
+     ON CONFLICT (response_started_at_ms, response_id, result, step) DO UPDATE SET \
+     value = EXCLUDED.value, \
      label = EXCLUDED.label, node = EXCLUDED.node, answered_at_ms = EXCLUDED.answered_at_ms";
 
 const UPDATE_STATUS: &str = "UPDATE responses SET status = $2, \
@@ -102,7 +104,8 @@ const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, chann
 
 /// Answers in step order, so the latest step of each result is read last and wins.
 const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label FROM answers a \
-     JOIN responses r ON r.response_id = a.response_id WHERE r.flow_id = $1 \
+     JOIN responses r ON r.started_at_ms = a.response_started_at_ms \
+     AND r.response_id = a.response_id WHERE r.flow_id = $1 \
      ORDER BY a.response_id, a.result, a.step";
 
 const INSERT_SMS: &str = "INSERT INTO sms_messages (message_id, node, operator, recipient, \

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
@@ -38,14 +38,16 @@ const INSERT_START: &str = "INSERT INTO responses (response_id, flow_id, flow_ve
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', ?8, ?8, NULL) \
      ON CONFLICT (response_id) DO NOTHING";
 
-/// Marks activity on the response; no row changed means the response is unknown.
+/// Marks activity on the response and returns its start time (the answers' key begins with
+/// it); no row returned means the response is unknown.
 const TOUCH_RESPONSE: &str = "UPDATE responses SET updated_at_ms = MAX(updated_at_ms, ?2) \
-     WHERE response_id = ?1";
+     WHERE response_id = ?1 RETURNING started_at_ms";
 
-const UPSERT_ANSWER: &str = "INSERT INTO answers (response_id, result, step, value, label, node, \
-     answered_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-     ON CONFLICT (response_id, result, step) DO UPDATE SET value = excluded.value, \
-     label = excluded.label, node = excluded.node, answered_at_ms = excluded.answered_at_ms";
+const UPSERT_ANSWER: &str = "INSERT INTO answers (response_started_at_ms, response_id, result, \
+     step, value, label, node, answered_at_ms) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+     ON CONFLICT (response_started_at_ms, response_id, result, step) DO UPDATE SET \
+     value = excluded.value, label = excluded.label, node = excluded.node, \
+     answered_at_ms = excluded.answered_at_ms";
 
 const UPDATE_STATUS: &str = "UPDATE responses SET status = ?2, \
      updated_at_ms = MAX(updated_at_ms, ?3), ended_at_ms = ?4, language = COALESCE(?5, language) \
@@ -97,7 +99,8 @@ const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, chann
 
 /// Answers in step order, so the latest step of each result is read last and wins.
 const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label FROM answers a \
-     JOIN responses r ON r.response_id = a.response_id WHERE r.flow_id = ?1 \
+     JOIN responses r ON r.started_at_ms = a.response_started_at_ms \
+     AND r.response_id = a.response_id WHERE r.flow_id = ?1 \
      ORDER BY a.response_id, a.result, a.step";
 
 const INSERT_SMS: &str = "INSERT INTO sms_messages (message_id, node, operator, recipient, \
@@ -361,10 +364,11 @@ impl Writer {
                         true
                     }
                     Write::Answer(a) => {
-                        let touched = touch
-                            .execute(params![a.response_id, a.answered_at_ms])
+                        let started_at: Option<i64> = touch
+                            .query_row(params![a.response_id, a.answered_at_ms], |row| row.get(0))
+                            .optional()
                             .map_err(sqlite_failure)?;
-                        if touched > 0 {
+                        if let Some(started_at) = started_at {
                             answer
                                 .execute(params![
                                     a.response_id,
@@ -374,10 +378,11 @@ impl Writer {
                                     a.label,
                                     a.node,
                                     a.answered_at_ms,
+                                    started_at,
                                 ])
                                 .map_err(sqlite_failure)?;
                         }
-                        touched > 0
+                        started_at.is_some()
                     }
                     Write::Status(u) => {
                         let ended_at = u.status.is_ended().then_some(u.at_ms);
