@@ -696,6 +696,8 @@ pub(crate) struct Batch {
     pub commits: Vec<PendingCommit>,
     /// A ping or close found behind them; the drain stops there to keep queue order.
     pub control: Option<Control>,
+    /// Writes in `commits`, for the cap.
+    writes: usize,
 }
 
 /// Takes `first` and whatever is already queued behind it (up to the write cap or the first
@@ -704,30 +706,39 @@ pub(crate) fn gather(first: Request, queue: &mut mpsc::Receiver<Request>) -> Bat
     let mut batch = Batch {
         commits: Vec::new(),
         control: None,
+        writes: 0,
     };
-    let mut writes = 0usize;
-    let mut next = Some(first);
-    while let Some(request) = next.take() {
+    batch.take(first);
+    batch.take_queued(queue);
+    batch
+}
+
+impl Batch {
+    /// Whether the transaction can take more: no ping or close reached, room under the cap.
+    pub(crate) fn is_open(&self) -> bool {
+        self.control.is_none() && self.writes < MAX_WRITES_PER_BATCH
+    }
+
+    fn take(&mut self, request: Request) {
         match request {
             Request::Commit(commit) => {
-                writes += commit.writes.len();
-                batch.commits.push(commit);
+                self.writes += commit.writes.len();
+                self.commits.push(commit);
             }
-            Request::Ping(reply) => {
-                batch.control = Some(Control::Ping(reply));
-                break;
-            }
-            Request::Close(reply) => {
-                batch.control = Some(Control::Close(reply));
-                break;
-            }
+            Request::Ping(reply) => self.control = Some(Control::Ping(reply)),
+            Request::Close(reply) => self.control = Some(Control::Close(reply)),
         }
-        if writes >= MAX_WRITES_PER_BATCH {
-            break;
-        }
-        next = queue.try_recv().ok();
     }
-    batch
+
+    /// Adds what is queued now, while the batch is open; never waits.
+    pub(crate) fn take_queued(&mut self, queue: &mut mpsc::Receiver<Request>) {
+        while self.is_open() {
+            match queue.try_recv() {
+                Ok(request) => self.take(request),
+                Err(_) => break,
+            }
+        }
+    }
 }
 
 /// Why applying a batch failed, and whether its requests are worth retrying one by one.
@@ -1107,15 +1118,15 @@ mod tests {
             pending_migrations(SQLITE_MIGRATIONS, applied)
                 .map(|m| m.iter().map(|m| m.version).collect::<Vec<_>>())
         };
-        assert_eq!(versions(&[]), Ok(vec![1, 2, 3, 4]));
+        assert_eq!(versions(&[]), Ok(vec![1, 2, 3, 4, 5]));
         // A database of the first release gets the SMS and call attempt tables.
-        assert_eq!(versions(&[1]), Ok(vec![2, 3, 4]));
-        assert_eq!(versions(&[1, 2]), Ok(vec![3, 4]));
-        assert_eq!(versions(&[1, 2, 3]), Ok(vec![4]));
-        assert_eq!(versions(&[1, 2, 3, 4]), Ok(vec![]));
+        assert_eq!(versions(&[1]), Ok(vec![2, 3, 4, 5]));
+        assert_eq!(versions(&[1, 2]), Ok(vec![3, 4, 5]));
+        assert_eq!(versions(&[1, 2, 3, 4]), Ok(vec![5]));
+        assert_eq!(versions(&[1, 2, 3, 4, 5]), Ok(vec![]));
         assert_eq!(
             versions(&[1, 7]),
-            Err(ResultStoreError::SchemaTooNew { found: 7, known: 4 })
+            Err(ResultStoreError::SchemaTooNew { found: 7, known: 5 })
         );
     }
 
