@@ -670,21 +670,31 @@ pub async fn serve(
 }
 
 /// Resolves on SIGINT or SIGTERM; reloads flows on every SIGHUP meanwhile.
-pub async fn shutdown_signal(gateway: Arc<Gateway>) {
+///
+/// The handlers are installed when this is called, not when the future is first polled: the
+/// server polls it from a task of its own, and a SIGTERM sent the moment the gateway answers
+/// (a supervisor, a test) must already mean "shut down gracefully", never the default action
+/// of dying by the signal with the result store unflushed.
+pub fn shutdown_signal(gateway: Arc<Gateway>) -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
+    let handlers = (
+        signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = hup.recv() => { let _ = reload_flows(&gateway); }
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = handlers else {
+            warn!("cannot install signal handlers; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => { let _ = reload_flows(&gateway); }
+            }
         }
+        info!("shutdown signal received");
     }
-    info!("shutdown signal received");
 }

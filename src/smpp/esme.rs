@@ -1104,6 +1104,15 @@ async fn run_session(
             () = &mut stop_signal => break SessionEnd::Stopped,
         }
     };
+    let end = match end {
+        SessionEnd::Lost(reason) if unbinding => {
+            match read_unbind_resp(&mut link, &mut pending, config.response_timeout).await {
+                true => SessionEnd::Stopped,
+                false => SessionEnd::Lost(reason),
+            }
+        }
+        other => other,
+    };
     // No new work for this session; queued commands were never written.
     shared.session.send_replace(None);
     commands.close();
@@ -1133,6 +1142,48 @@ async fn run_session(
         }
     }
     end
+}
+
+/// After the link failed while our unbind was outstanding: reads what the SMSC had already
+/// sent, looking for the unbind_resp, and answers the unbind with it (true when found).
+///
+/// An SMSC that answers an unbind and closes at once makes the next write of ours fail (a
+/// deliver_sm_resp for a receipt that crossed the unbind) while its unbind_resp is still
+/// unread in the socket; the unbind did succeed, so the bind ends `Stopped`, not lost. Other
+/// frames read here are dropped: the session is over and receipts are sent again by the SMSC
+/// when they were not acknowledged.
+async fn read_unbind_resp(
+    link: &mut Link,
+    pending: &mut HashMap<u32, Pending>,
+    within: Duration,
+) -> bool {
+    let Some(sequence) = pending
+        .iter()
+        .find_map(|(s, p)| matches!(p.kind, PendingKind::Unbind(_)).then_some(*s))
+    else {
+        return false;
+    };
+    let found = tokio::time::timeout(within, async {
+        while let Some(Ok(frame)) = link.next().await {
+            if let Frame::Pdu(pdu) = frame
+                && pdu.sequence == sequence
+                && matches!(pdu.body, Body::UnbindResp)
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    if found
+        && let Some(Pending {
+            kind: PendingKind::Unbind(reply),
+        }) = pending.remove(&sequence)
+    {
+        let _ = reply.send(true);
+    }
+    found
 }
 
 /// Handles one PDU from the SMSC; `Some` ends the session.
