@@ -35,6 +35,31 @@ wait_for() { # port
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 redis_used() { redis-cli -h 127.0.0.1 info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r'; }
 load() { "$bin/ussd-load" --citizens "$CITIZENS" --duration "$SECONDS_PER_RUN" --service-code "$CODE" --script "$SCRIPT" "$@"; }
+# CPU time of a process in clock ticks (user + system), from /proc; empty if it cannot be read.
+ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || true; }
+hz=$(getconf CLK_TCK)
+redis_pid=$(redis-cli -h 127.0.0.1 info server | awk -F: '/^process_id:/ {print $2}' | tr -d '\r')
+# `measured SERVER_PID LOAD_ARGS...`: one load run, its JSON line with the CPU each process
+# spent per step added (server, Redis, load generator), so the split of the gap is reproducible.
+measured() {
+  local pid=$1 s0 r0 s1 r1 cpu json; shift
+  s0=$(ticks "$pid"); r0=$(ticks "$redis_pid")
+  cpu=$( { TIMEFORMAT='%U %S'; time load "$@" > "$work/load.json"; } 2>&1 )
+  s1=$(ticks "$pid"); r1=$(ticks "$redis_pid")
+  json=$(cat "$work/load.json")
+  python3 - "$json" "$hz" "$s0" "$s1" "$r0" "$r1" "$cpu" <<'PY'
+import json, sys
+run = json.loads(sys.argv[1]); hz = float(sys.argv[2])
+s0, s1, r0, r1 = (float(v) if v else None for v in sys.argv[3:7])
+user, system = (float(v) for v in sys.argv[7].split()[-2:])
+steps = max(run["steps"], 1)
+per = lambda a, b: None if a is None or b is None else round((b - a) / hz * 1e6 / steps, 1)
+run["server_cpu_us_per_step"] = per(s0, s1)
+run["redis_cpu_us_per_step"] = per(r0, r1)
+run["loadgen_cpu_us_per_step"] = round((user + system) * 1e6 / steps, 1)
+print(json.dumps(run, sort_keys=True))
+PY
+}
 
 prefix="loadtest$$"
 if [ "$RESULTS" = postgres ]; then
@@ -54,8 +79,8 @@ wait_for "$GATEWAY_PORT"
 # gateway, and the summary takes the median round (by ratio). The idle server uses no CPU.
 closed_rounds=()
 for round in $(seq "$ROUNDS"); do
-  b=$(load --target "127.0.0.1:$BASELINE_PORT" --label baseline); echo "$b"
-  g=$(load --target "127.0.0.1:$GATEWAY_PORT" --label gateway); echo "$g"
+  b=$(measured "$base" --target "127.0.0.1:$BASELINE_PORT" --label baseline); echo "$b"
+  g=$(measured "$gw" --target "127.0.0.1:$GATEWAY_PORT" --label gateway); echo "$g"
   closed_rounds+=("$b" "$g")
 done
 base_open=$(load --target "127.0.0.1:$BASELINE_PORT" --label baseline --mode open --rate "$RATE")
@@ -100,6 +125,11 @@ print(f"closed loop, {bc['citizens']} citizens, median round: gateway {gc['steps
 print(f"closed loop latency ms p50/p99/p99.9 (median round): gateway {gc['p50_ms']}/{gc['p99_ms']}/{gc['p999_ms']}, baseline {bc['p50_ms']}/{bc['p99_ms']}/{bc['p999_ms']}")
 print(f"open loop at {go['target_rate']}/s ms p50/p99/p99.9: gateway {go['p50_ms']}/{go['p99_ms']}/{go['p999_ms']} (errors {go['errors']}), baseline {bo['p50_ms']}/{bo['p99_ms']}/{bo['p999_ms']}")
 print(f"gateway errors: closed {sum(g['errors'] for _, g in rounds)}, open {go['errors']}; sessions completed (closed, median round) {gc['sessions_completed']}")
+def split(r):
+    parts = [r.get(k) for k in ("server_cpu_us_per_step", "redis_cpu_us_per_step", "loadgen_cpu_us_per_step")]
+    total = sum(p for p in parts if p is not None)
+    return f"server {parts[0]} + Redis {parts[1]} + load generator {parts[2]} = {total:.1f}"
+print(f"CPU us per step (median round): gateway {split(gc)}; baseline {split(bc)}")
 PY
 echo "Redis memory per live session: $(( (after_redis - before_redis) / LIVE_SESSIONS )) bytes ($LIVE_SESSIONS sessions)"
 echo "gateway RSS, Redis store: ${before_rss} KiB -> ${after_rss} KiB with $LIVE_SESSIONS live sessions"
