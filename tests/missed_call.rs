@@ -348,8 +348,24 @@ async fn the_window_holds_across_nodes_sharing_redis() {
     first.cleanup().await;
 }
 
+/// Daily counters are keyed by the UTC day: a test that counts must not straddle midnight.
+/// Waits out the last seconds of a day (a known, bounded wait, not a guess at readiness).
+async fn clear_of_midnight() {
+    const DAY_MS: u128 = 86_400_000;
+    const GUARD_MS: u128 = 20_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis();
+    let left = DAY_MS - now % DAY_MS;
+    if left < GUARD_MS {
+        tokio::time::sleep(Duration::from_millis(left as u64 + 100)).await;
+    }
+}
+
 #[tokio::test]
 async fn daily_caps_per_number_and_per_flow_refuse_further_callbacks() {
+    clear_of_midnight().await;
     let fake = FakeProvider::start(false).await;
     let (gw, dialer) = gateway(
         Stores::MemorySqlite,
@@ -821,6 +837,7 @@ async fn a_bad_api_url_or_a_missing_secret_is_refused_at_start_with_the_reason()
 /// flow's cap, then refusals; a repeated caller within the window counts once.
 #[tokio::test]
 async fn the_flow_cap_holds_on_redis() {
+    clear_of_midnight().await;
     let fake = FakeProvider::start(false).await;
     let (gw, dialer) = gateway(
         Stores::RedisPostgres,

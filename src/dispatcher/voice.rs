@@ -226,7 +226,11 @@ impl Gateway {
         }
         let now = now_ms().max(0);
         let day = now / DAY_MS;
-        let rest_of_day = Duration::from_millis(u64::try_from(DAY_MS - now % DAY_MS).unwrap_or(1));
+        // The day is in the key, so a counter may outlive its day without harm; the margin keeps
+        // it for nodes whose clocks run a little behind, which still count against that day.
+        let rest_of_day = Duration::from_millis(
+            u64::try_from(DAY_MS - now % DAY_MS + DAY_COUNTER_MARGIN_MS).unwrap_or(1),
+        );
         let per_number = self
             .sessions
             .count_for(
@@ -438,6 +442,8 @@ impl Gateway {
 
 /// Milliseconds in a day: daily caps reset at midnight UTC.
 const DAY_MS: i64 = 86_400_000;
+/// How long a daily counter is kept past the end of its day (clock skew between nodes).
+const DAY_COUNTER_MARGIN_MS: i64 = 3_600_000;
 
 /// A number's digits only, so `+254 711...` and `254711...` compare equal.
 fn digits_of(number: &str) -> String {
