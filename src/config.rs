@@ -70,7 +70,17 @@ pub enum SessionsConfig {
         /// Per-command response timeout, in milliseconds.
         #[serde(default = "default_redis_timeout")]
         response_timeout_ms: u64,
+        /// How many USSD sessions this node keeps its own copy of, so that the next step of a
+        /// session that comes back to it needs one Redis round trip instead of two (the save
+        /// still checks the version, so a copy another node made stale is never used for
+        /// good). 0 turns the copies off.
+        #[serde(default = "default_node_cache_entries")]
+        node_cache_entries: usize,
     },
+}
+
+fn default_node_cache_entries() -> usize {
+    50_000
 }
 
 fn default_prefix() -> String {
@@ -705,6 +715,7 @@ impl Config {
                         url: Some(url),
                         key_prefix: default_prefix(),
                         response_timeout_ms: default_redis_timeout(),
+                        node_cache_entries: default_node_cache_entries(),
                     }
                 }
             }

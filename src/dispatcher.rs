@@ -31,6 +31,7 @@ use crate::result_store::{
 use crate::session_store::{ResumeCopy, SaveOutcome, SessionKey, SessionStore};
 use crate::telemetry;
 
+mod session_cache;
 mod sms;
 mod ussd_smpp;
 mod voice;
@@ -119,6 +120,9 @@ pub struct Gateway {
     /// The outbound call dialer once `server::serve` started it (missed-call callbacks); a
     /// voice step hands callbacks and call outcomes to it.
     pub dialer: crate::outbound::DialerSlot,
+    /// This node's copies of the USSD sessions it saved last (Redis only): the next step of
+    /// such a session skips the load. See [`session_cache`] for why that is safe.
+    session_cache: session_cache::SessionCache<SessionRecord>,
     pseudonym_key: Vec<u8>,
 }
 
@@ -163,6 +167,15 @@ impl Gateway {
         pseudonym_key: Vec<u8>,
     ) -> Gateway {
         let admission = Admission::new(&config.admission);
+        let copies = match (&config.sessions, &sessions) {
+            (
+                crate::config::SessionsConfig::Redis {
+                    node_cache_entries, ..
+                },
+                SessionStore::Redis(_),
+            ) => *node_cache_entries,
+            _ => 0,
+        };
         Gateway {
             config,
             catalog: RwLock::new(Arc::new(catalog)),
@@ -170,6 +183,7 @@ impl Gateway {
             results,
             admission,
             dialer: crate::outbound::DialerSlot::default(),
+            session_cache: session_cache::SessionCache::new(copies),
             pseudonym_key,
         }
     }
@@ -302,40 +316,30 @@ impl Gateway {
             }
             _ => None,
         };
-        // One retry when a concurrent request for the same session wins the save.
-        for _ in 0..2 {
-            let (stored, mut prefetched) = match &dial_flow {
-                Some(flow) => {
-                    let (stored, copy) = self
-                        .sessions
-                        .load_with_resumable(&key, &request.subscriber, &flow.flow.id)
-                        .await
-                        .map_err(|e| StepError::Sessions(e.to_string()))?;
-                    (
-                        stored,
-                        Some(Prefetched {
-                            flow_id: flow.flow.id.as_str(),
-                            copy,
-                        }),
-                    )
+        // This node's copy of the session, taken only when the request directly follows it;
+        // a save that finds the copy was behind drops it and the step is done from the store.
+        let mut copy = match dial_flow {
+            Some(_) => None,
+            None => self.session_cache.take_if(&key, |record: &SessionRecord| {
+                request.directly_follows(&record.progress)
+            }),
+        };
+        // One retry when a concurrent request for the same session wins the save (a step done
+        // from the copy does not count: its retry is the first read of the store).
+        let mut reads_left = 2;
+        loop {
+            let from_copy = copy.is_some();
+            let (version, record, mut prefetched) = match copy.take() {
+                Some((version, record)) => {
+                    telemetry::session_cache("hit");
+                    (Some(version), Some(record), None)
                 }
-                None => (
-                    self.sessions
-                        .load(&key)
-                        .await
-                        .map_err(|e| StepError::Sessions(e.to_string()))?,
-                    None,
-                ),
-            };
-            let (version, record) = match stored {
-                Some(s) => match SessionRecord::decode(&s.data) {
-                    Some(r) => (Some(s.version), Some(r)),
-                    None => {
-                        telemetry::error("corrupt_session");
-                        (Some(s.version), None)
-                    }
-                },
-                None => (None, None),
+                None if reads_left == 0 => break,
+                None => {
+                    reads_left -= 1;
+                    self.read_session(&key, request, dial_flow.as_deref())
+                        .await?
+                }
             };
             if let (Some(record), Ok(mut known)) = (&record, known_language.lock()) {
                 *known = Some(record.state.language.clone());
@@ -432,11 +436,20 @@ impl Gateway {
                 .await
                 .map_err(|e| StepError::Sessions(e.to_string()))?;
             match outcome {
-                SaveOutcome::Saved { .. } => {
+                SaveOutcome::Saved { version } => {
                     if was_resume_offer && record.state.awaiting == engine::Awaiting::ResumeChoice {
                         telemetry::session("resume_offered");
                     }
+                    if !reply.end {
+                        self.session_cache.put(key, version, record, ttl);
+                    }
                     return Ok(reply);
+                }
+                SaveOutcome::Conflict { .. } if from_copy => {
+                    // Another node moved the session on: the copy was stale (the step it
+                    // committed is the same as the store's; see `session_cache`).
+                    telemetry::session_cache("stale");
+                    continue;
                 }
                 SaveOutcome::Conflict { .. } => {
                     telemetry::error("version_conflict");
@@ -445,6 +458,50 @@ impl Gateway {
             }
         }
         Err(StepError::Contention)
+    }
+
+    /// The session as the store holds it, with its version; for a dial (`dial_flow`), the
+    /// subscriber's resumable copy of that flow too, in the same round trip.
+    async fn read_session<'f>(
+        &self,
+        key: &SessionKey,
+        request: &UssdRequest,
+        dial_flow: Option<&'f CompiledFlow>,
+    ) -> Result<(Option<u64>, Option<SessionRecord>, Option<Prefetched<'f>>), StepError> {
+        let (stored, prefetched) = match dial_flow {
+            Some(flow) => {
+                let (stored, copy) = self
+                    .sessions
+                    .load_with_resumable(key, &request.subscriber, &flow.flow.id)
+                    .await
+                    .map_err(|e| StepError::Sessions(e.to_string()))?;
+                (
+                    stored,
+                    Some(Prefetched {
+                        flow_id: flow.flow.id.as_str(),
+                        copy,
+                    }),
+                )
+            }
+            None => (
+                self.sessions
+                    .load(key)
+                    .await
+                    .map_err(|e| StepError::Sessions(e.to_string()))?,
+                None,
+            ),
+        };
+        let (version, record) = match stored {
+            Some(s) => match SessionRecord::decode(&s.data) {
+                Some(r) => (Some(s.version), Some(r)),
+                None => {
+                    telemetry::error("corrupt_session");
+                    (Some(s.version), None)
+                }
+            },
+            None => (None, None),
+        };
+        Ok((version, record, prefetched))
     }
 
     fn start_input(&self, request: &UssdRequest) -> Input {
@@ -593,6 +650,7 @@ impl Gateway {
         status: &str,
     ) -> Result<(), StepError> {
         let key = SessionKey::new(provider, session_id);
+        self.session_cache.forget(&key);
         let Some(stored) = self
             .sessions
             .load(&key)

@@ -49,6 +49,7 @@ pub async fn build_gateway(config: Config) -> anyhow::Result<Gateway> {
             url,
             key_prefix,
             response_timeout_ms,
+            ..
         } => {
             let url = url.clone().ok_or_else(|| {
                 anyhow::anyhow!("sessions.store is redis but no url is given (set sessions.url or BARAZA_REDIS_URL)")

@@ -51,6 +51,12 @@ pub fn session(event: &'static str) {
     counter!("baraza_sessions_total", "event" => event).increment(1);
 }
 
+/// A USSD step done from this node's copy of its session (`hit`), or a copy found stale by
+/// the save (`stale`; the step was done again from the store).
+pub fn session_cache(outcome: &'static str) {
+    counter!("baraza_session_cache_total", "outcome" => outcome).increment(1);
+}
+
 /// An error, by kind (session_store, result_store, deadline, bad_request, ...).
 pub fn error(kind: &'static str) {
     counter!("baraza_errors_total", "kind" => kind).increment(1);

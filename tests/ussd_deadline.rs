@@ -7,24 +7,36 @@ mod common;
 
 use common::Stores;
 
-#[tokio::test]
-async fn a_stalled_redis_gets_a_polite_end_not_an_aggregator_timeout() {
-    let gw = common::start_with(Stores::RedisPostgres, |c| {
+/// A gateway on Redis whose per-command timeout is longer than the step deadline, so that a
+/// stalled Redis is answered by the deadline; with or without its own session copies.
+async fn redis_gateway(copies: usize) -> common::TestGateway {
+    common::start_with(Stores::RedisPostgres, |c| {
         if let baraza::config::SessionsConfig::Redis {
             response_timeout_ms,
+            node_cache_entries,
             ..
         } = &mut c.sessions
         {
-            // Longer than the deadline, so it is the deadline that answers.
             *response_timeout_ms = 10_000;
+            *node_cache_entries = copies;
         }
     })
-    .await;
-    assert!(
-        gw.at("d-1", "+254777000001", "*999#", "")
-            .await
-            .starts_with("CON ")
-    );
+    .await
+}
+
+#[tokio::test]
+async fn a_stalled_redis_gets_a_polite_end_not_an_aggregator_timeout() {
+    // Without copies the step stalls reading the session; with them (the step after the dial
+    // is done from this node's copy) it stalls saving it.
+    let gw = redis_gateway(0).await;
+    let with_copies = redis_gateway(1000).await;
+    for node in [&gw, &with_copies] {
+        assert!(
+            node.at("d-1", "+254777000001", "*999#", "")
+                .await
+                .starts_with("CON ")
+        );
+    }
 
     let mut conn = common::redis_connection().await;
     let _: () = redis::cmd("CLIENT")
@@ -34,13 +46,21 @@ async fn a_stalled_redis_gets_a_polite_end_not_an_aggregator_timeout() {
         .query_async(&mut conn)
         .await
         .expect("pause");
-    let reply = gw.at("d-1", "+254777000001", "*999#", "1").await;
+    let (reply, reply_with_copy) = tokio::join!(
+        gw.at("d-1", "+254777000001", "*999#", "1"),
+        with_copies.at("d-1", "+254777000001", "*999#", "1"),
+    );
     // Without the deadline this step would have waited for Redis and shown the next question;
     // the Redis timeout (10 s) is longer than the pause, so only the deadline gives this reply.
     // The session could not be read, so its language is unknown: both translations, one screen.
     assert_eq!(
         reply,
         "END Sorry, the service is busy. Please dial again in a few minutes.\nSamahani, huduma ina shughuli nyingi. Tafadhali piga tena baada ya dakika chache."
+    );
+    // From the copy the language is known (English was chosen with `1`).
+    assert_eq!(
+        reply_with_copy,
+        "END Sorry, the service is busy. Please dial again in a few minutes."
     );
 
     let (_, metrics) = gw.get("/metrics").await;
@@ -53,6 +73,7 @@ async fn a_stalled_redis_gets_a_polite_end_not_an_aggregator_timeout() {
     let again = gw.at("d-2", "+254777000001", "*999#", "").await;
     assert!(again.starts_with("CON "), "{again}");
     gw.cleanup().await;
+    with_copies.cleanup().await;
 }
 
 #[tokio::test]

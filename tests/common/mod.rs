@@ -104,6 +104,7 @@ pub fn config_for(stores: Stores, dir: &Path) -> (Config, Option<String>, Option
                 url: Some(redis_url()),
                 key_prefix: p.clone(),
                 response_timeout_ms: 1000,
+                node_cache_entries: 50_000,
             };
             config.results = ResultsConfig::Postgres {
                 url: Some(postgres_url()),

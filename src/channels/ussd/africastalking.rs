@@ -105,7 +105,7 @@ pub fn resolve(text: &str, consumed: Option<&str>) -> Resolved {
             progress: text.to_string(),
         };
     };
-    if text == consumed {
+    if text == consumed || is_earlier(text, consumed) {
         return Resolved::Duplicate;
     }
     let newest = if consumed.is_empty() {
@@ -119,6 +119,33 @@ pub fn resolve(text: &str, consumed: Option<&str>) -> Resolved {
         text: newest.to_string(),
         progress: text.to_string(),
     }
+}
+
+/// Whether `text` is what an earlier request of the session carried: empty (the dial) or
+/// `consumed` cut after one of its inputs. Such a request is an aggregator's late retry; it is
+/// answered as a duplicate, never read as a new answer.
+fn is_earlier(text: &str, consumed: &str) -> bool {
+    text.is_empty()
+        || consumed
+            .strip_prefix(text)
+            .is_some_and(|r| r.starts_with('*'))
+}
+
+/// Whether `text` comes directly after `consumed`: the same text again, or `consumed` plus one
+/// more input. An input may contain `*`, so `consumed` plus two inputs reads the same as plus
+/// one input with a `*` in it; that answers false, as does text that does not extend
+/// `consumed` at all.
+pub fn directly_follows(text: &str, consumed: &str) -> bool {
+    if text == consumed {
+        return true;
+    }
+    let rest = if consumed.is_empty() {
+        Some(text)
+    } else {
+        text.strip_prefix(consumed)
+            .and_then(|r| r.strip_prefix('*'))
+    };
+    rest.is_some_and(|r| !r.contains('*'))
 }
 
 #[cfg(test)]
@@ -166,6 +193,12 @@ mod tests {
             ("1*a*b", Some("1"), answer("a*b")),
             // aggregator retry of the same request
             ("1*2", Some("1*2"), Resolved::Duplicate),
+            // a late retry of an earlier request, after the session moved on
+            ("1", Some("1*2"), Resolved::Duplicate),
+            ("1*2", Some("1*2*98*0"), Resolved::Duplicate),
+            ("", Some("1*2"), Resolved::Duplicate),
+            // not an earlier request: `1*2` does not end after an input of `1*23`
+            ("1*2", Some("1*23"), answer("2")),
             // history that does not extend what we consumed: last segment
             ("9*4", Some("1*2"), answer("4")),
             // empty answer
@@ -175,6 +208,33 @@ mod tests {
             assert_eq!(
                 &strip(resolve(text, *consumed)),
                 expected,
+                "text {text:?} consumed {consumed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn directly_follows_only_the_next_input_or_a_repeat() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("1", "", true),
+            ("", "", true),
+            ("1*2", "1", true),
+            ("1*2", "1*2", true),
+            ("1*", "1", true),
+            ("3*1", "3", true),
+            // two inputs, or one with a `*`: cannot tell, so no
+            ("1*2*3", "1", false),
+            ("1*a*b", "1", false),
+            ("a*b", "", false),
+            // not an extension
+            ("1*23", "1*2", false),
+            ("9*4", "1*2", false),
+            ("1", "1*2", false),
+        ];
+        for (text, consumed, expected) in cases {
+            assert_eq!(
+                directly_follows(text, consumed),
+                *expected,
                 "text {text:?} consumed {consumed:?}"
             );
         }

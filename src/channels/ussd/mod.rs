@@ -88,6 +88,21 @@ pub enum Resolved {
 }
 
 impl UssdRequest {
+    /// Whether this request comes directly after a session whose stored progress is
+    /// `progress`: its next input, or a repeat of the last one. Any node then computes the
+    /// same step from that session, so a node may use its own copy of it instead of reading
+    /// the store (`dispatcher::session_cache`); anything else (a dial, an end, a request
+    /// that skips ahead) answers false.
+    pub fn directly_follows(&self, progress: &str) -> bool {
+        match &self.input {
+            UssdInput::Cumulative(text) => africastalking::directly_follows(text, progress),
+            UssdInput::Latest { sequence, .. } => progress
+                .parse::<u32>()
+                .is_ok_and(|p| *sequence == p || p.checked_add(1) == Some(*sequence)),
+            UssdInput::Begin { .. } | UssdInput::End => false,
+        }
+    }
+
     /// Works out the newest input given the session's stored progress (`None`: no session).
     pub fn resolve(&self, progress: Option<&str>) -> Resolved {
         match (&self.input, progress) {
