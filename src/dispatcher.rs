@@ -188,6 +188,11 @@ impl Gateway {
         }
     }
 
+    /// Drops this node's expired session copies (see [`session_cache`]).
+    pub fn purge_expired_copies(&self) {
+        self.session_cache.purge_expired();
+    }
+
     pub fn catalog(&self) -> Arc<FlowCatalog> {
         match self.catalog.read() {
             Ok(c) => Arc::clone(&c),

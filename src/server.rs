@@ -596,9 +596,32 @@ pub async fn serve(
         metrics: telemetry::install_metrics(),
         outbox: (!binds.operators().is_empty()).then(|| Arc::clone(binds.outbox())),
     };
-    let app = router(state);
+    let app = router(state.clone());
     // Outbound calls (missed-call callbacks), when `voice.outbound` is configured.
     crate::outbound::Dialer::start(&gateway).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Histograms keep their samples until upkeep folds them in; without a scrape of
+    // `/metrics` they would grow by a sample per step for as long as the node runs.
+    if let Some(handle) = state.metrics.clone() {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+    // This node's copies of sessions abandoned mid-flow expire lazily; this sweep lets their
+    // memory go without waiting for the cache to fill.
+    {
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                gateway.purge_expired_copies();
+            }
+        });
+    }
     // The in-memory store also expires entries lazily; this sweep bounds memory when many
     // sessions are abandoned (Redis expires keys itself).
     if matches!(gateway.sessions, SessionStore::InMemory(_)) {

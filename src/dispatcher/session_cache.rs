@@ -129,6 +129,17 @@ impl<T> SessionCache<T> {
         }
     }
 
+    /// Drops every copy that has expired (a periodic sweep: copies of sessions abandoned
+    /// mid-flow are otherwise dropped only when their shard fills up).
+    pub fn purge_expired(&self) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            if let Ok(mut map) = shard.lock() {
+                map.retain(|_, copy| copy.expires_at > now);
+            }
+        }
+    }
+
     /// How many copies are held, fresh or not yet swept.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -210,6 +221,17 @@ mod tests {
         tokio::time::advance(TTL).await;
         cache.put(key(1000), 2, 1000, TTL);
         assert_eq!(cache.take_if(&key(1000), |_| true), Some((2, 1000)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_drops_expired_copies_only() {
+        let cache = SessionCache::new(100);
+        cache.put(key(1), 1, "short", Duration::from_secs(10));
+        cache.put(key(2), 1, "long", TTL);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        cache.purge_expired();
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.take_if(&key(2), |_| true), Some((1, "long")));
     }
 
     #[tokio::test]
