@@ -1,9 +1,10 @@
 //! The dispatcher: the one place that loads sessions, runs the engine and stores results.
 //!
 //! Data path of one USSD step:
-//! `channel parse -> UssdRequest -> admission -> session load -> resolve newest input ->
-//!  engine::advance (pure) -> result store commit (durable) -> session save (version-checked)
-//!  -> UssdReply -> channel render`.
+//! `channel parse -> UssdRequest -> admission -> session load (this node's copy when the
+//!  request directly follows it, else Redis) -> resolve newest input -> engine::advance (pure)
+//!  -> result store commit (durable) -> session save (version-checked; the saved record becomes
+//!  this node's copy) -> UssdReply -> channel render`.
 //!
 //! Invariants: an answer is committed before the reply that follows it is returned; one writer
 //! per conversation (a save that loses the version race re-reads and, for a duplicate delivery,
