@@ -80,7 +80,7 @@ pub enum SessionsConfig {
 }
 
 fn default_node_cache_entries() -> usize {
-    50_000
+    20_000
 }
 
 fn default_prefix() -> String {
