@@ -121,9 +121,10 @@ pub struct Gateway {
     /// The outbound call dialer once `server::serve` started it (missed-call callbacks); a
     /// voice step hands callbacks and call outcomes to it.
     pub dialer: crate::outbound::DialerSlot,
-    /// This node's copies of the USSD sessions it saved last (Redis only): the next step of
-    /// such a session skips the load. See [`session_cache`] for why that is safe.
-    session_cache: session_cache::SessionCache<SessionRecord>,
+    /// This node's copies of the USSD sessions it saved last (Redis only), as saved (encoded:
+    /// a third of the memory of a decoded record): the next step of such a session skips the
+    /// Redis read. See [`session_cache`] for why that is safe.
+    session_cache: session_cache::SessionCache<Box<[u8]>>,
     pseudonym_key: Vec<u8>,
 }
 
@@ -326,9 +327,11 @@ impl Gateway {
         // a save that finds the copy was behind drops it and the step is done from the store.
         let mut copy = match dial_flow {
             Some(_) => None,
-            None => self.session_cache.take_if(&key, |record: &SessionRecord| {
-                request.directly_follows(&record.progress)
-            }),
+            None => self
+                .session_cache
+                .take_if(&key, |_| true)
+                .and_then(|(version, bytes)| Some((version, SessionRecord::decode(&bytes)?)))
+                .filter(|(_, record)| request.directly_follows(&record.progress)),
         };
         // One retry when a concurrent request for the same session wins the save (a step done
         // from the copy does not count: its retry is the first read of the store).
@@ -436,9 +439,10 @@ impl Gateway {
                 Vec::new()
             };
             let resume = resume_copy(&request.subscriber, &flow, &record.state, &state_bytes);
+            let encoded = record.encode();
             let outcome = self
                 .sessions
-                .save_and_remember(&key, version, &record.encode(), ttl, resume)
+                .save_and_remember(&key, version, &encoded, ttl, resume)
                 .await
                 .map_err(|e| StepError::Sessions(e.to_string()))?;
             match outcome {
@@ -447,7 +451,8 @@ impl Gateway {
                         telemetry::session("resume_offered");
                     }
                     if !reply.end {
-                        self.session_cache.put(key, version, record, ttl);
+                        self.session_cache
+                            .put(key, version, encoded.into_boxed_slice(), ttl);
                     }
                     return Ok(reply);
                 }
