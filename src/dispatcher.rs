@@ -329,7 +329,7 @@ impl Gateway {
             Some(_) => None,
             None => self
                 .session_cache
-                .take_if(&key, |_| true)
+                .take(&key)
                 .and_then(|(version, bytes)| Some((version, SessionRecord::decode(&bytes)?)))
                 .filter(|(_, record)| request.directly_follows(&record.progress)),
         };

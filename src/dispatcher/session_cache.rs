@@ -81,14 +81,13 @@ impl<T> SessionCache<T> {
         self.shards.get(index)
     }
 
-    /// Removes the copy of `key` and returns it with its version, if it is still fresh and
-    /// `usable` accepts it. A copy that is stale or refused is dropped either way: the step
-    /// reads the store, and its save leaves a new copy.
-    pub fn take_if(&self, key: &SessionKey, usable: impl FnOnce(&T) -> bool) -> Option<(u64, T)> {
+    /// Removes the copy of `key` and returns it with its version, if it is still fresh. It is
+    /// removed either way: a step either uses it or reads the store, and its save leaves a new
+    /// copy.
+    pub fn take(&self, key: &SessionKey) -> Option<(u64, T)> {
         let mut map = self.shard(key)?.lock().ok()?;
         let copy = map.remove(key)?;
-        (copy.expires_at > Instant::now() && usable(&copy.value))
-            .then_some((copy.version, copy.value))
+        (copy.expires_at > Instant::now()).then_some((copy.version, copy.value))
     }
 
     /// Keeps `value` as the copy of `key` at `version`, saved just now with time to live
@@ -164,18 +163,9 @@ mod tests {
     async fn a_copy_is_taken_once_with_its_version() {
         let cache = SessionCache::new(100);
         cache.put(key(1), 7, "state", TTL);
-        assert_eq!(cache.take_if(&key(1), |_| true), Some((7, "state")));
-        assert_eq!(cache.take_if(&key(1), |_| true), None, "taken, not copied");
-        assert_eq!(cache.take_if(&key(2), |_| true), None);
-    }
-
-    #[tokio::test]
-    async fn a_refused_copy_is_dropped() {
-        let cache = SessionCache::new(100);
-        cache.put(key(1), 1, "state", TTL);
-        assert_eq!(cache.take_if(&key(1), |s| *s == "other"), None);
-        assert_eq!(cache.len(), 0);
-        assert_eq!(cache.take_if(&key(1), |_| true), None);
+        assert_eq!(cache.take(&key(1)), Some((7, "state")));
+        assert_eq!(cache.take(&key(1)), None, "taken, not copied");
+        assert_eq!(cache.take(&key(2)), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -184,9 +174,9 @@ mod tests {
         cache.put(key(1), 1, "a", TTL);
         cache.put(key(2), 1, "b", TTL);
         tokio::time::advance(TTL - EXPIRY_MARGIN - Duration::from_millis(1)).await;
-        assert_eq!(cache.take_if(&key(1), |_| true), Some((1, "a")));
+        assert_eq!(cache.take(&key(1)), Some((1, "a")));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(cache.take_if(&key(2), |_| true), None);
+        assert_eq!(cache.take(&key(2)), None);
     }
 
     #[tokio::test]
@@ -194,7 +184,7 @@ mod tests {
         let cache = SessionCache::new(100);
         cache.put(key(1), 1, "old", TTL);
         cache.put(key(1), 2, "new", EXPIRY_MARGIN);
-        assert_eq!(cache.take_if(&key(1), |_| true), None);
+        assert_eq!(cache.take(&key(1)), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -205,7 +195,7 @@ mod tests {
             cache.put(key(n), 1, n, TTL);
         }
         for n in 0..200 {
-            if cache.take_if(&key(n), |_| true).is_some() {
+            if cache.take(&key(n)).is_some() {
                 kept += 1;
             }
         }
@@ -220,7 +210,7 @@ mod tests {
         assert_eq!(cache.len(), full, "no room while the copies are fresh");
         tokio::time::advance(TTL).await;
         cache.put(key(1000), 2, 1000, TTL);
-        assert_eq!(cache.take_if(&key(1000), |_| true), Some((2, 1000)));
+        assert_eq!(cache.take(&key(1000)), Some((2, 1000)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -231,7 +221,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         cache.purge_expired();
         assert_eq!(cache.len(), 1);
-        assert_eq!(cache.take_if(&key(2), |_| true), Some((1, "long")));
+        assert_eq!(cache.take(&key(2)), Some((1, "long")));
     }
 
     #[tokio::test]
@@ -239,11 +229,11 @@ mod tests {
         let cache = SessionCache::new(100);
         cache.put(key(1), 1, "a", TTL);
         cache.forget(&key(1));
-        assert_eq!(cache.take_if(&key(1), |_| true), None);
+        assert_eq!(cache.take(&key(1)), None);
         let disabled = SessionCache::new(0);
         assert!(!disabled.is_enabled());
         disabled.put(key(1), 1, "a", TTL);
-        assert_eq!(disabled.take_if(&key(1), |_| true), None);
+        assert_eq!(disabled.take(&key(1)), None);
         assert_eq!(disabled.len(), 0);
     }
 }
