@@ -636,12 +636,7 @@ async fn the_answered_callback_runs_the_missed_call_flow() {
         ended_with(d, CITIZEN, 1, CallOutcome::Completed)
     })
     .await;
-    let rows = gw
-        .gateway
-        .results
-        .responses("grievance")
-        .await
-        .expect("responses");
+    let rows = gw.responses("grievance").await;
     assert_eq!(rows.len(), 1, "the answers of the callback are stored");
     assert_eq!(dialer.in_flight(), 0);
     gw.cleanup().await;

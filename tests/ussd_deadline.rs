@@ -121,12 +121,7 @@ async fn a_stalled_result_store_gets_a_polite_end_and_the_answer_is_still_kept()
 /// Waits (on the store's own flush, not on a timer) until `result` is stored.
 async fn wait_for_answer(gw: &common::TestGateway, result: &str) -> Option<String> {
     for _ in 0..200 {
-        let rows = gw
-            .gateway
-            .results
-            .responses("e2e_survey")
-            .await
-            .expect("responses");
+        let rows = gw.responses("e2e_survey").await;
         if let Some(value) = rows
             .first()
             .and_then(|r| r.answers.get(result))

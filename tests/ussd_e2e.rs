@@ -54,12 +54,7 @@ async fn survey_over_africastalking(stores: Stores) {
         assert!(reply.chars().count() <= 4 + 182, "screen too long: {reply}");
     }
 
-    let rows = gw
-        .gateway
-        .results
-        .responses("e2e_survey")
-        .await
-        .expect("responses");
+    let rows = gw.responses("e2e_survey").await;
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
     assert_eq!(row.status, ResponseStatus::Completed);
@@ -122,12 +117,7 @@ async fn survey_over_hubtel(stores: Stores) {
         assert_eq!(reply["Type"], expected_type, "step {i}: {reply}");
         assert_eq!(reply["SessionId"], "h-1");
     }
-    let rows = gw
-        .gateway
-        .results
-        .responses("e2e_survey")
-        .await
-        .expect("responses");
+    let rows = gw.responses("e2e_survey").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, ResponseStatus::Completed);
     assert_eq!(rows[0].language, "sw");
@@ -250,12 +240,7 @@ async fn duplicate_callbacks(stores: Stores) {
     // The session advanced exactly once: the next answer lands on the priority menu.
     let next = gw.at("dup", PHONE, "*999#", "1*Kibera*2").await;
     assert!(next.starts_with("CON How satisfied"), "{next}");
-    let rows = gw
-        .gateway
-        .results
-        .responses("e2e_survey")
-        .await
-        .expect("responses");
+    let rows = gw.responses("e2e_survey").await;
     assert_eq!(rows.len(), 1, "one response, not one per copy");
     assert_eq!(
         rows[0].answers.get("village").map(|(v, _)| v.as_str()),
@@ -378,12 +363,7 @@ async fn resume_after_drop(stores: Stores) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let rows = gw
-        .gateway
-        .results
-        .responses("e2e_survey")
-        .await
-        .expect("responses");
+    let rows = gw.responses("e2e_survey").await;
     assert_eq!(rows[0].status, ResponseStatus::Dropped);
 
     // Dialling again within the resume window offers to continue, in Swahili.
@@ -399,12 +379,7 @@ async fn resume_after_drop(stores: Stores) {
     assert!(rating.starts_with("CON Umeridhika"), "{rating}");
     let done = gw.at("r-2", phone, "*999#", "1*2*3").await;
     assert!(done.starts_with("END Asante"), "{done}");
-    let rows = gw
-        .gateway
-        .results
-        .responses("e2e_survey")
-        .await
-        .expect("responses");
+    let rows = gw.responses("e2e_survey").await;
     assert_eq!(
         rows.len(),
         1,
@@ -579,12 +554,7 @@ async fn a_number_sending_too_fast_is_refused_before_any_session_loads() {
         "{replies:?}"
     );
     // Refused requests start nothing.
-    let rows = gw
-        .gateway
-        .results
-        .responses("e2e_survey")
-        .await
-        .expect("responses");
+    let rows = gw.responses("e2e_survey").await;
     assert_eq!(rows.len(), 3);
     // Another number is not affected.
     assert!(
@@ -662,12 +632,7 @@ async fn export_writes_one_row_per_response_with_pseudonymised_numbers() {
         .await;
     gw.at_session("e-2", "+254755000002", "*999#", &["2", "Machakos"])
         .await;
-    let rows = gw
-        .gateway
-        .results
-        .responses("e2e_survey")
-        .await
-        .expect("responses");
+    let rows = gw.responses("e2e_survey").await;
     let names: Vec<String> = ["village", "priority", "rating"]
         .iter()
         .map(|s| s.to_string())

@@ -39,12 +39,7 @@ async fn second_node(first: &TestGateway) -> TestGateway {
 
 /// The stored answers of the one response of the survey flow, by result name.
 async fn answers(gw: &TestGateway) -> Vec<(String, String)> {
-    let rows = gw
-        .gateway
-        .results
-        .responses("e2e_survey")
-        .await
-        .expect("responses");
+    let rows = gw.responses("e2e_survey").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].status, ResponseStatus::Completed);
     let mut answers: Vec<(String, String)> = rows[0]

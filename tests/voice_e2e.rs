@@ -194,12 +194,7 @@ async fn complaint_by_voice(stores: Stores) {
     )
     .await;
 
-    let rows = gw
-        .gateway
-        .results
-        .responses("grievance")
-        .await
-        .expect("responses");
+    let rows = gw.responses("grievance").await;
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
     assert_eq!(row.channel, "voice");
@@ -315,12 +310,7 @@ async fn service_feedback_over_twiml_stores_what_the_simulator_saves() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let rows = gw
-        .gateway
-        .results
-        .responses("service_feedback")
-        .await
-        .expect("responses");
+    let rows = gw.responses("service_feedback").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(
         rows[0].status,
@@ -419,12 +409,7 @@ async fn going_back_changes_the_stored_answer(provider: Provider, stores: Stores
         replies[5]
     );
 
-    let rows = gw
-        .gateway
-        .results
-        .responses("service_feedback")
-        .await
-        .expect("responses");
+    let rows = gw.responses("service_feedback").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(
         rows[0].status,
@@ -477,12 +462,7 @@ async fn a_hang_up_mid_flow_keeps_the_answers_and_the_next_call_continues() {
         &[("isActive", "0"), ("status", "Aborted")],
     )
     .await;
-    let rows = gw
-        .gateway
-        .results
-        .responses("grievance")
-        .await
-        .expect("responses");
+    let rows = gw.responses("grievance").await;
     assert_eq!(
         rows[0].status,
         baraza::result_store::ResponseStatus::Dropped

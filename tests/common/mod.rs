@@ -290,6 +290,15 @@ impl TestGateway {
         serde_json::from_str(&reply).expect("Hubtel reply is JSON")
     }
 
+    /// Every stored response of `flow`, with its answers, as the export reads them.
+    pub async fn responses(&self, flow: &str) -> Vec<baraza::result_store::ResponseRow> {
+        self.gateway
+            .results
+            .responses(flow)
+            .await
+            .expect("responses")
+    }
+
     pub async fn cleanup(self) {
         if let Some(schema) = &self.pg_schema {
             drop_schema(schema).await;
