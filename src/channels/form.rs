@@ -23,6 +23,10 @@ pub(crate) fn form_fields(body: &[u8]) -> Result<HashMap<String, String>, BadReq
 
 fn percent_decode(encoded: &str) -> Result<String, BadRequest> {
     let bytes = encoded.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+        // Most names and many values need no decoding: copied whole, already valid UTF-8.
+        return Ok(encoded.to_owned());
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {

@@ -94,11 +94,57 @@ pub fn septets(c: char) -> Option<u8> {
     }
 }
 
+/// Septets of each ASCII character (0 when GSM 03.38 cannot carry it), so that the texts a
+/// gateway renders on every step, mostly ASCII, are measured a byte at a time instead of
+/// searching the alphabet per character. Built from the two tables above at compile time.
+const ASCII_SEPTETS: [u8; 128] = {
+    let mut table = [0u8; 128];
+    let mut i = 0;
+    while i < DEFAULT_ALPHABET.len() {
+        let c = DEFAULT_ALPHABET[i] as u32;
+        if c < 128 && c != ESCAPE as u32 {
+            table[c as usize] = 1;
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < EXTENSION_TABLE.len() {
+        let c = EXTENSION_TABLE[i].1 as u32;
+        if c < 128 {
+            table[c as usize] = 2;
+        }
+        i += 1;
+    }
+    table
+};
+
+/// The leading ASCII run of `text`: its byte length (= its char count) and what it costs in
+/// septets, or the index and character of its first non-GSM character.
+fn ascii_prefix(text: &str) -> Result<(usize, usize), (usize, char)> {
+    let mut septets = 0;
+    for (index, &byte) in text.as_bytes().iter().enumerate() {
+        if byte >= 0x80 {
+            return Ok((index, septets));
+        }
+        match ASCII_SEPTETS[usize::from(byte)] {
+            0 => return Err((index, char::from(byte))),
+            cost => septets += usize::from(cost),
+        }
+    }
+    Ok((text.len(), septets))
+}
+
 /// The first character (by char index) that forces UCS-2, if any.
 pub fn first_non_gsm(text: &str) -> Option<(usize, char)> {
-    text.chars()
+    let start = match ascii_prefix(text) {
+        Ok((start, _)) => start,
+        Err(found) => return Some(found),
+    };
+    text[start..]
+        .chars()
         .enumerate()
         .find(|(_, c)| septets(*c).is_none())
+        .map(|(index, c)| (start + index, c))
 }
 
 /// The encoding a text needs.
@@ -113,10 +159,15 @@ pub fn encoding_for(text: &str) -> Encoding {
 /// Length in the encoding's units: septets for GSM-7, UTF-16 code units for UCS-2.
 pub fn units(text: &str, encoding: Encoding) -> usize {
     match encoding {
-        Encoding::Gsm7 => text
-            .chars()
-            .map(|c| usize::from(septets(c).unwrap_or(1)))
-            .sum(),
+        Encoding::Gsm7 => {
+            // A character outside GSM 03.38 counts one septet here, as below.
+            let (start, ascii) = ascii_prefix(text).unwrap_or((0, 0));
+            ascii
+                + text[start..]
+                    .chars()
+                    .map(|c| usize::from(septets(c).unwrap_or(1)))
+                    .sum::<usize>()
+        }
         Encoding::Ucs2 => text.encode_utf16().count(),
     }
 }
@@ -720,6 +771,35 @@ mod tests {
         assert_eq!(DataCoding::Octet.encode("x"), Err(EncodeError::NotText));
         assert_eq!(DataCoding::Octet.decode(&[1, 2]), None);
         assert_eq!(DataCoding::Ucs2.decode(&[0, 0x41]), Some("A".to_string()));
+    }
+
+    #[test]
+    fn the_ascii_table_agrees_with_the_alphabet_for_every_ascii_character() {
+        for byte in 0u8..128 {
+            let c = char::from(byte);
+            assert_eq!(
+                ASCII_SEPTETS[usize::from(byte)],
+                septets(c).unwrap_or(0),
+                "{c:?}"
+            );
+        }
+        // The ones that differ from plain ASCII positions, spelt out.
+        assert_eq!(ASCII_SEPTETS[usize::from(b'`')], 0);
+        assert_eq!(ASCII_SEPTETS[0x1B], 0);
+        assert_eq!(ASCII_SEPTETS[usize::from(b'$')], 1);
+        assert_eq!(ASCII_SEPTETS[usize::from(b'^')], 2);
+        assert_eq!(ASCII_SEPTETS[0x0C], 2);
+    }
+
+    proptest::proptest! {
+        /// The byte-at-a-time paths give what the character-at-a-time definitions give.
+        #[test]
+        fn fast_paths_match_the_definitions(text in "[\\x00-\\x7F]{0,40}(\\PC|[€é😀`^]){0,5}[\\x00-\\x7F]{0,10}") {
+            let by_char = text.chars().enumerate().find(|(_, c)| septets(*c).is_none());
+            proptest::prop_assert_eq!(first_non_gsm(&text), by_char);
+            let septet_sum: usize = text.chars().map(|c| usize::from(septets(c).unwrap_or(1))).sum();
+            proptest::prop_assert_eq!(units(&text, Encoding::Gsm7), septet_sum);
+        }
     }
 
     #[test]

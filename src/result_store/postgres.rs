@@ -34,16 +34,16 @@ const INSERT_START: &str = "INSERT INTO responses (response_id, flow_id, flow_ve
      VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $8, NULL) \
      ON CONFLICT (response_id) DO NOTHING";
 
-/// Marks activity on the response and stores the answer only if the response exists: no row
-/// inserted or updated means the response is unknown. (One statement, so a batch's
-/// statements can be pipelined without a failed foreign key aborting the transaction.)
-const UPSERT_ANSWER: &str = "WITH touched AS (\
-       UPDATE responses SET updated_at_ms = GREATEST(updated_at_ms, $7::BIGINT) \
-       WHERE response_id = $1::TEXT RETURNING response_id, started_at_ms) \
-     INSERT INTO answers (response_started_at_ms, response_id, result, step, value, label, \
-     node, answered_at_ms) \
+/// Stores the answer under its response's start time, read from the response row in the same
+/// statement, only if the response exists: no row inserted or updated means it is unknown.
+/// (One statement, so a batch's statements can be pipelined without a failed foreign key
+/// aborting the transaction.) The response row is not updated: every answer would otherwise
+/// leave a dead row version behind for vacuum; its last activity is worked out when read
+/// ([`SELECT_RESPONSES`]).
+const UPSERT_ANSWER: &str = "INSERT INTO answers (response_started_at_ms, response_id, result, \
+     step, value, label, node, answered_at_ms) \
      SELECT started_at_ms, response_id, $2::TEXT, $3::BIGINT, $4::TEXT, $5::TEXT, $6::TEXT, \
-     $7::BIGINT FROM touched \
+     $7::BIGINT FROM responses WHERE response_id = $1::TEXT \
      ON CONFLICT (response_started_at_ms, response_id, result, step) DO UPDATE SET \
      value = EXCLUDED.value, \
      label = EXCLUDED.label, node = EXCLUDED.node, answered_at_ms = EXCLUDED.answered_at_ms";
@@ -98,9 +98,15 @@ const CALL_ATTEMPT_COLUMNS: &str = "attempt_id, provider, subscriber, flow_id, p
      attempt, placed_at_ms, status, outcome, provider_status, duration_seconds, \
      provider_call_id, reason, updated_at_ms, ended_at_ms, node, due_at_ms";
 
-const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, channel, provider, \
-     subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms \
-     FROM responses WHERE flow_id = $1 ORDER BY started_at_ms, response_id";
+/// `updated_at_ms` is the last activity: the stored value (start and status changes) or the
+/// latest answer, whichever is later (answers do not update the response row; see
+/// [`UPSERT_ANSWER`]).
+const SELECT_RESPONSES: &str = "SELECT r.response_id, r.flow_id, r.flow_version, r.channel, \
+     r.provider, r.subscriber, r.language, r.status, r.started_at_ms, \
+     GREATEST(r.updated_at_ms, (SELECT MAX(a.answered_at_ms) FROM answers a \
+       WHERE a.response_started_at_ms = r.started_at_ms AND a.response_id = r.response_id)), \
+     r.ended_at_ms FROM responses r WHERE r.flow_id = $1 \
+     ORDER BY r.started_at_ms, r.response_id";
 
 /// Answers in step order, so the latest step of each result is read last and wins.
 const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label FROM answers a \

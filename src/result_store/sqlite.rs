@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
@@ -46,13 +46,14 @@ const INSERT_START: &str = "INSERT INTO responses (response_id, flow_id, flow_ve
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', ?8, ?8, NULL) \
      ON CONFLICT (response_id) DO NOTHING";
 
-/// Marks activity on the response and returns its start time (the answers' key begins with
-/// it); no row returned means the response is unknown.
-const TOUCH_RESPONSE: &str = "UPDATE responses SET updated_at_ms = MAX(updated_at_ms, ?2) \
-     WHERE response_id = ?1 RETURNING started_at_ms";
-
-const UPSERT_ANSWER: &str = "INSERT INTO answers (response_started_at_ms, response_id, result, \
-     step, value, label, node, answered_at_ms) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+/// Stores an answer under its response's start time (the answers' key begins with it), read
+/// from the response row in the same statement; no row inserted means the response is unknown.
+/// The response row itself is not written: its last activity is the latest of its stored
+/// `updated_at_ms` and its answers' times, worked out when read ([`SELECT_RESPONSES`]), so an
+/// answer costs one B-tree insert and no update of a random `responses` page.
+const INSERT_ANSWER: &str = "INSERT INTO answers (response_started_at_ms, response_id, result, \
+     step, value, label, node, answered_at_ms) \
+     SELECT started_at_ms, ?1, ?2, ?3, ?4, ?5, ?6, ?7 FROM responses WHERE response_id = ?1 \
      ON CONFLICT (response_started_at_ms, response_id, result, step) DO UPDATE SET \
      value = excluded.value, label = excluded.label, node = excluded.node, \
      answered_at_ms = excluded.answered_at_ms";
@@ -101,9 +102,15 @@ const CALL_ATTEMPT_COLUMNS: &str = "attempt_id, provider, subscriber, flow_id, p
      attempt, placed_at_ms, status, outcome, provider_status, duration_seconds, \
      provider_call_id, reason, updated_at_ms, ended_at_ms, node, due_at_ms";
 
-const SELECT_RESPONSES: &str = "SELECT response_id, flow_id, flow_version, channel, provider, \
-     subscriber, language, status, started_at_ms, updated_at_ms, ended_at_ms \
-     FROM responses WHERE flow_id = ?1 ORDER BY started_at_ms, response_id";
+/// `updated_at_ms` is the last activity: the stored value (start and status changes) or the
+/// latest answer, whichever is later (answers do not touch the response row; see
+/// [`INSERT_ANSWER`]).
+const SELECT_RESPONSES: &str = "SELECT r.response_id, r.flow_id, r.flow_version, r.channel, \
+     r.provider, r.subscriber, r.language, r.status, r.started_at_ms, \
+     MAX(r.updated_at_ms, COALESCE((SELECT MAX(a.answered_at_ms) FROM answers a \
+       WHERE a.response_started_at_ms = r.started_at_ms AND a.response_id = r.response_id), \
+       r.updated_at_ms)), \
+     r.ended_at_ms FROM responses r WHERE r.flow_id = ?1 ORDER BY r.started_at_ms, r.response_id";
 
 /// Answers in step order, so the latest step of each result is read last and wins.
 const SELECT_ANSWERS: &str = "SELECT a.response_id, a.result, a.value, a.label FROM answers a \
@@ -343,8 +350,7 @@ impl Writer {
         let mut rejections = Vec::new();
         {
             let mut start = tx.prepare_cached(INSERT_START).map_err(sqlite_failure)?;
-            let mut touch = tx.prepare_cached(TOUCH_RESPONSE).map_err(sqlite_failure)?;
-            let mut answer = tx.prepare_cached(UPSERT_ANSWER).map_err(sqlite_failure)?;
+            let mut answer = tx.prepare_cached(INSERT_ANSWER).map_err(sqlite_failure)?;
             let mut status = tx.prepare_cached(UPDATE_STATUS).map_err(sqlite_failure)?;
             let mut sms = tx.prepare_cached(INSERT_SMS).map_err(sqlite_failure)?;
             let mut sms_state = tx
@@ -377,25 +383,18 @@ impl Writer {
                         true
                     }
                     Write::Answer(a) => {
-                        let started_at: Option<i64> = touch
-                            .query_row(params![a.response_id, a.answered_at_ms], |row| row.get(0))
-                            .optional()
+                        let stored = answer
+                            .execute(params![
+                                a.response_id,
+                                a.result,
+                                a.step,
+                                a.value,
+                                a.label,
+                                a.node,
+                                a.answered_at_ms,
+                            ])
                             .map_err(sqlite_failure)?;
-                        if let Some(started_at) = started_at {
-                            answer
-                                .execute(params![
-                                    a.response_id,
-                                    a.result,
-                                    a.step,
-                                    a.value,
-                                    a.label,
-                                    a.node,
-                                    a.answered_at_ms,
-                                    started_at,
-                                ])
-                                .map_err(sqlite_failure)?;
-                        }
-                        started_at.is_some()
+                        stored > 0
                     }
                     Write::Status(u) => {
                         let ended_at = u.status.is_ended().then_some(u.at_ms);
