@@ -1027,44 +1027,6 @@ async fn sqlite_file_uses_the_wal_journal() {
     store.flush_and_close().await.expect("close");
 }
 
-/// Rows in the database file itself, ignoring its WAL (`immutable=1` reads the main file only).
-fn rows_in_database_file(path: &std::path::Path) -> i64 {
-    let uri = format!("file:{}?immutable=1", path.display());
-    let conn = rusqlite::Connection::open_with_flags(
-        uri,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
-    )
-    .expect("open the database file");
-    conn.query_row("SELECT COUNT(*) FROM responses", [], |row| row.get(0))
-        .unwrap_or(0)
-}
-
-#[tokio::test]
-async fn sqlite_commits_reach_the_database_file_while_the_store_stays_open() {
-    // Checkpoints run on their own thread: a commit only appends to the WAL, and the rows
-    // reach the database file without the writer checkpointing (its own threshold is far
-    // above what this test writes) and without closing the store.
-    let fx = Fixture::sqlite("checkpoint");
-    let Fixture::Sqlite { path, .. } = &fx else {
-        unreachable!("a sqlite fixture")
-    };
-    let store = fx.open().await;
-    commit(&store, vec![start("cp-1", "poll", "+254700000001", 1_000)]).await;
-    commit(&store, vec![start("cp-2", "poll", "+254700000002", 1_100)]).await;
-    // The checkpointer runs every half second; waits for its result, with a generous bound.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut in_file = rows_in_database_file(path);
-    while in_file < 2 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        in_file = rows_in_database_file(path);
-    }
-    assert_eq!(
-        in_file, 2,
-        "both responses checkpointed into the database file"
-    );
-    store.flush_and_close().await.expect("close");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Outbound SMS
 

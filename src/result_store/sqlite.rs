@@ -26,20 +26,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const BACKEND: &str = "sqlite";
 
-/// WAL frames after which a commit checkpoints the WAL into the database file itself (SQLite's
-/// default is 1,000): only a fallback, for when [`Checkpointer`] falls behind. Copying the WAL
-/// into the database file is the checkpointer thread's job, off the commit path: done by the
-/// writer, a checkpoint's writes and fsync of the database file held up every commit queued
-/// behind it (up to half a second on this project's shared development disk: a p99 of 128 ms
-/// at 1,000 steps/s in one load-test run). By the time the fallback fires, the checkpointer
-/// has copied nearly all frames, so the writer's share is small; it also lets the WAL start
-/// over from its beginning under a load that never pauses. Costs a WAL file of up to about
-/// 64 MiB (4 KiB pages) before it is reused.
-const WAL_AUTOCHECKPOINT_FRAMES: u32 = 16_000;
-
-/// How often [`Checkpointer`] copies committed WAL frames into the database file. Each run
-/// copies each page changed since the last one once, however often it was committed.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// WAL frames after which a commit checkpoints the WAL into the database file (SQLite's
+/// default is 1,000). Every answer dirties about two pages, so at the default a busy gateway
+/// checkpointed every few dozen commits, and each checkpoint re-reads and re-writes the hot
+/// pages; a longer WAL copies each hot page once for many more commits. Costs a WAL file of
+/// up to about 16 MiB (4 KiB pages) before it is reused.
+const WAL_AUTOCHECKPOINT_FRAMES: u32 = 4000;
 
 /// How long the writer waits for more commits when it found several queued at once (steps of
 /// concurrent sessions are arriving), before it begins the transaction; a lone commit never
@@ -277,74 +269,16 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Copies committed WAL frames into the database file from its own thread and connection
-/// (`PRAGMA wal_checkpoint(PASSIVE)` every [`CHECKPOINT_INTERVAL`]), so that commits never
-/// wait for the database file's writes and fsync. A passive checkpoint waits for no one: the
-/// writer goes on committing to the WAL meanwhile, and readers keep their snapshots. It never
-/// writes rows, and stops before the writer closes its connection (the last connection to
-/// close checkpoints what is left and removes the WAL).
-struct Checkpointer {
-    /// Dropped to stop the thread (it then closes its connection).
-    stop: std::sync::mpsc::Sender<()>,
-    /// Joined on stop, so the writer closes the database only after this connection.
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer, ResultStoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_error)?;
-        // The checkpoint's fsync of the database file is what makes the copied frames safe
-        // to overwrite when the WAL starts over.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite_error)?;
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("baraza-checkpoint".into())
-            .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_INTERVAL)
-                {
-                    // Busy (another checkpoint running) is not an error: the next run catches up.
-                    if let Err(error) =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(%error, "sqlite checkpoint failed; the next one retries");
-                    }
-                }
-                if let Err((_, error)) = conn.close() {
-                    tracing::warn!(%error, "closing the sqlite checkpoint connection");
-                }
-            })
-            .map_err(|e| {
-                ResultStoreError::Sqlite(format!("cannot start the checkpoint thread: {e}"))
-            })?;
-        Ok(Checkpointer { stop, thread })
-    }
-
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.thread.join();
-    }
-}
-
-/// The writer thread's state: the one read-write connection, and the checkpointer that keeps
-/// its WAL short.
+/// The writer thread's state: the one read-write connection.
 struct Writer {
     conn: Connection,
-    /// `None` only once stopped (before the connection closes).
-    checkpointer: Option<Checkpointer>,
 }
 
 impl Writer {
     fn open(path: &Path) -> Result<Writer, ResultStoreError> {
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
-        let checkpointer = Some(Checkpointer::start(path)?);
-        Ok(Writer { conn, checkpointer })
+        Ok(Writer { conn })
     }
 
     /// Serves the queue until it is closed (by `flush_and_close`) and empty, or every handle
@@ -372,9 +306,6 @@ impl Writer {
                     close_replies.push(reply);
                 }
             }
-        }
-        if let Some(checkpointer) = self.checkpointer.take() {
-            checkpointer.stop();
         }
         let closed = self
             .conn
