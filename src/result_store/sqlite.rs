@@ -51,7 +51,7 @@ const INSERT_START: &str = "INSERT INTO responses (response_id, flow_id, flow_ve
 /// The response row itself is not written: its last activity is the latest of its stored
 /// `updated_at_ms` and its answers' times, worked out when read ([`SELECT_RESPONSES`]), so an
 /// answer costs one B-tree insert and no update of a random `responses` page.
-const INSERT_ANSWER: &str = "INSERT INTO answers (response_started_at_ms, response_id, result, \
+const UPSERT_ANSWER: &str = "INSERT INTO answers (response_started_at_ms, response_id, result, \
      step, value, label, node, answered_at_ms) \
      SELECT started_at_ms, ?1, ?2, ?3, ?4, ?5, ?6, ?7 FROM responses WHERE response_id = ?1 \
      ON CONFLICT (response_started_at_ms, response_id, result, step) DO UPDATE SET \
@@ -104,7 +104,7 @@ const CALL_ATTEMPT_COLUMNS: &str = "attempt_id, provider, subscriber, flow_id, p
 
 /// `updated_at_ms` is the last activity: the stored value (start and status changes) or the
 /// latest answer, whichever is later (answers do not touch the response row; see
-/// [`INSERT_ANSWER`]).
+/// [`UPSERT_ANSWER`]).
 const SELECT_RESPONSES: &str = "SELECT r.response_id, r.flow_id, r.flow_version, r.channel, \
      r.provider, r.subscriber, r.language, r.status, r.started_at_ms, \
      MAX(r.updated_at_ms, COALESCE((SELECT MAX(a.answered_at_ms) FROM answers a \
@@ -350,7 +350,7 @@ impl Writer {
         let mut rejections = Vec::new();
         {
             let mut start = tx.prepare_cached(INSERT_START).map_err(sqlite_failure)?;
-            let mut answer = tx.prepare_cached(INSERT_ANSWER).map_err(sqlite_failure)?;
+            let mut answer = tx.prepare_cached(UPSERT_ANSWER).map_err(sqlite_failure)?;
             let mut status = tx.prepare_cached(UPDATE_STATUS).map_err(sqlite_failure)?;
             let mut sms = tx.prepare_cached(INSERT_SMS).map_err(sqlite_failure)?;
             let mut sms_state = tx
