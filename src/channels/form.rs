@@ -1,24 +1,38 @@
 //! `application/x-www-form-urlencoded` decoding, shared by the channels whose providers post
 //! forms (Africa's Talking USSD and voice, TwiML). Decodes and reports; knows no field names.
 
-use std::collections::HashMap;
-
 use crate::channels::ussd::BadRequest;
+
+/// The decoded fields of a form, in the order sent. A list, not a map: a callback carries a
+/// handful of fields and each is read once or twice, so a scan is cheaper than hashing every
+/// name on every step. Repeated names are all kept; [`FormFields::get`] answers the first.
+#[derive(Debug, Default)]
+pub(crate) struct FormFields(Vec<(String, String)>);
+
+impl FormFields {
+    /// The value of the first field called `name`, if any.
+    pub(crate) fn get(&self, name: &str) -> Option<&String> {
+        self.0
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value)
+    }
+}
 
 /// Decodes an `application/x-www-form-urlencoded` body or query into its fields; the first
 /// occurrence of a repeated name wins. Written here rather than pulling a crate: the format is
 /// tiny and the errors should name what is wrong.
-pub(crate) fn form_fields(body: &[u8]) -> Result<HashMap<String, String>, BadRequest> {
+pub(crate) fn form_fields(body: &[u8]) -> Result<FormFields, BadRequest> {
     let text = std::str::from_utf8(body).map_err(|_| BadRequest("body is not UTF-8".into()))?;
-    let mut fields = HashMap::new();
+    let mut fields = Vec::new();
     for pair in text.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = percent_decode(name)?;
         let value =
             percent_decode(value).map_err(|e| BadRequest(format!("field `{name}`: {}", e.0)))?;
-        fields.entry(name).or_insert(value);
+        fields.push((name, value));
     }
-    Ok(fields)
+    Ok(FormFields(fields))
 }
 
 fn percent_decode(encoded: &str) -> Result<String, BadRequest> {
@@ -46,4 +60,27 @@ fn percent_decode(encoded: &str) -> Result<String, BadRequest> {
         i += 1;
     }
     String::from_utf8(out).map_err(|_| BadRequest(format!("`{encoded}` is not UTF-8 once decoded")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_decode_and_the_first_of_a_repeated_name_wins() {
+        let fields = form_fields(b"a=1&b=x+y%2Az&a=2&&c&d=%C3%A9").expect("a valid form");
+        assert_eq!(fields.get("a").map(String::as_str), Some("1"));
+        assert_eq!(fields.get("b").map(String::as_str), Some("x y*z"));
+        assert_eq!(fields.get("c").map(String::as_str), Some(""));
+        assert_eq!(fields.get("d").map(String::as_str), Some("é"));
+        assert_eq!(fields.get("e"), None);
+    }
+
+    #[test]
+    fn bad_encodings_are_named() {
+        let error = form_fields(b"text=%ZZ").expect_err("a bad escape");
+        assert!(error.0.contains("field `text`"), "{}", error.0);
+        assert!(form_fields(b"a=%FF").is_err(), "not UTF-8 once decoded");
+        assert!(form_fields(&[0xFF]).is_err(), "not UTF-8");
+    }
 }

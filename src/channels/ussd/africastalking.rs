@@ -5,8 +5,6 @@
 //! notification carries `sessionId`, `phoneNumber`, `status` (Success / Incomplete / Failed),
 //! `durationInMillis`, and more. This file knows those formats and nothing else.
 
-use std::collections::HashMap;
-
 use crate::channels::ussd::{
     BadRequest, Resolved, UssdInput, UssdProvider, UssdReply, UssdRequest, phone, required,
 };
@@ -15,7 +13,7 @@ use crate::channels::ussd::{
 const MAX_TEXT: usize = 4096;
 
 /// The callback's fields (the first of a repeated name wins).
-fn form(body: &[u8]) -> Result<HashMap<String, String>, BadRequest> {
+fn form(body: &[u8]) -> Result<crate::channels::form::FormFields, BadRequest> {
     crate::channels::form::form_fields(body)
 }
 

@@ -100,7 +100,7 @@ pub fn parse_with_query(body: &[u8], query: &str) -> Result<VoiceRequest, BadReq
 /// `NO_ANSWER`, ...: what retries need, and `callSessionState` would hide it behind
 /// `Completed`), else `callSessionState`, else `status`, else `Ended` when the provider sent
 /// none of them.
-fn end_status(fields: &std::collections::HashMap<String, String>) -> Result<String, BadRequest> {
+fn end_status(fields: &crate::channels::form::FormFields) -> Result<String, BadRequest> {
     if let Some(cause) = fields
         .get("hangupCause")
         .filter(|v| !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("NORMAL_CLEARING"))
