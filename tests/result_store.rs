@@ -10,7 +10,8 @@ use std::time::Duration;
 use baraza::result_store::{
     AnswerRecord, CallAttemptQuery, CallAttemptRecord, CallAttemptStatus, CallFinal, CallKey,
     CallRetry, QueuedSms, ReceiptRecord, ResponseRow, ResponseStart, ResponseStatus, ResultStore,
-    ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, StatusUpdate, Write, export_csv,
+    ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, StatusUpdate, Withdrawal, Write,
+    export_csv,
 };
 use tokio::task::JoinSet;
 
@@ -380,7 +381,78 @@ behaviour_suite!(
     call_attempts_are_kept_apart_updated_and_frozen_once_final,
     a_final_call_status_ends_the_attempt_once_and_schedules_one_retry,
     answers_stored_before_version_5_survive_its_new_key,
+    a_withdrawn_response_goes_with_its_answers_and_nothing_else,
 );
+
+/// A response withdrawn (its session lost the save to a concurrent copy) leaves no row and no
+/// answer behind; other responses, even ones started in the same batch, are untouched, and
+/// withdrawing a response that is not there is not an error.
+async fn a_withdrawn_response_goes_with_its_answers_and_nothing_else(fx: Fixture) {
+    let store = fx.open().await;
+    let withdraw = |id: &str| {
+        Write::Withdraw(Withdrawal {
+            response_id: id.to_string(),
+        })
+    };
+    commit(
+        &store,
+        vec![
+            start("0000000001000-kept", "poll", SUBSCRIBER_1, 1_000),
+            start("0000000001001-lost", "poll", SUBSCRIBER_1, 1_001),
+            answer(
+                "0000000001000-kept",
+                "district",
+                "2",
+                Some("Kisumu"),
+                1,
+                1_500,
+            ),
+            answer(
+                "0000000001001-lost",
+                "district",
+                "3",
+                Some("Embu"),
+                1,
+                1_501,
+            ),
+            answer("0000000001001-lost", "age", "40", None, 2, 1_502),
+        ],
+    )
+    .await;
+    assert_eq!(fx.answer_rows("0000000001001-lost").await, 2);
+    commit(&store, vec![withdraw("0000000001001-lost")]).await;
+    assert_eq!(fx.answer_rows("0000000001001-lost").await, 0);
+    assert_eq!(fx.answer_rows("0000000001000-kept").await, 1);
+    let rows = responses(&store, "poll").await;
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.response_id.as_str())
+            .collect::<Vec<_>>(),
+        ["0000000001000-kept"]
+    );
+    assert_eq!(
+        rows[0].answers,
+        answers(&[("district", "2", Some("Kisumu"))])
+    );
+    // Again, and for an id never stored: nothing changes, nothing is rejected.
+    let rejected = store.rejected_writes();
+    commit(
+        &store,
+        vec![withdraw("0000000001001-lost"), withdraw("never")],
+    )
+    .await;
+    assert_eq!(responses(&store, "poll").await.len(), 1);
+    assert_eq!(store.rejected_writes(), rejected);
+    // A late answer to the withdrawn response is rejected like any unknown response's.
+    commit(
+        &store,
+        vec![answer("0000000001001-lost", "age", "41", None, 3, 1_600)],
+    )
+    .await;
+    assert_eq!(store.rejected_writes(), rejected + 1);
+    assert_eq!(fx.answer_rows("0000000001001-lost").await, 0);
+    store.flush_and_close().await.expect("close");
+}
 
 async fn start_answers_and_status_round_trip(fx: Fixture) {
     let store = fx.open().await;

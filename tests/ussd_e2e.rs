@@ -278,6 +278,33 @@ async fn futures_join(gw: &TestGateway, session: &str, text: &str, n: usize) -> 
     tasks.join_all().await
 }
 
+/// Copies of a dial at once: one session, one response (copies that start in a later
+/// millisecond than the winner lose the save and withdraw theirs), the same first screen.
+async fn duplicate_dials(stores: Stores) {
+    let gw = start_with(stores, |c| c.admission.burst = 100).await;
+    let copies = futures_join(&gw, "dup-dial", "", 12).await;
+    assert!(copies[0].starts_with("CON "), "{copies:?}");
+    assert!(
+        copies.iter().all(|c| *c == copies[0]),
+        "copies differ: {copies:?}"
+    );
+    let rows = gw.responses("e2e_survey").await;
+    assert_eq!(rows.len(), 1, "one response, not one per copy: {rows:?}");
+    let next = gw.at("dup-dial", PHONE, "*999#", "1").await;
+    assert!(next.starts_with("CON Which village"), "{next}");
+    gw.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_concurrent_dials_memory() {
+    duplicate_dials(Stores::MemorySqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_concurrent_dials_redis() {
+    duplicate_dials(Stores::RedisPostgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_concurrent_callbacks_memory() {
     duplicate_callbacks(Stores::MemorySqlite).await;

@@ -196,3 +196,99 @@ async fn copies_can_be_turned_off() {
     assert_eq!(answers(&gw).await, expected("Kisumu Ndogo", "roads", "4"));
     gw.cleanup().await;
 }
+
+/// The value of `baraza_sessions_total{event="withdrawn"}`, 0 while never counted.
+async fn withdrawn(gw: &TestGateway) -> u64 {
+    let (_, metrics) = gw.get("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("baraza_sessions_total{event=\"withdrawn\"} "))
+        .map(|v| v.trim().parse::<f64>().expect("a number") as u64)
+        .unwrap_or(0)
+}
+
+/// Waits until the survey flow has `n` responses stored (each node commits its start before
+/// it saves the session), and returns them.
+async fn responses_once_stored(
+    gw: &TestGateway,
+    n: usize,
+) -> Vec<baraza::result_store::ResponseRow> {
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let rows = gw.responses("e2e_survey").await;
+            if rows.len() >= n {
+                return rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("{n} responses were not stored within 5 s"))
+}
+
+/// Two copies of one dial on two nodes, both read before either is saved, started in
+/// different milliseconds (so under different response ids): both commit their response,
+/// one save wins, and the node whose save lost withdraws its response, so the flow has one
+/// response, which the session goes on with. Redis holds writes (`CLIENT PAUSE ... WRITE`;
+/// reads are still served) until both responses are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_copy_that_loses_the_save_on_another_node_withdraws_its_response() {
+    let _serial = SERIAL.lock().await;
+    // Longer than the held writes can last, so the held steps are not cut by the deadline.
+    let first = start_with(Stores::RedisPostgres, |c| c.ussd.step_deadline_ms = 30_000).await;
+    let second = second_node(&first).await;
+    let before = withdrawn(&first).await;
+    let mut control = common::redis_connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(8_000)
+        .arg("WRITE")
+        .query_async(&mut control)
+        .await
+        .expect("pause writes");
+    let second_dial = async {
+        let started = responses_once_stored(&first, 1).await[0].started_at_ms;
+        // A later millisecond than the first copy's start, so a different response id.
+        while baraza::dispatcher::now_ms() <= started {
+            tokio::task::yield_now().await;
+        }
+        let release = async {
+            let stored = responses_once_stored(&first, 2).await;
+            let _: () = redis::cmd("CLIENT")
+                .arg("UNPAUSE")
+                .query_async(&mut control)
+                .await
+                .expect("unpause");
+            stored
+        };
+        tokio::join!(second.at("c-race", PHONE, "*999#", ""), release)
+    };
+    let (on_first, (on_second, both)) =
+        tokio::join!(first.at("c-race", PHONE, "*999#", ""), second_dial);
+    assert_ne!(both[0].response_id, both[1].response_id, "{both:?}");
+    assert!(on_first.starts_with("CON "), "{on_first}");
+    assert_eq!(
+        on_first, on_second,
+        "the losing copy answers with the winner's screen"
+    );
+    let kept = first.responses("e2e_survey").await;
+    assert_eq!(kept.len(), 1, "one response, not one per copy: {kept:?}");
+    assert_eq!(withdrawn(&first).await - before, 1);
+
+    // The session goes on with the response that was kept.
+    let inputs = ["1", "Kisumu Ndogo", "98", "0", "3", "7", "4"];
+    for i in 1..=inputs.len() {
+        let node = if i % 2 == 1 { &second } else { &first };
+        node.at("c-race", PHONE, "*999#", &inputs[..i].join("*"))
+            .await;
+    }
+    assert_eq!(
+        answers(&first).await,
+        expected("Kisumu Ndogo", "roads", "4")
+    );
+    assert_eq!(
+        first.responses("e2e_survey").await[0].response_id,
+        kept[0].response_id
+    );
+    first.cleanup().await;
+}

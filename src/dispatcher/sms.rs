@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tracing::{Instrument, info, warn};
 
-use super::{Gateway, SessionRecord, StepError, now_ms, resume_copy};
+use super::{Gateway, SessionRecord, StepError, now_ms, response_id, resume_copy};
 use crate::channels::ussd::UssdReply;
 use crate::engine::render::Rendered;
 use crate::engine::{self, Channel, Input, Start};
@@ -157,6 +157,7 @@ impl Gateway {
             .iter()
             .find(|k| k.keyword.eq_ignore_ascii_case(&first_word));
         let open = record.filter(|r| !r.state.status.is_terminal());
+        let now = now_ms();
         let (flow, prior, input) = match (keyword, open) {
             // A keyword always starts its flow afresh (the citizen asked for it).
             (Some(keyword), _) => {
@@ -165,7 +166,7 @@ impl Gateway {
                     return Ok(Vec::new());
                 };
                 let start = Input::Start(Start {
-                    session_id: format!("sms:{from}:{}", now_ms()),
+                    session_id: response_id(now, &format!("sms:{from}")),
                     channel: Channel::Sms,
                     contact: Default::default(),
                     language: keyword.language.clone(),
@@ -190,7 +191,7 @@ impl Gateway {
             }
         };
         tracing::Span::current().record("flow", flow.flow.id.as_str());
-        let step = engine::advance(&flow, prior, input, now_ms());
+        let step = engine::advance(&flow, prior, input, now);
         tracing::Span::current().record("node", step.state.node.as_str());
         let writes = self.writes_for_subscriber(from, "smpp", &step);
         if !writes.is_empty() {

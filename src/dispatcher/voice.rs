@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, info, warn};
 
-use super::{Gateway, SessionRecord, StepError, now_ms, resume_copy};
+use super::{
+    Gateway, SessionRecord, StepError, now_ms, response_id, resume_copy, started_response,
+};
 use crate::channels::ussd::UssdReply;
 use crate::channels::voice::{CallDirection, VoiceEvent, VoiceReply, VoiceRequest};
 use crate::engine::render::Rendered;
@@ -291,7 +293,10 @@ impl Gateway {
             CallDirection::Inbound => request.callee.clone(),
             CallDirection::Outbound => request.caller.clone(),
         };
+        // The response a step started before its save lost the race, until the winner is read.
+        let mut lost_start = None;
         for _ in 0..2 {
+            let now = now_ms();
             let stored = self
                 .sessions
                 .load(&key)
@@ -301,6 +306,8 @@ impl Gateway {
                 Some(s) => (Some(s.version), SessionRecord::decode(&s.data)),
                 None => (None, None),
             };
+            self.withdraw_lost_start(lost_start.take(), record.as_ref())
+                .await;
             if let (Some(record), Ok(mut known)) = (&record, known_language.lock()) {
                 *known = Some(record.state.language.clone());
             }
@@ -356,7 +363,7 @@ impl Gateway {
                     };
                     let (flow, prior) = self.resumable(&citizen, flow).await;
                     let start = Input::Start(Start {
-                        session_id: format!("{channel_key}:{}", request.call_id),
+                        session_id: response_id(now, &format!("{channel_key}:{}", request.call_id)),
                         channel: Channel::Voice,
                         contact: Default::default(),
                         language: None,
@@ -368,7 +375,7 @@ impl Gateway {
             let mut state = prior;
             let mut steps = Vec::new();
             for input in inputs {
-                let step = engine::advance(&flow, state.take(), input, now_ms());
+                let step = engine::advance(&flow, state.take(), input, now);
                 state = Some(step.state.clone());
                 steps.push(step);
             }
@@ -390,6 +397,7 @@ impl Gateway {
                     .await
                     .map_err(|e| StepError::Results(e.to_string()))?;
             }
+            let started = steps.iter().find_map(started_response);
             let reply = steps.iter().rev().find_map(|s| s.reply().cloned());
             let state = last.state.clone();
             let voice_reply = match reply.map(|r| (r.rendered, r.end)) {
@@ -432,9 +440,16 @@ impl Gateway {
                 SaveOutcome::Saved { .. } => return Ok(voice_reply),
                 SaveOutcome::Conflict { .. } => {
                     telemetry::error("version_conflict");
+                    lost_start = started;
                     continue;
                 }
             }
+        }
+        if lost_start.is_some()
+            && let Ok(stored) = self.sessions.load(&key).await
+        {
+            let winner = stored.and_then(|s| SessionRecord::decode(&s.data));
+            self.withdraw_lost_start(lost_start, winner.as_ref()).await;
         }
         Err(StepError::Contention)
     }

@@ -93,6 +93,18 @@ pub enum Write {
     /// An outbound call attempt reached its final status (heard on any node), with the retry
     /// it schedules, both in the same transaction and only if the attempt was not final yet.
     CallFinal(CallFinal),
+    /// A response that no session carries on, removed with its answers: its start was
+    /// committed by a step whose session save then lost to a concurrent copy of the same
+    /// request (that copy's own response is the one kept). Removing an absent response is not
+    /// an error, so a repeated withdrawal changes nothing.
+    Withdraw(Withdrawal),
+}
+
+/// See [`Write::Withdraw`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// The response to remove; never one a saved session refers to.
+    pub response_id: String,
 }
 
 impl Write {
@@ -103,6 +115,7 @@ impl Write {
             Write::Start(s) => Some(&s.response_id),
             Write::Answer(a) => Some(&a.response_id),
             Write::Status(s) => Some(&s.response_id),
+            Write::Withdraw(w) => Some(&w.response_id),
             Write::SmsQueued(m) => Some(&m.message_id),
             Write::SmsState(u) => Some(&u.message_id),
             Write::SmsPart(p) => Some(&p.message_id),
@@ -144,6 +157,7 @@ impl Write {
                     scrub(language);
                 }
             }
+            Write::Withdraw(w) => scrub(&mut w.response_id),
             Write::SmsQueued(m) => {
                 for field in [
                     &mut m.message_id,
@@ -769,6 +783,7 @@ impl Rejection {
     pub(crate) fn unknown_response(write: &Write) -> Option<Rejection> {
         let (kind, response_id) = match write {
             Write::Start(_)
+            | Write::Withdraw(_)
             | Write::SmsQueued(_)
             | Write::Receipt(_)
             | Write::CallAttempt(_)

@@ -48,6 +48,13 @@ const UPSERT_ANSWER: &str = "INSERT INTO answers (response_started_at_ms, respon
      value = EXCLUDED.value, \
      label = EXCLUDED.label, node = EXCLUDED.node, answered_at_ms = EXCLUDED.answered_at_ms";
 
+/// A withdrawn response and its answers (found under its start time, the first part of their
+/// key), in one statement ([`Write::Withdraw`]); the foreign key is checked at its end, when
+/// both are gone.
+const DELETE_RESPONSE: &str = "WITH gone AS (DELETE FROM responses WHERE response_id = $1 \
+     RETURNING started_at_ms, response_id) DELETE FROM answers a USING gone \
+     WHERE a.response_started_at_ms = gone.started_at_ms AND a.response_id = gone.response_id";
+
 const UPDATE_STATUS: &str = "UPDATE responses SET status = $2, \
      updated_at_ms = GREATEST(updated_at_ms, $3), ended_at_ms = $4, \
      language = COALESCE($5, language) WHERE response_id = $1";
@@ -324,6 +331,7 @@ struct WriterConnection {
     start: Statement,
     answer: Statement,
     status: Statement,
+    withdraw: Statement,
     sms: Statement,
     sms_state: Statement,
     sms_part: Statement,
@@ -337,6 +345,7 @@ impl WriterConnection {
         let start = client.prepare(INSERT_START).await.map_err(pg_error)?;
         let answer = client.prepare(UPSERT_ANSWER).await.map_err(pg_error)?;
         let status = client.prepare(UPDATE_STATUS).await.map_err(pg_error)?;
+        let withdraw = client.prepare(DELETE_RESPONSE).await.map_err(pg_error)?;
         let sms = client.prepare(INSERT_SMS).await.map_err(pg_error)?;
         let sms_state = client.prepare(UPDATE_SMS_STATE).await.map_err(pg_error)?;
         let sms_part = client.prepare(UPSERT_SMS_PART).await.map_err(pg_error)?;
@@ -351,6 +360,7 @@ impl WriterConnection {
             start,
             answer,
             status,
+            withdraw,
             sms,
             sms_state,
             sms_part,
@@ -373,6 +383,7 @@ enum Bound<'a> {
     Start(&'a super::ResponseStart, i64),
     Answer(&'a super::AnswerRecord, i64),
     Status(&'a super::StatusUpdate, &'static str, Option<i64>),
+    Withdraw(&'a super::Withdrawal),
     SmsQueued(&'a super::QueuedSms),
     SmsState(&'a super::SmsStateUpdate, &'static str),
     SmsPart(&'a super::SmsPartRecord, i64),
@@ -404,6 +415,7 @@ impl<'a> Bound<'a> {
             Write::Status(u) => {
                 Bound::Status(u, u.status.as_str(), u.status.is_ended().then_some(u.at_ms))
             }
+            Write::Withdraw(w) => Bound::Withdraw(w),
             Write::SmsQueued(m) => Bound::SmsQueued(m),
             Write::SmsState(u) => Bound::SmsState(u, u.state.as_str()),
             Write::SmsPart(p) => Bound::SmsPart(p, i64::from(p.part)),
@@ -459,6 +471,7 @@ impl<'a> Bound<'a> {
             Bound::Status(u, status, ended_at) => {
                 vec![&u.response_id, status, &u.at_ms, ended_at, &u.language]
             }
+            Bound::Withdraw(w) => vec![&w.response_id],
             Bound::SmsQueued(m) => vec![
                 &m.message_id,
                 &m.node,
@@ -637,6 +650,7 @@ impl Writer {
             start,
             answer,
             status,
+            withdraw,
             sms,
             sms_state,
             sms_part,
@@ -656,6 +670,7 @@ impl Writer {
                     Bound::Start(..) => start,
                     Bound::Answer(..) => answer,
                     Bound::Status(..) => status,
+                    Bound::Withdraw(..) => withdraw,
                     Bound::SmsQueued(..) => sms,
                     Bound::SmsState(..) => sms_state,
                     Bound::SmsPart(..) => sms_part,

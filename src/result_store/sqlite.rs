@@ -58,6 +58,12 @@ const UPSERT_ANSWER: &str = "INSERT INTO answers (response_started_at_ms, respon
      value = excluded.value, label = excluded.label, node = excluded.node, \
      answered_at_ms = excluded.answered_at_ms";
 
+/// A withdrawn response's answers (found under its start time, the first part of their key),
+/// then the response itself ([`Write::Withdraw`]).
+const DELETE_ANSWERS_OF: &str = "DELETE FROM answers WHERE response_started_at_ms = \
+     (SELECT started_at_ms FROM responses WHERE response_id = ?1) AND response_id = ?1";
+const DELETE_RESPONSE: &str = "DELETE FROM responses WHERE response_id = ?1";
+
 const UPDATE_STATUS: &str = "UPDATE responses SET status = ?2, \
      updated_at_ms = MAX(updated_at_ms, ?3), ended_at_ms = ?4, language = COALESCE(?5, language) \
      WHERE response_id = ?1";
@@ -352,6 +358,10 @@ impl Writer {
             let mut start = tx.prepare_cached(INSERT_START).map_err(sqlite_failure)?;
             let mut answer = tx.prepare_cached(UPSERT_ANSWER).map_err(sqlite_failure)?;
             let mut status = tx.prepare_cached(UPDATE_STATUS).map_err(sqlite_failure)?;
+            let mut withdraw_answers = tx
+                .prepare_cached(DELETE_ANSWERS_OF)
+                .map_err(sqlite_failure)?;
+            let mut withdraw = tx.prepare_cached(DELETE_RESPONSE).map_err(sqlite_failure)?;
             let mut sms = tx.prepare_cached(INSERT_SMS).map_err(sqlite_failure)?;
             let mut sms_state = tx
                 .prepare_cached(UPDATE_SMS_STATE)
@@ -408,6 +418,15 @@ impl Writer {
                             ])
                             .map_err(sqlite_failure)?;
                         changed > 0
+                    }
+                    Write::Withdraw(w) => {
+                        withdraw_answers
+                            .execute(params![w.response_id])
+                            .map_err(sqlite_failure)?;
+                        withdraw
+                            .execute(params![w.response_id])
+                            .map_err(sqlite_failure)?;
+                        true
                     }
                     Write::SmsQueued(m) => {
                         sms.execute(params![
