@@ -144,6 +144,20 @@ async fn a_two_way_sms_survey_with_stop_and_start() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].channel, "sms");
     assert_eq!(rows[0].language, "sw");
+    // Response ids are exported as they are: the number appears in them only as its pseudonym.
+    let digits = citizen.trim_start_matches('+');
+    assert!(
+        !rows[0].response_id.contains(digits),
+        "{}",
+        rows[0].response_id
+    );
+    assert!(
+        rows[0]
+            .response_id
+            .ends_with(&format!("-sms:{}", gateway.pseudonym(citizen))),
+        "{}",
+        rows[0].response_id
+    );
     assert_eq!(
         rows[0].status,
         baraza::result_store::ResponseStatus::Completed

@@ -166,7 +166,8 @@ impl Gateway {
                     return Ok(Vec::new());
                 };
                 let start = Input::Start(Start {
-                    session_id: response_id(now, &format!("sms:{from}")),
+                    // The pseudonym, not the number: response ids are exported as they are.
+                    session_id: response_id(now, &format!("sms:{}", self.pseudonym(from))),
                     channel: Channel::Sms,
                     contact: Default::default(),
                     language: keyword.language.clone(),
