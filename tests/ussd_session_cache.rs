@@ -15,15 +15,23 @@ const PHONE: &str = "+254711000222";
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The value of `baraza_session_cache_total{outcome="<outcome>"}`, 0 while never counted.
-async fn copies(gw: &TestGateway, outcome: &str) -> u64 {
+/// The value of the counter `series` (name and labels) at `/metrics`, 0 while never counted.
+async fn counter(gw: &TestGateway, series: &str) -> u64 {
     let (_, metrics) = gw.get("/metrics").await;
-    let series = format!("baraza_session_cache_total{{outcome=\"{outcome}\"}} ");
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix(series.as_str()))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.trim().parse::<f64>().expect("a number") as u64)
         .unwrap_or(0)
+}
+
+/// The value of `baraza_session_cache_total{outcome="<outcome>"}`.
+async fn copies(gw: &TestGateway, outcome: &str) -> u64 {
+    counter(
+        gw,
+        &format!("baraza_session_cache_total{{outcome=\"{outcome}\"}}"),
+    )
+    .await
 }
 
 /// A second node on the first one's Redis prefix and PostgreSQL schema.
@@ -197,14 +205,9 @@ async fn copies_can_be_turned_off() {
     gw.cleanup().await;
 }
 
-/// The value of `baraza_sessions_total{event="withdrawn"}`, 0 while never counted.
+/// The value of `baraza_sessions_total{event="withdrawn"}`.
 async fn withdrawn(gw: &TestGateway) -> u64 {
-    let (_, metrics) = gw.get("/metrics").await;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("baraza_sessions_total{event=\"withdrawn\"} "))
-        .map(|v| v.trim().parse::<f64>().expect("a number") as u64)
-        .unwrap_or(0)
+    counter(gw, "baraza_sessions_total{event=\"withdrawn\"}").await
 }
 
 /// Waits until the survey flow has `n` responses stored (each node commits its start before
