@@ -39,13 +39,7 @@ async fn a_stalled_redis_gets_a_polite_end_not_an_aggregator_timeout() {
     }
 
     let mut conn = common::redis_connection().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(3_000)
-        .arg("ALL")
-        .query_async(&mut conn)
-        .await
-        .expect("pause");
+    common::pause_redis(&mut conn, 3_000, "ALL").await;
     let (reply, reply_with_copy) = tokio::join!(
         gw.at("d-1", "+254777000001", "*999#", "1"),
         with_copies.at("d-1", "+254777000001", "*999#", "1"),

@@ -4,7 +4,8 @@
 //! exactly the answers a single node records.
 //!
 //! The tests hold one lock while they run, so the copy counters read from `/metrics` (global
-//! to this test process) change only by what the running test did.
+//! to this test process) change only by what the running test did, and the race test's
+//! paused Redis writes stall no other test of this binary.
 
 mod common;
 
@@ -242,13 +243,7 @@ async fn a_dial_copy_that_loses_the_save_on_another_node_withdraws_its_response(
     let second = second_node(&first).await;
     let before = withdrawn(&first).await;
     let mut control = common::redis_connection().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(8_000)
-        .arg("WRITE")
-        .query_async(&mut control)
-        .await
-        .expect("pause writes");
+    common::pause_redis(&mut control, 8_000, "WRITE").await;
     let second_dial = async {
         let started = responses_once_stored(&first, 1).await[0].started_at_ms;
         // A later millisecond than the first copy's start, so a different response id.

@@ -328,6 +328,19 @@ pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
         .expect("redis connects")
 }
 
+/// `CLIENT PAUSE <millis> <mode>` (`ALL`, or `WRITE`: reads are still served) on `conn`;
+/// lifted early by `CLIENT UNPAUSE`. It stalls every client of the server, so a test that
+/// pauses must not run beside other tests that use Redis.
+pub async fn pause_redis(conn: &mut redis::aio::MultiplexedConnection, millis: u64, mode: &str) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(millis)
+        .arg(mode)
+        .query_async(conn)
+        .await
+        .expect("CLIENT PAUSE");
+}
+
 pub async fn delete_keys(prefix: &str) {
     let mut conn = redis_connection().await;
     let keys: Vec<String> = redis::cmd("KEYS")
