@@ -39,9 +39,13 @@ pub struct Config {
     pub admission: AdmissionConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Who may post provider callbacks (shared tokens, address allow-lists, Twilio's
+    /// signature); checked before a callback is parsed.
+    #[serde(default)]
+    pub callbacks: CallbacksConfig,
     /// Secret for pseudonymising phone numbers in logs and exports (HMAC-SHA256).
     #[serde(default)]
-    pub pseudonym_secret: Option<String>,
+    pub pseudonym_secret: Option<Secret>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -61,9 +65,10 @@ pub enum SessionsConfig {
     Memory,
     /// Redis, shared by every gateway node.
     Redis {
-        /// `redis://` URL; `BARAZA_REDIS_URL` overrides it.
+        /// `redis://` URL; `BARAZA_REDIS_URL` overrides it. It may hold a password, so it
+        /// is never printed.
         #[serde(default)]
-        url: Option<String>,
+        url: Option<Secret>,
         /// Prefix of every key (several deployments may share one Redis).
         #[serde(default = "default_prefix")]
         key_prefix: String,
@@ -102,8 +107,9 @@ pub enum ResultsConfig {
     },
     /// PostgreSQL, for multi-node deployments; `BARAZA_POSTGRES_URL` overrides `url`.
     Postgres {
+        /// May hold a password, so it is never printed.
         #[serde(default)]
-        url: Option<String>,
+        url: Option<Secret>,
         /// Schema to use (created if missing).
         #[serde(default)]
         schema: Option<String>,
@@ -188,7 +194,8 @@ pub struct VoiceConfig {
     /// The voice providers whose webhook routes are served (all by default).
     pub providers: Vec<VoiceProvider>,
     /// The address providers reach this gateway at: audio URLs and callback URLs in the XML
-    /// replies are built from it (e.g. `https://baraza.example.org`).
+    /// replies are built from it (e.g. `https://baraza.example.org`). Empty (the default):
+    /// the address the gateway listens on (see [`Config::settle_public_url`]).
     pub public_url: String,
     /// Folder of recorded prompts, served read-only at `/audio/...`; flows name files in it.
     pub audio_dir: PathBuf,
@@ -275,7 +282,7 @@ pub enum OutboundProvider {
         username: String,
         /// The API key; env `BARAZA_AT_API_KEY` overrides it (keep secrets out of files).
         #[serde(default)]
-        api_key: String,
+        api_key: Secret,
         /// The Africa's Talking voice number calls come from.
         from: String,
     },
@@ -288,7 +295,7 @@ pub enum OutboundProvider {
         account_sid: String,
         /// The auth token; env `BARAZA_TWILIO_AUTH_TOKEN` overrides it.
         #[serde(default)]
-        auth_token: String,
+        auth_token: Secret,
         /// The Twilio number calls come from.
         from: String,
     },
@@ -340,7 +347,7 @@ impl Default for VoiceConfig {
     fn default() -> Self {
         VoiceConfig {
             providers: vec![VoiceProvider::AfricasTalking, VoiceProvider::Twiml],
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: String::new(),
             audio_dir: PathBuf::from("audio"),
             numbers: Vec::new(),
             default_flow: Some("service_feedback".into()),
@@ -475,7 +482,7 @@ pub struct OperatorConfig {
     pub system_id: String,
     /// The bind password; `BARAZA_SMPP_PASSWORD_<NAME>` (upper case) overrides it.
     #[serde(default)]
-    pub password: String,
+    pub password: Secret,
     #[serde(default)]
     pub system_type: String,
     /// `transceiver` (default), `transmitter` or `receiver`.
@@ -592,7 +599,7 @@ impl OperatorConfig {
             "BARAZA_SMPP_PASSWORD_{}",
             self.name.to_ascii_uppercase().replace(['-', ' '], "_")
         ))
-        .unwrap_or_else(|_| self.password.clone());
+        .unwrap_or_else(|_| self.password.expose().to_string());
         let mut bind =
             crate::smpp::esme::BindConfig::new(&self.host, self.port, &self.system_id, &password);
         bind.system_type = self.system_type.clone();
@@ -633,7 +640,10 @@ pub struct AdmissionConfig {
     pub per_subscriber_per_minute: u32,
     /// Requests allowed in a burst.
     pub burst: u32,
-    /// Most numbers tracked at once (older ones are forgotten first).
+    /// Most numbers tracked at once. Numbers back at a full burst are forgotten every 30 s;
+    /// when the table is full of numbers still inside their window (a flood of distinct
+    /// numbers), a new number is admitted untracked and counted
+    /// (`baraza_admission_untracked_total`).
     pub max_tracked: usize,
 }
 
@@ -647,13 +657,105 @@ impl Default for AdmissionConfig {
     }
 }
 
-/// The admin endpoints (flow reload).
+/// The admin endpoints (flow reload, `/sms/*`, call attempts, health details).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Bearer token for `/admin/*`; `BARAZA_ADMIN_TOKEN` overrides it. Without one, admin
-    /// endpoints answer only requests from the loopback address.
-    pub token: Option<String>,
+    /// Bearer token for the admin routes; `BARAZA_ADMIN_TOKEN` overrides it. Required when
+    /// the gateway listens on a non-loopback address (it refuses to start without one).
+    /// Without one, admin routes answer only loopback requests that carry no forwarding
+    /// header (a reverse proxy on the same host is loopback too).
+    pub token: Option<Secret>,
+}
+
+/// Who may post callbacks to the gateway. Twilio signs every request (`X-Twilio-Signature`);
+/// Africa's Talking and Hubtel sign nothing, so a shared token in the callback URL
+/// (`?token=...`) and an allow-list of the provider's addresses stand in for a signature.
+/// Whatever is set for a provider must all hold; a provider with nothing set is open (the
+/// gateway logs a warning at start for each such route it serves).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbacksConfig {
+    /// Refuse to start while a served provider's callbacks are unauthenticated (on in
+    /// `gateway-config/production.yaml`).
+    pub required: bool,
+    /// Reverse proxies in front of the gateway (CIDRs): for a request from one of them the
+    /// client address is taken from `X-Forwarded-For` (the right-most address that is not a
+    /// trusted proxy); from any other peer that header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Africa's Talking USSD, voice and end-of-session callbacks.
+    pub africastalking: CallbackAuth,
+    /// Hubtel USSD callbacks.
+    pub hubtel: CallbackAuth,
+    /// TwiML voice and status callbacks (Twilio, SignalWire, Somleng).
+    pub twilio: CallbackAuth,
+}
+
+/// How one provider's callbacks prove where they come from.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackAuth {
+    /// A shared secret the provider's callback URL carries as `?token=...`;
+    /// `BARAZA_CALLBACK_TOKEN_<PROVIDER>` overrides it (e.g. `..._AFRICASTALKING`).
+    pub token: Option<Secret>,
+    /// Addresses the provider calls from (CIDRs such as `196.201.214.0/24`, or single
+    /// addresses); empty: any address.
+    pub allow_from: Vec<String>,
+    /// Twilio only: the auth token that signs callbacks. `BARAZA_TWILIO_AUTH_TOKEN`, then
+    /// `voice.outbound`'s Twilio auth token, when this is not set. With one, every TwiML
+    /// callback must carry a valid `X-Twilio-Signature`.
+    pub auth_token: Option<Secret>,
+}
+
+impl CallbackAuth {
+    /// `token=...` for the callback URLs the gateway hands to this provider (voice action
+    /// URLs, outbound calls' `Url`), when a token is set, so later callbacks pass the check.
+    pub fn url_query(&self) -> Option<String> {
+        self.token
+            .as_ref()
+            .filter(|t| !t.expose().trim().is_empty())
+            .map(|t| format!("token={}", crate::channels::form::encode(t.expose())))
+    }
+}
+
+/// A password, token or key from config or the environment: readable through
+/// [`Secret::expose`] only, and never printed (`Debug` shows `<redacted>`), so a config or
+/// error logged whole leaks nothing.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret(value.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
 }
 
 /// Why a config could not be read.
@@ -681,6 +783,7 @@ impl Config {
             smpp: SmppConfig::default(),
             admission: AdmissionConfig::default(),
             admin: AdminConfig::default(),
+            callbacks: CallbacksConfig::default(),
             pseudonym_secret: None,
         }
     }
@@ -709,10 +812,10 @@ impl Config {
     pub fn apply_env(&mut self) {
         if let Ok(url) = std::env::var("BARAZA_REDIS_URL") {
             match &mut self.sessions {
-                SessionsConfig::Redis { url: u, .. } => *u = Some(url),
+                SessionsConfig::Redis { url: u, .. } => *u = Some(Secret(url)),
                 SessionsConfig::Memory => {
                     self.sessions = SessionsConfig::Redis {
-                        url: Some(url),
+                        url: Some(Secret(url)),
                         key_prefix: default_prefix(),
                         response_timeout_ms: default_redis_timeout(),
                         node_cache_entries: default_node_cache_entries(),
@@ -723,14 +826,50 @@ impl Config {
         if let Ok(url) = std::env::var("BARAZA_POSTGRES_URL")
             && let ResultsConfig::Postgres { url: u, .. } = &mut self.results
         {
-            *u = Some(url);
+            *u = Some(Secret(url));
         }
         if let Ok(secret) = std::env::var("BARAZA_PSEUDONYM_SECRET") {
-            self.pseudonym_secret = Some(secret);
+            self.pseudonym_secret = Some(Secret(secret));
         }
         if let Ok(token) = std::env::var("BARAZA_ADMIN_TOKEN") {
-            self.admin.token = Some(token);
+            self.admin.token = Some(Secret(token));
         }
+        for (name, auth) in [
+            ("AFRICASTALKING", &mut self.callbacks.africastalking),
+            ("HUBTEL", &mut self.callbacks.hubtel),
+            ("TWILIO", &mut self.callbacks.twilio),
+        ] {
+            if let Ok(token) = std::env::var(format!("BARAZA_CALLBACK_TOKEN_{name}")) {
+                auth.token = Some(Secret(token));
+            }
+        }
+        if let Ok(token) = std::env::var("BARAZA_TWILIO_AUTH_TOKEN") {
+            self.callbacks.twilio.auth_token = Some(Secret(token));
+        }
+    }
+
+    /// Fills an unset `voice.public_url` from the address the gateway listens on (`--listen`,
+    /// port 0 resolved), so voice callbacks and audio come back to this process; an
+    /// unspecified address (`0.0.0.0`) becomes loopback, with a warning: providers elsewhere
+    /// need `public_url` set to reach it.
+    pub fn settle_public_url(&mut self, listening: SocketAddr) {
+        if !self.voice.public_url.trim().is_empty() {
+            return;
+        }
+        let mut addr = listening;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+            tracing::warn!(
+                %listening,
+                "voice.public_url is not set: voice callbacks and audio point at {addr}, which \
+                 providers on other hosts cannot reach"
+            );
+        }
+        self.voice.public_url = format!("http://{addr}");
     }
 
     /// The flow a dialled code starts: the longest configured code that matches.
@@ -752,6 +891,46 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Shortest pseudonym secret accepted, in bytes.
+pub const MIN_PSEUDONYM_SECRET: usize = 16;
+
+/// Writes a new file readable by its owner only (0600 from the moment it exists, never
+/// world-readable for an instant); an existing file is an error, never overwritten.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// A URL as it may be logged: the password in its user info replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            let masked = if user_info.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// `*384*12#`, `384*12` and ` *384*12# ` all compare equal.
 pub fn normalize_code(code: &str) -> String {
     code.trim()
@@ -767,7 +946,18 @@ impl Config {
     /// (`pseudonym.key`), so the embedded defaults never fall back to a guessable key.
     pub fn pseudonym_key(&self) -> Result<Vec<u8>, ConfigError> {
         if let Some(secret) = &self.pseudonym_secret {
-            return Ok(secret.clone().into_bytes());
+            // A short secret makes every pseudonym guessable: numbers are few enough to try.
+            if secret.expose().len() < MIN_PSEUDONYM_SECRET {
+                return Err(ConfigError::Invalid {
+                    path: PathBuf::from("pseudonym_secret"),
+                    message: format!(
+                        "the pseudonym secret (pseudonym_secret or BARAZA_PSEUDONYM_SECRET) must \
+                         be at least {MIN_PSEUDONYM_SECRET} bytes; make one with \
+                         `head -c 32 /dev/urandom | base64`"
+                    ),
+                });
+            }
+            return Ok(secret.expose().as_bytes().to_vec());
         }
         let folder = match &self.results {
             ResultsConfig::Sqlite { path } => path
@@ -782,7 +972,17 @@ impl Config {
             source,
         };
         match std::fs::read(&key_path) {
-            Ok(key) if key.len() >= 16 => return Ok(key),
+            Ok(key) if key.len() >= MIN_PSEUDONYM_SECRET => {
+                // A key file an earlier version wrote world-readable is made private.
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(&key_path)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(io)?;
+                }
+                return Ok(key);
+            }
             Ok(_) => {
                 return Err(ConfigError::Invalid {
                     path: key_path.clone(),
@@ -800,7 +1000,7 @@ impl Config {
                 .and_then(|mut f| f.read_exact(&mut key))
                 .map_err(io)?;
         }
-        std::fs::write(&key_path, &key).map_err(io)?;
+        write_private(&key_path, &key).map_err(io)?;
         Ok(key)
     }
 }

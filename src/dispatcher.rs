@@ -14,9 +14,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use tracing::{Instrument, info_span, warn};
 
 use crate::admission::Admission;
@@ -125,7 +123,7 @@ pub struct Gateway {
     /// a third of the memory of a decoded record): the next step of such a session skips the
     /// Redis read. See [`session_cache`] for why that is safe.
     session_cache: session_cache::SessionCache<Box<[u8]>>,
-    pseudonym_key: Vec<u8>,
+    pseudonyms: crate::pseudonym::Pseudonymiser,
 }
 
 /// Why a step could not complete (logged and counted; the citizen gets a polite `END`).
@@ -209,7 +207,7 @@ impl Gateway {
             admission,
             dialer: crate::outbound::DialerSlot::default(),
             session_cache: session_cache::SessionCache::new(copies),
-            pseudonym_key,
+            pseudonyms: crate::pseudonym::Pseudonymiser::new(&pseudonym_key),
         }
     }
 
@@ -232,14 +230,10 @@ impl Gateway {
         }
     }
 
-    /// A phone number as it may appear in logs: a keyed hash, never the number.
+    /// A phone number as it may appear in logs, ids and the admin API: its pseudonym (the
+    /// same as in exports), never the number.
     pub fn pseudonym(&self, subscriber: &str) -> String {
-        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.pseudonym_key) {
-            Ok(m) => m,
-            Err(_) => return "unknown".into(),
-        };
-        mac.update(subscriber.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..6])
+        self.pseudonyms.of(subscriber)
     }
 
     /// A gateway message in the respondent's language; when it is not known (the session

@@ -13,6 +13,7 @@ pub mod encoding;
 pub mod engine;
 pub mod flow;
 pub mod outbound;
+pub mod pseudonym;
 pub mod result_store;
 pub mod server;
 pub mod session_store;

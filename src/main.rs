@@ -255,10 +255,11 @@ fn serve(config: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyho
     }
     runtime()?.block_on(async move {
         let addr = config.listen;
-        let gateway = std::sync::Arc::new(server::build_gateway(config).await?);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        config.settle_public_url(listener.local_addr()?);
+        let gateway = std::sync::Arc::new(server::build_gateway(config).await?);
         let shutdown = server::shutdown_signal(std::sync::Arc::clone(&gateway));
         server::serve(gateway, listener, shutdown).await
     })
@@ -414,7 +415,9 @@ fn export(
     let key = if raw_numbers {
         None
     } else {
-        Some(config.pseudonym_key()?)
+        Some(baraza::pseudonym::Pseudonymiser::new(
+            &config.pseudonym_key()?,
+        ))
     };
     // Result names in the order the flow asks them (every loaded version), then any others
     // found in the stored answers.
@@ -450,7 +453,7 @@ fn export(
                 result_store::export::export_csv(
                     &rows,
                     &names,
-                    key.as_deref(),
+                    key.as_ref(),
                     std::io::BufWriter::new(file),
                 )?;
                 eprintln!("{count} responses written to {}", path.display());
@@ -459,7 +462,7 @@ fn export(
                 result_store::export::export_csv(
                     &rows,
                     &names,
-                    key.as_deref(),
+                    key.as_ref(),
                     std::io::stdout().lock(),
                 )?;
             }

@@ -133,3 +133,15 @@ pub fn error(kind: &'static str) {
 pub fn admission_refused() {
     counter!("baraza_admission_refused_total").increment(1);
 }
+
+/// A provider callback refused before it was parsed (`reason`: address, token, signature).
+pub fn callback_refused(provider: &'static str, reason: &'static str) {
+    counter!("baraza_callbacks_refused_total", "provider" => provider, "reason" => reason)
+        .increment(1);
+}
+
+/// A request admitted without per-number tracking because the admission table was full of
+/// numbers still inside their window (a flood of distinct numbers).
+pub fn admission_untracked() {
+    counter!("baraza_admission_untracked_total").increment(1);
+}

@@ -47,6 +47,98 @@ fn production_config_uses_redis_and_postgres_from_the_environment() {
 }
 
 #[test]
+fn production_config_refuses_to_start_without_callback_and_admin_secrets() {
+    use baraza::server::auth::{Guard, check_exposure};
+    let mut production = example("production.yaml");
+    assert!(production.callbacks.required);
+    let guard = Guard::from_config(&production).expect("rules parse");
+    let error = check_exposure(&production, &guard, production.listen).expect_err("refused");
+    assert!(error.contains("admin token"), "{error}");
+    production.admin.token = Some("an-admin-token".into());
+    let guard = Guard::from_config(&production).expect("rules parse");
+    let error = check_exposure(&production, &guard, production.listen).expect_err("refused");
+    assert!(error.contains("africastalking, hubtel, twilio"), "{error}");
+    // What the environment gives in production (as `apply_env` reads it).
+    production.callbacks.africastalking.token = Some("at".into());
+    production.callbacks.hubtel.token = Some("hb".into());
+    production.callbacks.twilio.auth_token = Some("tw".into());
+    let guard = Guard::from_config(&production).expect("rules parse");
+    assert_eq!(
+        check_exposure(&production, &guard, production.listen),
+        Ok(())
+    );
+}
+
+#[test]
+fn no_secret_shows_in_debug_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &path,
+        "sessions:\n  store: redis\n  url: redis://:redis-pw-1@cache:6379\n\
+         results:\n  store: postgres\n  url: postgres://baraza:pg-pw-2@db/baraza\n\
+         admin:\n  token: admin-token-3\n\
+         pseudonym_secret: pseudonym-secret-4-long-enough\n\
+         callbacks:\n  hubtel:\n    token: hubtel-token-5\n  twilio:\n    auth_token: twilio-6\n\
+         voice:\n  outbound:\n    provider:\n      africastalking: { username: u, api_key: at-key-7, from: \"+254\" }\n\
+         smpp:\n  operators:\n    - { name: op, host: h, system_id: s, password: smpp-pw-8 }\n",
+    )
+    .expect("write");
+    let config = Config::from_file(&path).expect("valid");
+    let printed = format!("{config:?} {:?}", config.smpp.operators[0].bind_config());
+    for secret in [
+        "redis-pw-1",
+        "pg-pw-2",
+        "admin-token-3",
+        "pseudonym-secret-4",
+        "hubtel-token-5",
+        "twilio-6",
+        "at-key-7",
+        "smpp-pw-8",
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+    assert_eq!(
+        baraza::config::redacted_url("postgres://baraza:pg-pw-2@db/baraza?sslmode=require"),
+        "postgres://baraza:***@db/baraza?sslmode=require"
+    );
+    assert_eq!(
+        baraza::config::redacted_url("redis://cache:6379"),
+        "redis://cache:6379"
+    );
+}
+
+#[test]
+fn the_pseudonym_secret_is_long_enough_and_its_key_file_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::embedded();
+    config.results = ResultsConfig::Sqlite {
+        path: dir.path().join("data/results.sqlite3"),
+    };
+    config.pseudonym_secret = Some("fifteen-bytes!!".into());
+    let error = config.pseudonym_key().expect_err("too short").to_string();
+    assert!(error.contains("at least 16 bytes"), "{error}");
+    config.pseudonym_secret = Some("sixteen-bytes!!!".into());
+    assert_eq!(
+        config.pseudonym_key().expect("long enough"),
+        b"sixteen-bytes!!!"
+    );
+
+    // Without a secret, a random key is made once, readable by the owner only, and kept.
+    config.pseudonym_secret = None;
+    let made = config.pseudonym_key().expect("made");
+    assert_eq!(made.len(), 32);
+    let file = dir.path().join("data/pseudonym.key");
+    let mode = std::fs::metadata(&file)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    assert_eq!(config.pseudonym_key().expect("read back"), made);
+}
+
+#[test]
 fn a_bad_config_names_the_file_and_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gateway.yaml");

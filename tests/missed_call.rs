@@ -466,10 +466,11 @@ async fn never_more_calls_in_flight_than_the_limit() {
 
 /// The Twilio status callback of an outbound call.
 async fn twilio_status(gw: &common::TestGateway, call: &str, status: &str) {
+    // The Twilio account's auth token (see the test's outbound config) signs the callback.
     let (code, body) = gw
-        .post(
+        .post_twilio(
             "/voice/twiml/status",
-            "application/x-www-form-urlencoded",
+            "tw-secret",
             common::form(&[
                 ("CallSid", call),
                 ("AccountSid", "AC_test"),
@@ -511,9 +512,9 @@ async fn busy_and_no_answer_are_retried_spaced_up_to_max_attempts_over_twilio() 
     };
     let (gw, dialer) = gateway(Stores::MemorySqlite, outbound, |_| {}).await;
     let (code, reply) = gw
-        .post(
+        .post_twilio(
             "/voice/twiml",
-            "application/x-www-form-urlencoded",
+            "tw-secret",
             common::form(&[
                 ("CallSid", "CA_in_1"),
                 ("AccountSid", "AC_test"),

@@ -1029,7 +1029,8 @@ const EXPECTED_RAW: &str = concat!(
 
 fn export_to_string(rows: &[ResponseRow], names: &[String], secret: Option<&[u8]>) -> String {
     let mut out = Vec::new();
-    if let Err(e) = export_csv(rows, names, secret, &mut out) {
+    let pseudonyms = secret.map(baraza::pseudonym::Pseudonymiser::new);
+    if let Err(e) = export_csv(rows, names, pseudonyms.as_ref(), &mut out) {
         panic!("export failed: {e}");
     }
     String::from_utf8(out).expect("CSV is UTF-8")

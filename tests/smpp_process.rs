@@ -167,7 +167,7 @@ fn a_two_way_sms_survey_between_the_real_binaries_with_redis_sessions() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\nflows_dir: {flows}\nsessions:\n  store: redis\n  url: {redis}\n  key_prefix: {prefix}\nresults:\n  store: sqlite\n  path: data/results.sqlite3\npseudonym_secret: t\nsmpp:\n  operators:\n    - {{ name: sim, host: 127.0.0.1, port: {port}, system_id: baraza, password: secret, sender: \"20880\" }}\n",
+            "listen: 127.0.0.1:0\nflows_dir: {flows}\nsessions:\n  store: redis\n  url: {redis}\n  key_prefix: {prefix}\nresults:\n  store: sqlite\n  path: data/results.sqlite3\npseudonym_secret: smpp-process-secret-0123\nsmpp:\n  operators:\n    - {{ name: sim, host: 127.0.0.1, port: {port}, system_id: baraza, password: secret, sender: \"20880\" }}\n",
             flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows").display(),
         ),
     )

@@ -31,7 +31,7 @@ async fn serve_with(operator_extra: &str, tweak: impl FnOnce(&mut Config)) -> Se
     config.results = ResultsConfig::Sqlite {
         path: dir.path().join("results.sqlite3"),
     };
-    config.pseudonym_secret = Some("test".into());
+    config.pseudonym_secret = Some("test-pseudonym-secret".into());
     let operator: OperatorConfig = serde_saphyr::from_str(&format!(
         "name: sim\nhost: 127.0.0.1\nport: {port}\nsystem_id: baraza\npassword: secret\n{operator_extra}"
     ))

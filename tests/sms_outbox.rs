@@ -46,7 +46,7 @@ async fn gateway(
     config.results = ResultsConfig::Sqlite {
         path: dir.join("results.sqlite3"),
     };
-    config.pseudonym_secret = Some("test".into());
+    config.pseudonym_secret = Some("test-pseudonym-secret".into());
     config.smpp.node = Some(node.to_string());
     config.smpp.operators = operators;
     Arc::new(

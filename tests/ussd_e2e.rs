@@ -665,8 +665,13 @@ async fn export_writes_one_row_per_response_with_pseudonymised_numbers() {
         .map(|s| s.to_string())
         .collect();
     let mut out = Vec::new();
-    baraza::result_store::export::export_csv(&rows, &names, Some(b"test-secret"), &mut out)
-        .expect("export");
+    baraza::result_store::export::export_csv(
+        &rows,
+        &names,
+        Some(&baraza::pseudonym::Pseudonymiser::new(b"test-secret")),
+        &mut out,
+    )
+    .expect("export");
     let csv = String::from_utf8(out).expect("utf8");
     assert_eq!(csv.lines().count(), 3, "header + 2 responses:\n{csv}");
     assert!(

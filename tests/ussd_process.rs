@@ -18,9 +18,25 @@ struct Server {
 
 /// Starts `baraza serve` and waits for its "listening" line (a readiness signal, not a sleep).
 fn serve(config: &Path) -> Server {
-    let mut child = Command::new(BIN)
+    serve_with(config, &[])
+}
+
+/// [`serve`] with more arguments (`--listen ...`).
+fn serve_with(config: &Path, args: &[&str]) -> Server {
+    serve_with_env(config, args, None)
+}
+
+/// [`serve_with`], with `BARAZA_ADMIN_TOKEN` set to `admin_token` (unset when `None`).
+fn serve_with_env(config: &Path, args: &[&str], admin_token: Option<&str>) -> Server {
+    let mut command = Command::new(BIN);
+    command.env_remove("BARAZA_ADMIN_TOKEN");
+    if let Some(token) = admin_token {
+        command.env("BARAZA_ADMIN_TOKEN", token);
+    }
+    let mut child = command
         .args(["serve", "--config"])
         .arg(config)
+        .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -106,7 +122,7 @@ async fn a_session_survives_a_gateway_restart_and_answers_export() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\nflows_dir: {}\nsessions:\n  store: redis\n  url: {}\n  key_prefix: {prefix}\nresults:\n  store: sqlite\n  path: data/results.sqlite3\npseudonym_secret: process-test\nussd:\n  service_codes:\n    - {{ code: \"*999#\", flow: e2e_survey }}\n",
+            "listen: 127.0.0.1:0\nflows_dir: {}\nsessions:\n  store: redis\n  url: {}\n  key_prefix: {prefix}\nresults:\n  store: sqlite\n  path: data/results.sqlite3\npseudonym_secret: process-test-secret-0123\nussd:\n  service_codes:\n    - {{ code: \"*999#\", flow: e2e_survey }}\n",
             flows.display(),
             common::redis_url()
         ),
@@ -223,4 +239,94 @@ async fn a_session_survives_a_gateway_restart_and_answers_export() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("missing.yaml"));
     common::delete_keys(&prefix).await;
+}
+
+/// A config with in-process sessions and SQLite under `dir`, serving the example flows.
+fn embedded_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let flows = common::flows_folder(dir);
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "flows_dir: {}\nresults:\n  store: sqlite\n  path: data/results.sqlite3\npseudonym_secret: process-test-secret-0123\n{extra}",
+            flows.display()
+        ),
+    )
+    .expect("config");
+    config
+}
+
+fn post_form(addr: SocketAddr, path: &str, body: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("write head");
+    stream.write_all(body).expect("write body");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+/// With no `voice.public_url`, voice replies send the provider back to the address the
+/// gateway listens on (here a port the system picked), not to a fixed default.
+#[test]
+fn voice_callbacks_follow_the_listen_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = embedded_config(dir.path(), "");
+    let server = serve_with(&config, &["--listen", "127.0.0.1:0"]);
+    assert_ne!(server.addr.port(), 8080);
+    let call = |extra: &[(&str, &str)]| {
+        let mut fields = vec![
+            ("sessionId", "ATVId_listen"),
+            ("isActive", "1"),
+            ("direction", "Inbound"),
+            ("callerNumber", "+254711000401"),
+            ("destinationNumber", "+254205000000"),
+        ];
+        fields.extend_from_slice(extra);
+        post_form(server.addr, "/voice/africastalking", &common::form(&fields))
+    };
+    let first = call(&[]);
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let expected = format!("callbackUrl=\"http://{}/voice/africastalking", server.addr);
+    assert!(first.contains(&expected), "{first}");
+    // The provider follows that URL with the caller's key: the call goes on.
+    let second = call(&[("dtmfDigits", "1")]);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(
+        second.contains(&expected),
+        "the next prompt points back here too: {second}"
+    );
+    server.stop();
+}
+
+/// Listening where other hosts can reach it, the gateway needs an admin token: it refuses to
+/// start without one and says how to fix it.
+#[test]
+fn a_reachable_gateway_without_an_admin_token_does_not_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = embedded_config(dir.path(), "");
+    let refused = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--config"])
+        .arg(&config)
+        .env_remove("BARAZA_ADMIN_TOKEN")
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("admin token") && stderr.contains("BARAZA_ADMIN_TOKEN"),
+        "{stderr}"
+    );
+    // With a token it starts, answers, and stops cleanly.
+    let server = serve_with_env(
+        &config,
+        &["--listen", "0.0.0.0:0"],
+        Some("process-admin-token"),
+    );
+    assert!(server.get("/healthz").contains("\"status\":\"ok\""));
+    server.stop();
 }

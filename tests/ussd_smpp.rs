@@ -422,11 +422,14 @@ async fn dropped_over_smpp_resumes_over_http(stores: Stores) {
     response_status(&run.gateway, "e2e_survey", phone, ResponseStatus::Dropped).await;
 
     let http = common::TestGateway {
-        app: baraza::server::router(baraza::server::AppState {
-            gateway: Arc::clone(&run.gateway),
-            metrics: baraza::telemetry::install_metrics(),
-            outbox: None,
-        })
+        app: baraza::server::router(
+            baraza::server::AppState::new(
+                Arc::clone(&run.gateway),
+                baraza::telemetry::install_metrics(),
+                None,
+            )
+            .expect("access rules parse"),
+        )
         .layer(axum::extract::connect_info::MockConnectInfo(
             std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
         )),

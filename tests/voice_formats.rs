@@ -926,3 +926,116 @@ fn africastalking_final_status_prefers_an_informative_hangup_cause() {
         request.event
     );
 }
+
+/// Twilio's own published examples of `X-Twilio-Signature` (its security documentation and
+/// its Ruby library's request-validator spec), then cases that must not match.
+#[test]
+fn twilio_signatures_match_the_published_examples() {
+    let docs_body = common_form(&[
+        ("CallSid", "CA1234567890ABCDE"),
+        ("Caller", "+14158675310"),
+        ("Digits", "1234"),
+        ("From", "+14158675310"),
+        ("To", "+18005551212"),
+    ]);
+    let docs_url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+    assert_eq!(
+        twiml::signature("12345", docs_url, &docs_body).as_deref(),
+        Ok("GvWf1cFY/Q7PnoempGyD5oXAezc=")
+    );
+    let ruby_spec_body = common_form(&[
+        ("ToState", "California"),
+        ("CalledState", "California"),
+        ("Direction", "inbound"),
+        ("FromState", "CA"),
+        ("AccountSid", "ACba8bc05eacf94afdae398e642c9cc32d"),
+        ("Caller", "+14153595711"),
+        ("CallerZip", "94108"),
+        ("CallerCountry", "US"),
+        ("From", "+14153595711"),
+        ("FromCity", "SAN FRANCISCO"),
+        ("CallerCity", "SAN FRANCISCO"),
+        ("To", "+14157669926"),
+        ("FromZip", "94108"),
+        ("FromCountry", "US"),
+        ("ToCity", ""),
+        ("CallStatus", "ringing"),
+        ("CalledCity", ""),
+        ("CallerState", "CA"),
+        ("CalledZip", ""),
+        ("ToZip", ""),
+        ("ToCountry", "US"),
+        ("CallSid", "CA136d09cd59a3c0ec8dbff44da5c03f31"),
+        ("CalledCountry", "US"),
+        ("Called", "+14157669926"),
+        ("ApiVersion", "2010-04-01"),
+        ("ApplicationSid", "AP44efecad51364e80b133bb7c07eb8204"),
+    ]);
+    assert_eq!(
+        twiml::signature(
+            "2bd9e9638872de601313dc77410d3b23",
+            "http://twiliotests.heroku.com/validate/voice",
+            &ruby_spec_body
+        )
+        .as_deref(),
+        Ok("oVb2kXoVy8GEfwBDjR8bk/ZZ6eA=")
+    );
+    // Field order on the wire does not matter; the URL, the values and the key do.
+    let reordered = common_form(&[
+        ("To", "+18005551212"),
+        ("Digits", "1234"),
+        ("CallSid", "CA1234567890ABCDE"),
+        ("From", "+14158675310"),
+        ("Caller", "+14158675310"),
+    ]);
+    assert_eq!(
+        twiml::signature("12345", docs_url, &reordered).as_deref(),
+        Ok("GvWf1cFY/Q7PnoempGyD5oXAezc=")
+    );
+    let changed_digit = String::from_utf8(docs_body.clone())
+        .expect("utf8")
+        .replace("Digits=1234", "Digits=1235");
+    for (what, key, url, body) in [
+        ("another key", "12346", docs_url, docs_body.clone()),
+        (
+            "another URL",
+            "12345",
+            "https://mycompany.com/myapp.php?foo=1&bar=3",
+            docs_body.clone(),
+        ),
+        (
+            "another value",
+            "12345",
+            docs_url,
+            changed_digit.into_bytes(),
+        ),
+    ] {
+        assert_ne!(
+            twiml::signature(key, url, &body).as_deref(),
+            Ok("GvWf1cFY/Q7PnoempGyD5oXAezc="),
+            "{what}"
+        );
+    }
+}
+
+fn common_form(fields: &[(&str, &str)]) -> Vec<u8> {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let enc = |s: &str| {
+                s.bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                            (b as char).to_string()
+                        }
+                        b' ' => "+".to_string(),
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect::<String>()
+            };
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes()
+}

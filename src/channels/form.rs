@@ -17,6 +17,11 @@ impl FormFields {
             .find(|(field, _)| field == name)
             .map(|(_, value)| value)
     }
+
+    /// Every field as sent, repeated names included.
+    pub(crate) fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
 }
 
 /// Decodes an `application/x-www-form-urlencoded` body or query into its fields; the first
@@ -33,6 +38,21 @@ pub(crate) fn form_fields(body: &[u8]) -> Result<FormFields, BadRequest> {
         fields.push((name, value));
     }
     Ok(FormFields(fields))
+}
+
+/// `application/x-www-form-urlencoded` encoding of one name or value (the inverse of the
+/// decoder below), for the query strings the gateway writes into callback URLs.
+pub(crate) fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 fn percent_decode(encoded: &str) -> Result<String, BadRequest> {
@@ -74,6 +94,15 @@ mod tests {
         assert_eq!(fields.get("c").map(String::as_str), Some(""));
         assert_eq!(fields.get("d").map(String::as_str), Some("é"));
         assert_eq!(fields.get("e"), None);
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        for text in ["plain", "a b&c=d", "é/+%", ""] {
+            let form = format!("x={}", encode(text));
+            let fields = form_fields(form.as_bytes()).expect("decodes");
+            assert_eq!(fields.get("x").map(String::as_str), Some(text));
+        }
     }
 
     #[test]

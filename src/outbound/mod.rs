@@ -416,7 +416,11 @@ impl Dialer {
         if let Some(running) = gateway.dialer.get() {
             return Ok(Some(running.clone()));
         }
-        let provider = build_provider(config, &gateway.config.voice.public_url)?;
+        let provider = build_provider(
+            config,
+            &gateway.config.voice.public_url,
+            gateway.config.callbacks.twilio.url_query(),
+        )?;
         if config.max_concurrent_calls == 0 {
             return Err(StartError::NoConcurrency);
         }
@@ -976,7 +980,11 @@ fn instance_id() -> String {
     hex::encode(bytes)
 }
 
-fn build_provider(config: &OutboundConfig, public_url: &str) -> Result<Provider, StartError> {
+fn build_provider(
+    config: &OutboundConfig,
+    public_url: &str,
+    callback_query: Option<String>,
+) -> Result<Provider, StartError> {
     Ok(match &config.provider {
         OutboundProvider::AfricasTalking {
             api_url,
@@ -984,7 +992,8 @@ fn build_provider(config: &OutboundConfig, public_url: &str) -> Result<Provider,
             api_key,
             from,
         } => {
-            let api_key = std::env::var("BARAZA_AT_API_KEY").unwrap_or_else(|_| api_key.clone());
+            let api_key =
+                std::env::var("BARAZA_AT_API_KEY").unwrap_or_else(|_| api_key.expose().to_string());
             if api_key.is_empty() {
                 return Err(StartError::MissingSecret(
                     "africastalking api_key is empty (set it or BARAZA_AT_API_KEY)",
@@ -1005,8 +1014,8 @@ fn build_provider(config: &OutboundConfig, public_url: &str) -> Result<Provider,
             auth_token,
             from,
         } => {
-            let auth_token =
-                std::env::var("BARAZA_TWILIO_AUTH_TOKEN").unwrap_or_else(|_| auth_token.clone());
+            let auth_token = std::env::var("BARAZA_TWILIO_AUTH_TOKEN")
+                .unwrap_or_else(|_| auth_token.expose().to_string());
             if auth_token.is_empty() {
                 return Err(StartError::MissingSecret(
                     "twilio auth_token is empty (set it or BARAZA_TWILIO_AUTH_TOKEN)",
@@ -1025,6 +1034,7 @@ fn build_provider(config: &OutboundConfig, public_url: &str) -> Result<Provider,
                 auth_token,
                 from: from.clone(),
                 public_url: public_url.trim_end_matches('/').to_string(),
+                callback_query,
             })
         }
     })
@@ -1391,24 +1401,8 @@ fn form_encode(s: &str) -> String {
 
 /// Standard base64 with padding (for HTTP basic auth).
 fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use ::base64::Engine as _;
+    ::base64::engine::general_purpose::STANDARD.encode(input)
 }
 
 #[cfg(test)]

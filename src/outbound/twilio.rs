@@ -23,6 +23,8 @@ pub(crate) struct Client {
     pub(crate) from: String,
     /// This gateway's public base URL, for `Url` and `StatusCallback`.
     pub(crate) public_url: String,
+    /// `token=...` when TwiML callbacks need the shared token (`callbacks.twilio.token`).
+    pub(crate) callback_query: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -42,8 +44,12 @@ impl Client {
             "Basic {}",
             base64(format!("{}:{}", self.account_sid, self.auth_token).as_bytes())
         );
-        let url = format!("{}/voice/twiml", self.public_url);
-        let status_callback = format!("{}/voice/twiml/status", self.public_url);
+        let query = self
+            .callback_query
+            .as_ref()
+            .map_or_else(String::new, |q| format!("?{q}"));
+        let url = format!("{}/voice/twiml{query}", self.public_url);
+        let status_callback = format!("{}/voice/twiml/status{query}", self.public_url);
         let (status, body) = self
             .endpoint
             .post_form(

@@ -24,14 +24,8 @@
 
 use std::borrow::Cow;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use super::ResponseRow;
-
-/// Hex digits of the HMAC kept in exported pseudonyms (64 bits: collisions are negligible for
-/// any survey size, and shorter cells are easier to work with).
-const PSEUDONYM_HEX_DIGITS: usize = 16;
+use crate::pseudonym::Pseudonymiser;
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,28 +36,19 @@ pub enum ExportError {
     /// Flushing the output failed.
     #[error("writing CSV: {0}")]
     Io(#[from] std::io::Error),
-    /// The pseudonymisation secret was refused by the HMAC implementation.
-    #[error("the pseudonymisation secret cannot be used: {0}")]
-    Secret(String),
 }
 
 /// Writes `rows` as CSV to `out`, with one value column per entry of `result_names` (in that
 /// order) and label columns as described in the module documentation. With
-/// `pseudonymise = Some(secret)` subscribers are replaced by keyed hashes; `None` writes raw
-/// numbers and should only be used when they were explicitly asked for.
+/// `pseudonymise = Some(..)` subscribers are replaced by their pseudonyms (the same as in
+/// logs); `None` writes raw numbers and should only be used when they were explicitly asked
+/// for.
 pub fn export_csv(
     rows: &[ResponseRow],
     result_names: &[String],
-    pseudonymise: Option<&[u8]>,
+    pseudonymise: Option<&Pseudonymiser>,
     out: impl std::io::Write,
 ) -> Result<(), ExportError> {
-    let mac = match pseudonymise {
-        Some(secret) => Some(
-            Hmac::<Sha256>::new_from_slice(secret)
-                .map_err(|e| ExportError::Secret(e.to_string()))?,
-        ),
-        None => None,
-    };
     let labelled: Vec<bool> = result_names
         .iter()
         .map(|name| {
@@ -117,9 +102,9 @@ pub fn export_csv(
         record.push(Cow::Owned(
             row.ended_at_ms.map(format_utc_ms).unwrap_or_default(),
         ));
-        record.push(match (&mac, row.subscriber.is_empty()) {
+        record.push(match (pseudonymise, row.subscriber.is_empty()) {
             (_, true) => Cow::Borrowed(""),
-            (Some(mac), false) => Cow::Owned(pseudonym(mac, &row.subscriber)),
+            (Some(pseudonyms), false) => Cow::Owned(pseudonyms.of(&row.subscriber)),
             (None, false) => neutralise(&row.subscriber),
         });
         for (name, &has_label) in result_names.iter().zip(&labelled) {
@@ -137,15 +122,6 @@ pub fn export_csv(
     }
     writer.flush()?;
     Ok(())
-}
-
-/// The exported pseudonym of `subscriber`.
-fn pseudonym(mac: &Hmac<Sha256>, subscriber: &str) -> String {
-    let mut mac = mac.clone();
-    mac.update(subscriber.as_bytes());
-    let mut digest = hex::encode(mac.finalize().into_bytes());
-    digest.truncate(PSEUDONYM_HEX_DIGITS);
-    digest
 }
 
 /// `value`, with a leading apostrophe if a spreadsheet could take it for a formula.

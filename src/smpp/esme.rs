@@ -60,8 +60,8 @@ pub enum BindType {
     Receiver,
 }
 
-/// How to reach and use one SMSC account.
-#[derive(Debug, Clone)]
+/// How to reach and use one SMSC account (`Debug` leaves the password out).
+#[derive(Clone)]
 pub struct BindConfig {
     /// SMSC host name or address.
     pub host: String,
@@ -95,6 +95,21 @@ pub struct BindConfig {
     pub gsm_coding: GsmCoding,
     /// How long an incomplete inbound long message is held before it is delivered partially.
     pub reassembly_timeout: Duration,
+}
+
+impl std::fmt::Debug for BindConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BindConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("system_id", &self.system_id)
+            .field("password", &"<redacted>")
+            .field("system_type", &self.system_type)
+            .field("bind_type", &self.bind_type)
+            .field("window", &self.window)
+            .field("tps", &self.tps)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BindConfig {

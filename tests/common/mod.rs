@@ -84,7 +84,7 @@ pub fn flows_folder(dir: &Path) -> PathBuf {
 pub fn config_for(stores: Stores, dir: &Path) -> (Config, Option<String>, Option<String>) {
     let mut config = Config::embedded();
     config.flows_dir = flows_folder(dir);
-    config.pseudonym_secret = Some("test-secret".into());
+    config.pseudonym_secret = Some("test-pseudonym-secret".into());
     config.ussd.service_codes.push(ServiceCode {
         code: "*999#".into(),
         flow: "e2e_survey".into(),
@@ -101,13 +101,13 @@ pub fn config_for(stores: Stores, dir: &Path) -> (Config, Option<String>, Option
             let p = unique("gw");
             let s = unique("gw");
             config.sessions = SessionsConfig::Redis {
-                url: Some(redis_url()),
+                url: Some(redis_url().into()),
                 key_prefix: p.clone(),
                 response_timeout_ms: 1000,
                 node_cache_entries: 50_000,
             };
             config.results = ResultsConfig::Postgres {
-                url: Some(postgres_url()),
+                url: Some(postgres_url().into()),
                 schema: Some(s.clone()),
             };
             prefix = Some(p);
@@ -139,11 +139,14 @@ pub async fn from_config(
             .await
             .expect("gateway builds"),
     );
-    let app = server::router(AppState {
-        gateway: Arc::clone(&gateway),
-        metrics: baraza::telemetry::install_metrics(),
-        outbox: None,
-    })
+    let app = server::router(
+        AppState::new(
+            Arc::clone(&gateway),
+            baraza::telemetry::install_metrics(),
+            None,
+        )
+        .expect("access rules parse"),
+    )
     .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
     TestGateway {
         app,
@@ -190,6 +193,35 @@ impl TestGateway {
             .header("content-type", content_type)
             .body(Body::from(body))
             .expect("request");
+        self.send(request).await
+    }
+
+    /// A TwiML callback to `path`, signed as Twilio signs it (over the public URL and the
+    /// form) with `auth_token`.
+    pub async fn post_twilio(
+        &self,
+        path: &str,
+        auth_token: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
+        let url = format!(
+            "{}{path}",
+            self.config.voice.public_url.trim_end_matches('/')
+        );
+        let signature =
+            baraza::channels::voice::twiml::signature(auth_token, &url, &body).expect("signs");
+        let request = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(Body::from(body))
+            .expect("request");
+        self.send(request).await
+    }
+
+    /// Any request through the router: its status and body.
+    pub async fn send(&self, request: Request<Body>) -> (StatusCode, String) {
         let response = self
             .app
             .clone()
@@ -209,17 +241,7 @@ impl TestGateway {
             .uri(path)
             .body(Body::empty())
             .expect("request");
-        let response = self
-            .app
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("router answers");
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        self.send(request).await
     }
 
     /// One Africa's Talking callback; returns the body (`CON ...` / `END ...`).

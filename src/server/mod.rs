@@ -2,8 +2,11 @@
 //!
 //! Routes hand request bytes to a channel parser, the parsed request to the dispatcher, and
 //! the reply to the channel renderer. Bad input gets a 400 with the parser's message, oversized
-//! bodies a 413; nothing a caller sends produces a 500. Shutdown: stop accepting, let in-flight
-//! steps finish, then flush the result store.
+//! bodies a 413; nothing a caller sends produces a 500. Who may call which route is decided in
+//! [`auth`] before a callback is parsed (403, nothing stored). Shutdown: stop accepting, let
+//! in-flight steps finish, then flush the result store.
+
+pub mod auth;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +32,7 @@ use crate::flow::catalog::FlowCatalog;
 use crate::result_store::{CallAttemptQuery, ResultStore};
 use crate::session_store::{InMemorySessions, RedisSessions, SessionStore};
 use crate::telemetry;
+use auth::{CallbackCheck, CallbackSource, Guard};
 
 /// Shared by every route.
 #[derive(Clone)]
@@ -37,6 +41,26 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The outbound SMS queue when SMPP binds are configured (the `/sms` API needs it).
     pub outbox: Option<Arc<crate::smpp::outbox::Outbox>>,
+    /// Who may call the admin routes and post each provider's callbacks.
+    pub guard: Arc<Guard>,
+}
+
+impl AppState {
+    /// The state of a gateway's routes; fails when the access rules in its config do not
+    /// parse (a bad CIDR).
+    pub fn new(
+        gateway: Arc<Gateway>,
+        metrics: Option<PrometheusHandle>,
+        outbox: Option<Arc<crate::smpp::outbox::Outbox>>,
+    ) -> anyhow::Result<AppState> {
+        let guard = Guard::from_config(&gateway.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(AppState {
+            gateway,
+            metrics,
+            outbox,
+            guard: Arc::new(guard),
+        })
+    }
 }
 
 /// Builds the stores and the flow catalog from config.
@@ -56,12 +80,17 @@ pub async fn build_gateway(config: Config) -> anyhow::Result<Gateway> {
             })?;
             SessionStore::Redis(
                 RedisSessions::connect(
-                    &url,
+                    url.expose(),
                     key_prefix,
                     Duration::from_millis(*response_timeout_ms),
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("redis at {url}: {e}"))?,
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "redis at {}: {e}",
+                        crate::config::redacted_url(url.expose())
+                    )
+                })?,
             )
         }
     };
@@ -88,7 +117,7 @@ pub async fn open_result_store(config: &Config) -> anyhow::Result<ResultStore> {
                     "results.store is postgres but no url is given (set results.url or BARAZA_POSTGRES_URL)"
                 )
             })?;
-            ResultStore::open_postgres(&url, schema.as_deref())
+            ResultStore::open_postgres(url.expose(), schema.as_deref())
                 .await
                 .map_err(|e| anyhow::anyhow!("postgres result store: {e}"))?
         }
@@ -113,26 +142,47 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.gateway.config.ussd.max_body_bytes;
     let audio = audio_files(&state.gateway.config.voice.audio_dir);
     let mut routes = Router::new().nest("/audio", audio);
+    // Each provider's callback routes sit behind that provider's check (403 before parsing).
+    let guarded = |source: CallbackSource, provider_routes: Router<AppState>| {
+        provider_routes.route_layer(axum::middleware::from_fn_with_state(
+            CallbackCheck {
+                guard: Arc::clone(&state.guard),
+                source,
+                max_body,
+            },
+            auth::callbacks_only,
+        ))
+    };
     // Only the configured providers' routes exist; the compiler lists this match when a
     // provider is added.
     for provider in &state.gateway.config.ussd.providers {
         routes = match provider {
-            UssdProvider::AfricasTalking => routes
-                .route("/ussd/africastalking", post(africastalking_ussd))
-                .route("/ussd/africastalking/events", post(africastalking_events)),
-            UssdProvider::Hubtel => routes.route("/ussd/hubtel", post(hubtel_ussd)),
+            UssdProvider::AfricasTalking => routes.merge(guarded(
+                CallbackSource::AfricasTalking,
+                Router::new()
+                    .route("/ussd/africastalking", post(africastalking_ussd))
+                    .route("/ussd/africastalking/events", post(africastalking_events)),
+            )),
+            UssdProvider::Hubtel => routes.merge(guarded(
+                CallbackSource::Hubtel,
+                Router::new().route("/ussd/hubtel", post(hubtel_ussd)),
+            )),
             // USSD over SMPP arrives on the operator binds, not over HTTP.
             UssdProvider::Smpp => routes,
         };
     }
     for provider in &state.gateway.config.voice.providers {
         routes = match provider {
-            VoiceProvider::AfricasTalking => {
-                routes.route("/voice/africastalking", post(africastalking_voice))
-            }
-            VoiceProvider::Twiml => routes
-                .route("/voice/twiml", post(twiml_voice))
-                .route("/voice/twiml/status", post(twiml_status)),
+            VoiceProvider::AfricasTalking => routes.merge(guarded(
+                CallbackSource::AfricasTalking,
+                Router::new().route("/voice/africastalking", post(africastalking_voice)),
+            )),
+            VoiceProvider::Twiml => routes.merge(guarded(
+                CallbackSource::Twilio,
+                Router::new()
+                    .route("/voice/twiml", post(twiml_voice))
+                    .route("/voice/twiml/status", post(twiml_status)),
+            )),
         };
     }
     routes
@@ -215,10 +265,15 @@ fn voice_bad_request(e: voice::BadRequest) -> Response {
         .into_response()
 }
 
-/// Where providers post the next callback of a call, and where recordings are served from.
-fn voice_urls(gateway: &Gateway, route: &str) -> (String, voice::AudioBase) {
-    let base = gateway.config.voice.public_url.trim_end_matches('/');
-    (format!("{base}{route}"), voice::AudioBase::new(base))
+/// Where providers post the next callback of a call (with the provider's callback token when
+/// one is set, so that callback passes the same check), and where recordings are served from.
+fn voice_urls(state: &AppState, source: CallbackSource, route: &str) -> (String, voice::AudioBase) {
+    let base = state.gateway.config.voice.public_url.trim_end_matches('/');
+    let action = match state.guard.callback_query(source) {
+        Some(query) => format!("{base}{route}?{query}"),
+        None => format!("{base}{route}"),
+    };
+    (action, voice::AudioBase::new(base))
 }
 
 async fn africastalking_voice(
@@ -231,7 +286,11 @@ async fn africastalking_voice(
             Ok(r) => r,
             Err(e) => return voice_bad_request(e),
         };
-    let (action_url, audio) = voice_urls(&state.gateway, "/voice/africastalking");
+    let (action_url, audio) = voice_urls(
+        &state,
+        CallbackSource::AfricasTalking,
+        "/voice/africastalking",
+    );
     let reply = state.gateway.voice_step(request, &action_url).await;
     (
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
@@ -249,7 +308,7 @@ async fn twiml_voice(
         Ok(r) => r,
         Err(e) => return voice_bad_request(e),
     };
-    let (action_url, audio) = voice_urls(&state.gateway, "/voice/twiml");
+    let (action_url, audio) = voice_urls(&state, CallbackSource::Twilio, "/voice/twiml");
     let reply = state.gateway.voice_step(request, &action_url).await;
     (
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
@@ -270,7 +329,7 @@ async fn twiml_status(
         Err(e) => return voice_bad_request(e),
     };
     if request.call_over {
-        let (action_url, _) = voice_urls(&state.gateway, "/voice/twiml");
+        let (action_url, _) = voice_urls(&state, CallbackSource::Twilio, "/voice/twiml");
         let _ = state.gateway.voice_step(request, &action_url).await;
     }
     StatusCode::NO_CONTENT.into_response()
@@ -286,7 +345,14 @@ fn health_text<E: std::fmt::Display>(
     }
 }
 
-async fn healthz(State(state): State<AppState>) -> Response {
+/// `GET /healthz`: 200 or 503 with `{"status": ...}` for anyone (load balancers); which
+/// store failed and how, and the loaded flows, only for an admin (store errors can name hosts
+/// and users).
+async fn healthz(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let gateway = &state.gateway;
     let (sessions, results) = tokio::join!(
         tokio::time::timeout(Duration::from_secs(1), gateway.sessions.ping()),
@@ -301,12 +367,17 @@ async fn healthz(State(state): State<AppState>) -> Response {
         .map(|(id, v)| format!("{id}@{v}"))
         .collect();
     let healthy = sessions_ok && results_ok;
-    let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "degraded" },
-        "sessions": sessions_text,
-        "results": results_text,
-        "flows": flows,
-    });
+    let status = if healthy { "ok" } else { "degraded" };
+    let body = if state.guard.admin(peer, &headers) {
+        serde_json::json!({
+            "status": status,
+            "sessions": sessions_text,
+            "results": results_text,
+            "flows": flows,
+        })
+    } else {
+        serde_json::json!({ "status": status })
+    };
     let code = if healthy {
         StatusCode::OK
     } else {
@@ -361,16 +432,10 @@ pub fn reload_flows(gateway: &Gateway) -> Result<String, String> {
     }
 }
 
-/// Admin routes need the configured bearer token, or, without one, a loopback peer.
+/// Admin routes need the configured bearer token, or, without one, a direct loopback peer
+/// (see [`Guard::admin`]).
 fn admin_authorised(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
-    match &state.gateway.config.admin.token {
-        Some(token) => headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
-        None => peer.ip().is_loopback(),
-    }
+    state.guard.admin(peer, headers)
 }
 
 fn unauthorised() -> Response {
@@ -580,22 +645,21 @@ async fn admin_call_attempts(
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Runs the server until `shutdown` resolves; then drains in-flight steps and flushes results.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let guard = Guard::from_config(&gateway.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    auth::check_exposure(&gateway.config, &guard, listener.local_addr()?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let binds = Arc::new(crate::smpp::binds::Binds::start(Arc::clone(&gateway)));
-    let state = AppState {
-        gateway: Arc::clone(&gateway),
-        metrics: telemetry::install_metrics(),
-        outbox: (!binds.operators().is_empty()).then(|| Arc::clone(binds.outbox())),
-    };
+    let state = AppState::new(
+        Arc::clone(&gateway),
+        telemetry::install_metrics(),
+        (!binds.operators().is_empty()).then(|| Arc::clone(binds.outbox())),
+    )?;
     let app = router(state.clone());
     // Outbound calls (missed-call callbacks), when `voice.outbound` is configured.
     crate::outbound::Dialer::start(&gateway).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -611,7 +675,8 @@ pub async fn serve(
         });
     }
     // This node's copies of sessions abandoned mid-flow expire lazily; this sweep lets their
-    // memory go without waiting for the cache to fill.
+    // memory go without waiting for the cache to fill. Admission forgets numbers back at a
+    // full burst on the same beat.
     {
         let gateway = Arc::clone(&gateway);
         tokio::spawn(async move {
@@ -619,6 +684,7 @@ pub async fn serve(
             loop {
                 every.tick().await;
                 gateway.purge_expired_copies();
+                gateway.admission.housekeeping();
             }
         });
     }
