@@ -382,7 +382,53 @@ behaviour_suite!(
     a_final_call_status_ends_the_attempt_once_and_schedules_one_retry,
     answers_stored_before_version_5_survive_its_new_key,
     a_withdrawn_response_goes_with_its_answers_and_nothing_else,
+    only_one_of_two_claims_on_a_queued_message_applies,
 );
+
+/// `queued -> sending` is a claim: of two, in one batch or in two commits racing, exactly one
+/// changes the row and the other is reported skipped to its caller; a claimed message can still
+/// end (or go back to `queued` when nothing was written), a final one takes no claim.
+async fn only_one_of_two_claims_on_a_queued_message_applies(fx: Fixture) {
+    let store = fx.open().await;
+    commit(
+        &store,
+        vec![
+            queued_sms("c1", "node-a", SUBSCRIBER_1, 1_000),
+            queued_sms("c2", "node-a", SUBSCRIBER_2, 1_001),
+        ],
+    )
+    .await;
+    // Two claims in one commit: the second finds the row taken.
+    let skipped = store
+        .commit_checked(vec![
+            sms_state("c1", SmsState::Sending, 2_000),
+            sms_state("c1", SmsState::Sending, 2_001),
+        ])
+        .await
+        .expect("commit");
+    assert_eq!(skipped, vec![1]);
+    // Two claims racing from two callers: exactly one applies.
+    let (a, b) = tokio::join!(
+        store.commit_checked(vec![sms_state("c2", SmsState::Sending, 2_002)]),
+        store.commit_checked(vec![sms_state("c2", SmsState::Sending, 2_003)]),
+    );
+    let (a, b) = (a.expect("commit"), b.expect("commit"));
+    assert_eq!(a.len() + b.len(), 1, "one claim won: {a:?} {b:?}");
+    // The holder may put it back (nothing was written) and claim it again, then end it.
+    let skipped = store
+        .commit_checked(vec![
+            sms_state("c1", SmsState::Queued, 2_010),
+            sms_state("c1", SmsState::Sending, 2_011),
+            sms_state("c1", SmsState::Accepted, 2_012),
+            sms_state("c1", SmsState::Sending, 2_013),
+        ])
+        .await
+        .expect("commit");
+    assert_eq!(skipped, vec![3], "no claim on a final message");
+    let row = store.sms_message("c1").await.expect("read").expect("row");
+    assert_eq!(row.state, "accepted");
+    store.flush_and_close().await.expect("close");
+}
 
 /// A response withdrawn (its session lost the save to a concurrent copy) leaves no row and no
 /// answer behind; other responses, even ones started in the same batch, are untouched, and

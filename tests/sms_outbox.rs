@@ -430,3 +430,49 @@ async fn a_sweep_finishes_abandoned_messages_but_never_touches_one_in_flight() {
     assert_eq!(stats.submits, 2, "each message submitted once");
     binds.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Two senders pick up the same queued messages (the start-up recovery and a sweep of one
+/// node, here two outboxes of that node so that both surely read every row as `queued`
+/// before either can send): the store's guarded claim lets exactly one submit each message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_senders_of_one_queue_submit_each_message_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The SMSC's port is reserved but not served yet, so neither outbox can bind (and so
+    // neither can claim) until both have read the queue.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let gateway = gateway(dir.path(), "node-1", vec![operator("sim", port, "")]).await;
+    let ids: Vec<String> = (0..10).map(|n| format!("left-{n}")).collect();
+    gateway
+        .results
+        .commit(
+            ids.iter()
+                .enumerate()
+                .map(|(n, id)| {
+                    stored_row(id, "node-1", &format!("+2547110004{n:02}"), "reply", 1_000)
+                })
+                .collect(),
+        )
+        .await
+        .expect("commit");
+    let first = Binds::start(Arc::clone(&gateway));
+    let second = Binds::start(Arc::clone(&gateway));
+    assert_eq!(first.outbox().recover().await.expect("recover").0, 10);
+    assert_eq!(second.outbox().recover().await.expect("recover").0, 10);
+
+    let sim = spawn_smsc_sim(SimConfig::default(), listener);
+    for id in &ids {
+        let row = wait_for(&gateway.results, id, finished).await;
+        assert_eq!(row.state, "accepted", "{id}");
+    }
+    let stats = sim.wait_until(|s| s.messages.len() >= 10).await;
+    let mut texts: Vec<&str> = stats.messages.iter().map(|m| m.text.as_str()).collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), 10, "each message once");
+    first.shutdown(Duration::from_secs(5)).await;
+    second.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sim.stats().submits, 10, "no message submitted twice");
+}

@@ -699,8 +699,9 @@ pub(crate) enum Request {
 pub(crate) struct PendingCommit {
     /// The writes, applied in order.
     pub writes: Vec<Write>,
-    /// The waiting caller (it may have given up: a failed send is ignored).
-    pub reply: Reply,
+    /// The waiting caller (it may have given up: a failed send is ignored): once committed,
+    /// the positions of its writes that changed nothing (see [`ResultStore::commit_checked`]).
+    pub reply: oneshot::Sender<Result<Vec<usize>, ResultStoreError>>,
 }
 
 /// A request that is not a commit, handled once the commits before it are done.
@@ -770,17 +771,22 @@ pub(crate) struct Failure {
     pub isolate: bool,
 }
 
-/// A write skipped because its response was never started.
+/// A write that changed nothing: its response was never started, or (SMS) its message is
+/// unknown, already final, or already claimed by another sender.
 #[derive(Debug)]
 pub(crate) struct Rejection {
-    /// The unknown response id.
+    /// Which commit of the batch, and which of its writes.
+    pub position: (usize, usize),
+    /// The unknown response id (for SMS writes: the message id).
     pub response_id: String,
-    /// `answer` or `status`.
+    /// `answer`, `status`, `sms_state` or `sms_part`.
     pub kind: &'static str,
 }
 
 impl Rejection {
-    pub(crate) fn unknown_response(write: &Write) -> Option<Rejection> {
+    /// The rejection of the write at `position` (commit, write) that changed no row, if such
+    /// a write can be rejected at all.
+    pub(crate) fn unknown_response(position: (usize, usize), write: &Write) -> Option<Rejection> {
         let (kind, response_id) = match write {
             Write::Start(_)
             | Write::Withdraw(_)
@@ -798,6 +804,7 @@ impl Rejection {
             Write::SmsPart(p) => ("sms_part", &p.message_id),
         };
         Some(Rejection {
+            position,
             response_id: response_id.clone(),
             kind,
         })
@@ -848,18 +855,30 @@ pub(crate) fn settle(
                 .record(commits.len() as f64);
             metrics::histogram!("baraza_result_commit_seconds", "backend" => backend)
                 .record(started.elapsed().as_secs_f64());
+            let mut skipped: Vec<Vec<usize>> = vec![Vec::new(); commits.len()];
             for rejection in &rejections {
                 counters.rejected.fetch_add(1, Ordering::SeqCst);
                 metrics::counter!("baraza_result_writes_rejected_total", "kind" => rejection.kind)
                     .increment(1);
-                warn!(
-                    response_id = %rejection.response_id,
-                    kind = rejection.kind,
-                    "result write rejected: no response with this id was started; the rest of the batch is kept"
-                );
+                if let Some(list) = skipped.get_mut(rejection.position.0) {
+                    list.push(rejection.position.1);
+                }
+                if rejection.kind == "sms_state" {
+                    // Expected when two senders race for one message: the loser stops here.
+                    tracing::info!(
+                        message_id = %rejection.response_id,
+                        "SMS state change skipped: the message is unknown, final, or already being sent"
+                    );
+                } else {
+                    warn!(
+                        response_id = %rejection.response_id,
+                        kind = rejection.kind,
+                        "result write rejected: no response with this id was started; the rest of the batch is kept"
+                    );
+                }
             }
-            for commit in commits {
-                let _ = commit.reply.send(Ok(()));
+            for (commit, skipped) in commits.into_iter().zip(skipped) {
+                let _ = commit.reply.send(Ok(skipped));
             }
         }
         Err(error) => {
@@ -974,9 +993,21 @@ impl ResultStore {
     /// Commits `writes` (in order) and returns once they are durably committed, sharing the
     /// transaction with whatever other sessions committed at the same moment. See the module
     /// documentation for idempotency and for writes whose response is unknown.
-    pub async fn commit(&self, mut writes: Vec<Write>) -> Result<(), ResultStoreError> {
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), ResultStoreError> {
+        self.commit_checked(writes).await.map(|_| ())
+    }
+
+    /// [`ResultStore::commit`], answering with the positions (in `writes`) of the writes
+    /// that changed nothing: an answer or status of an unknown response, or an SMS state
+    /// change the store's guard refused. The guard is how two senders of one message learn
+    /// which of them may submit it: `queued -> sending` applies only to a `queued` message,
+    /// so of two claims in any order exactly one changes the row.
+    pub async fn commit_checked(
+        &self,
+        mut writes: Vec<Write>,
+    ) -> Result<Vec<usize>, ResultStoreError> {
         if writes.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         for write in &mut writes {
             write.scrub_nul();

@@ -126,10 +126,13 @@ const INSERT_SMS: &str = "INSERT INTO sms_messages (message_id, node, operator, 
      VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', NULL, $8, $8) \
      ON CONFLICT (message_id) DO NOTHING";
 
-/// Only an unfinished message changes state: no row changed means unknown or already final.
+/// Only an unfinished message changes state, and `sending` is reached only from `queued` (the
+/// claim of one sender): no row changed means unknown, already final, or already claimed.
+/// Concurrent claims serialise on the row lock; the second re-reads the row and finds it
+/// `sending` (READ COMMITTED re-checks the WHERE clause), so it changes nothing.
 const UPDATE_SMS_STATE: &str = "UPDATE sms_messages SET state = $2, \
      detail = COALESCE($3, detail), updated_at_ms = GREATEST(updated_at_ms, $4) \
-     WHERE message_id = $1 AND state IN ('queued', 'sending')";
+     WHERE message_id = $1 AND (state = 'queued' OR (state = 'sending' AND $2 <> 'sending'))";
 
 /// One statement (no failing foreign key inside a pipelined transaction): nothing is
 /// inserted for an unknown message.
@@ -659,6 +662,11 @@ impl Writer {
             call_final,
         } = connection;
         let tx = client.transaction().await.map_err(pg_failure)?;
+        let positions: Vec<(usize, usize)> = commits
+            .iter()
+            .enumerate()
+            .flat_map(|(c, commit)| (0..commit.writes.len()).map(move |w| (c, w)))
+            .collect();
         let writes: Vec<&Write> = commits.iter().flat_map(|c| c.writes.iter()).collect();
         let bound: Vec<Bound<'_>> = writes.iter().map(|w| Bound::new(w)).collect();
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = bound.iter().map(Bound::params).collect();
@@ -683,10 +691,10 @@ impl Writer {
             .collect();
         let outcomes = pipelined(executions).await;
         let mut rejections = Vec::new();
-        for (write, outcome) in writes.iter().zip(outcomes) {
+        for ((write, outcome), position) in writes.iter().zip(outcomes).zip(positions) {
             let changed = outcome.map_err(pg_failure)?;
             if changed == 0
-                && let Some(rejection) = Rejection::unknown_response(write)
+                && let Some(rejection) = Rejection::unknown_response(position, write)
             {
                 rejections.push(rejection);
             }

@@ -129,10 +129,11 @@ const INSERT_SMS: &str = "INSERT INTO sms_messages (message_id, node, operator, 
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', NULL, ?8, ?8) \
      ON CONFLICT (message_id) DO NOTHING";
 
-/// Only an unfinished message changes state: no row changed means unknown or already final.
+/// Only an unfinished message changes state, and `sending` is reached only from `queued` (the
+/// claim of one sender): no row changed means unknown, already final, or already claimed.
 const UPDATE_SMS_STATE: &str = "UPDATE sms_messages SET state = ?2, \
      detail = COALESCE(?3, detail), updated_at_ms = MAX(updated_at_ms, ?4) \
-     WHERE message_id = ?1 AND state IN ('queued', 'sending')";
+     WHERE message_id = ?1 AND (state = 'queued' OR (state = 'sending' AND ?2 <> 'sending'))";
 
 const UPSERT_SMS_PART: &str = "INSERT INTO sms_parts (message_id, part, outcome, smsc_id, \
      detail, at_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
@@ -375,7 +376,14 @@ impl Writer {
                 .prepare_cached(END_CALL_ATTEMPT)
                 .map_err(sqlite_failure)?;
             let mut schedule = tx.prepare_cached(SCHEDULE_RETRY).map_err(sqlite_failure)?;
-            for write in commits.iter().flat_map(|c| c.writes.iter()) {
+            let positioned = commits.iter().enumerate().flat_map(|(c, commit)| {
+                commit
+                    .writes
+                    .iter()
+                    .enumerate()
+                    .map(move |(w, write)| ((c, w), write))
+            });
+            for (position, write) in positioned {
                 let known = match write {
                     Write::Start(s) => {
                         start
@@ -542,7 +550,7 @@ impl Writer {
                         true
                     }
                 };
-                if !known && let Some(rejection) = Rejection::unknown_response(write) {
+                if !known && let Some(rejection) = Rejection::unknown_response(position, write) {
                     rejections.push(rejection);
                 }
             }

@@ -11,6 +11,10 @@
 //! every 30 s ──▶ sweep: the same for messages no send task of this process holds
 //! ```
 //!
+//! `queued -> sending` is a claim the store guards (it applies only to a `queued` row), so two
+//! senders that picked up the same message (the start-up recovery and the first sweep, say)
+//! submit it once: the one whose claim changed nothing stops.
+//!
 //! A message whose parts may have reached the SMSC (written, never answered: a timeout, a
 //! dropped connection, the node stopped) is recorded `unknown` and never resent: a citizen
 //! must not get the same question twice. Each message belongs to the node that accepted it
@@ -429,10 +433,26 @@ async fn send_one(
         // The binds are stopping (shutdown): the message stays queued for the next start.
         return;
     };
-    // Marked only now, once a bind is up: a message still waiting for a bind when the node
-    // stops stays `queued` and is sent after the restart.
-    if !commit(vec![finish(SmsState::Sending, None)]).await {
-        return;
+    // Claimed only now, once a bind is up: a message still waiting for a bind when the node
+    // stops stays `queued` and is sent after the restart. The claim is the store's guarded
+    // `queued -> sending`: when a recovery and a sweep (or two nodes) both picked this
+    // message up, exactly one claim changes the row, and only its sender submits.
+    match gateway
+        .results
+        .commit_checked(vec![finish(SmsState::Sending, None)])
+        .await
+    {
+        Ok(skipped) if skipped.is_empty() => {}
+        Ok(_) => {
+            counter!("baraza_sms_claims_lost_total").increment(1);
+            info!(message_id = %id, "outbound SMS already claimed by another sender: not sent again");
+            return;
+        }
+        Err(e) => {
+            warn!(message_id = %id, error = %e, "outbound SMS not claimed: left queued for the next sweep");
+            crate::telemetry::error("result_store");
+            return;
+        }
     }
     let request = SubmitRequest {
         to: message.recipient.clone(),
