@@ -124,6 +124,8 @@ pub struct Gateway {
     /// Redis read. See [`session_cache`] for why that is safe.
     session_cache: session_cache::SessionCache<Box<[u8]>>,
     pseudonyms: crate::pseudonym::Pseudonymiser,
+    /// SMS steps run one at a time per number on this node (see [`sms`]).
+    sms_numbers: sms::NumberLocks,
 }
 
 /// Why a step could not complete (logged and counted; the citizen gets a polite `END`).
@@ -208,6 +210,7 @@ impl Gateway {
             dialer: crate::outbound::DialerSlot::default(),
             session_cache: session_cache::SessionCache::new(copies),
             pseudonyms: crate::pseudonym::Pseudonymiser::new(&pseudonym_key),
+            sms_numbers: sms::NumberLocks::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! SMS sessions wait hours: one reminder of an unanswered question after `sms.reminder_after`,
 //! then the session times out. The timers live in the session store (memory or Redis), so any
-//! gateway node fires them, once.
+//! gateway node fires them, once. Two messages that arrive together are answered in turn.
 
 mod common;
 
@@ -122,4 +122,42 @@ proptest::proptest! {
             gw.cleanup().await;
         });
     }
+}
+
+/// A citizen who types fast sends the answers to two questions before the first reply came:
+/// both steps run, in turn, each answering its own question, and both get a reply.
+async fn two_messages_at_once_are_both_answered(stores: Stores) {
+    let gw = common::start(stores).await;
+    let citizen = "+254733555009";
+    let first = gw.gateway.sms_step(citizen, "HEALTH").await;
+    assert!(first[0].text.contains("Which service?"), "{first:?}");
+    let (a, b) = tokio::join!(
+        gw.gateway.sms_step(citizen, "2"),
+        gw.gateway.sms_step(citizen, "5"),
+    );
+    assert_eq!((a.len(), b.len()), (1, 1), "both answered: {a:?} {b:?}");
+    let rows = gw.responses("service_feedback").await;
+    assert_eq!(rows.len(), 1);
+    let answers: Vec<(&str, &str)> = rows[0]
+        .answers
+        .iter()
+        .map(|(name, (value, _))| (name.as_str(), value.as_str()))
+        .collect();
+    // "2" chose the second service (stored by its value), "5" rated it.
+    assert_eq!(
+        answers,
+        vec![("rating", "5"), ("service", "water")],
+        "in the order they came"
+    );
+    gw.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_messages_at_once_memory() {
+    two_messages_at_once_are_both_answered(Stores::MemorySqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_messages_at_once_redis() {
+    two_messages_at_once_are_both_answered(Stores::RedisPostgres).await;
 }

@@ -7,6 +7,11 @@
 //! Stop words end the number's sessions and suppress every further message until a start word,
 //! on every channel that sends (USSD and voice are started by the citizen, so they are not
 //! suppressed).
+//!
+//! Two messages from one number that arrive together are both answered, in turn: a node runs
+//! one step per number at a time ([`NumberLocks`]), so the second reads what the first saved
+//! (answering the next question) instead of answering the same question over it; a step that
+//! still loses the save to another node is done again from the saved session.
 
 use std::time::Duration;
 
@@ -29,6 +34,56 @@ pub struct OutgoingSms {
     pub purpose: &'static str,
 }
 
+/// One lock per phone number with a step running on this node; an entry lives only while
+/// someone holds or waits for it, so the map stays as small as the steps in flight.
+#[derive(Default)]
+pub(crate) struct NumberLocks {
+    locks:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A held number lock; dropping it lets the next step of the number in and forgets the
+/// number once nobody else wants it.
+pub(crate) struct NumberGuard<'a> {
+    locks: &'a NumberLocks,
+    number: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl NumberLocks {
+    pub(crate) async fn lock(&self, number: &str) -> NumberGuard<'_> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            std::sync::Arc::clone(locks.entry(number.to_string()).or_default())
+        };
+        NumberGuard {
+            locks: self,
+            number: number.to_string(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    /// Numbers with a lock entry now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for NumberGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map holds it: nobody holds or waits for this number any more.
+        if locks
+            .get(&self.number)
+            .is_some_and(|l| std::sync::Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.number);
+        }
+    }
+}
+
 impl Gateway {
     /// Handles one inbound SMS from `from`; returns what to send back (possibly nothing).
     /// Never fails: a store failure is logged and counted, and the citizen gets no reply
@@ -42,12 +97,18 @@ impl Gateway {
         );
         let started = std::time::Instant::now();
         let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms.max(1) * 5);
-        match tokio::time::timeout(
-            deadline,
-            self.sms_step_inner(from, text).instrument(span.clone()),
-        )
-        .await
-        {
+        let step = async {
+            let _turn = self.sms_numbers.lock(from).await;
+            // One retry when a step on another node saved first: done again from its session.
+            let mut tries = 2;
+            loop {
+                match self.sms_step_inner(from, text).await {
+                    Err(StepError::Contention) if tries > 1 => tries -= 1,
+                    outcome => return outcome,
+                }
+            }
+        };
+        match tokio::time::timeout(deadline, step.instrument(span.clone())).await {
             Ok(Ok(messages)) => {
                 telemetry::step(Channel::Sms, "smpp", "ok", started.elapsed());
                 messages
@@ -371,5 +432,29 @@ impl Gateway {
             // The citizen answered meanwhile: that step set a new timer.
             SaveOutcome::Conflict { .. } => Ok(Vec::new()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NumberLocks;
+
+    #[tokio::test]
+    async fn a_number_waits_for_its_own_turn_and_is_forgotten_after() {
+        let locks = NumberLocks::default();
+        let first = locks.lock("+254700000001").await;
+        // Another number is not held up.
+        drop(locks.lock("+254700000002").await);
+        let waiting = locks.lock("+254700000001");
+        tokio::pin!(waiting);
+        assert!(
+            futures_util::poll!(waiting.as_mut()).is_pending(),
+            "the same number waits"
+        );
+        drop(first);
+        let second = waiting.await;
+        assert_eq!(locks.len(), 1);
+        drop(second);
+        assert_eq!(locks.len(), 0, "nobody holds or waits: forgotten");
     }
 }
