@@ -519,6 +519,11 @@ pub struct OperatorConfig {
     /// How this operator's receipt ids relate to its submit_sm_resp ids.
     #[serde(default)]
     pub receipt_ids: crate::smpp::receipt::MessageIdNormalisation,
+    /// How long an inbound message may take to be stored before the bind answers the SMSC
+    /// ESME_RX_T_APPN (it delivers it again later) instead of keeping it waiting; keep it
+    /// under the SMSC's own response timeout.
+    #[serde(default = "default_deliver_ack_timeout_ms")]
+    pub deliver_ack_timeout_ms: u64,
     /// USSD sessions over this bind (deliver_sm / submit_sm carrying `ussd_service_op`), when
     /// the operator offers them; dialled codes map to flows through `ussd.service_codes`.
     #[serde(default)]
@@ -609,8 +614,14 @@ impl OperatorConfig {
         bind.enquire_link_interval =
             std::time::Duration::from_secs(self.enquire_link_seconds.max(1));
         bind.reconnect_floor = std::time::Duration::from_secs(self.reconnect_floor_seconds);
+        bind.deliver_ack_timeout =
+            std::time::Duration::from_millis(self.deliver_ack_timeout_ms.max(1));
         bind
     }
+}
+
+fn default_deliver_ack_timeout_ms() -> u64 {
+    5_000
 }
 
 fn default_binds() -> usize {

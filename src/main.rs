@@ -361,7 +361,10 @@ fn send(
         }
         let deadline = tokio::time::Instant::now() + budget;
         while !waiting.is_empty() {
-            match tokio::time::timeout_at(deadline, inbound.recv()).await {
+            match tokio::time::timeout_at(deadline, inbound.recv())
+                .await
+                .map(|d| d.map(|d| d.message))
+            {
                 Ok(Some(Inbound::Receipt(receipt))) => {
                     let id = normalise.receipt_id(&receipt.message_id);
                     if waiting.remove(&id) {

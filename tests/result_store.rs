@@ -383,7 +383,103 @@ behaviour_suite!(
     answers_stored_before_version_5_survive_its_new_key,
     a_withdrawn_response_goes_with_its_answers_and_nothing_else,
     only_one_of_two_claims_on_a_queued_message_applies,
+    inbound_sms_are_kept_handled_and_their_redeliveries_found,
 );
+
+fn inbound(id: &str, node: &str, body: &str, at: i64) -> baraza::result_store::InboundSms {
+    baraza::result_store::InboundSms {
+        inbound_id: id.to_string(),
+        node: node.to_string(),
+        operator: "op".to_string(),
+        sender: SUBSCRIBER_1.to_string(),
+        recipient: "20880".to_string(),
+        body: body.to_string(),
+        received_at_ms: at,
+    }
+}
+
+fn inbound_change(id: &str, change: baraza::result_store::InboundChange) -> Write {
+    Write::SmsInboundUpdate(baraza::result_store::InboundUpdate {
+        inbound_id: id.to_string(),
+        change,
+        at_ms: 9_000,
+    })
+}
+
+/// Kept inbound SMS: a node reads back its own unhandled ones, oldest first; a handled one
+/// is gone from that list; a redelivery is found only while flagged, only with the same
+/// content, and only within the window.
+async fn inbound_sms_are_kept_handled_and_their_redeliveries_found(fx: Fixture) {
+    use baraza::result_store::{InboundChange, REDELIVERY_WINDOW_MS};
+    let store = fx.open().await;
+    let t0 = 1_000_000_000;
+    commit(
+        &store,
+        vec![
+            Write::SmsInbound(inbound("i2", "node-a", "2", t0 + 5)),
+            Write::SmsInbound(inbound("i1", "node-a", "HEALTH", t0)),
+            Write::SmsInbound(inbound("i3", "node-b", "3", t0)),
+            // Kept twice (a retried commit): one row.
+            Write::SmsInbound(inbound("i1", "node-a", "HEALTH", t0)),
+        ],
+    )
+    .await;
+    let ids = |rows: Vec<baraza::result_store::InboundSms>| {
+        rows.into_iter().map(|m| m.inbound_id).collect::<Vec<_>>()
+    };
+    let unhandled = store.sms_inbound_unhandled("node-a").await.expect("read");
+    assert_eq!(ids(unhandled), vec!["i1", "i2"]);
+    commit(&store, vec![inbound_change("i1", InboundChange::Handled)]).await;
+    let unhandled = store.sms_inbound_unhandled("node-a").await.expect("read");
+    assert_eq!(ids(unhandled), vec!["i2"]);
+
+    let copy = inbound("copy", "node-a", "2", t0 + 60_000);
+    assert_eq!(
+        store.sms_inbound_redelivered(&copy).await.expect("read"),
+        None
+    );
+    commit(
+        &store,
+        vec![inbound_change(
+            "i2",
+            InboundChange::RedeliveryExpected(true),
+        )],
+    )
+    .await;
+    assert_eq!(
+        store.sms_inbound_redelivered(&copy).await.expect("read"),
+        Some("i2".to_string())
+    );
+    let other_text = inbound("copy", "node-a", "3", t0 + 60_000);
+    assert_eq!(
+        store
+            .sms_inbound_redelivered(&other_text)
+            .await
+            .expect("read"),
+        None
+    );
+    let too_late = inbound("copy", "node-a", "2", t0 + 5 + REDELIVERY_WINDOW_MS + 1);
+    assert_eq!(
+        store
+            .sms_inbound_redelivered(&too_late)
+            .await
+            .expect("read"),
+        None
+    );
+    commit(
+        &store,
+        vec![inbound_change(
+            "i2",
+            InboundChange::RedeliveryExpected(false),
+        )],
+    )
+    .await;
+    assert_eq!(
+        store.sms_inbound_redelivered(&copy).await.expect("read"),
+        None
+    );
+    store.flush_and_close().await.expect("close");
+}
 
 /// `queued -> sending` is a claim: of two, in one batch or in two commits racing, exactly one
 /// changes the row and the other is reported skipped to its caller; a claimed message can still

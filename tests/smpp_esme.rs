@@ -7,8 +7,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use baraza::smpp::esme::{
-    BindConfig, BindType, Esme, EsmeHandle, Inbound, LinkState, SubmitError, SubmitOutcome,
-    SubmitRequest,
+    BindConfig, BindType, Delivery, Esme, EsmeHandle, Inbound, LinkState, SubmitError,
+    SubmitOutcome, SubmitRequest,
 };
 use baraza::smpp::framing::{Frame, SmppCodec};
 use baraza::smpp::receipt::{IdConversion, MessageIdNormalisation, ReceiptState};
@@ -45,7 +45,7 @@ fn bind_config(port: u16) -> BindConfig {
     }
 }
 
-async fn start_esme(config: BindConfig) -> (EsmeHandle, mpsc::Receiver<Inbound>) {
+async fn start_esme(config: BindConfig) -> (EsmeHandle, mpsc::Receiver<Delivery>) {
     let (esme, inbound) = Esme::start(config);
     within(
         "bind",
@@ -105,6 +105,7 @@ async fn submit_and_receipt_match_by_normalised_id() {
         match within("receipt", inbound.recv())
             .await
             .expect("inbound open")
+            .message
         {
             Inbound::Receipt(receipt) => {
                 assert_eq!(receipt.state, ReceiptState::Delivered);
@@ -415,7 +416,8 @@ async fn mobile_originated_long_ucs2_is_reassembled() {
     assert!(parts >= 2, "{parts} parts");
     let message = within("deliver", inbound.recv())
         .await
-        .expect("inbound open");
+        .expect("inbound open")
+        .message;
     assert_eq!(
         message,
         Inbound::Deliver {
@@ -436,7 +438,8 @@ async fn mobile_originated_long_ucs2_is_reassembled() {
     sim.inject_mo("254711000002", "2020", "1").expect("inject");
     let message = within("deliver", inbound.recv())
         .await
-        .expect("inbound open");
+        .expect("inbound open")
+        .message;
     assert!(matches!(message, Inbound::Deliver { ref text, data_coding: 0, .. } if text == "1"));
     within("unbind", esme.unbind()).await;
 }
@@ -458,7 +461,8 @@ async fn receiver_bind_cannot_submit_but_receives() {
         .expect("inject");
     let message = within("deliver", inbound.recv())
         .await
-        .expect("inbound open");
+        .expect("inbound open")
+        .message;
     assert!(matches!(message, Inbound::Deliver { ref text, .. } if text == "ndiyo"));
     within("unbind", esme.unbind()).await;
 }

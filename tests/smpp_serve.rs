@@ -93,6 +93,13 @@ async fn serve_binds_to_each_operator_and_unbinds_on_shutdown() {
 }
 
 /// Waits until the simulated handset has received `count` messages; returns their texts.
+/// Fails the test instead of hanging it when something never happens.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
 async fn handset_messages(sim: &baraza::smpp::smsc_sim::SimHandle, count: usize) -> Vec<String> {
     sim.wait_until(|s| s.messages.len() >= count)
         .await
@@ -306,4 +313,74 @@ async fn the_sms_api_queues_a_message_and_reports_its_receipt() {
 async fn json(response: reqwest::Response) -> serde_json::Value {
     let text = response.text().await.expect("body");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// An inbound SMS is acknowledged only once it is stored. With the store stalled past the
+/// bind's patience the SMSC hears ESME_RX_T_APPN (and delivers it again); the message kept
+/// after all is handled once, and its later redelivery is acknowledged without being handled
+/// a second time: the next answer goes to the next question.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_sms_is_acknowledged_once_stored_and_its_redelivery_handled_once() {
+    let served = serve_with("sender: \"20880\"\ndeliver_ack_timeout_ms: 300\n", |_| {}).await;
+    let (sim, gateway) = (served.sim.clone(), Arc::clone(&served.gateway));
+    sim.wait_until(|s| s.binds >= 1).await;
+    let citizen = "+254722000333";
+    sim.inject_mo(citizen, "20880", "HEALTH").expect("inject");
+    assert!(handset_messages(&sim, 1).await[0].contains("Which service?"));
+    let acknowledged = sim.stats().deliver_sm_resps;
+    assert_eq!(sim.stats().deliveries_refused, 0);
+
+    // Another connection holds SQLite's write lock: the gateway's commits wait.
+    let db = served._dir.path().join("results.sqlite3");
+    let blocker = rusqlite::Connection::open(&db).expect("open");
+    blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    sim.inject_mo(citizen, "20880", "2").expect("inject");
+    // The bind gives up waiting and refuses; the SMSC delivers it again (and again: the copies
+    // are refused while the first is still being kept) until it gives up.
+    let refused = within(
+        "the SMSC to give up delivering",
+        sim.wait_until(|s| {
+            s.deliveries_refused >= u64::from(baraza::smpp::smsc_sim::MAX_DELIVERY_ATTEMPTS)
+        }),
+    )
+    .await;
+    assert_eq!(
+        refused.messages.len(),
+        1,
+        "no reply while nothing is stored"
+    );
+    blocker.execute_batch("ROLLBACK").expect("unlock");
+    drop(blocker);
+    // Kept after all: handled once, the next question goes out.
+    let replies = within("the reply", handset_messages(&sim, 2)).await;
+    assert!(replies[1].contains("How would you rate it?"), "{replies:?}");
+
+    // The SMSC's later redelivery of "2": acknowledged (ESME_ROK), not an answer to the rating.
+    let before = sim.stats();
+    sim.inject_mo(citizen, "20880", "2").expect("inject");
+    within(
+        "the redelivery's answer",
+        sim.wait_until(|s| s.deliver_sm_resps > before.deliver_sm_resps),
+    )
+    .await;
+    assert_eq!(sim.stats().deliveries_refused, before.deliveries_refused);
+    sim.inject_mo(citizen, "20880", "4").expect("inject");
+    let replies = within("the next reply", handset_messages(&sim, 3)).await;
+    assert!(
+        replies[2].contains("Did you get the service"),
+        "{replies:?}"
+    );
+    let rows = gateway
+        .results
+        .responses("service_feedback")
+        .await
+        .expect("rows");
+    let answers: Vec<(&str, &str)> = rows[0]
+        .answers
+        .iter()
+        .map(|(name, (value, _))| (name.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(answers, vec![("rating", "4"), ("service", "water")]);
+    assert!(acknowledged >= 1);
+    served.shutdown().await;
 }

@@ -476,3 +476,47 @@ async fn two_senders_of_one_queue_submit_each_message_once() {
     second.shutdown(Duration::from_secs(5)).await;
     assert_eq!(sim.stats().submits, 10, "no message submitted twice");
 }
+
+/// An inbound SMS kept and acknowledged by a node that stopped before its step ran is
+/// handled at the next start (or sweep), once: its step marks it handled in the same commit
+/// as its answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_inbound_sms_left_unhandled_is_handled_once_after_a_restart() {
+    let (sim, gateway, binds, _dir) = bound("node-k").await;
+    let kept = |id: &str, node: &str| {
+        Write::SmsInbound(baraza::result_store::InboundSms {
+            inbound_id: id.to_string(),
+            node: node.to_string(),
+            operator: "sim".to_string(),
+            sender: "+254711000501".to_string(),
+            recipient: "20880".to_string(),
+            body: "HEALTH".to_string(),
+            received_at_ms: 1_000,
+        })
+    };
+    gateway
+        .results
+        .commit(vec![kept("left-in", "node-k"), kept("other-in", "node-z")])
+        .await
+        .expect("commit");
+    let now = baraza::dispatcher::now_ms();
+    assert_eq!(
+        binds.recover_inbound(now).await,
+        1,
+        "only this node's message"
+    );
+    let stats = within("the reply", sim.wait_until(|s| !s.messages.is_empty())).await;
+    assert!(
+        stats.messages[0].text.contains("Which service?"),
+        "{:?}",
+        stats.messages
+    );
+    assert_eq!(binds.recover_inbound(now).await, 0, "handled once");
+    let unhandled = gateway
+        .results
+        .sms_inbound_unhandled("node-z")
+        .await
+        .expect("read");
+    assert_eq!(unhandled.len(), 1, "another node's message is left to it");
+    binds.shutdown(Duration::from_secs(5)).await;
+}

@@ -89,6 +89,19 @@ impl Gateway {
     /// Never fails: a store failure is logged and counted, and the citizen gets no reply
     /// rather than an error text.
     pub async fn sms_step(&self, from: &str, text: &str) -> Vec<OutgoingSms> {
+        self.sms_step_marked(from, text, None).await
+    }
+
+    /// [`Gateway::sms_step`] for a message kept in the result store: `handled` (its marker)
+    /// is committed with the step's answers, or alone when the step commits nothing, so a
+    /// message whose answers are stored is never handled again by a recovery. A step that
+    /// fails before its commit leaves the message unhandled (recovered later).
+    pub async fn sms_step_marked(
+        &self,
+        from: &str,
+        text: &str,
+        handled: Option<crate::result_store::Write>,
+    ) -> Vec<OutgoingSms> {
         let span = tracing::info_span!(
             "sms_step",
             subscriber = %self.pseudonym(from),
@@ -99,14 +112,26 @@ impl Gateway {
         let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms.max(1) * 5);
         let step = async {
             let _turn = self.sms_numbers.lock(from).await;
+            let mut marker = handled;
             // One retry when a step on another node saved first: done again from its session.
             let mut tries = 2;
-            loop {
-                match self.sms_step_inner(from, text).await {
+            let outcome = loop {
+                match self.sms_step_inner(from, text, &mut marker).await {
                     Err(StepError::Contention) if tries > 1 => tries -= 1,
-                    outcome => return outcome,
+                    outcome => break outcome,
                 }
+            };
+            // The paths that commit nothing (an unknown message, an opted-out number, a
+            // start word) are handled all the same.
+            if outcome.is_ok()
+                && let Some(marker) = marker.take()
+            {
+                self.results
+                    .commit(vec![marker])
+                    .await
+                    .map_err(|e| StepError::Results(e.to_string()))?;
             }
+            outcome
         };
         match tokio::time::timeout(deadline, step.instrument(span.clone())).await {
             Ok(Ok(messages)) => {
@@ -128,7 +153,12 @@ impl Gateway {
         }
     }
 
-    async fn sms_step_inner(&self, from: &str, text: &str) -> Result<Vec<OutgoingSms>, StepError> {
+    async fn sms_step_inner(
+        &self,
+        from: &str,
+        text: &str,
+        marker: &mut Option<crate::result_store::Write>,
+    ) -> Result<Vec<OutgoingSms>, StepError> {
         let smpp = &self.config.smpp;
         let first_word = text.split_whitespace().next().unwrap_or("").to_uppercase();
         let matches = |words: &[String]| words.iter().any(|w| w.eq_ignore_ascii_case(&first_word));
@@ -175,6 +205,7 @@ impl Gateway {
                         update.status = crate::result_store::ResponseStatus::OptedOut;
                     }
                 }
+                writes.extend(marker.take());
                 self.results
                     .commit(writes)
                     .await
@@ -255,7 +286,8 @@ impl Gateway {
         tracing::Span::current().record("flow", flow.flow.id.as_str());
         let step = engine::advance(&flow, prior, input, now);
         tracing::Span::current().record("node", step.state.node.as_str());
-        let writes = self.writes_for_subscriber(from, "smpp", &step);
+        let mut writes = self.writes_for_subscriber(from, "smpp", &step);
+        writes.extend(marker.take());
         if !writes.is_empty() {
             self.results
                 .commit(writes)

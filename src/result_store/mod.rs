@@ -60,7 +60,8 @@ use tracing::warn;
 
 pub use export::{ExportError, export_csv};
 pub use sms::{
-    QueuedSms, ReceiptRecord, SmsPartRecord, SmsPartRow, SmsRow, SmsState, SmsStateUpdate,
+    InboundChange, InboundSms, InboundUpdate, QueuedSms, ReceiptRecord, SmsPartRecord, SmsPartRow,
+    SmsRow, SmsState, SmsStateUpdate,
 };
 
 /// Commit requests that may wait in the queue before `commit` itself waits for room
@@ -88,6 +89,10 @@ pub enum Write {
     SmsPart(SmsPartRecord),
     /// A delivery receipt arrived.
     Receipt(ReceiptRecord),
+    /// An inbound SMS arrived (kept before its deliver_sm_resp).
+    SmsInbound(InboundSms),
+    /// A kept inbound SMS was handled, or its redelivery is expected (or came).
+    SmsInboundUpdate(InboundUpdate),
     /// An outbound call attempt was placed or changed status (no response involved).
     CallAttempt(CallAttemptRecord),
     /// An outbound call attempt reached its final status (heard on any node), with the retry
@@ -120,6 +125,8 @@ impl Write {
             Write::SmsState(u) => Some(&u.message_id),
             Write::SmsPart(p) => Some(&p.message_id),
             Write::Receipt(r) => Some(&r.smsc_id),
+            Write::SmsInbound(m) => Some(&m.inbound_id),
+            Write::SmsInboundUpdate(u) => Some(&u.inbound_id),
             Write::CallAttempt(_) | Write::CallFinal(_) => None,
         }
     }
@@ -171,6 +178,19 @@ impl Write {
                     scrub(field);
                 }
             }
+            Write::SmsInbound(m) => {
+                for field in [
+                    &mut m.inbound_id,
+                    &mut m.node,
+                    &mut m.operator,
+                    &mut m.sender,
+                    &mut m.recipient,
+                    &mut m.body,
+                ] {
+                    scrub(field);
+                }
+            }
+            Write::SmsInboundUpdate(u) => scrub(&mut u.inbound_id),
             Write::SmsState(u) => {
                 scrub(&mut u.message_id);
                 if let Some(detail) = &mut u.detail {
@@ -657,6 +677,11 @@ macro_rules! migrations {
                     "/0005_answers_by_start.sql"
                 )),
             },
+            Migration {
+                version: 7,
+                name: "sms_inbound",
+                sql: include_str!(concat!("migrations/", $dialect, "/0007_sms_inbound.sql")),
+            },
         ]
     };
 }
@@ -791,6 +816,7 @@ impl Rejection {
             Write::Start(_)
             | Write::Withdraw(_)
             | Write::SmsQueued(_)
+            | Write::SmsInbound(_)
             | Write::Receipt(_)
             | Write::CallAttempt(_)
             | Write::CallFinal(_) => {
@@ -802,6 +828,7 @@ impl Rejection {
             // unknown message: skipped like an answer to an unknown response.
             Write::SmsState(u) => ("sms_state", &u.message_id),
             Write::SmsPart(p) => ("sms_part", &p.message_id),
+            Write::SmsInboundUpdate(u) => ("sms_inbound", &u.inbound_id),
         };
         Some(Rejection {
             position,
@@ -890,6 +917,17 @@ pub(crate) fn settle(
             }
         }
     }
+}
+
+/// How long after a refused-but-kept inbound SMS an identical one counts as its redelivery.
+pub const REDELIVERY_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// Which kept inbound SMS to read.
+pub(crate) enum InboundQuery {
+    /// A node's messages not handled yet, oldest first.
+    Unhandled(String),
+    /// A message with this operator, sender, recipient and body whose redelivery is expected.
+    Redelivery(InboundSms),
 }
 
 /// Where `responses()` reads from: its own connection, so a large export never holds up
@@ -1069,6 +1107,41 @@ impl ResultStore {
                     .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
             }
             ReadSource::Postgres(target) => postgres::read_responses(target, flow_id).await,
+        }
+    }
+
+    /// The inbound SMS kept on `node` whose step has not run yet, oldest first (a node that
+    /// stopped after acknowledging them handles them at its next start).
+    pub async fn sms_inbound_unhandled(
+        &self,
+        node: &str,
+    ) -> Result<Vec<InboundSms>, ResultStoreError> {
+        self.read_inbound(InboundQuery::Unhandled(node.to_string()))
+            .await
+    }
+
+    /// A kept inbound SMS whose redelivery is expected (the SMSC was told ESME_RX_T_APPN
+    /// after it was kept) carrying exactly this, received within [`REDELIVERY_WINDOW_MS`]
+    /// before it: the copy that now came is that redelivery. (An SMSC that gave up never
+    /// redelivers; the window keeps the flag from swallowing the citizen's own repeat later.)
+    pub async fn sms_inbound_redelivered(
+        &self,
+        message: &InboundSms,
+    ) -> Result<Option<String>, ResultStoreError> {
+        self.read_inbound(InboundQuery::Redelivery(message.clone()))
+            .await
+            .map(|rows| rows.into_iter().next().map(|m| m.inbound_id))
+    }
+
+    async fn read_inbound(&self, query: InboundQuery) -> Result<Vec<InboundSms>, ResultStoreError> {
+        match &self.shared.reads {
+            ReadSource::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || sqlite::read_inbound(&path, &query))
+                    .await
+                    .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
+            }
+            ReadSource::Postgres(target) => postgres::read_inbound(target, &query).await,
         }
     }
 

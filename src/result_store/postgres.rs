@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Statement, Transaction};
 
-use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
+use super::sms::{INBOUND_COLUMNS, MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
     CallAttemptQuery, CallAttemptRecord, CallKey, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
     POSTGRES_MIGRATIONS, PendingCommit, Rejection, Request, ResponseRow, ResultStoreError,
@@ -141,6 +141,17 @@ const UPSERT_SMS_PART: &str = "INSERT INTO sms_parts (message_id, part, outcome,
      WHERE EXISTS (SELECT 1 FROM sms_messages WHERE message_id = $1::TEXT) \
      ON CONFLICT (message_id, part) DO UPDATE SET outcome = EXCLUDED.outcome, \
      smsc_id = EXCLUDED.smsc_id, detail = EXCLUDED.detail, at_ms = EXCLUDED.at_ms";
+
+const INSERT_INBOUND: &str = "INSERT INTO sms_inbound (inbound_id, node, operator, sender, \
+     recipient, body, state, redelivery_expected, received_at_ms, updated_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, 'received', FALSE, $7, $7) \
+     ON CONFLICT (inbound_id) DO NOTHING";
+
+/// `$2`: handled now; `$3`: the redelivery flag's new value, when it changes.
+const UPDATE_INBOUND: &str = "UPDATE sms_inbound SET \
+     state = CASE WHEN $2::BOOLEAN THEN 'handled' ELSE state END, \
+     redelivery_expected = COALESCE($3::BOOLEAN, redelivery_expected), \
+     updated_at_ms = GREATEST(updated_at_ms, $4) WHERE inbound_id = $1";
 
 /// A final receipt is kept; an intermediate one is replaced by whatever comes next.
 const UPSERT_RECEIPT: &str = "INSERT INTO sms_receipts (operator, smsc_id, state, error, \
@@ -339,6 +350,8 @@ struct WriterConnection {
     sms_state: Statement,
     sms_part: Statement,
     receipt: Statement,
+    inbound: Statement,
+    inbound_update: Statement,
     call: Statement,
     call_final: Statement,
 }
@@ -353,6 +366,8 @@ impl WriterConnection {
         let sms_state = client.prepare(UPDATE_SMS_STATE).await.map_err(pg_error)?;
         let sms_part = client.prepare(UPSERT_SMS_PART).await.map_err(pg_error)?;
         let receipt = client.prepare(UPSERT_RECEIPT).await.map_err(pg_error)?;
+        let inbound = client.prepare(INSERT_INBOUND).await.map_err(pg_error)?;
+        let inbound_update = client.prepare(UPDATE_INBOUND).await.map_err(pg_error)?;
         let call = client
             .prepare(UPSERT_CALL_ATTEMPT)
             .await
@@ -368,6 +383,8 @@ impl WriterConnection {
             sms_state,
             sms_part,
             receipt,
+            inbound,
+            inbound_update,
             call,
             call_final,
         })
@@ -391,6 +408,9 @@ enum Bound<'a> {
     SmsState(&'a super::SmsStateUpdate, &'static str),
     SmsPart(&'a super::SmsPartRecord, i64),
     Receipt(&'a super::ReceiptRecord),
+    SmsInbound(&'a super::InboundSms),
+    /// The update with (handled, redelivery flag).
+    SmsInboundUpdate(&'a super::InboundUpdate, bool, Option<bool>),
     /// The attempt, its number and duration as BIGINT, its status name.
     CallAttempt(&'a CallAttemptRecord, i64, Option<i64>, &'static str),
     /// The final status with its key parts, status name, duration, retry cap (0: none) and
@@ -423,6 +443,11 @@ impl<'a> Bound<'a> {
             Write::SmsState(u) => Bound::SmsState(u, u.state.as_str()),
             Write::SmsPart(p) => Bound::SmsPart(p, i64::from(p.part)),
             Write::Receipt(r) => Bound::Receipt(r),
+            Write::SmsInbound(m) => Bound::SmsInbound(m),
+            Write::SmsInboundUpdate(u) => {
+                let (handled, redelivery) = u.params();
+                Bound::SmsInboundUpdate(u, handled, redelivery)
+            }
             Write::CallAttempt(c) => Bound::CallAttempt(
                 c,
                 i64::from(c.attempt),
@@ -494,6 +519,18 @@ impl<'a> Bound<'a> {
                 &p.detail,
                 &p.at_ms,
             ],
+            Bound::SmsInbound(m) => vec![
+                &m.inbound_id,
+                &m.node,
+                &m.operator,
+                &m.sender,
+                &m.recipient,
+                &m.body,
+                &m.received_at_ms,
+            ],
+            Bound::SmsInboundUpdate(u, handled, redelivery) => {
+                vec![&u.inbound_id, handled, redelivery, &u.at_ms]
+            }
             Bound::Receipt(r) => vec![
                 &r.operator,
                 &r.smsc_id,
@@ -658,6 +695,8 @@ impl Writer {
             sms_state,
             sms_part,
             receipt,
+            inbound,
+            inbound_update,
             call,
             call_final,
         } = connection;
@@ -683,6 +722,8 @@ impl Writer {
                     Bound::SmsState(..) => sms_state,
                     Bound::SmsPart(..) => sms_part,
                     Bound::Receipt(..) => receipt,
+                    Bound::SmsInbound(..) => inbound,
+                    Bound::SmsInboundUpdate(..) => inbound_update,
                     Bound::CallAttempt(..) => call,
                     Bound::CallFinal(..) => call_final,
                 };
@@ -753,6 +794,51 @@ pub(super) async fn read_responses(
 
 /// Reads outbound messages with their parts and receipts in one read-only,
 /// repeatable-read transaction on a fresh connection.
+/// Kept inbound SMS, on a connection of its own.
+pub(super) async fn read_inbound(
+    target: &Target,
+    query: &super::InboundQuery,
+) -> Result<Vec<super::InboundSms>, ResultStoreError> {
+    let client = target.connect().await?;
+    let rows = match query {
+        super::InboundQuery::Unhandled(node) => {
+            let sql = format!(
+                "SELECT {INBOUND_COLUMNS} FROM sms_inbound WHERE node = $1 \
+                 AND state = 'received' ORDER BY received_at_ms, inbound_id"
+            );
+            client.query(&sql, &[node]).await.map_err(pg_error)?
+        }
+        super::InboundQuery::Redelivery(m) => {
+            let sql = format!(
+                "SELECT {INBOUND_COLUMNS} FROM sms_inbound WHERE operator = $1 \
+                 AND sender = $2 AND redelivery_expected AND recipient = $3 AND body = $4 \
+                 AND received_at_ms >= $5 ORDER BY received_at_ms, inbound_id LIMIT 1"
+            );
+            let since = m.received_at_ms - super::REDELIVERY_WINDOW_MS;
+            client
+                .query(
+                    &sql,
+                    &[&m.operator, &m.sender, &m.recipient, &m.body, &since],
+                )
+                .await
+                .map_err(pg_error)?
+        }
+    };
+    rows.iter()
+        .map(|row| {
+            Ok(super::InboundSms {
+                inbound_id: row.try_get(0).map_err(pg_error)?,
+                node: row.try_get(1).map_err(pg_error)?,
+                operator: row.try_get(2).map_err(pg_error)?,
+                sender: row.try_get(3).map_err(pg_error)?,
+                recipient: row.try_get(4).map_err(pg_error)?,
+                body: row.try_get(5).map_err(pg_error)?,
+                received_at_ms: row.try_get(6).map_err(pg_error)?,
+            })
+        })
+        .collect()
+}
+
 pub(super) async fn read_sms(
     target: &Target,
     query: &SmsQuery,

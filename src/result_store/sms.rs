@@ -206,6 +206,59 @@ impl SmsRow {
     }
 }
 
+/// An inbound SMS, kept before the SMSC is told it arrived (its deliver_sm_resp), so that an
+/// acknowledged message is handled even if the node stops first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundSms {
+    /// The gateway's own id (node, time, sequence).
+    pub inbound_id: String,
+    /// The node that took it: that node handles it, or recovers it after a restart.
+    pub node: String,
+    /// The operator whose bind delivered it.
+    pub operator: String,
+    /// The citizen's number, in the gateway's number form.
+    pub sender: String,
+    /// The number or short code it was sent to.
+    pub recipient: String,
+    /// The text, parts reassembled.
+    pub body: String,
+    /// When it arrived, ms since the Unix epoch.
+    pub received_at_ms: i64,
+}
+
+/// What became of a kept inbound SMS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundChange {
+    /// Its step ran (its answers, if any, are committed with this change).
+    Handled,
+    /// The SMSC was told ESME_RX_T_APPN although the message was kept (`true`: its copy
+    /// will come again and must not be handled twice), or that copy came (`false`).
+    RedeliveryExpected(bool),
+}
+
+/// A change to a kept inbound SMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundUpdate {
+    pub inbound_id: String,
+    pub change: InboundChange,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
+impl InboundUpdate {
+    /// The statement parameters: (handled, redelivery_expected when it changes).
+    pub(crate) fn params(&self) -> (bool, Option<bool>) {
+        match self.change {
+            InboundChange::Handled => (true, None),
+            InboundChange::RedeliveryExpected(expected) => (false, Some(expected)),
+        }
+    }
+}
+
+/// Columns of `sms_inbound` in the order the readers expect.
+pub(crate) const INBOUND_COLUMNS: &str =
+    "inbound_id, node, operator, sender, recipient, body, received_at_ms";
+
 /// Which messages to read back.
 #[derive(Debug, Clone)]
 pub(crate) enum SmsQuery {

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::sms::{MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
+use super::sms::{INBOUND_COLUMNS, MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
-    CallAttemptQuery, CallAttemptRecord, CallKey, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
-    PendingCommit, Rejection, Request, ResponseRow, ResultStoreError, SQLITE_MIGRATIONS,
-    SmsPartRow, SmsRow, Write, gather, pending_migrations, settle,
+    CallAttemptQuery, CallAttemptRecord, CallKey, Control, Counters, Failure, InboundQuery,
+    InboundSms, MIGRATIONS_TABLE_SQL, PendingCommit, Rejection, Request, ResponseRow,
+    ResultStoreError, SQLITE_MIGRATIONS, SmsPartRow, SmsRow, Write, gather, pending_migrations,
+    settle,
 };
 
 /// How long a statement waits for a lock held by another connection (another process, a
@@ -134,6 +135,16 @@ const INSERT_SMS: &str = "INSERT INTO sms_messages (message_id, node, operator, 
 const UPDATE_SMS_STATE: &str = "UPDATE sms_messages SET state = ?2, \
      detail = COALESCE(?3, detail), updated_at_ms = MAX(updated_at_ms, ?4) \
      WHERE message_id = ?1 AND (state = 'queued' OR (state = 'sending' AND ?2 <> 'sending'))";
+
+const INSERT_INBOUND: &str = "INSERT INTO sms_inbound (inbound_id, node, operator, sender, \
+     recipient, body, state, redelivery_expected, received_at_ms, updated_at_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', 0, ?7, ?7) ON CONFLICT (inbound_id) DO NOTHING";
+
+/// `?2`: handled now; `?3`: the redelivery flag's new value, when it changes.
+const UPDATE_INBOUND: &str = "UPDATE sms_inbound SET \
+     state = CASE WHEN ?2 THEN 'handled' ELSE state END, \
+     redelivery_expected = COALESCE(?3, redelivery_expected), \
+     updated_at_ms = MAX(updated_at_ms, ?4) WHERE inbound_id = ?1";
 
 const UPSERT_SMS_PART: &str = "INSERT INTO sms_parts (message_id, part, outcome, smsc_id, \
      detail, at_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
@@ -368,6 +379,8 @@ impl Writer {
                 .prepare_cached(UPDATE_SMS_STATE)
                 .map_err(sqlite_failure)?;
             let mut sms_part = tx.prepare_cached(UPSERT_SMS_PART).map_err(sqlite_failure)?;
+            let mut inbound = tx.prepare_cached(INSERT_INBOUND).map_err(sqlite_failure)?;
+            let mut inbound_update = tx.prepare_cached(UPDATE_INBOUND).map_err(sqlite_failure)?;
             let mut receipt = tx.prepare_cached(UPSERT_RECEIPT).map_err(sqlite_failure)?;
             let mut call = tx
                 .prepare_cached(UPSERT_CALL_ATTEMPT)
@@ -453,6 +466,27 @@ impl Writer {
                     Write::SmsState(u) => {
                         sms_state
                             .execute(params![u.message_id, u.state.as_str(), u.detail, u.at_ms])
+                            .map_err(sqlite_failure)?
+                            > 0
+                    }
+                    Write::SmsInbound(m) => {
+                        inbound
+                            .execute(params![
+                                m.inbound_id,
+                                m.node,
+                                m.operator,
+                                m.sender,
+                                m.recipient,
+                                m.body,
+                                m.received_at_ms,
+                            ])
+                            .map_err(sqlite_failure)?;
+                        true
+                    }
+                    Write::SmsInboundUpdate(u) => {
+                        let (handled, redelivery) = u.params();
+                        inbound_update
+                            .execute(params![u.inbound_id, handled, redelivery, u.at_ms])
                             .map_err(sqlite_failure)?
                             > 0
                     }
@@ -663,6 +697,53 @@ pub(super) fn read_sms(path: &Path, query: &SmsQuery) -> Result<Vec<SmsRow>, Res
     }
     tx.finish().map_err(sqlite_error)?;
     Ok(rows)
+}
+
+/// Kept inbound SMS, on a reader connection.
+pub(super) fn read_inbound(
+    path: &Path,
+    query: &InboundQuery,
+) -> Result<Vec<InboundSms>, ResultStoreError> {
+    let conn = open_reader(path)?;
+    let row = |row: &rusqlite::Row<'_>| {
+        Ok(InboundSms {
+            inbound_id: row.get(0)?,
+            node: row.get(1)?,
+            operator: row.get(2)?,
+            sender: row.get(3)?,
+            recipient: row.get(4)?,
+            body: row.get(5)?,
+            received_at_ms: row.get(6)?,
+        })
+    };
+    let rows = match query {
+        InboundQuery::Unhandled(node) => {
+            let sql = format!(
+                "SELECT {INBOUND_COLUMNS} FROM sms_inbound WHERE node = ?1 \
+                 AND state = 'received' ORDER BY received_at_ms, inbound_id"
+            );
+            let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
+            stmt.query_map([node], row)
+                .map_err(sqlite_error)?
+                .collect::<Result<Vec<_>, _>>()
+        }
+        InboundQuery::Redelivery(m) => {
+            let sql = format!(
+                "SELECT {INBOUND_COLUMNS} FROM sms_inbound WHERE operator = ?1 \
+                 AND sender = ?2 AND redelivery_expected = 1 AND recipient = ?3 AND body = ?4 \
+                 AND received_at_ms >= ?5 ORDER BY received_at_ms, inbound_id LIMIT 1"
+            );
+            let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
+            let since = m.received_at_ms - super::REDELIVERY_WINDOW_MS;
+            stmt.query_map(
+                params![m.operator, m.sender, m.recipient, m.body, since],
+                row,
+            )
+            .map_err(sqlite_error)?
+            .collect::<Result<Vec<_>, _>>()
+        }
+    };
+    rows.map_err(sqlite_error)
 }
 
 fn sms_row(row: &rusqlite::Row<'_>) -> Result<SmsRow, ResultStoreError> {

@@ -654,6 +654,9 @@ pub async fn serve(
     let guard = Guard::from_config(&gateway.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     auth::check_exposure(&gateway.config, &guard, listener.local_addr()?)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Inbound messages this process keeps are received from now on; older unhandled ones were
+    // left by an earlier run.
+    let started_ms = crate::dispatcher::now_ms();
     let binds = Arc::new(crate::smpp::binds::Binds::start(Arc::clone(&gateway)));
     let state = AppState::new(
         Arc::clone(&gateway),
@@ -704,12 +707,15 @@ pub async fn serve(
     }
     if !binds.operators().is_empty() {
         info!(operators = ?binds.operators(), "SMPP binds started");
-        // What a previous run of this node left in the outbound queue.
+        // What a previous run of this node left: messages in the outbound queue, and inbound
+        // messages kept (and acknowledged) but not handled.
         let outbox = Arc::clone(binds.outbox());
+        let recovering = Arc::clone(&binds);
         tokio::spawn(async move {
             if let Err(e) = outbox.recover().await {
                 warn!(error = %e, "outbound SMS recovery failed: retried at the next start");
             }
+            recovering.recover_inbound(started_ms).await;
         });
         // SMS reminders and timeouts: the timers live in the session store, so any node may
         // fire them (each fires once).
@@ -726,6 +732,9 @@ pub async fn serve(
                 if let Err(e) = binds.outbox().sweep(Duration::from_secs(60)).await {
                     warn!(error = %e, "outbound SMS sweep failed");
                 }
+                binds
+                    .recover_inbound(crate::dispatcher::now_ms().saturating_sub(60_000))
+                    .await;
             }
         });
     }

@@ -1,9 +1,14 @@
 //! The operator binds `baraza serve` keeps open: the configured ESME sessions of every operator,
 //! started beside the HTTP server, unbound on shutdown.
 //!
-//! A mobile-originated message goes to `Gateway::sms_step` (keywords, stop/start, the open SMS
-//! session) and its replies go through the outbound queue ([`Outbox`]) on the same operator;
-//! receipts are stored there too; a USSD dialogue message (deliver_sm with
+//! A mobile-originated message is kept in the result store (`sms_inbound`) before the SMSC is
+//! told it arrived, then goes to `Gateway::sms_step` (keywords, stop/start, the open SMS
+//! session), which marks it handled in the commit of its answers; its replies go through the
+//! outbound queue ([`Outbox`]) on the same operator. A store failure answers ESME_RX_T_APPN
+//! (the SMSC delivers it again); a message kept but refused that way (the store answered too
+//! late) is flagged, so its redelivery is acknowledged and not handled twice; messages a node
+//! kept but never handled (it stopped) are handled at its next start or sweep. Receipts are
+//! stored before they are acknowledged too; a USSD dialogue message (deliver_sm with
 //! `ussd_service_op`) goes, read through the operator's USSD profile, to `Gateway::ussd_step`
 //! and the screen goes back as a submit_sm on the same bind (a screen is never queued: late,
 //! it is useless).
@@ -19,9 +24,47 @@ use std::sync::Arc;
 use crate::channels::ussd::smpp::{read_deliver, render_submit};
 use crate::config::OperatorConfig;
 use crate::dispatcher::Gateway;
+use crate::result_store::{InboundChange, InboundSms, InboundUpdate, Write};
 use crate::smpp::ShortMessage;
-use crate::smpp::esme::{BindType, Esme, EsmeHandle, Inbound, SubmitOutcome};
+use crate::smpp::esme::{Ack, BindType, Delivery, Esme, EsmeHandle, Inbound, SubmitOutcome};
 use crate::smpp::outbox::{NewSms, Outbox};
+
+/// Inbound messages being kept right now on this node, by what they carry (operator,
+/// sender, recipient, text). A copy that arrives while its twin is still being kept (the SMSC
+/// redelivers a message the bind refused because the store was slow) is refused again instead
+/// of being kept a second time: two copies kept at once would both be handled.
+#[derive(Default)]
+struct Keeping(std::sync::Mutex<std::collections::HashSet<(String, String, String, String)>>);
+
+/// Held while one inbound message is being kept; lets its twin in when dropped.
+struct KeepingGuard<'a> {
+    set: &'a Keeping,
+    key: (String, String, String, String),
+}
+
+impl Keeping {
+    fn start(&self, message: &InboundSms) -> Option<KeepingGuard<'_>> {
+        let key = (
+            message.operator.clone(),
+            message.sender.clone(),
+            message.recipient.clone(),
+            message.body.clone(),
+        );
+        let inserted = {
+            let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            set.insert(key.clone())
+        };
+        // Built only when inserted: a guard dropped here would remove its twin's key.
+        inserted.then(|| KeepingGuard { set: self, key })
+    }
+}
+
+impl Drop for KeepingGuard<'_> {
+    fn drop(&mut self) {
+        let mut set = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.key);
+    }
+}
 
 /// The open binds, by operator name, and the outbound queue that sends through them.
 pub struct Binds {
@@ -50,6 +93,7 @@ impl Binds {
             }
         }
         let outbox = Arc::new(Outbox::new(Arc::clone(&gateway), &binds));
+        let keeping = Arc::new(Keeping::default());
         for ((name, handle), inbound) in binds.iter().zip(inbound_queues) {
             let Some(operator) = gateway
                 .config
@@ -75,6 +119,7 @@ impl Binds {
                 Arc::clone(&gateway),
                 operator,
                 Arc::clone(&outbox),
+                Arc::clone(&keeping),
                 screens,
                 inbound,
             ));
@@ -136,11 +181,12 @@ async fn handle_inbound(
     gateway: Arc<Gateway>,
     operator: OperatorConfig,
     outbox: Arc<Outbox>,
+    keeping: Arc<Keeping>,
     screens: Option<EsmeHandle>,
-    mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
+    mut inbound: tokio::sync::mpsc::Receiver<Delivery>,
 ) {
     let name = operator.name.clone();
-    while let Some(message) = inbound.recv().await {
+    while let Some(Delivery { message, ack }) = inbound.recv().await {
         match message {
             Inbound::Ussd(sm) => {
                 counter!("baraza_smpp_ussd_inbound_total", "operator" => name.clone()).increment(1);
@@ -148,7 +194,7 @@ async fn handle_inbound(
                     // Awaited here, not spawned: the dialogue's record is read and updated in
                     // the order the messages arrived (an abort, then a late answer, must not
                     // swap); the step itself runs on a task of its own.
-                    Some(screens) => ussd_message(&gateway, &operator, screens, *sm).await,
+                    Some(screens) => ussd_message(&gateway, &operator, screens, *sm, ack).await,
                     None => warn!(operator = %name, "USSD deliver_sm but no bind can answer it"),
                 }
             }
@@ -159,7 +205,13 @@ async fn handle_inbound(
                 info!(operator = %name, message_id = %receipt.message_id, state = ?receipt.state, "delivery receipt");
                 let outbox = Arc::clone(&outbox);
                 let name = name.clone();
-                tokio::spawn(async move { outbox.record_receipt(&name, &receipt).await });
+                tokio::spawn(async move {
+                    if outbox.record_receipt(&name, &receipt).await {
+                        ack.stored();
+                    } else {
+                        ack.failed();
+                    }
+                });
             }
             Inbound::Deliver {
                 from,
@@ -172,37 +224,175 @@ async fn handle_inbound(
                 if !complete {
                     warn!(operator = %name, from = %gateway.pseudonym(&from), "inbound SMS with missing parts: handled as received");
                 }
-                // Replies leave from the number the citizen wrote to, unless the operator has
-                // a fixed sender.
-                let reply_from = if operator.sender.is_empty() {
-                    to
-                } else {
-                    operator.sender.clone()
-                };
                 // One task per message: a slow store never blocks the bind.
-                let gateway = Arc::clone(&gateway);
-                let outbox = Arc::clone(&outbox);
-                let name = name.clone();
-                tokio::spawn(async move {
-                    let from = crate::channels::normalise_msisdn(&from);
-                    let replies: Vec<NewSms> = gateway
-                        .sms_step(&from, &text)
-                        .await
-                        .into_iter()
-                        .map(|message| NewSms {
-                            operator: Some(name.clone()),
-                            to: message.to,
-                            from: Some(reply_from.clone()),
-                            text: message.text,
-                            purpose: message.purpose.to_string(),
-                        })
-                        .collect();
-                    if let Err(e) = outbox.enqueue(replies).await {
-                        warn!(operator = %name, error = %e, "reply not queued");
-                    }
-                });
+                let message = InboundSms {
+                    inbound_id: outbox.next_id(),
+                    node: outbox.node().to_string(),
+                    operator: name.clone(),
+                    sender: crate::channels::normalise_msisdn(&from),
+                    recipient: to,
+                    body: text,
+                    received_at_ms: crate::dispatcher::now_ms(),
+                };
+                tokio::spawn(keep_then_handle(
+                    Arc::clone(&gateway),
+                    operator.clone(),
+                    Arc::clone(&outbox),
+                    Arc::clone(&keeping),
+                    message,
+                    ack,
+                ));
             }
         }
+    }
+}
+
+/// Keeps an inbound SMS, tells the SMSC, then runs its step: the order that makes an
+/// acknowledged message impossible to lose, and a refused one come again.
+async fn keep_then_handle(
+    gateway: Arc<Gateway>,
+    operator: OperatorConfig,
+    outbox: Arc<Outbox>,
+    keeping: Arc<Keeping>,
+    message: InboundSms,
+    ack: Ack,
+) {
+    let name = operator.name.as_str();
+    let now = crate::dispatcher::now_ms();
+    let Some(kept_once) = keeping.start(&message) else {
+        counter!("baraza_sms_inbound_total", "outcome" => "refused").increment(1);
+        info!(operator = %name, "a copy of an inbound SMS still being kept: refused, delivered again later");
+        ack.failed();
+        return;
+    };
+    // The copy of a message kept earlier but refused (the store answered after the bind had
+    // given up): the first is handled; this one only needs its acknowledgement.
+    match gateway.results.sms_inbound_redelivered(&message).await {
+        Ok(Some(kept)) => {
+            let seen = Write::SmsInboundUpdate(InboundUpdate {
+                inbound_id: kept,
+                change: InboundChange::RedeliveryExpected(false),
+                at_ms: now,
+            });
+            match gateway.results.commit(vec![seen]).await {
+                Ok(()) => {
+                    counter!("baraza_sms_inbound_total", "outcome" => "redelivery").increment(1);
+                    ack.stored();
+                }
+                Err(e) => {
+                    warn!(operator = %name, error = %e, "inbound SMS redelivery not recorded: refused again");
+                    ack.failed();
+                }
+            }
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(operator = %name, error = %e, "inbound SMS not checked against redeliveries: refused, delivered again later");
+            counter!("baraza_sms_inbound_total", "outcome" => "refused").increment(1);
+            ack.failed();
+            return;
+        }
+    }
+    if let Err(e) = gateway
+        .results
+        .commit(vec![Write::SmsInbound(message.clone())])
+        .await
+    {
+        warn!(operator = %name, error = %e, "inbound SMS not kept: refused, delivered again later");
+        crate::telemetry::error("result_store");
+        counter!("baraza_sms_inbound_total", "outcome" => "refused").increment(1);
+        ack.failed();
+        return;
+    }
+    if !ack.stored() {
+        // Kept, but the SMSC heard ESME_RX_T_APPN: its copy will come, and must not count.
+        let expected = Write::SmsInboundUpdate(InboundUpdate {
+            inbound_id: message.inbound_id.clone(),
+            change: InboundChange::RedeliveryExpected(true),
+            at_ms: crate::dispatcher::now_ms(),
+        });
+        if let Err(e) = gateway.results.commit(vec![expected]).await {
+            warn!(operator = %name, error = %e, "inbound SMS kept after its refusal, not flagged: its redelivery will be handled again");
+        }
+    }
+    drop(kept_once);
+    counter!("baraza_sms_inbound_total", "outcome" => "kept").increment(1);
+    handle_kept(&gateway, &operator, &outbox, message).await;
+}
+
+/// Runs the step of a kept inbound SMS (marked handled in the commit of its answers) and
+/// queues its replies on the same operator.
+async fn handle_kept(
+    gateway: &Gateway,
+    operator: &OperatorConfig,
+    outbox: &Outbox,
+    message: InboundSms,
+) {
+    // Replies leave from the number the citizen wrote to, unless the operator has a fixed
+    // sender.
+    let reply_from = if operator.sender.is_empty() {
+        message.recipient.clone()
+    } else {
+        operator.sender.clone()
+    };
+    let handled = Write::SmsInboundUpdate(InboundUpdate {
+        inbound_id: message.inbound_id.clone(),
+        change: InboundChange::Handled,
+        at_ms: crate::dispatcher::now_ms(),
+    });
+    let replies: Vec<NewSms> = gateway
+        .sms_step_marked(&message.sender, &message.body, Some(handled))
+        .await
+        .into_iter()
+        .map(|reply| NewSms {
+            operator: Some(operator.name.clone()),
+            to: reply.to,
+            from: Some(reply_from.clone()),
+            text: reply.text,
+            purpose: reply.purpose.to_string(),
+        })
+        .collect();
+    if let Err(e) = outbox.enqueue(replies).await {
+        warn!(operator = %operator.name, error = %e, "reply not queued");
+    }
+}
+
+impl Binds {
+    /// Handles the inbound SMS this node kept but never handled (it stopped between keeping
+    /// one and running its step, or the step failed before its commit), received before
+    /// `before_ms`, oldest first. Returns how many.
+    pub async fn recover_inbound(&self, before_ms: i64) -> usize {
+        let gateway = self.outbox.gateway();
+        let kept = match gateway
+            .results
+            .sms_inbound_unhandled(self.outbox.node())
+            .await
+        {
+            Ok(kept) => kept,
+            Err(e) => {
+                warn!(error = %e, "kept inbound SMS not read: retried at the next sweep");
+                return 0;
+            }
+        };
+        let mut handled = 0;
+        for message in kept.into_iter().filter(|m| m.received_at_ms < before_ms) {
+            let Some(operator) = gateway
+                .config
+                .smpp
+                .operators
+                .iter()
+                .find(|o| o.name == message.operator)
+            else {
+                continue;
+            };
+            handle_kept(gateway, operator, &self.outbox, message).await;
+            handled += 1;
+        }
+        if handled > 0 {
+            info!(handled, "inbound SMS kept before a stop handled");
+        }
+        handled
     }
 }
 
@@ -219,6 +409,7 @@ async fn ussd_message(
     operator: &OperatorConfig,
     replies: &EsmeHandle,
     sm: ShortMessage,
+    ack: Ack,
 ) {
     let name = operator.name.as_str();
     let Some(profile) = operator.ussd.clone() else {
@@ -242,11 +433,16 @@ async fn ussd_message(
     let replies = replies.clone();
     let name = name.to_string();
     // The dialogue's record lives in the session store: any node's bind can continue it.
+    // Acknowledged once the dialogue's record is stored: refused, the SMSC delivers it again.
     let request = match gateway.ussd_smpp_request(&name, &deliver, &profile).await {
-        Ok(request) => request,
+        Ok(request) => {
+            ack.stored();
+            request
+        }
         Err(e) => {
-            warn!(operator = %name, error = %e, "USSD dialogue not found or stored: no screen sent");
+            warn!(operator = %name, error = %e, "USSD dialogue not found or stored: refused, no screen sent");
             crate::telemetry::error("session_store");
+            ack.failed();
             return;
         }
     };

@@ -95,6 +95,9 @@ pub struct BindConfig {
     pub gsm_coding: GsmCoding,
     /// How long an incomplete inbound long message is held before it is delivered partially.
     pub reassembly_timeout: Duration,
+    /// How long a delivered message may take to be kept before the bind answers
+    /// ESME_RX_T_APPN (delivered again later) rather than keep the SMSC waiting.
+    pub deliver_ack_timeout: Duration,
 }
 
 impl std::fmt::Debug for BindConfig {
@@ -131,6 +134,7 @@ impl BindConfig {
             throttle_pause: Duration::from_secs(1),
             gsm_coding: GsmCoding::Zero,
             reassembly_timeout: Duration::from_secs(300),
+            deliver_ack_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -202,6 +206,53 @@ pub enum SubmitError {
     Stopped,
 }
 
+/// One thing the SMSC delivered, and the answer the SMSC waits for: the bind writes the
+/// deliver_sm_resp only when the receiver has kept the message (see [`Ack`]).
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: Inbound,
+    pub ack: Ack,
+}
+
+/// The deliver_sm_resp of one delivered message, owed by whoever took it. [`Ack::stored`] once
+/// the message is durable answers ESME_ROK; [`Ack::failed`] answers ESME_RX_T_APPN, so the
+/// SMSC delivers it again later. Dropped unanswered (a receiver that keeps nothing, such as
+/// `baraza send` waiting for receipts) counts as stored. Unanswered within
+/// [`BindConfig::deliver_ack_timeout`], the bind answers ESME_RX_T_APPN itself, and
+/// [`Ack::stored`] then returns `false`: the SMSC will deliver it again.
+#[derive(Debug)]
+pub struct Ack(Option<oneshot::Sender<CommandStatus>>);
+
+impl Ack {
+    /// An ack nobody waits for (tests, and messages that need none).
+    pub fn none() -> Ack {
+        Ack(None)
+    }
+
+    /// The message is kept: ESME_ROK. `false` when the bind had already answered
+    /// ESME_RX_T_APPN (too late) or its session ended: the SMSC will deliver it again.
+    pub fn stored(mut self) -> bool {
+        self.answer(CommandStatus::ESME_ROK)
+    }
+
+    /// The message could not be kept: ESME_RX_T_APPN, delivered again later.
+    pub fn failed(mut self) -> bool {
+        self.answer(CommandStatus::ESME_RX_T_APPN)
+    }
+
+    fn answer(&mut self, status: CommandStatus) -> bool {
+        self.0
+            .take()
+            .is_some_and(|reply| reply.send(status).is_ok())
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        self.answer(CommandStatus::ESME_ROK);
+    }
+}
+
 /// What the SMSC delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
@@ -265,6 +316,8 @@ pub struct EsmeCounters {
     pub reconnects: u64,
     /// Mobile-originated messages handed over.
     pub delivered: u64,
+    /// deliver_sm answered ESME_RX_T_APPN (not kept: the SMSC delivers them again).
+    pub deliveries_refused: u64,
     /// Times a submit had to wait for the TPS limit.
     pub tps_waits: u64,
 }
@@ -279,6 +332,7 @@ struct AtomicCounters {
     receipts: AtomicU64,
     reconnects: AtomicU64,
     delivered: AtomicU64,
+    deliveries_refused: AtomicU64,
     tps_waits: AtomicU64,
 }
 
@@ -452,7 +506,7 @@ pub struct Esme;
 impl Esme {
     /// Spawns the bind task (call inside a tokio runtime) and returns its handle and the
     /// stream of deliveries and receipts. The task runs until [`EsmeHandle::unbind`].
-    pub fn start(config: BindConfig) -> (EsmeHandle, mpsc::Receiver<Inbound>) {
+    pub fn start(config: BindConfig) -> (EsmeHandle, mpsc::Receiver<Delivery>) {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
             window: Semaphore::new(config.window.max(1)),
@@ -730,6 +784,7 @@ impl EsmeHandle {
             receipts: get(&c.receipts),
             reconnects: get(&c.reconnects),
             delivered: get(&c.delivered),
+            deliveries_refused: get(&c.deliveries_refused),
             tps_waits: get(&c.tps_waits),
         }
     }
@@ -788,7 +843,7 @@ enum BindFailure {
 
 type Link = Framed<TcpStream, SmppCodec>;
 
-async fn supervise(shared: Arc<Shared>, inbound: mpsc::Sender<Inbound>) {
+async fn supervise(shared: Arc<Shared>, inbound: mpsc::Sender<Delivery>) {
     let config = shared.config.clone();
     let mut reassembler = Reassembler::new(config.reassembly_timeout, 1000);
     let mut rng = XorShift(seed());
@@ -934,7 +989,7 @@ const MAX_WRITES_PER_FLUSH: usize = 64;
 async fn run_session(
     shared: &Arc<Shared>,
     mut link: Link,
-    inbound: &mpsc::Sender<Inbound>,
+    inbound: &mpsc::Sender<Delivery>,
     reassembler: &mut Reassembler,
 ) -> SessionEnd {
     let config = &shared.config;
@@ -959,6 +1014,8 @@ async fn run_session(
     // wake-up changes (re-arming a timer per event costs more than the event at high rates).
     let timer = tokio::time::sleep_until(last_activity + config.enquire_link_interval);
     tokio::pin!(timer);
+    // deliver_sm_resp owed: each resolves once its messages are kept (or not) by the receiver.
+    let mut acks: futures_util::stream::FuturesUnordered<AckDue> = Default::default();
     let end = loop {
         while let Some(&(_, sequence)) = deadlines.front() {
             if pending.contains_key(&sequence) {
@@ -1002,13 +1059,27 @@ async fn run_session(
                     }
                     Frame::Pdu(pdu) => {
                         if let Some(end) =
-                            handle_pdu(shared, &mut link, &mut pending, inbound, reassembler, pdu)
+                            handle_pdu(shared, &mut link, &mut pending, inbound, reassembler, &mut acks, pdu)
                                 .await
                         {
                             break end;
                         }
                     }
                 }
+            }
+            Some((sequence, status)) = acks.next(), if !acks.is_empty() => {
+                if status != CommandStatus::ESME_ROK {
+                    bump(&shared.counters.deliveries_refused);
+                }
+                let resp = Pdu {
+                    sequence,
+                    status,
+                    body: Body::DeliverSmResp(MessageIdResp::default()),
+                };
+                if let Err(error) = link.send(resp).await {
+                    break SessionEnd::Lost(error.to_string());
+                }
+                last_activity = Instant::now();
             }
             command = commands.recv() => {
                 let Some(command) = command else {
@@ -1201,13 +1272,44 @@ async fn read_unbind_resp(
     found
 }
 
+/// A deliver_sm_resp owed: resolves to its sequence and status.
+type AckDue = std::pin::Pin<Box<dyn std::future::Future<Output = (u32, CommandStatus)> + Send>>;
+
+/// The answer to one deliver_sm once every message it gave was kept: ESME_ROK, or
+/// ESME_RX_T_APPN when one could not be kept or the receiver took longer than `within`.
+fn ack_due(
+    sequence: u32,
+    answers: Vec<oneshot::Receiver<CommandStatus>>,
+    within: Duration,
+) -> AckDue {
+    Box::pin(async move {
+        let all = futures_util::future::join_all(answers);
+        let status = match tokio::time::timeout(within, all).await {
+            Ok(statuses) => statuses
+                .into_iter()
+                .map(|s| s.unwrap_or(CommandStatus::ESME_ROK))
+                .find(|s| *s != CommandStatus::ESME_ROK)
+                .unwrap_or(CommandStatus::ESME_ROK),
+            Err(_) => {
+                warn!(
+                    sequence,
+                    "smpp: a delivered message was not kept in time: ESME_RX_T_APPN, delivered again later"
+                );
+                CommandStatus::ESME_RX_T_APPN
+            }
+        };
+        (sequence, status)
+    })
+}
+
 /// Handles one PDU from the SMSC; `Some` ends the session.
 async fn handle_pdu(
     shared: &Arc<Shared>,
     link: &mut Link,
     pending: &mut HashMap<u32, Pending>,
-    inbound: &mpsc::Sender<Inbound>,
+    inbound: &mpsc::Sender<Delivery>,
     reassembler: &mut Reassembler,
+    acks: &mut futures_util::stream::FuturesUnordered<AckDue>,
     pdu: Pdu,
 ) -> Option<SessionEnd> {
     let sequence = pdu.sequence;
@@ -1248,19 +1350,38 @@ async fn handle_pdu(
                 .await;
             return Some(SessionEnd::Lost("the SMSC unbound".to_string()));
         }
+        // Answered once the receiver kept what it carries (a receipt, a message, a USSD
+        // step), not before: a message acknowledged and then lost is lost for good, while one
+        // refused with ESME_RX_T_APPN comes again. A part held for reassembly is answered at
+        // once (it is kept here until its message is whole).
         Body::DeliverSm(sm) => {
-            let resp = Body::DeliverSmResp(MessageIdResp::default());
-            let written = link.send(answer(CommandStatus::ESME_ROK, resp)).await;
+            let mut answers = Vec::new();
             for message in inbound_messages(&sm, reassembler) {
                 match &message {
                     Inbound::Receipt(_) => bump(&shared.counters.receipts),
                     Inbound::Deliver { .. } | Inbound::Ussd(_) => bump(&shared.counters.delivered),
                 }
-                if inbound.send(message).await.is_err() {
+                let (reply, answer) = oneshot::channel();
+                answers.push(answer);
+                let delivery = Delivery {
+                    message,
+                    ack: Ack(Some(reply)),
+                };
+                if inbound.send(delivery).await.is_err() {
                     debug!("smpp: nobody takes inbound messages");
                 }
             }
-            written
+            if answers.is_empty() {
+                let resp = Body::DeliverSmResp(MessageIdResp::default());
+                link.send(answer(CommandStatus::ESME_ROK, resp)).await
+            } else {
+                acks.push(ack_due(
+                    sequence,
+                    answers,
+                    shared.config.deliver_ack_timeout,
+                ));
+                Ok(())
+            }
         }
         other => {
             debug!(command = other.name(), "smpp: unsupported request");

@@ -147,6 +147,18 @@ impl Outbox {
         &self.node
     }
 
+    /// The gateway this queue sends for.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// A new id, unique on this node, for an inbound message kept by its binds.
+    pub fn next_id(&self) -> String {
+        let now = crate::dispatcher::now_ms();
+        let id = self.sequence.fetch_add(1, Ordering::Relaxed);
+        format!("{}-in-{now:x}-{id:x}", self.node)
+    }
+
     /// Stores `messages` (one commit) and starts sending them, in order, on their
     /// operators' binds. Returns their ids once they are durably queued. Either every message
     /// is accepted or none is.
@@ -261,8 +273,9 @@ impl Outbox {
     }
 
     /// Stores a delivery receipt from any bind of `operator`, its id normalised with the
-    /// operator's rules so it joins the part it is about.
-    pub async fn record_receipt(&self, operator: &str, receipt: &Receipt) {
+    /// operator's rules so it joins the part it is about. `false` when it could not be stored
+    /// (the bind then asks the SMSC to deliver it again).
+    pub async fn record_receipt(&self, operator: &str, receipt: &Receipt) -> bool {
         let ids = self
             .routes
             .iter()
@@ -284,9 +297,11 @@ impl Outbox {
             .commit(vec![Write::Receipt(record)])
             .await
         {
-            warn!(operator, error = %e, "delivery receipt not stored");
+            warn!(operator, error = %e, "delivery receipt not stored: refused, delivered again later");
             crate::telemetry::error("result_store");
+            return false;
         }
+        true
     }
 
     /// Stops taking new send tasks and waits up to `limit` for those in flight. What is not

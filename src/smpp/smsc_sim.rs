@@ -118,6 +118,11 @@ pub struct SimStats {
     pub mo_parts_sent: u64,
     /// deliver_sm_resp received (answers to receipts and MO parts).
     pub deliver_sm_resps: u64,
+    /// deliver_sm_resp with an error status (ESME_RX_T_APPN...): delivered again, as an SMSC
+    /// does, up to [`MAX_DELIVERY_ATTEMPTS`] times in all.
+    pub deliveries_refused: u64,
+    /// deliver_sm sent again after a refusal.
+    pub redeliveries: u64,
     /// enquire_link_resp received (answers to [`SimHandle::enquire_link_all`]).
     pub enquire_link_resps: u64,
     /// enquire_link received from ESMEs.
@@ -165,6 +170,9 @@ pub enum SimError {
 }
 
 /// What a connection task is asked to do by the rest of the simulator.
+/// Deliveries of one deliver_sm (the first included) before the simulator gives up on it.
+pub const MAX_DELIVERY_ATTEMPTS: u32 = 5;
+
 #[derive(Debug)]
 enum Outgoing {
     /// Send this response as is.
@@ -648,6 +656,9 @@ async fn serve_connection(shared: Arc<SimShared>, stream: TcpStream) {
     let mut framed = Framed::new(stream, SmppCodec::default());
     let sequences = SequenceNumbers::new();
     let mut bound: Option<BindKind> = None;
+    // deliver_sm written and not answered yet, by sequence, with the delivery attempt: one
+    // answered with an error status is written again.
+    let mut deliveries: HashMap<u32, (Body, u32)> = HashMap::new();
     // Our unbind was answered: close after that.
     let mut awaiting_unbind_resp = false;
     loop {
@@ -667,6 +678,20 @@ async fn serve_connection(shared: Arc<SimShared>, stream: TcpStream) {
                     }
                 }
                 Some(Ok(Frame::Pdu(pdu))) => {
+                    if matches!(pdu.body, Body::DeliverSmResp(_))
+                        && let Some((body, attempt)) = deliveries.remove(&pdu.sequence)
+                        && pdu.status != CommandStatus::ESME_ROK
+                    {
+                        shared.update(|state| state.stats.deliveries_refused += 1);
+                        if attempt < MAX_DELIVERY_ATTEMPTS {
+                            shared.update(|state| state.stats.redeliveries += 1);
+                            let sequence = sequences.next_sequence();
+                            deliveries.insert(sequence, (body.clone(), attempt + 1));
+                            if matches!(send(&mut framed, Pdu::new(sequence, body)).await, Next::Close) {
+                                break;
+                            }
+                        }
+                    }
                     let was_unbinding = awaiting_unbind_resp;
                     if matches!(pdu.body, Body::UnbindResp) {
                         awaiting_unbind_resp = false;
@@ -681,7 +706,11 @@ async fn serve_connection(shared: Arc<SimShared>, stream: TcpStream) {
                     if matches!(body, Body::Unbind) {
                         awaiting_unbind_resp = true;
                     }
-                    send(&mut framed, Pdu::new(sequences.next_sequence(), body)).await
+                    let sequence = sequences.next_sequence();
+                    if matches!(body, Body::DeliverSm(_)) {
+                        deliveries.insert(sequence, (body.clone(), 1));
+                    }
+                    send(&mut framed, Pdu::new(sequence, body)).await
                 }
                 Some(Outgoing::Close) | None => Next::Close,
             },
