@@ -918,21 +918,6 @@ fn call_attempt_row(row: &tokio_postgres::Row) -> Result<CallAttemptRecord, Resu
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::valid_schema_name;
-
-    #[test]
-    fn schema_names_are_plain_identifiers() {
-        for good in ["baraza", "_x", "results_2026", &"a".repeat(63)] {
-            assert!(valid_schema_name(good), "{good}");
-        }
-        for bad in ["", "1abc", "a-b", "a\"b", "a b", "école", &"a".repeat(64)] {
-            assert!(!valid_schema_name(bad), "{bad}");
-        }
-    }
-}
-
 /// Locks the flow versions against other writers (readers go on) and takes the next value of
 /// their change counter: with the lock held to commit, counters become visible in order, so a
 /// poll that saw counter N never later finds a change below N.
@@ -1072,4 +1057,19 @@ fn flow_version_row(row: &tokio_postgres::Row) -> Result<StoredFlowVersion, Resu
         changed_seq: row.try_get(6).map_err(pg_error)?,
         flow_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_schema_name;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["baraza", "_x", "results_2026", &"a".repeat(63)] {
+            assert!(valid_schema_name(good), "{good}");
+        }
+        for bad in ["", "1abc", "a-b", "a\"b", "a b", "école", &"a".repeat(64)] {
+            assert!(!valid_schema_name(bad), "{bad}");
+        }
+    }
 }
