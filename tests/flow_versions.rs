@@ -203,3 +203,66 @@ async fn a_removed_flow_finishes_its_sessions_and_starts_no_new_ones_on_any_node
     assert!(end.starts_with("END Thank you"), "{end}");
     a.cleanup().await;
 }
+
+/// Removes a published version from the PostgreSQL schema `schema` behind the store's back.
+async fn unpublish(schema: &str, flow_id: &str, version: i64) {
+    let (client, connection) =
+        tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to postgres");
+    tokio::spawn(connection);
+    client
+        .execute(
+            &format!("DELETE FROM \"{schema}\".flow_versions WHERE flow_id = $1 AND version = $2"),
+            &[&flow_id, &version],
+        )
+        .await
+        .expect("delete the version");
+}
+
+#[tokio::test]
+async fn a_version_no_node_published_is_busy_and_remembered_as_missing_for_a_while() {
+    let b = start(Stores::RedisPostgres).await;
+    let a = node_with(&b, &version_2()).await;
+    a.at("s10", PHONE, "*999#", "").await;
+    assert_eq!(a.at("s10", PHONE, "*999#", "1").await, VILLAGE_V2);
+    let schema = b.pg_schema.clone().expect("a PostgreSQL schema");
+    unpublish(&schema, "e2e_survey", 2).await;
+
+    // B lacks version 2 and so does the store: the polite "busy" END, not a crash.
+    let busy = b.at("s10", PHONE, "*999#", "1*Kisumu").await;
+    assert!(busy.starts_with("END"), "{busy}");
+    // Published again now, but B remembers the miss (for `MISS_TTL`) and does not ask again.
+    let stored_by_a = a
+        .gateway
+        .results
+        .flow_versions_since(0)
+        .await
+        .expect("read");
+    assert!(stored_by_a.iter().all(|v| v.version != 2));
+    let v2 = baraza::result_store::PublishedFlow {
+        flow_id: "e2e_survey".into(),
+        version: 2,
+        content_hash: baraza::flow::catalog::content_hash(
+            &a.gateway.catalog().get("e2e_survey", 2).expect("on A").flow,
+            "",
+        ),
+        source: version_2(),
+        published_at_ms: 1,
+    };
+    b.gateway
+        .results
+        .publish_flow_versions(&[v2])
+        .await
+        .expect("publish");
+    assert_eq!(b.at("s10", PHONE, "*999#", "1*Kisumu").await, busy);
+    // The poll does not wait for the miss to expire: the version is there for the next step.
+    let sync = b.gateway.sync_flows().await.expect("poll");
+    assert!(sync.added.contains(&"e2e_survey@2".to_string()), "{sync:?}");
+    let priority = b.at("s10", PHONE, "*999#", "1*Kisumu").await;
+    assert!(
+        priority.starts_with("CON What should the county fix first in Kisumu"),
+        "{priority}"
+    );
+    b.cleanup().await;
+}

@@ -936,7 +936,7 @@ async fn migrations_are_idempotent_and_newer_schemas_refused(fx: Fixture) {
     match fx.try_open().await {
         Err(ResultStoreError::SchemaTooNew {
             found: 99,
-            known: 5,
+            known: 6,
         }) => {}
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("a database migrated by a newer build was opened"),
