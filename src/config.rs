@@ -25,6 +25,10 @@ pub struct Config {
     /// Folder of flow files, relative to the config file's folder or absolute.
     #[serde(default = "default_flows_dir")]
     pub flows_dir: PathBuf,
+    /// How often this node asks the result store for flow versions and retirements other
+    /// nodes published (a reload on one node reaches the others within this), milliseconds.
+    #[serde(default = "default_flows_poll_ms")]
+    pub flows_poll_ms: u64,
     #[serde(default)]
     pub sessions: SessionsConfig,
     #[serde(default)]
@@ -54,6 +58,10 @@ fn default_listen() -> SocketAddr {
 
 fn default_flows_dir() -> PathBuf {
     PathBuf::from("flows")
+}
+
+fn default_flows_poll_ms() -> u64 {
+    5_000
 }
 
 /// Where sessions live.
@@ -787,6 +795,7 @@ impl Config {
         Config {
             listen: default_listen(),
             flows_dir: default_flows_dir(),
+            flows_poll_ms: default_flows_poll_ms(),
             sessions: SessionsConfig::Memory,
             results: ResultsConfig::default(),
             ussd: UssdConfig::default(),

@@ -30,11 +30,13 @@ use crate::result_store::{
 use crate::session_store::{ResumeCopy, SaveOutcome, SessionKey, SessionStore};
 use crate::telemetry;
 
+mod flow_versions;
 mod session_cache;
 mod sms;
 mod ussd_smpp;
 mod voice;
 
+pub use flow_versions::{FlowSync, MISS_TTL, publish as publish_flows};
 pub use sms::OutgoingSms;
 
 /// What is stored per live session: the engine state plus what the channel needs to answer a
@@ -126,6 +128,9 @@ pub struct Gateway {
     pseudonyms: crate::pseudonym::Pseudonymiser,
     /// SMS steps run one at a time per number on this node (see [`sms`]).
     sms_numbers: sms::NumberLocks,
+    /// Flow versions read from the result store: missing ones remembered, the poll's cursor
+    /// (see [`flow_versions`]).
+    stored_flows: flow_versions::StoredFlows,
 }
 
 /// Why a step could not complete (logged and counted; the citizen gets a polite `END`).
@@ -211,6 +216,7 @@ impl Gateway {
             session_cache: session_cache::SessionCache::new(copies),
             pseudonyms: crate::pseudonym::Pseudonymiser::new(&pseudonym_key),
             sms_numbers: sms::NumberLocks::default(),
+            stored_flows: flow_versions::StoredFlows::default(),
         }
     }
 
@@ -405,7 +411,7 @@ impl Gateway {
                     });
                 }
                 (Resolved::Answer { text, progress }, Some(record)) => {
-                    let flow = self.flow_of(&record.state)?;
+                    let flow = self.flow_of(&record.state).await?;
                     (flow, Some(record.state), Input::Answer(text), progress)
                 }
                 (Resolved::Start { sub_code, progress }, _) => {
@@ -590,10 +596,10 @@ impl Gateway {
         })
     }
 
-    fn flow_of(&self, state: &SessionState) -> Result<Arc<CompiledFlow>, StepError> {
-        self.catalog()
-            .get(&state.flow_id, state.flow_version)
-            .ok_or_else(|| StepError::MissingFlow(state.flow_id.clone(), state.flow_version))
+    /// The flow version a session is pinned to, from this node's catalog or, when another
+    /// node (or this one before a restart) loaded it, from the result store.
+    async fn flow_of(&self, state: &SessionState) -> Result<Arc<CompiledFlow>, StepError> {
+        self.pinned_flow(&state.flow_id, state.flow_version).await
     }
 
     /// The flow a dialled code starts, sub-code first (`*384*12*3#`), then the code itself.
@@ -648,9 +654,12 @@ impl Gateway {
         let Ok(state) = SessionState::decode(&bytes) else {
             return (latest, None);
         };
-        match self.catalog().get(&state.flow_id, state.flow_version) {
-            Some(pinned) => (pinned, Some(state)),
-            None => (latest, None),
+        match self.pinned_flow(&state.flow_id, state.flow_version).await {
+            Ok(pinned) => (pinned, Some(state)),
+            Err(e) => {
+                warn!(error = %e, "the dropped session's flow version is missing; starting afresh");
+                (latest, None)
+            }
         }
     }
 
@@ -692,7 +701,7 @@ impl Gateway {
         if record.state.status.is_terminal() {
             return Ok(());
         }
-        let flow = self.flow_of(&record.state)?;
+        let flow = self.flow_of(&record.state).await?;
         let step = engine::advance(&flow, Some(record.state), Input::Hangup, now_ms());
         let writes = self.writes_for(None, &step);
         if !writes.is_empty() {
@@ -735,7 +744,7 @@ impl Gateway {
         let Some(record) = SessionRecord::decode(&stored.data) else {
             return Ok(());
         };
-        let flow = self.flow_of(&record.state)?;
+        let flow = self.flow_of(&record.state).await?;
         let was_active = !record.state.status.is_terminal();
         self.end_session(&key, Some(stored.version), record.clone())
             .await?;

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use baraza::result_store::{
     AnswerRecord, CallAttemptQuery, CallAttemptRecord, CallAttemptStatus, CallFinal, CallKey,
-    CallRetry, QueuedSms, ReceiptRecord, ResponseRow, ResponseStart, ResponseStatus, ResultStore,
-    ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, StatusUpdate, Withdrawal, Write,
-    export_csv,
+    CallRetry, PublishedFlow, QueuedSms, ReceiptRecord, ResponseRow, ResponseStart, ResponseStatus,
+    ResultStore, ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, StatusUpdate,
+    Withdrawal, Write, export_csv,
 };
 use tokio::task::JoinSet;
 
@@ -384,6 +384,7 @@ behaviour_suite!(
     a_withdrawn_response_goes_with_its_answers_and_nothing_else,
     only_one_of_two_claims_on_a_queued_message_applies,
     inbound_sms_are_kept_handled_and_their_redeliveries_found,
+    flow_versions_publish_once_refuse_changes_and_poll_by_cursor,
 );
 
 fn inbound(id: &str, node: &str, body: &str, at: i64) -> baraza::result_store::InboundSms {
@@ -477,6 +478,141 @@ async fn inbound_sms_are_kept_handled_and_their_redeliveries_found(fx: Fixture) 
     assert_eq!(
         store.sms_inbound_redelivered(&copy).await.expect("read"),
         None
+    );
+    store.flush_and_close().await.expect("close");
+}
+
+fn flow_version(id: &str, version: u32, hash: &str, at_ms: i64) -> PublishedFlow {
+    PublishedFlow {
+        flow_id: id.into(),
+        version,
+        content_hash: hash.into(),
+        source: format!("id: {id}\nversion: {version}\n# {hash}\n"),
+        published_at_ms: at_ms,
+    }
+}
+
+/// Publishing is idempotent by (id, version) and hash; a changed hash under a published
+/// version refuses the whole publication; reads by (id, version); a poll by cursor sees new
+/// versions, retirements and a retired flow brought back, each once.
+async fn flow_versions_publish_once_refuse_changes_and_poll_by_cursor(fx: Fixture) {
+    let store = fx.open().await;
+    assert_eq!(store.flow_versions_since(0).await.expect("poll"), vec![]);
+    let first = [
+        flow_version("survey", 1, "aa", 1_000),
+        flow_version("other", 1, "bb", 1_000),
+    ];
+    store.publish_flow_versions(&first).await.expect("publish");
+    // Again, later: nothing changes (not even the publication time or the cursor).
+    let later: Vec<_> = first
+        .iter()
+        .map(|f| PublishedFlow {
+            published_at_ms: 9_000,
+            ..f.clone()
+        })
+        .collect();
+    store
+        .publish_flow_versions(&later)
+        .await
+        .expect("republish");
+    let all = store.flow_versions_since(0).await.expect("poll");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        all.iter()
+            .all(|v| v.published_at_ms == 1_000 && v.retired_at_ms.is_none())
+    );
+    let cursor = all.iter().map(|v| v.changed_seq).max().expect("a cursor");
+    assert_eq!(
+        store.flow_versions_since(cursor).await.expect("poll"),
+        vec![]
+    );
+
+    let stored = store
+        .flow_version("survey", 1)
+        .await
+        .expect("read")
+        .expect("published");
+    assert_eq!(stored.source, first[0].source);
+    assert_eq!(stored.content_hash, "aa");
+    assert_eq!(store.flow_version("survey", 2).await.expect("read"), None);
+    assert_eq!(store.flow_version("nothing", 1).await.expect("read"), None);
+
+    // A changed flow under a published version is refused, with the new version beside it
+    // not published either (one transaction).
+    let refused = store
+        .publish_flow_versions(&[
+            flow_version("survey", 2, "cc", 2_000),
+            flow_version("survey", 1, "changed", 2_000),
+        ])
+        .await;
+    match refused {
+        Err(e @ ResultStoreError::FlowVersionChanged { .. }) => {
+            assert!(e.to_string().contains("raise `version`"), "{e}");
+            assert!(e.to_string().contains("`survey` version 1"), "{e}");
+        }
+        other => panic!("a changed version must be refused, got {other:?}"),
+    }
+    assert_eq!(store.flow_version("survey", 2).await.expect("read"), None);
+    assert_eq!(
+        store.flow_version("survey", 1).await.expect("read"),
+        Some(stored)
+    );
+
+    // A new version shows up after the cursor, alone.
+    store
+        .publish_flow_versions(&[flow_version("survey", 2, "cc", 3_000)])
+        .await
+        .expect("publish v2");
+    let new = store.flow_versions_since(cursor).await.expect("poll");
+    assert_eq!(
+        new.iter()
+            .map(|v| (v.flow_id.as_str(), v.version))
+            .collect::<Vec<_>>(),
+        vec![("survey", 2)]
+    );
+    let cursor = new[0].changed_seq;
+
+    // Retiring marks every version of the flow, once; the poll sees both rows.
+    store
+        .retire_flows(&["survey".to_string()], 4_000)
+        .await
+        .expect("retire");
+    store
+        .retire_flows(&["survey".to_string()], 5_000)
+        .await
+        .expect("retire again");
+    let retired = store.flow_versions_since(cursor).await.expect("poll");
+    assert_eq!(retired.len(), 2, "{retired:?}");
+    assert!(
+        retired
+            .iter()
+            .all(|v| v.flow_id == "survey" && v.retired_at_ms == Some(4_000))
+    );
+    let cursor = retired
+        .iter()
+        .map(|v| v.changed_seq)
+        .max()
+        .expect("a cursor");
+    assert_eq!(
+        store.flow_versions_since(cursor).await.expect("poll"),
+        vec![]
+    );
+
+    // Publishing the flow again brings it back (every version), seen by the next poll.
+    store
+        .publish_flow_versions(&[flow_version("survey", 2, "cc", 6_000)])
+        .await
+        .expect("publish again");
+    let back = store.flow_versions_since(cursor).await.expect("poll");
+    assert_eq!(back.len(), 2, "{back:?}");
+    assert!(back.iter().all(|v| v.retired_at_ms.is_none()));
+    assert_eq!(
+        store
+            .flow_version("other", 1)
+            .await
+            .expect("read")
+            .map(|v| v.retired_at_ms),
+        Some(None)
     );
     store.flush_and_close().await.expect("close");
 }
@@ -890,13 +1026,13 @@ async fn migrations_are_idempotent_and_newer_schemas_refused(fx: Fixture) {
     let third = fx.open().await;
     assert_eq!(responses(&third, "poll").await.len(), 1);
     third.flush_and_close().await.expect("close third");
-    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7]);
 
     fx.record_migration(99).await;
     match fx.try_open().await {
         Err(ResultStoreError::SchemaTooNew {
             found: 99,
-            known: 5,
+            known: 7,
         }) => {}
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("a database migrated by a newer build was opened"),
@@ -973,7 +1109,7 @@ async fn answers_stored_before_version_5_survive_its_new_key(fx: Fixture) {
     }
 
     let store = fx.open().await;
-    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7]);
     let rows = responses(&store, "poll").await;
     let found: Vec<_> = rows
         .iter()

@@ -197,7 +197,7 @@ impl Gateway {
             if let Some(record) = record
                 && !record.state.status.is_terminal()
             {
-                let flow = self.flow_of(&record.state)?;
+                let flow = self.flow_of(&record.state).await?;
                 let step = engine::advance(&flow, Some(record.state), Input::Hangup, now_ms());
                 let mut writes = self.writes_for_subscriber(from, "smpp", &step);
                 for write in &mut writes {
@@ -267,7 +267,7 @@ impl Gateway {
                 (flow, None, start)
             }
             (None, Some(record)) => {
-                let flow = self.flow_of(&record.state)?;
+                let flow = self.flow_of(&record.state).await?;
                 (
                     flow,
                     Some(record.state),
@@ -419,7 +419,7 @@ impl Gateway {
         if record.state.status.is_terminal() {
             return Ok(Vec::new());
         }
-        let flow = self.flow_of(&record.state)?;
+        let flow = self.flow_of(&record.state).await?;
         let step = engine::advance(&flow, Some(record.state), Input::Timeout, now_ms);
         let writes = self.writes_for_subscriber(from, "smpp", &step);
         if !writes.is_empty() {

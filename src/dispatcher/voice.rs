@@ -316,11 +316,11 @@ impl Gateway {
                     return Ok(VoiceReply::Hangup { goodbye: None });
                 }
                 (VoiceEvent::Ended { .. }, Some(record)) => {
-                    let flow = self.flow_of(&record.state)?;
+                    let flow = self.flow_of(&record.state).await?;
                     (flow, Some(record.state), vec![Input::Hangup])
                 }
                 (event, Some(record)) => {
-                    let flow = self.flow_of(&record.state)?;
+                    let flow = self.flow_of(&record.state).await?;
                     let mut inputs = vec![match event {
                         // A repeated first callback: say the current prompt again.
                         VoiceEvent::CallStarted => {

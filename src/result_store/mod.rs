@@ -45,6 +45,7 @@
 //! as given, and [`export`] pseudonymises it on the way out unless raw numbers are asked for.
 
 pub mod export;
+pub mod flow_versions;
 mod postgres;
 pub mod sms;
 mod sqlite;
@@ -59,6 +60,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
 pub use export::{ExportError, export_csv};
+pub use flow_versions::{PublishedFlow, StoredFlowVersion};
 pub use sms::{
     InboundChange, InboundSms, InboundUpdate, QueuedSms, ReceiptRecord, SmsPartRecord, SmsPartRow,
     SmsRow, SmsState, SmsStateUpdate,
@@ -619,6 +621,12 @@ pub enum ResultStoreError {
     /// Stored data that this build cannot read back (e.g. an unknown status name).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A flow version was published before with other content: a changed flow must get a
+    /// new version number so that sessions pinned to the old one keep it.
+    #[error(
+        "flow `{flow_id}` version {version} is already published with other content: raise `version` so sessions under way keep the old one"
+    )]
+    FlowVersionChanged { flow_id: String, version: u32 },
     /// `flush_and_close` was called; nothing more is accepted.
     #[error("the result store is closed")]
     Closed,
@@ -676,6 +684,11 @@ macro_rules! migrations {
                     $dialect,
                     "/0005_answers_by_start.sql"
                 )),
+            },
+            Migration {
+                version: 6,
+                name: "flow_versions",
+                sql: include_str!(concat!("migrations/", $dialect, "/0006_flow_versions.sql")),
             },
             Migration {
                 version: 7,
@@ -1190,6 +1203,107 @@ impl ResultStore {
         }
     }
 
+    /// Publishes flow versions in one transaction on a connection of its own: a new
+    /// (id, version) is stored, one stored with the same hash changes nothing, one stored
+    /// with another hash refuses the whole publication ([`ResultStoreError::FlowVersionChanged`]).
+    /// Every flow published is no longer retired (a reload that has it again brings it back).
+    pub async fn publish_flow_versions(
+        &self,
+        versions: &[PublishedFlow],
+    ) -> Result<(), ResultStoreError> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        // Like every text stored (see the module documentation): no NUL characters.
+        let versions: Vec<PublishedFlow> = versions
+            .iter()
+            .cloned()
+            .map(|mut v| {
+                if v.source.contains('\0') {
+                    v.source = v.source.replace('\0', "\u{FFFD}");
+                }
+                v
+            })
+            .collect();
+        match &self.shared.reads {
+            ReadSource::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || sqlite::publish_flow_versions(&path, &versions))
+                    .await
+                    .map_err(|e| ResultStoreError::Sqlite(format!("publish task failed: {e}")))?
+            }
+            ReadSource::Postgres(target) => {
+                postgres::publish_flow_versions(target, &versions).await
+            }
+        }
+    }
+
+    /// Marks every version of the flows `flow_ids` retired at `at_ms` (sessions pinned to
+    /// them finish; no node starts a new one). Retiring a retired flow changes nothing.
+    pub async fn retire_flows(
+        &self,
+        flow_ids: &[String],
+        at_ms: i64,
+    ) -> Result<(), ResultStoreError> {
+        if flow_ids.is_empty() {
+            return Ok(());
+        }
+        match &self.shared.reads {
+            ReadSource::Sqlite(path) => {
+                let path = path.clone();
+                let flow_ids = flow_ids.to_vec();
+                tokio::task::spawn_blocking(move || sqlite::retire_flows(&path, &flow_ids, at_ms))
+                    .await
+                    .map_err(|e| ResultStoreError::Sqlite(format!("retire task failed: {e}")))?
+            }
+            ReadSource::Postgres(target) => postgres::retire_flows(target, flow_ids, at_ms).await,
+        }
+    }
+
+    /// One published flow version, or `None` if no node published it.
+    pub async fn flow_version(
+        &self,
+        flow_id: &str,
+        version: u32,
+    ) -> Result<Option<StoredFlowVersion>, ResultStoreError> {
+        match &self.shared.reads {
+            ReadSource::Sqlite(path) => {
+                let path = path.clone();
+                let flow_id = flow_id.to_string();
+                tokio::task::spawn_blocking(move || {
+                    sqlite::read_flow_version(&path, &flow_id, version)
+                })
+                .await
+                .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
+            }
+            ReadSource::Postgres(target) => {
+                postgres::read_flow_version(target, flow_id, version).await
+            }
+        }
+    }
+
+    /// The flow versions that changed (published, retired, brought back) after the cursor
+    /// `after_seq` (0 for all), in change order; the last one's `changed_seq` is the next
+    /// cursor.
+    pub async fn flow_versions_since(
+        &self,
+        after_seq: i64,
+    ) -> Result<Vec<StoredFlowVersion>, ResultStoreError> {
+        match &self.shared.reads {
+            ReadSource::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    sqlite::read_flow_versions_since(&path, after_seq)
+                })
+                .await
+                .map_err(|e| ResultStoreError::Sqlite(format!("read task failed: {e}")))?
+            }
+            ReadSource::Postgres(target) => {
+                postgres::read_flow_versions_since(target, after_seq).await
+            }
+        }
+    }
+
     /// Transactions committed so far by this store's writer (group commit makes this smaller
     /// than the number of `commit` calls under concurrency).
     pub fn batches_committed(&self) -> u64 {
@@ -1242,15 +1356,15 @@ mod tests {
             pending_migrations(SQLITE_MIGRATIONS, applied)
                 .map(|m| m.iter().map(|m| m.version).collect::<Vec<_>>())
         };
-        assert_eq!(versions(&[]), Ok(vec![1, 2, 3, 4, 5]));
+        assert_eq!(versions(&[]), Ok(vec![1, 2, 3, 4, 5, 6, 7]));
         // A database of the first release gets the SMS and call attempt tables.
-        assert_eq!(versions(&[1]), Ok(vec![2, 3, 4, 5]));
-        assert_eq!(versions(&[1, 2]), Ok(vec![3, 4, 5]));
-        assert_eq!(versions(&[1, 2, 3, 4]), Ok(vec![5]));
-        assert_eq!(versions(&[1, 2, 3, 4, 5]), Ok(vec![]));
+        assert_eq!(versions(&[1]), Ok(vec![2, 3, 4, 5, 6, 7]));
+        assert_eq!(versions(&[1, 2]), Ok(vec![3, 4, 5, 6, 7]));
+        assert_eq!(versions(&[1, 2, 3, 4]), Ok(vec![5, 6, 7]));
+        assert_eq!(versions(&[1, 2, 3, 4, 5, 6, 7]), Ok(vec![]));
         assert_eq!(
-            versions(&[1, 7]),
-            Err(ResultStoreError::SchemaTooNew { found: 7, known: 5 })
+            versions(&[1, 8]),
+            Err(ResultStoreError::SchemaTooNew { found: 8, known: 7 })
         );
     }
 

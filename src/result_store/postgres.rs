@@ -3,7 +3,9 @@
 //! pipelined (sent back to back, not one round trip each); reads on connections of their own.
 //!
 //! It never uses TLS (`NoTls`; run it on a private network or a local socket), never builds
-//! SQL from data (only from the validated schema name), and never writes outside the writer.
+//! SQL from data (only from the validated schema name), and never writes outside the writer,
+//! except to publish and retire flow versions (rare; one transaction on a connection of its
+//! own that locks the flow versions table, so change counters commit in order).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +18,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, NoTls, Statement, Transaction};
 
+use super::flow_versions::{
+    FLOW_VERSION_COLUMNS, PublishedFlow, StoredFlowVersion, changed_version, stored_version,
+};
 use super::sms::{INBOUND_COLUMNS, MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
     CallAttemptQuery, CallAttemptRecord, CallKey, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
@@ -996,6 +1001,147 @@ fn call_attempt_row(row: &tokio_postgres::Row) -> Result<CallAttemptRecord, Resu
         node: row.try_get(15).map_err(pg_error)?,
         due_at_ms: row.try_get(16).map_err(pg_error)?,
         attempt_id,
+    })
+}
+
+/// Locks the flow versions against other writers (readers go on) and takes the next value of
+/// their change counter: with the lock held to commit, counters become visible in order, so a
+/// poll that saw counter N never later finds a change below N.
+async fn lock_flow_versions(tx: &Transaction<'_>) -> Result<i64, ResultStoreError> {
+    tx.batch_execute("LOCK TABLE flow_versions IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .map_err(pg_error)?;
+    let row = tx
+        .query_one(
+            "SELECT COALESCE(MAX(changed_seq), 0) + 1 FROM flow_versions",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    row.try_get(0).map_err(pg_error)
+}
+
+/// See [`super::ResultStore::publish_flow_versions`].
+pub(super) async fn publish_flow_versions(
+    target: &Target,
+    versions: &[PublishedFlow],
+) -> Result<(), ResultStoreError> {
+    let mut client = target.connect().await?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let seq = lock_flow_versions(&tx).await?;
+    for flow in versions {
+        let version = i64::from(flow.version);
+        let stored = tx
+            .query_opt(
+                "SELECT content_hash FROM flow_versions WHERE flow_id = $1 AND version = $2",
+                &[&flow.flow_id, &version],
+            )
+            .await
+            .map_err(pg_error)?;
+        match stored {
+            Some(row) => {
+                let hash: String = row.try_get(0).map_err(pg_error)?;
+                if hash != flow.content_hash {
+                    return Err(changed_version(&flow.flow_id, flow.version));
+                }
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO flow_versions (flow_id, version, content_hash, source, \
+                     published_at_ms, retired_at_ms, changed_seq) \
+                     VALUES ($1, $2, $3, $4, $5, NULL, $6)",
+                    &[
+                        &flow.flow_id,
+                        &version,
+                        &flow.content_hash,
+                        &flow.source,
+                        &flow.published_at_ms,
+                        &seq,
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+        }
+        tx.execute(
+            "UPDATE flow_versions SET retired_at_ms = NULL, changed_seq = $2 \
+             WHERE flow_id = $1 AND retired_at_ms IS NOT NULL",
+            &[&flow.flow_id, &seq],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+/// See [`super::ResultStore::retire_flows`].
+pub(super) async fn retire_flows(
+    target: &Target,
+    flow_ids: &[String],
+    at_ms: i64,
+) -> Result<(), ResultStoreError> {
+    let mut client = target.connect().await?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let seq = lock_flow_versions(&tx).await?;
+    for flow_id in flow_ids {
+        tx.execute(
+            "UPDATE flow_versions SET retired_at_ms = $2, changed_seq = $3 \
+             WHERE flow_id = $1 AND retired_at_ms IS NULL",
+            &[flow_id, &at_ms, &seq],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+/// See [`super::ResultStore::flow_version`].
+pub(super) async fn read_flow_version(
+    target: &Target,
+    flow_id: &str,
+    version: u32,
+) -> Result<Option<StoredFlowVersion>, ResultStoreError> {
+    let client = target.connect().await?;
+    let sql = format!(
+        "SELECT {FLOW_VERSION_COLUMNS} FROM flow_versions WHERE flow_id = $1 AND version = $2"
+    );
+    let row = client
+        .query_opt(&sql, &[&flow_id, &i64::from(version)])
+        .await
+        .map_err(pg_error)?;
+    row.as_ref().map(flow_version_row).transpose()
+}
+
+/// See [`super::ResultStore::flow_versions_since`].
+pub(super) async fn read_flow_versions_since(
+    target: &Target,
+    after_seq: i64,
+) -> Result<Vec<StoredFlowVersion>, ResultStoreError> {
+    let client = target.connect().await?;
+    let sql = format!(
+        "SELECT {FLOW_VERSION_COLUMNS} FROM flow_versions WHERE changed_seq > $1 \
+         ORDER BY changed_seq, flow_id, version"
+    );
+    client
+        .query(&sql, &[&after_seq])
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(flow_version_row)
+        .collect()
+}
+
+fn flow_version_row(row: &tokio_postgres::Row) -> Result<StoredFlowVersion, ResultStoreError> {
+    let flow_id: String = row.try_get(0).map_err(pg_error)?;
+    let version: i64 = row.try_get(1).map_err(pg_error)?;
+    Ok(StoredFlowVersion {
+        version: stored_version(&flow_id, version)?,
+        content_hash: row.try_get(2).map_err(pg_error)?,
+        source: row.try_get(3).map_err(pg_error)?,
+        published_at_ms: row.try_get(4).map_err(pg_error)?,
+        retired_at_ms: row.try_get(5).map_err(pg_error)?,
+        changed_seq: row.try_get(6).map_err(pg_error)?,
+        flow_id,
     })
 }
 

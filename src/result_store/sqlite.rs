@@ -3,7 +3,9 @@
 //! of their own.
 //!
 //! It never runs SQLite calls on async runtime threads (the writer is a plain thread, reads
-//! go through `spawn_blocking`) and never writes outside the writer thread.
+//! go through `spawn_blocking`) and never writes outside the writer thread, except to publish
+//! and retire flow versions (rare; one `BEGIN IMMEDIATE` transaction on a connection of its
+//! own, waiting for the writer's lock like another process would).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::flow_versions::{
+    FLOW_VERSION_COLUMNS, PublishedFlow, StoredFlowVersion, changed_version, stored_version,
+};
 use super::sms::{INBOUND_COLUMNS, MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
     CallAttemptQuery, CallAttemptRecord, CallKey, Control, Counters, Failure, InboundQuery,
@@ -852,5 +857,143 @@ fn call_attempt_row(row: &rusqlite::Row<'_>) -> Result<CallAttemptRecord, Result
         node: row.get(15).map_err(sqlite_error)?,
         due_at_ms: row.get(16).map_err(sqlite_error)?,
         attempt_id,
+    })
+}
+
+/// The next value of the flow versions' change counter (the caller holds the write lock).
+fn next_flow_seq(tx: &rusqlite::Transaction<'_>) -> Result<i64, ResultStoreError> {
+    tx.query_row(
+        "SELECT COALESCE(MAX(changed_seq), 0) + 1 FROM flow_versions",
+        [],
+        |row| row.get(0),
+    )
+    .map_err(sqlite_error)
+}
+
+/// See [`super::ResultStore::publish_flow_versions`].
+pub(super) fn publish_flow_versions(
+    path: &Path,
+    versions: &[PublishedFlow],
+) -> Result<(), ResultStoreError> {
+    let mut conn = open_connection(path)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let seq = next_flow_seq(&tx)?;
+    for flow in versions {
+        let stored: Option<String> = tx
+            .query_row(
+                "SELECT content_hash FROM flow_versions WHERE flow_id = ?1 AND version = ?2",
+                params![flow.flow_id, flow.version],
+                |row| row.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(sqlite_error)?;
+        match stored {
+            Some(hash) if hash == flow.content_hash => {}
+            Some(_) => return Err(changed_version(&flow.flow_id, flow.version)),
+            None => {
+                tx.execute(
+                    "INSERT INTO flow_versions (flow_id, version, content_hash, source, \
+                     published_at_ms, retired_at_ms, changed_seq) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)",
+                    params![
+                        flow.flow_id,
+                        flow.version,
+                        flow.content_hash,
+                        flow.source,
+                        flow.published_at_ms,
+                        seq
+                    ],
+                )
+                .map_err(sqlite_error)?;
+            }
+        }
+        tx.execute(
+            "UPDATE flow_versions SET retired_at_ms = NULL, changed_seq = ?2 \
+             WHERE flow_id = ?1 AND retired_at_ms IS NOT NULL",
+            params![flow.flow_id, seq],
+        )
+        .map_err(sqlite_error)?;
+    }
+    tx.commit().map_err(sqlite_error)
+}
+
+/// See [`super::ResultStore::retire_flows`].
+pub(super) fn retire_flows(
+    path: &Path,
+    flow_ids: &[String],
+    at_ms: i64,
+) -> Result<(), ResultStoreError> {
+    let mut conn = open_connection(path)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite_error)?;
+    let seq = next_flow_seq(&tx)?;
+    for flow_id in flow_ids {
+        tx.execute(
+            "UPDATE flow_versions SET retired_at_ms = ?2, changed_seq = ?3 \
+             WHERE flow_id = ?1 AND retired_at_ms IS NULL",
+            params![flow_id, at_ms, seq],
+        )
+        .map_err(sqlite_error)?;
+    }
+    tx.commit().map_err(sqlite_error)
+}
+
+/// See [`super::ResultStore::flow_version`].
+pub(super) fn read_flow_version(
+    path: &Path,
+    flow_id: &str,
+    version: u32,
+) -> Result<Option<StoredFlowVersion>, ResultStoreError> {
+    let conn = open_reader(path)?;
+    let sql = format!(
+        "SELECT {FLOW_VERSION_COLUMNS} FROM flow_versions WHERE flow_id = ?1 AND version = ?2"
+    );
+    let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
+    let mut found = stmt
+        .query(params![flow_id, version])
+        .map_err(sqlite_error)?;
+    match found.next().map_err(sqlite_error)? {
+        Some(row) => Ok(Some(flow_version_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// See [`super::ResultStore::flow_versions_since`].
+pub(super) fn read_flow_versions_since(
+    path: &Path,
+    after_seq: i64,
+) -> Result<Vec<StoredFlowVersion>, ResultStoreError> {
+    let conn = open_reader(path)?;
+    let sql = format!(
+        "SELECT {FLOW_VERSION_COLUMNS} FROM flow_versions WHERE changed_seq > ?1 \
+         ORDER BY changed_seq, flow_id, version"
+    );
+    let mut stmt = conn.prepare(&sql).map_err(sqlite_error)?;
+    let mut found = stmt.query(params![after_seq]).map_err(sqlite_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = found.next().map_err(sqlite_error)? {
+        out.push(flow_version_row(row)?);
+    }
+    Ok(out)
+}
+
+fn flow_version_row(row: &rusqlite::Row<'_>) -> Result<StoredFlowVersion, ResultStoreError> {
+    let flow_id: String = row.get(0).map_err(sqlite_error)?;
+    let version: i64 = row.get(1).map_err(sqlite_error)?;
+    Ok(StoredFlowVersion {
+        version: stored_version(&flow_id, version)?,
+        content_hash: row.get(2).map_err(sqlite_error)?,
+        source: row.get(3).map_err(sqlite_error)?,
+        published_at_ms: row.get(4).map_err(sqlite_error)?,
+        retired_at_ms: row.get(5).map_err(sqlite_error)?,
+        changed_seq: row.get(6).map_err(sqlite_error)?,
+        flow_id,
     })
 }

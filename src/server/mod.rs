@@ -64,8 +64,13 @@ impl AppState {
 }
 
 /// Builds the stores and the flow catalog from config.
+///
+/// The flows the folder holds are published to the result store (so every node and every
+/// later start can load the versions sessions are pinned to); a version published before
+/// with other content stops the start with the store's message.
 pub async fn build_gateway(config: Config) -> anyhow::Result<Gateway> {
-    let catalog = FlowCatalog::load(std::slice::from_ref(&config.flows_dir))
+    let loaded = FlowCatalog::default()
+        .reload_folder(std::slice::from_ref(&config.flows_dir))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let sessions = match &config.sessions {
         SessionsConfig::Memory => SessionStore::InMemory(InMemorySessions::new()),
@@ -95,10 +100,18 @@ pub async fn build_gateway(config: Config) -> anyhow::Result<Gateway> {
         }
     };
     let results = open_result_store(&config).await?;
+    crate::dispatcher::publish_flows(&results, &loaded)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "publishing the flows of {}: {e}",
+                config.flows_dir.display()
+            )
+        })?;
     let pseudonym_key = config.pseudonym_key()?;
     Ok(Gateway::new(
         config,
-        catalog,
+        loaded.catalog,
         sessions,
         results,
         pseudonym_key,
@@ -409,26 +422,46 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Reloads flows from disk: checked first; a broken folder is refused and the running flows stay.
-pub fn reload_flows(gateway: &Gateway) -> Result<String, String> {
+/// Reloads flows from disk: checked first; a broken folder is refused and the running flows
+/// stay. The versions it holds are published to the result store (a version published before
+/// with other content refuses the reload), and flows it no longer has are retired there, so
+/// every node's poll picks both up.
+pub async fn reload_flows(gateway: &Gateway) -> Result<String, String> {
     let paths: Vec<PathBuf> = vec![gateway.config.flows_dir.clone()];
-    match gateway.catalog().reload(&paths) {
-        Ok(catalog) => {
-            let summary = catalog
-                .summary()
-                .into_iter()
-                .map(|(id, v)| format!("{id}@{v}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            gateway.replace_catalog(catalog);
-            info!(flows = %summary, "flows reloaded");
-            Ok(format!("reloaded: {summary}\n"))
+    let refused = |e: String| {
+        warn!(error = %e, "flow reload refused");
+        telemetry::error("reload_refused");
+        Err(format!("{e}\n"))
+    };
+    // Computed from a snapshot; a version a step or the poll added meanwhile means computing
+    // again, so nothing added is lost.
+    let reloaded = loop {
+        let snapshot = gateway.catalog();
+        let reloaded = match snapshot.reload_folder(&paths) {
+            Ok(reloaded) => reloaded,
+            Err(e) => return refused(e.to_string()),
+        };
+        if let Err(e) = crate::dispatcher::publish_flows(&gateway.results, &reloaded).await {
+            return refused(format!("flows not published to the result store: {e}"));
         }
-        Err(e) => {
-            warn!(error = %e, "flow reload refused");
-            telemetry::error("reload_refused");
-            Err(format!("{e}\n"))
+        if gateway.replace_catalog_if(&snapshot, reloaded.catalog.clone()) {
+            break reloaded;
         }
+    };
+    let summary = reloaded
+        .catalog
+        .summary()
+        .into_iter()
+        .map(|(id, v)| format!("{id}@{v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if reloaded.retired.is_empty() {
+        info!(flows = %summary, "flows reloaded");
+        Ok(format!("reloaded: {summary}\n"))
+    } else {
+        let retired = reloaded.retired.join(", ");
+        info!(flows = %summary, %retired, "flows reloaded; retired flows finish their sessions");
+        Ok(format!("reloaded: {summary}\nretired: {retired}\n"))
     }
 }
 
@@ -450,7 +483,7 @@ async fn admin_reload(
     if !admin_authorised(&state, peer, &headers) {
         return unauthorised();
     }
-    match reload_flows(&state.gateway) {
+    match reload_flows(&state.gateway).await {
         Ok(message) => (StatusCode::OK, message).into_response(),
         Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, message).into_response(),
     }
@@ -691,6 +724,33 @@ pub async fn serve(
             }
         });
     }
+    // Flow versions and retirements other nodes published (a reload there reaches this
+    // node within one period); the first tick, at once, loads what was published before.
+    {
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let period = Duration::from_millis(gateway.config.flows_poll_ms.max(100));
+            let mut every = tokio::time::interval(period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                match gateway.sync_flows().await {
+                    Ok(sync) if sync.is_empty() => {}
+                    Ok(sync) => info!(
+                        added = ?sync.added,
+                        retired = ?sync.retired,
+                        restored = ?sync.restored,
+                        refused = sync.refused,
+                        "flow versions from the result store"
+                    ),
+                    Err(e) => {
+                        telemetry::error("flow_sync");
+                        warn!(error = %e, "flow versions not read from the result store; retried at the next poll");
+                    }
+                }
+            }
+        });
+    }
     // The in-memory store also expires entries lazily; this sweep bounds memory when many
     // sessions are abandoned (Redis expires keys itself).
     if matches!(gateway.sessions, SessionStore::InMemory(_)) {
@@ -791,7 +851,7 @@ pub fn shutdown_signal(gateway: Arc<Gateway>) -> impl std::future::Future<Output
             tokio::select! {
                 _ = int.recv() => break,
                 _ = term.recv() => break,
-                _ = hup.recv() => { let _ = reload_flows(&gateway); }
+                _ = hup.recv() => { let _ = reload_flows(&gateway).await; }
             }
         }
         info!("shutdown signal received");
