@@ -37,7 +37,7 @@ mod ussd_smpp;
 mod voice;
 
 pub use flow_versions::{FlowSync, MISS_TTL, publish as publish_flows};
-pub use sms::OutgoingSms;
+pub use sms::{OutgoingSms, ReplyRoute, SmsOutcome, WITHDRAWN};
 
 /// What is stored per live session: the engine state plus what the channel needs to answer a
 /// repeated delivery without running the step again.
@@ -49,6 +49,11 @@ struct SessionRecord {
     progress: String,
     /// The last reply, for duplicate deliveries.
     reply: UssdReply,
+    /// SMS: the outbound queue ids of the replies stored with the step that saved this record;
+    /// a reply left queued by a stopped node is sent only if its session names it. Last and
+    /// defaulted, so a record stored before it existed still decodes.
+    #[serde(default)]
+    reply_ids: Vec<String>,
 }
 
 const RECORD_VERSION: u8 = 1;
@@ -472,6 +477,7 @@ impl Gateway {
                 state: step.state,
                 progress,
                 reply: reply.clone(),
+                reply_ids: Vec::new(),
             };
             let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
             // Encoded only when a copy is kept (the bytes are unused otherwise).
@@ -715,6 +721,7 @@ impl Gateway {
             state: step.state,
             progress: record.progress,
             reply: record.reply,
+            reply_ids: record.reply_ids,
         };
         self.sessions
             .save(key, version, &record.encode(), ttl)

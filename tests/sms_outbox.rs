@@ -218,7 +218,7 @@ async fn after_a_restart_queued_messages_go_out_and_in_flight_ones_become_unknow
         let store = ResultStore::open_sqlite(&dir.path().join("results.sqlite3"))
             .await
             .expect("store");
-        let queued = |id: &str, node: &str, to: &str| stored_row(id, node, to, "reply", 1_000);
+        let queued = |id: &str, node: &str, to: &str| stored_row(id, node, to, "api", 1_000);
         store
             .commit(vec![
                 queued("left-queued", "node-1", "+254711000031"),
@@ -451,7 +451,7 @@ async fn two_senders_of_one_queue_submit_each_message_once() {
             ids.iter()
                 .enumerate()
                 .map(|(n, id)| {
-                    stored_row(id, "node-1", &format!("+2547110004{n:02}"), "reply", 1_000)
+                    stored_row(id, "node-1", &format!("+2547110004{n:02}"), "api", 1_000)
                 })
                 .collect(),
         )
@@ -519,4 +519,67 @@ async fn a_kept_inbound_sms_left_unhandled_is_handled_once_after_a_restart() {
         .expect("read");
     assert_eq!(unhandled.len(), 1, "another node's message is left to it");
     binds.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An SMS step's reply is stored in the step's own commit and named in the session it saves:
+/// a node that stops between that and the submit sends it after its restart, once; a stored
+/// reply no session names (its step's save never happened) is withdrawn, never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_stored_with_its_step_goes_out_once_after_a_restart() {
+    let (sim, gateway, first, _dir) = bound("node-s").await;
+    let citizen = "+254711000601";
+    let reply_id = {
+        let outbox = Arc::clone(first.outbox());
+        let next_id = move || outbox.next_message_id();
+        let route = baraza::dispatcher::ReplyRoute {
+            node: "node-s",
+            operator: "sim",
+            sender: "20880",
+            next_id: &next_id,
+        };
+        // The step runs and saves; the node stops before submitting its reply.
+        let outcome = gateway
+            .sms_step_marked(citizen, "HEALTH", None, Some(&route))
+            .await;
+        assert!(outcome.to_queue.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.stored.len(), 1, "{outcome:?}");
+        outcome.stored[0].message_id.clone()
+    };
+    let row = gateway
+        .results
+        .sms_message(&reply_id)
+        .await
+        .expect("read")
+        .expect("stored with the step");
+    assert_eq!(row.state, "queued");
+    // A reply stored by a step whose session save never happened.
+    gateway
+        .results
+        .commit(vec![stored_row(
+            "orphan",
+            "node-s",
+            "+254711000602",
+            "reply",
+            1_000,
+        )])
+        .await
+        .expect("commit");
+    first.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sim.stats().submits, 0, "nothing left before the stop");
+
+    let restarted = Binds::start(Arc::clone(&gateway));
+    restarted.outbox().recover().await.expect("recover");
+    let sent = wait_for(&gateway.results, &reply_id, finished).await;
+    assert_eq!(sent.state, "accepted");
+    let orphan = wait_for(&gateway.results, "orphan", finished).await;
+    assert_eq!(orphan.state, "not_sent");
+    assert_eq!(
+        orphan.detail.as_deref(),
+        Some(baraza::dispatcher::WITHDRAWN)
+    );
+    let stats = within("the reply", sim.wait_until(|s| !s.messages.is_empty())).await;
+    assert!(stats.messages[0].text.contains("Which service?"));
+    assert_eq!(restarted.outbox().recover().await.expect("recover"), (0, 0));
+    restarted.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sim.stats().submits, 1, "the reply once, the orphan never");
 }

@@ -21,8 +21,43 @@ use super::{Gateway, SessionRecord, StepError, now_ms, response_id, resume_copy}
 use crate::channels::ussd::UssdReply;
 use crate::engine::render::Rendered;
 use crate::engine::{self, Channel, Input, Start};
+use crate::result_store::Write;
 use crate::session_store::{SaveOutcome, SessionKey};
 use crate::telemetry;
+
+/// Where a step's replies go when they are stored with its answers (the SMPP binds' case):
+/// enough to write each reply's outbound queue row in the step's own commit.
+pub struct ReplyRoute<'a> {
+    /// This node's name in the outbound queue.
+    pub node: &'a str,
+    /// The operator whose binds send the replies.
+    pub operator: &'a str,
+    /// The sender shown on the handset.
+    pub sender: &'a str,
+    /// A new outbound message id per reply.
+    pub next_id: &'a (dyn Fn() -> String + Send + Sync),
+}
+
+/// What an SMS step leaves to send.
+#[derive(Debug, Default)]
+pub struct SmsOutcome {
+    /// Replies already stored (`queued`) in the step's own commit, together with its answers,
+    /// and named in the saved session: the caller only submits them. A node that stops before
+    /// that sends them at its next start; one whose step's save lost withdrew them.
+    pub stored: Vec<crate::result_store::QueuedSms>,
+    /// Messages not stored yet (no route given, or a path without a session step: stop and
+    /// start confirmations, the unknown-message reply), for the caller to queue.
+    pub to_queue: Vec<OutgoingSms>,
+}
+
+impl SmsOutcome {
+    fn queue(to_queue: Vec<OutgoingSms>) -> SmsOutcome {
+        SmsOutcome {
+            stored: Vec::new(),
+            to_queue,
+        }
+    }
+}
 
 /// One message to send back to the citizen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,24 +119,56 @@ impl Drop for NumberGuard<'_> {
     }
 }
 
+/// Why a stored reply was not sent: its step's session was never saved.
+pub const WITHDRAWN: &str = "withdrawn: its step's session was not saved";
+
+/// The queue rows of a step's replies, when they are to be stored with it.
+fn stored_replies(
+    route: Option<&ReplyRoute<'_>>,
+    outgoing: &[OutgoingSms],
+    now: i64,
+) -> Vec<crate::result_store::QueuedSms> {
+    let Some(route) = route else {
+        return Vec::new();
+    };
+    outgoing
+        .iter()
+        .map(|m| crate::result_store::QueuedSms {
+            message_id: (route.next_id)(),
+            node: route.node.to_string(),
+            operator: route.operator.to_string(),
+            recipient: m.to.clone(),
+            sender: route.sender.to_string(),
+            body: m.text.clone(),
+            purpose: m.purpose.to_string(),
+            created_at_ms: now,
+        })
+        .collect()
+}
+
 impl Gateway {
     /// Handles one inbound SMS from `from`; returns what to send back (possibly nothing).
     /// Never fails: a store failure is logged and counted, and the citizen gets no reply
     /// rather than an error text.
     pub async fn sms_step(&self, from: &str, text: &str) -> Vec<OutgoingSms> {
-        self.sms_step_marked(from, text, None).await
+        self.sms_step_marked(from, text, None, None).await.to_queue
     }
 
     /// [`Gateway::sms_step`] for a message kept in the result store: `handled` (its marker)
     /// is committed with the step's answers, or alone when the step commits nothing, so a
     /// message whose answers are stored is never handled again by a recovery. A step that
     /// fails before its commit leaves the message unhandled (recovered later).
+    ///
+    /// With a `route`, the step's replies are stored in the same commit as its answers and
+    /// named in the session it saves ([`SmsOutcome::stored`]): a reply is then neither lost
+    /// by a stop between the save and the queueing, nor sent for a step whose save lost.
     pub async fn sms_step_marked(
         &self,
         from: &str,
         text: &str,
         handled: Option<crate::result_store::Write>,
-    ) -> Vec<OutgoingSms> {
+        route: Option<&ReplyRoute<'_>>,
+    ) -> SmsOutcome {
         let span = tracing::info_span!(
             "sms_step",
             subscriber = %self.pseudonym(from),
@@ -116,7 +183,7 @@ impl Gateway {
             // One retry when a step on another node saved first: done again from its session.
             let mut tries = 2;
             let outcome = loop {
-                match self.sms_step_inner(from, text, &mut marker).await {
+                match self.sms_step_inner(from, text, &mut marker, route).await {
                     Err(StepError::Contention) if tries > 1 => tries -= 1,
                     outcome => break outcome,
                 }
@@ -134,21 +201,21 @@ impl Gateway {
             outcome
         };
         match tokio::time::timeout(deadline, step.instrument(span.clone())).await {
-            Ok(Ok(messages)) => {
+            Ok(Ok(outcome)) => {
                 telemetry::step(Channel::Sms, "smpp", "ok", started.elapsed());
-                messages
+                outcome
             }
             Ok(Err(e)) => {
                 span.in_scope(|| warn!(error = %e, "sms step failed"));
                 telemetry::error(e.kind());
                 telemetry::step(Channel::Sms, "smpp", "error", started.elapsed());
-                Vec::new()
+                SmsOutcome::default()
             }
             Err(_) => {
                 span.in_scope(|| warn!("sms step missed its deadline"));
                 telemetry::error("deadline");
                 telemetry::step(Channel::Sms, "smpp", "deadline", started.elapsed());
-                Vec::new()
+                SmsOutcome::default()
             }
         }
     }
@@ -158,7 +225,8 @@ impl Gateway {
         from: &str,
         text: &str,
         marker: &mut Option<crate::result_store::Write>,
-    ) -> Result<Vec<OutgoingSms>, StepError> {
+        route: Option<&ReplyRoute<'_>>,
+    ) -> Result<SmsOutcome, StepError> {
         let smpp = &self.config.smpp;
         let first_word = text.split_whitespace().next().unwrap_or("").to_uppercase();
         let matches = |words: &[String]| words.iter().any(|w| w.eq_ignore_ascii_case(&first_word));
@@ -221,10 +289,10 @@ impl Gateway {
                 .map_err(|e| StepError::Sessions(e.to_string()))?;
             telemetry::session("opted_out");
             info!("stop word: number opted out");
-            return Ok(vec![reply(
+            return Ok(SmsOutcome::queue(vec![reply(
                 &smpp.stop_reply,
                 crate::smpp::outbox::PURPOSE_STOP_CONFIRMATION,
-            )]);
+            )]));
         }
         if matches(&smpp.start_words) {
             self.sessions
@@ -232,7 +300,10 @@ impl Gateway {
                 .await
                 .map_err(|e| StepError::Sessions(e.to_string()))?;
             info!("start word: number opted back in");
-            return Ok(vec![reply(&smpp.start_reply, "start_confirmation")]);
+            return Ok(SmsOutcome::queue(vec![reply(
+                &smpp.start_reply,
+                "start_confirmation",
+            )]));
         }
         if self
             .sessions
@@ -241,7 +312,7 @@ impl Gateway {
             .map_err(|e| StepError::Sessions(e.to_string()))?
         {
             info!("message from an opted-out number: no reply");
-            return Ok(Vec::new());
+            return Ok(SmsOutcome::default());
         }
 
         let keyword = smpp
@@ -255,7 +326,7 @@ impl Gateway {
             (Some(keyword), _) => {
                 let Some(flow) = self.catalog().latest(&keyword.flow) else {
                     warn!(flow = %keyword.flow, "keyword names a flow that is not loaded");
-                    return Ok(Vec::new());
+                    return Ok(SmsOutcome::default());
                 };
                 let start = Input::Start(Start {
                     // The pseudonym, not the number: response ids are exported as they are.
@@ -275,37 +346,30 @@ impl Gateway {
                 )
             }
             (None, None) => {
-                return Ok(smpp
-                    .unknown_reply
-                    .as_ref()
-                    .map(|text| reply(text, "reply"))
-                    .into_iter()
-                    .collect());
+                return Ok(SmsOutcome::queue(
+                    smpp.unknown_reply
+                        .as_ref()
+                        .map(|text| reply(text, "unknown_reply"))
+                        .into_iter()
+                        .collect(),
+                ));
             }
         };
         tracing::Span::current().record("flow", flow.flow.id.as_str());
         let step = engine::advance(&flow, prior, input, now);
         tracing::Span::current().record("node", step.state.node.as_str());
-        let mut writes = self.writes_for_subscriber(from, "smpp", &step);
-        writes.extend(marker.take());
-        if !writes.is_empty() {
-            self.results
-                .commit(writes)
-                .await
-                .map_err(|e| StepError::Results(e.to_string()))?;
-        }
         let outgoing: Vec<OutgoingSms> = step
             .actions
             .iter()
             .filter_map(|a| match a {
                 engine::Action::Reply(r) => match &r.rendered {
                     Rendered::Sms(sms) => Some(OutgoingSms {
-                        purpose: "reply",
+                        purpose: crate::smpp::outbox::PURPOSE_STEP_REPLY,
                         to: from.to_string(),
                         text: sms.text.clone(),
                     }),
                     other => Some(OutgoingSms {
-                        purpose: "reply",
+                        purpose: crate::smpp::outbox::PURPOSE_STEP_REPLY,
                         to: from.to_string(),
                         text: other.text(),
                     }),
@@ -313,6 +377,18 @@ impl Gateway {
                 _ => None,
             })
             .collect();
+        // The replies' queue rows go in the step's own commit (with a route), and their ids
+        // into the session saved next: only a saved step's replies are ever sent.
+        let stored = stored_replies(route, &outgoing, now);
+        let mut writes = self.writes_for_subscriber(from, "smpp", &step);
+        writes.extend(marker.take());
+        writes.extend(stored.iter().cloned().map(Write::SmsQueued));
+        if !writes.is_empty() {
+            self.results
+                .commit(writes)
+                .await
+                .map_err(|e| StepError::Results(e.to_string()))?;
+        }
         let record = SessionRecord {
             state: step.state,
             progress: String::new(),
@@ -320,6 +396,7 @@ impl Gateway {
                 text: outgoing.last().map(|m| m.text.clone()).unwrap_or_default(),
                 end: false,
             },
+            reply_ids: stored.iter().map(|m| m.message_id.clone()).collect(),
         };
         let ttl = Duration::from_secs(flow.flow.sms.session_timeout.0.max(1));
         let state_bytes = record.state.encode();
@@ -340,13 +417,62 @@ impl Gateway {
         {
             SaveOutcome::Saved { .. } => {
                 self.schedule_sms_timer(from, &flow, &record.state).await?;
-                Ok(outgoing)
+                Ok(match route {
+                    Some(_) => SmsOutcome {
+                        stored,
+                        to_queue: Vec::new(),
+                    },
+                    None => SmsOutcome::queue(outgoing),
+                })
             }
             SaveOutcome::Conflict { .. } => {
                 telemetry::error("version_conflict");
+                self.withdraw_replies(&stored).await;
                 Err(StepError::Contention)
             }
         }
+    }
+
+    /// Withdraws the stored replies of a step whose session save lost: they answer a step the
+    /// session never took. A failed withdrawal is logged; the sweep withdraws them later (the
+    /// session does not name them).
+    async fn withdraw_replies(&self, stored: &[crate::result_store::QueuedSms]) {
+        if stored.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let withdrawals = stored
+            .iter()
+            .map(|m| {
+                Write::SmsState(crate::result_store::SmsStateUpdate {
+                    message_id: m.message_id.clone(),
+                    state: crate::result_store::SmsState::NotSent,
+                    detail: Some(WITHDRAWN.to_string()),
+                    at_ms: now,
+                })
+            })
+            .collect();
+        if let Err(e) = self.results.commit(withdrawals).await {
+            warn!(error = %e, "replies of a step whose save lost not withdrawn: the sweep will");
+        }
+    }
+
+    /// Whether `message_id`, a reply stored by an SMS step, belongs to the step the number's
+    /// session last saved (so it may be sent). The outbound queue asks before it sends a reply
+    /// that a stopped node left queued.
+    pub async fn sms_reply_is_current(
+        &self,
+        to: &str,
+        message_id: &str,
+    ) -> Result<bool, StepError> {
+        let stored = self
+            .sessions
+            .load(&SessionKey::new("sms", to))
+            .await
+            .map_err(|e| StepError::Sessions(e.to_string()))?;
+        Ok(stored
+            .and_then(|s| SessionRecord::decode(&s.data))
+            .is_some_and(|record| record.reply_ids.iter().any(|id| id == message_id)))
     }
 
     /// Sets the number's timer for its SMS session: the reminder `sms.reminder_after` after a
@@ -444,6 +570,7 @@ impl Gateway {
             state: step.state,
             progress: record.progress,
             reply: record.reply,
+            reply_ids: record.reply_ids,
         };
         let ttl = Duration::from_secs(flow.flow.sms.session_timeout.0.max(1));
         let state_bytes = record.state.encode();

@@ -427,6 +427,7 @@ impl Gateway {
                     text: transcript,
                     end,
                 },
+                reply_ids: Vec::new(),
             };
             let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
             let state_bytes = record.state.encode();

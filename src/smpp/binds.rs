@@ -341,9 +341,20 @@ async fn handle_kept(
         change: InboundChange::Handled,
         at_ms: crate::dispatcher::now_ms(),
     });
-    let replies: Vec<NewSms> = gateway
-        .sms_step_marked(&message.sender, &message.body, Some(handled))
-        .await
+    let next_id = || outbox.next_message_id();
+    let route = crate::dispatcher::ReplyRoute {
+        node: outbox.node(),
+        operator: &operator.name,
+        sender: &reply_from,
+        next_id: &next_id,
+    };
+    let outcome = gateway
+        .sms_step_marked(&message.sender, &message.body, Some(handled), Some(&route))
+        .await;
+    // Stored with the step's answers: only submitted from here.
+    outbox.send_stored(outcome.stored);
+    let confirmations: Vec<NewSms> = outcome
+        .to_queue
         .into_iter()
         .map(|reply| NewSms {
             operator: Some(operator.name.clone()),
@@ -353,7 +364,7 @@ async fn handle_kept(
             purpose: reply.purpose.to_string(),
         })
         .collect();
-    if let Err(e) = outbox.enqueue(replies).await {
+    if let Err(e) = outbox.enqueue(confirmations).await {
         warn!(operator = %operator.name, error = %e, "reply not queued");
     }
 }

@@ -35,7 +35,8 @@ use tracing::{info, warn};
 use crate::config::OperatorConfig;
 use crate::dispatcher::Gateway;
 use crate::result_store::{
-    QueuedSms, ReceiptRecord, ResultStoreError, SmsPartRecord, SmsState, SmsStateUpdate, Write,
+    QueuedSms, ReceiptRecord, ResultStoreError, SmsPartRecord, SmsRow, SmsState, SmsStateUpdate,
+    Write,
 };
 use crate::smpp::esme::{EsmeHandle, LinkState, SubmitError, SubmitOutcome, SubmitRequest};
 use crate::smpp::receipt::{MessageIdNormalisation, Receipt};
@@ -43,6 +44,10 @@ use crate::smpp::receipt::{MessageIdNormalisation, Receipt};
 /// Why the purpose of a message matters: a stop confirmation goes to a number that has just
 /// opted out; everything else to an opted-out number is suppressed.
 pub const PURPOSE_STOP_CONFIRMATION: &str = "stop_confirmation";
+
+/// A reply an SMS step stored with its answers: sent after a restart only if the number's
+/// session still names it (see [`crate::dispatcher::Gateway::sms_reply_is_current`]).
+pub const PURPOSE_STEP_REPLY: &str = "reply";
 
 /// One message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +157,40 @@ impl Outbox {
         &self.gateway
     }
 
+    /// A new id, unique on this node, for an outbound message stored elsewhere (an SMS step
+    /// stores its replies in its own commit).
+    pub fn next_message_id(&self) -> String {
+        let now = crate::dispatcher::now_ms();
+        let id = self.sequence.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{now:x}-{id:x}", self.node)
+    }
+
+    /// Whether a step's reply left queued may still go (its session names it); `None` when
+    /// the session store cannot tell now (the reply stays queued for the next sweep).
+    async fn reply_is_current(&self, row: &SmsRow) -> Option<bool> {
+        match self
+            .gateway
+            .sms_reply_is_current(&row.recipient, &row.message_id)
+            .await
+        {
+            Ok(current) => Some(current),
+            Err(e) => {
+                warn!(message_id = %row.message_id, error = %e, "reply's session not read: kept queued");
+                None
+            }
+        }
+    }
+
+    /// Starts sending messages already stored `queued` (by an SMS step's own commit), in
+    /// order.
+    pub fn send_stored(&self, messages: Vec<QueuedSms>) {
+        if messages.is_empty() {
+            return;
+        }
+        counter!("baraza_sms_queued_total").increment(messages.len() as u64);
+        self.spawn_send(messages);
+    }
+
     /// A new id, unique on this node, for an inbound message kept by its binds.
     pub fn next_id(&self) -> String {
         let now = crate::dispatcher::now_ms();
@@ -218,6 +257,26 @@ impl Outbox {
                 || held.contains(&row.message_id)
                 || lock(&self.in_flight).contains(&row.message_id)
             {
+                continue;
+            }
+            let step_reply =
+                row.state == SmsState::Queued.as_str() && row.purpose == PURPOSE_STEP_REPLY;
+            let current = match step_reply {
+                true => self.reply_is_current(&row).await,
+                false => Some(true),
+            };
+            if current.is_none() {
+                continue;
+            }
+            if current == Some(false) {
+                // Stored by a step whose session save never happened (or that the citizen
+                // has since answered past): it answers nothing the session shows.
+                unknown.push(Write::SmsState(SmsStateUpdate {
+                    message_id: row.message_id,
+                    state: SmsState::NotSent,
+                    detail: Some(crate::dispatcher::WITHDRAWN.to_string()),
+                    at_ms: now,
+                }));
                 continue;
             }
             if row.state == SmsState::Sending.as_str() {
