@@ -537,3 +537,40 @@ async fn a_dialogue_begun_on_one_node_continues_on_another() {
         common::delete_keys(prefix).await;
     }
 }
+
+/// A deliver_sm that comes twice (an SMSC's redelivery, a network duplicate: the same
+/// `its_session_info` sequence) is one answer: the copy gets the same screen again and the
+/// dialogue goes on as if it had come once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_answer_counts_once() {
+    let run = start(Stores::MemorySqlite, STANDARD).await;
+    let citizen = "254722000309";
+    let session = 77;
+    let script = "1,1,Pipe burst near Kondele market,Opposite the bus stage";
+    run.sim
+        .inject_ussd(citizen, "384", "*384*12*3#", its(1, session, 0, false))
+        .expect("inject begin");
+    run.screen(1).await;
+    let answers: Vec<&str> = script.split(',').collect();
+    run.sim
+        .inject_ussd(citizen, "384", answers[0], its(18, session, 2, false))
+        .expect("inject answer");
+    let second = run.screen(2).await;
+    // The same message again.
+    run.sim
+        .inject_ussd(citizen, "384", answers[0], its(18, session, 2, false))
+        .expect("inject duplicate");
+    let repeated = run.screen(3).await;
+    assert_eq!(text(&repeated), text(&second), "the same screen again");
+    for (i, answer) in answers.iter().enumerate().skip(1) {
+        let sequence = u8::try_from(2 * (i + 1)).expect("small");
+        run.sim
+            .inject_ussd(citizen, "384", answer, its(18, session, sequence, false))
+            .expect("inject answer");
+        run.screen(i + 3).await;
+    }
+    let (status, _, stored_answers) = stored(&run.gateway, "grievance", citizen).await;
+    assert_eq!(status, ResponseStatus::Completed);
+    assert_eq!(stored_answers, expected_answers("grievance.yaml", script));
+    run.shutdown().await;
+}

@@ -178,6 +178,11 @@ pub struct DialogueRecord {
     pub service_code: String,
     /// Answers received so far (the `Latest` sequence of the next answer is one more).
     pub answers: u32,
+    /// The `its_session_info` sequence of the last answer counted: a deliver_sm carrying it
+    /// again (an SMSC's redelivery, a network duplicate) is the same answer, not a new one.
+    /// Absent in records stored before it existed, and for profiles without a sequence.
+    #[serde(default)]
+    pub last_sequence: Option<u8>,
 }
 
 impl DialogueRecord {
@@ -220,6 +225,14 @@ pub fn dialogue_id(operator: &str, deliver: &UssdDeliver) -> String {
 /// are); `now_ms` makes a begun dialogue's session id unique. An answer or abort for a
 /// dialogue with no record (expired, session number mismatch) gets a stable id of its own,
 /// which the dispatcher treats as a session it does not hold.
+/// The `its_session_info` sequence of a message, when the profile reads session ids there.
+fn sequence_of(deliver: &UssdDeliver, profile: &UssdOverSmppProfile) -> Option<u8> {
+    match profile.session_id {
+        UssdSessionIdSource::ItsSessionInfo => deliver.session.map(|s| s.sequence),
+        UssdSessionIdSource::UserMessageReference => None,
+    }
+}
+
 pub fn dialogue_step(
     operator: &str,
     deliver: &UssdDeliver,
@@ -239,6 +252,7 @@ pub fn dialogue_step(
                 session_id: format!("{stray_id}:{now_ms}"),
                 service_code: service_code_for(dialled, codes),
                 answers: 0,
+                last_sequence: sequence_of(deliver, profile),
             };
             let input = UssdInput::Begin {
                 dialled: dialled.clone(),
@@ -258,8 +272,15 @@ pub fn dialogue_step(
                     .clone()
                     .unwrap_or_else(|| deliver.short_code.clone()),
                 answers: 0,
+                last_sequence: None,
             });
-            record.answers = record.answers.saturating_add(1);
+            // A copy of the answer last counted is answered as a repeat (same sequence: the
+            // dispatcher answers it with the stored screen and stores nothing new).
+            let sequence = sequence_of(deliver, profile);
+            if sequence.is_none() || sequence != record.last_sequence {
+                record.answers = record.answers.saturating_add(1);
+                record.last_sequence = sequence;
+            }
             let input = UssdInput::Latest {
                 text: text.clone(),
                 sequence: record.answers,
