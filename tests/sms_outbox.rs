@@ -386,7 +386,7 @@ async fn a_sweep_finishes_abandoned_messages_but_never_touches_one_in_flight() {
     within("held submit", sim.wait_until(|s| s.held == 1)).await;
     // Rows this process no longer holds a task for (a send task whose state commit failed).
     let old = baraza::dispatcher::now_ms() - 120_000;
-    let row = |id: &str, to: &str| stored_row(id, "node-1", to, "reminder", old);
+    let row = |id: &str, to: &str| stored_row(id, "node-1", to, "api", old);
     gateway
         .results
         .commit(vec![
@@ -531,10 +531,10 @@ async fn a_reply_stored_with_its_step_goes_out_once_after_a_restart() {
     let reply_id = {
         let outbox = Arc::clone(first.outbox());
         let next_id = move || outbox.next_message_id();
+        let via = |_: &str| Some(("sim".to_string(), "20880".to_string()));
         let route = baraza::dispatcher::ReplyRoute {
             node: "node-s",
-            operator: "sim",
-            sender: "20880",
+            via: &via,
             next_id: &next_id,
         };
         // The step runs and saves; the node stops before submitting its reply.
@@ -582,4 +582,26 @@ async fn a_reply_stored_with_its_step_goes_out_once_after_a_restart() {
     assert_eq!(restarted.outbox().recover().await.expect("recover"), (0, 0));
     restarted.shutdown(Duration::from_secs(5)).await;
     assert_eq!(sim.stats().submits, 1, "the reply once, the orphan never");
+}
+
+/// A reminder is stored in its timer step's own commit (routed by the number's prefix), named
+/// in the session, then submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_is_stored_with_its_timer_step_and_sent() {
+    let (sim, gateway, binds, _dir) = bound("node-r2").await;
+    let citizen = "+254711000701";
+    let asked = gateway.sms_step(citizen, "HEALTH").await;
+    assert_eq!(asked.len(), 1);
+    // service_feedback reminds after 6 hours.
+    let later = baraza::dispatcher::now_ms() + 6 * 3_600_000 + 1_000;
+    binds.send_due_reminders(later).await;
+    let stats = within("the reminder", sim.wait_until(|s| !s.messages.is_empty())).await;
+    assert!(
+        stats.messages[0].text.starts_with("Reminder:"),
+        "{:?}",
+        stats.messages
+    );
+    binds.send_due_reminders(later + 1_000).await;
+    binds.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sim.stats().messages.len(), 1, "one reminder");
 }

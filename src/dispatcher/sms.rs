@@ -30,10 +30,9 @@ use crate::telemetry;
 pub struct ReplyRoute<'a> {
     /// This node's name in the outbound queue.
     pub node: &'a str,
-    /// The operator whose binds send the replies.
-    pub operator: &'a str,
-    /// The sender shown on the handset.
-    pub sender: &'a str,
+    /// The operator whose binds send a message to this number, and the sender shown on the
+    /// handset; `None` when no operator can carry it (the message is then not stored).
+    pub via: &'a (dyn Fn(&str) -> Option<(String, String)> + Send + Sync),
     /// A new outbound message id per reply.
     pub next_id: &'a (dyn Fn() -> String + Send + Sync),
 }
@@ -133,15 +132,21 @@ fn stored_replies(
     };
     outgoing
         .iter()
-        .map(|m| crate::result_store::QueuedSms {
-            message_id: (route.next_id)(),
-            node: route.node.to_string(),
-            operator: route.operator.to_string(),
-            recipient: m.to.clone(),
-            sender: route.sender.to_string(),
-            body: m.text.clone(),
-            purpose: m.purpose.to_string(),
-            created_at_ms: now,
+        .filter_map(|m| {
+            let Some((operator, sender)) = (route.via)(&m.to) else {
+                warn!("no operator can carry a reply: not stored");
+                return None;
+            };
+            Some(crate::result_store::QueuedSms {
+                message_id: (route.next_id)(),
+                node: route.node.to_string(),
+                operator,
+                recipient: m.to.clone(),
+                sender,
+                body: m.text.clone(),
+                purpose: m.purpose.to_string(),
+                created_at_ms: now,
+            })
         })
         .collect()
 }
@@ -504,18 +509,28 @@ impl Gateway {
     /// the end of a session nobody answered (`timed_out`, no message). Returns the reminders to
     /// send. Each timer fires on one node only (the store hands it out once).
     pub async fn sms_due(&self, now_ms: i64) -> Vec<OutgoingSms> {
+        self.sms_due_routed(now_ms, None).await.to_queue
+    }
+
+    /// [`Gateway::sms_due`]; with a `route`, each reminder is stored in its timer step's own
+    /// commit and named in the session it saves, as a step's replies are
+    /// ([`Gateway::sms_step_marked`]).
+    pub async fn sms_due_routed(&self, now_ms: i64, route: Option<&ReplyRoute<'_>>) -> SmsOutcome {
         let numbers = match self.sessions.take_due_timers("sms", now_ms, 200).await {
             Ok(numbers) => numbers,
             Err(e) => {
                 warn!(error = %e, "cannot read SMS timers");
                 telemetry::error("session_store");
-                return Vec::new();
+                return SmsOutcome::default();
             }
         };
-        let mut outgoing = Vec::new();
+        let mut outgoing = SmsOutcome::default();
         for number in numbers {
-            match self.sms_timer_fired(&number, now_ms).await {
-                Ok(messages) => outgoing.extend(messages),
+            match self.sms_timer_fired(&number, now_ms, route).await {
+                Ok(fired) => {
+                    outgoing.stored.extend(fired.stored);
+                    outgoing.to_queue.extend(fired.to_queue);
+                }
                 Err(e) => {
                     warn!(error = %e, subscriber = %self.pseudonym(&number), "SMS timer failed");
                     telemetry::error(e.kind());
@@ -529,55 +544,63 @@ impl Gateway {
         &self,
         from: &str,
         now_ms: i64,
-    ) -> Result<Vec<OutgoingSms>, StepError> {
+        route: Option<&ReplyRoute<'_>>,
+    ) -> Result<SmsOutcome, StepError> {
         let key = SessionKey::new("sms", from);
-        let Some(stored) = self
+        let Some(saved) = self
             .sessions
             .load(&key)
             .await
             .map_err(|e| StepError::Sessions(e.to_string()))?
         else {
-            return Ok(Vec::new());
+            return Ok(SmsOutcome::default());
         };
-        let Some(record) = SessionRecord::decode(&stored.data) else {
-            return Ok(Vec::new());
+        let Some(record) = SessionRecord::decode(&saved.data) else {
+            return Ok(SmsOutcome::default());
         };
         if record.state.status.is_terminal() {
-            return Ok(Vec::new());
+            return Ok(SmsOutcome::default());
         }
         let flow = self.flow_of(&record.state).await?;
         let step = engine::advance(&flow, Some(record.state), Input::Timeout, now_ms);
-        let writes = self.writes_for_subscriber(from, "smpp", &step);
-        if !writes.is_empty() {
-            self.results
-                .commit(writes)
-                .await
-                .map_err(|e| StepError::Results(e.to_string()))?;
-        }
         let outgoing: Vec<OutgoingSms> = step
             .actions
             .iter()
             .filter_map(|a| match a {
                 engine::Action::Reply(r) => Some(OutgoingSms {
-                    purpose: "reminder",
+                    purpose: crate::smpp::outbox::PURPOSE_REMINDER,
                     to: from.to_string(),
                     text: r.rendered.text(),
                 }),
                 _ => None,
             })
             .collect();
+        // Stored with the timer step and named in its session, as a step's replies are.
+        let stored = stored_replies(route, &outgoing, now_ms);
+        let mut writes = self.writes_for_subscriber(from, "smpp", &step);
+        writes.extend(stored.iter().cloned().map(Write::SmsQueued));
+        if !writes.is_empty() {
+            self.results
+                .commit(writes)
+                .await
+                .map_err(|e| StepError::Results(e.to_string()))?;
+        }
+        let reply_ids = match route {
+            Some(_) => stored.iter().map(|m| m.message_id.clone()).collect(),
+            None => record.reply_ids,
+        };
         let record = SessionRecord {
             state: step.state,
             progress: record.progress,
             reply: record.reply,
-            reply_ids: record.reply_ids,
+            reply_ids,
         };
         let ttl = Duration::from_secs(flow.flow.sms.session_timeout.0.max(1));
         let state_bytes = record.state.encode();
         let resume = resume_copy(from, &flow, &record.state, &state_bytes);
         match self
             .sessions
-            .save_and_remember(&key, Some(stored.version), &record.encode(), ttl, resume)
+            .save_and_remember(&key, Some(saved.version), &record.encode(), ttl, resume)
             .await
             .map_err(|e| StepError::Sessions(e.to_string()))?
         {
@@ -586,10 +609,20 @@ impl Gateway {
                     telemetry::session("timed_out");
                 }
                 self.schedule_sms_timer(from, &flow, &record.state).await?;
-                Ok(outgoing)
+                Ok(match route {
+                    Some(_) => SmsOutcome {
+                        stored,
+                        to_queue: Vec::new(),
+                    },
+                    None => SmsOutcome::queue(outgoing),
+                })
             }
-            // The citizen answered meanwhile: that step set a new timer.
-            SaveOutcome::Conflict { .. } => Ok(Vec::new()),
+            // The citizen answered meanwhile: that step set a new timer, and this reminder
+            // answers nothing.
+            SaveOutcome::Conflict { .. } => {
+                self.withdraw_replies(&stored).await;
+                Ok(SmsOutcome::default())
+            }
         }
     }
 }

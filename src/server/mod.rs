@@ -779,15 +779,12 @@ pub async fn serve(
         });
         // SMS reminders and timeouts: the timers live in the session store, so any node may
         // fire them (each fires once).
-        let gateway = Arc::clone(&gateway);
         let binds = Arc::clone(&binds);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(30));
             loop {
                 every.tick().await;
-                for message in gateway.sms_due(crate::dispatcher::now_ms()).await {
-                    binds.send(message).await;
-                }
+                binds.send_due_reminders(crate::dispatcher::now_ms()).await;
                 // Messages a passing store failure left unfinished (see `Outbox::sweep`).
                 if let Err(e) = binds.outbox().sweep(Duration::from_secs(60)).await {
                     warn!(error = %e, "outbound SMS sweep failed");

@@ -143,6 +143,24 @@ impl Binds {
         &self.outbox
     }
 
+    /// Fires the SMS timers due at `now_ms` (reminders, timeouts): each reminder is stored in
+    /// its timer step's own commit, routed by the number's prefix, then submitted.
+    pub async fn send_due_reminders(&self, now_ms: i64) {
+        let outbox = &self.outbox;
+        let next_id = || outbox.next_message_id();
+        let via = |to: &str| outbox.route_for(to);
+        let route = crate::dispatcher::ReplyRoute {
+            node: outbox.node(),
+            via: &via,
+            next_id: &next_id,
+        };
+        let fired = outbox.gateway().sms_due_routed(now_ms, Some(&route)).await;
+        outbox.send_stored(fired.stored);
+        for message in fired.to_queue {
+            self.send(message).await;
+        }
+    }
+
     /// Queues a gateway-initiated message (an SMS reminder): routed by the number's prefix
     /// (`prefixes` of each operator), from that operator's sender.
     pub async fn send(&self, message: crate::dispatcher::OutgoingSms) {
@@ -342,10 +360,10 @@ async fn handle_kept(
         at_ms: crate::dispatcher::now_ms(),
     });
     let next_id = || outbox.next_message_id();
+    let via = |_: &str| Some((operator.name.clone(), reply_from.clone()));
     let route = crate::dispatcher::ReplyRoute {
         node: outbox.node(),
-        operator: &operator.name,
-        sender: &reply_from,
+        via: &via,
         next_id: &next_id,
     };
     let outcome = gateway

@@ -49,6 +49,9 @@ pub const PURPOSE_STOP_CONFIRMATION: &str = "stop_confirmation";
 /// session still names it (see [`crate::dispatcher::Gateway::sms_reply_is_current`]).
 pub const PURPOSE_STEP_REPLY: &str = "reply";
 
+/// A reminder stored with its timer step: checked against the session like a step reply.
+pub const PURPOSE_REMINDER: &str = "reminder";
+
 /// One message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSms {
@@ -191,6 +194,14 @@ impl Outbox {
         self.spawn_send(messages);
     }
 
+    /// The operator that carries a gateway-initiated message to `to` (by number prefix) and
+    /// its sender, or `None` when no operator can.
+    pub fn route_for(&self, to: &str) -> Option<(String, String)> {
+        self.route(None, to)
+            .ok()
+            .map(|r| (r.config.name.clone(), r.config.sender.clone()))
+    }
+
     /// A new id, unique on this node, for an inbound message kept by its binds.
     pub fn next_id(&self) -> String {
         let now = crate::dispatcher::now_ms();
@@ -259,8 +270,8 @@ impl Outbox {
             {
                 continue;
             }
-            let step_reply =
-                row.state == SmsState::Queued.as_str() && row.purpose == PURPOSE_STEP_REPLY;
+            let step_reply = row.state == SmsState::Queued.as_str()
+                && (row.purpose == PURPOSE_STEP_REPLY || row.purpose == PURPOSE_REMINDER);
             let current = match step_reply {
                 true => self.reply_is_current(&row).await,
                 false => Some(true),
