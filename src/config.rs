@@ -891,16 +891,6 @@ impl Config {
         }
         self.voice.public_url = format!("http://{addr}");
     }
-
-    /// The flow a dialled code starts: the longest configured code that matches.
-    pub fn flow_for_code(&self, code: &str) -> Option<&str> {
-        let normalized = normalize_code(code);
-        self.ussd
-            .service_codes
-            .iter()
-            .find(|c| normalize_code(&c.code) == normalized)
-            .map(|c| c.flow.as_str())
-    }
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
@@ -949,14 +939,6 @@ pub fn redacted_url(url: &str) -> String {
         }
         None => url.to_string(),
     }
-}
-
-/// `*384*12#`, `384*12` and ` *384*12# ` all compare equal.
-pub fn normalize_code(code: &str) -> String {
-    code.trim()
-        .trim_start_matches('*')
-        .trim_end_matches('#')
-        .to_string()
 }
 
 impl Config {

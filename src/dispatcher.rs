@@ -133,6 +133,8 @@ pub struct Gateway {
     pseudonyms: crate::pseudonym::Pseudonymiser,
     /// SMS steps run one at a time per number on this node (see [`sms`]).
     sms_numbers: sms::NumberLocks,
+    /// Codes, numbers and keywords to flows (the one place that reads them from config).
+    pub routes: crate::routing::Routes,
     /// Flow versions read from the result store: missing ones remembered, the poll's cursor
     /// (see [`flow_versions`]).
     stored_flows: flow_versions::StoredFlows,
@@ -202,6 +204,7 @@ impl Gateway {
         pseudonym_key: Vec<u8>,
     ) -> Gateway {
         let admission = Admission::new(&config.admission);
+        let routes = crate::routing::Routes::from_config(&config);
         let copies = match (&config.sessions, &sessions) {
             (
                 crate::config::SessionsConfig::Redis {
@@ -221,6 +224,7 @@ impl Gateway {
             session_cache: session_cache::SessionCache::new(copies),
             pseudonyms: crate::pseudonym::Pseudonymiser::new(&pseudonym_key),
             sms_numbers: sms::NumberLocks::default(),
+            routes,
             stored_flows: flow_versions::StoredFlows::default(),
         }
     }
@@ -610,16 +614,8 @@ impl Gateway {
 
     /// The flow a dialled code starts, sub-code first (`*384*12*3#`), then the code itself.
     fn flow_for(&self, service_code: &str, sub_code: Option<&str>) -> Option<Arc<CompiledFlow>> {
-        let catalog = self.catalog();
-        if let Some(sub) = sub_code {
-            let base = crate::config::normalize_code(service_code);
-            let full = format!("*{base}*{sub}#");
-            if let Some(id) = self.config.flow_for_code(&full) {
-                return catalog.latest(id);
-            }
-        }
-        let id = self.config.flow_for_code(service_code)?;
-        catalog.latest(id)
+        let id = self.routes.flow_for_dial(service_code, sub_code)?;
+        self.catalog().latest(id)
     }
 
     /// A dropped session of this subscriber on this flow, if one can be resumed; with the

@@ -15,6 +15,7 @@ pub mod flow;
 pub mod outbound;
 pub mod pseudonym;
 pub mod result_store;
+pub mod routing;
 pub mod server;
 pub mod session_store;
 pub mod simulator;

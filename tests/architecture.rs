@@ -131,3 +131,34 @@ fn only_the_session_store_knows_redis_keys() {
         "Redis commands outside the session store: {offenders:?}"
     );
 }
+
+/// Routing has one home: only `src/routing.rs` reads the config's lists of service codes,
+/// called and flashed numbers and keywords (`src/config.rs` declares them; tests build them).
+#[test]
+fn routing_lists_are_read_only_by_the_routing_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let lists = [
+        ".service_codes",
+        ".keywords",
+        "voice.numbers",
+        "missed_call.numbers",
+        ".default_flow",
+    ];
+    let mut offenders = Vec::new();
+    for file in files {
+        if file.ends_with("routing.rs") || file.ends_with("config.rs") {
+            continue;
+        }
+        let code = code_without_comments(&std::fs::read_to_string(&file).expect("read"));
+        // Unit tests inside a file may set them up.
+        let code = code.split("#[cfg(test)]").next().unwrap_or("");
+        for list in lists {
+            if code.contains(list) {
+                offenders.push(format!("{} reads `{list}`", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "routing outside src/routing.rs:\n{}", offenders.join("\n"));
+}

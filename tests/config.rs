@@ -26,8 +26,9 @@ fn dev_config_is_the_embedded_defaults_written_out() {
     };
     assert_eq!(codes(&dev), codes(&embedded));
     assert!(dev.flows_dir.ends_with("flows"));
-    assert_eq!(dev.flow_for_code("*384*12*3#"), Some("grievance"));
-    assert_eq!(dev.flow_for_code("384*12"), Some("community_needs"));
+    let routes = baraza::routing::Routes::from_config(&dev);
+    assert_eq!(routes.flow_for_code("*384*12*3#"), Some("grievance"));
+    assert_eq!(routes.flow_for_code("384*12"), Some("community_needs"));
 }
 
 #[test]

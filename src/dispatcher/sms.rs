@@ -320,10 +320,7 @@ impl Gateway {
             return Ok(SmsOutcome::default());
         }
 
-        let keyword = smpp
-            .keywords
-            .iter()
-            .find(|k| k.keyword.eq_ignore_ascii_case(&first_word));
+        let keyword = self.routes.keyword(&first_word);
         let open = record.filter(|r| !r.state.status.is_terminal());
         let now = now_ms();
         let (flow, prior, input) = match (keyword, open) {

@@ -44,7 +44,7 @@ impl Gateway {
                 deliver,
                 &pseudonym,
                 profile,
-                &self.config.ussd.service_codes,
+                &self.routes,
                 record,
                 now_ms(),
             );

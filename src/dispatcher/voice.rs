@@ -148,16 +148,7 @@ impl Gateway {
 
     /// The flow a call to `number` runs: the configured number, else the default flow.
     fn voice_flow_for(&self, number: &str) -> Option<std::sync::Arc<engine::CompiledFlow>> {
-        let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
-        let wanted = digits(number);
-        let id = self
-            .config
-            .voice
-            .numbers
-            .iter()
-            .find(|n| digits(&n.number) == wanted)
-            .map(|n| n.flow.as_str())
-            .or(self.config.voice.default_flow.as_deref())?;
+        let id = self.routes.flow_for_called(number)?;
         let flow = self.catalog().latest(id)?;
         if !voice_ready(&flow.flow) {
             warn!(flow = %flow.flow.id, "flow has no recordings and allows no text-to-speech: voice call refused");
@@ -169,14 +160,7 @@ impl Gateway {
 
     /// The callback flow of a missed-call number, if `number` is one.
     fn missed_call_flow(&self, number: &str) -> Option<String> {
-        let wanted = digits_of(number);
-        self.config
-            .voice
-            .missed_call
-            .numbers
-            .iter()
-            .find(|n| digits_of(&n.number) == wanted)
-            .map(|n| n.flow.clone())
+        self.routes.missed_call_flow(number).map(str::to_string)
     }
 
     /// Queues a callback for a missed call from `caller`, unless de-duplicated or capped;

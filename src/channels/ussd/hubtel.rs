@@ -72,15 +72,6 @@ pub fn parse(body: &[u8]) -> Result<UssdRequest, BadRequest> {
     })
 }
 
-/// The extra code segment dialled on top of the service code: `*713*5*2#` on service `713*5`
-/// gives `2`.
-pub fn sub_code(service_code: &str, dialled: &str) -> Option<String> {
-    let base = crate::config::normalize_code(service_code);
-    let full = crate::config::normalize_code(dialled);
-    let rest = full.strip_prefix(&base)?.strip_prefix('*')?;
-    (!rest.is_empty()).then(|| rest.to_string())
-}
-
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct HubtelReply<'a> {

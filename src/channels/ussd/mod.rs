@@ -109,7 +109,7 @@ impl UssdRequest {
             (UssdInput::End, _) => Resolved::End,
             (UssdInput::Cumulative(text), progress) => africastalking::resolve(text, progress),
             (UssdInput::Begin { dialled }, None) => Resolved::Start {
-                sub_code: hubtel::sub_code(&self.service_code, dialled),
+                sub_code: crate::routing::sub_code(&self.service_code, dialled),
                 progress: "0".into(),
             },
             (UssdInput::Begin { .. }, Some(_)) => Resolved::Duplicate,

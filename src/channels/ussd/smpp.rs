@@ -14,8 +14,9 @@
 use bytes::Bytes;
 
 use super::{BadRequest, UssdInput, UssdProvider, UssdReply, UssdRequest};
-use crate::config::{ServiceCode, UssdOverSmppProfile, UssdSessionIdSource, normalize_code};
+use crate::config::{UssdOverSmppProfile, UssdSessionIdSource};
 use crate::encoding::gsm7::{DataCoding, GsmCoding};
+use crate::routing::Routes;
 use crate::smpp::ShortMessage;
 use crate::smpp::esme::{decode_text, short_message_content};
 use crate::smpp::tlv::{ItsSessionInfo, Tlv, TlvList, UssdServiceOp};
@@ -149,24 +150,6 @@ fn looks_like_code(text: &str) -> bool {
     !text.is_empty() && (text.starts_with('*') || text.ends_with('#'))
 }
 
-/// The configured code a dialled string starts with (the longest), else the dialled string:
-/// `*384*12*3*1#` with `*384*12*3#` configured gives `*384*12*3#`, whose flow then starts
-/// with sub-code `1` tried first.
-pub fn service_code_for(dialled: &str, codes: &[ServiceCode]) -> String {
-    let wanted = normalize_code(dialled);
-    codes
-        .iter()
-        .filter(|c| {
-            let base = normalize_code(&c.code);
-            wanted == base
-                || wanted
-                    .strip_prefix(base.as_str())
-                    .is_some_and(|rest| rest.starts_with('*'))
-        })
-        .max_by_key(|c| normalize_code(&c.code).len())
-        .map_or_else(|| dialled.to_string(), |c| c.code.clone())
-}
-
 /// What is kept about a begun dialogue between its messages. The dispatcher keeps it in the
 /// session store (not in this process), so a dialogue continues when its next message arrives
 /// on another node's bind or after a restart.
@@ -238,7 +221,7 @@ pub fn dialogue_step(
     deliver: &UssdDeliver,
     pseudonym: &str,
     profile: &UssdOverSmppProfile,
-    codes: &[ServiceCode],
+    routes: &Routes,
     stored: Option<DialogueRecord>,
     now_ms: i64,
 ) -> (UssdRequest, DialogueChange) {
@@ -250,7 +233,7 @@ pub fn dialogue_step(
         UssdStepKind::Begin { dialled } => {
             let record = DialogueRecord {
                 session_id: format!("{stray_id}:{now_ms}"),
-                service_code: service_code_for(dialled, codes),
+                service_code: routes.service_code_for(dialled),
                 answers: 0,
                 last_sequence: sequence_of(deliver, profile),
             };
@@ -390,14 +373,16 @@ mod tests {
         }
     }
 
-    fn codes() -> Vec<ServiceCode> {
-        ["*384*12#", "*384*12*3#"]
+    fn codes() -> Routes {
+        let mut config = crate::config::Config::embedded();
+        config.ussd.service_codes = ["*384*12#", "*384*12*3#"]
             .iter()
-            .map(|c| ServiceCode {
+            .map(|c| crate::config::ServiceCode {
                 code: c.to_string(),
                 flow: "f".into(),
             })
-            .collect()
+            .collect();
+        Routes::from_config(&config)
     }
 
     #[test]
@@ -445,14 +430,6 @@ mod tests {
             }
         );
         assert_eq!(kind("2"), UssdStepKind::Answer { text: "2".into() });
-    }
-
-    #[test]
-    fn service_code_is_the_longest_configured_prefix() {
-        assert_eq!(service_code_for("*384*12*3#", &codes()), "*384*12*3#");
-        assert_eq!(service_code_for("*384*12*3*1#", &codes()), "*384*12*3#");
-        assert_eq!(service_code_for("*384*12*9#", &codes()), "*384*12#");
-        assert_eq!(service_code_for("*384*1#", &codes()), "*384*1#");
     }
 
     #[test]
