@@ -330,3 +330,61 @@ fn a_reachable_gateway_without_an_admin_token_does_not_start() {
     assert!(server.get("/healthz").contains("\"status\":\"ok\""));
     server.stop();
 }
+
+/// Two gateway processes on one Redis and one PostgreSQL schema; one is killed (SIGKILL, no
+/// goodbye) in the middle of a session, and the citizen's next step, sent to the other node,
+/// carries on where they were: every answer shown as saved is in the store.
+#[tokio::test]
+async fn a_node_killed_mid_session_loses_nothing_the_other_node_carries_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flows = common::flows_folder(dir.path());
+    let prefix = common::unique("kill");
+    let schema = common::unique("kill");
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nflows_dir: {}\nsessions:\n  store: redis\n  url: {}\n  key_prefix: {prefix}\nresults:\n  store: postgres\n  url: {}\n  schema: {schema}\npseudonym_secret: process-test-secret-0123\nussd:\n  service_codes:\n    - {{ code: \"*999#\", flow: e2e_survey }}\n",
+            flows.display(),
+            common::redis_url(),
+            common::postgres_url(),
+        ),
+    )
+    .expect("config");
+    let first = serve(&config);
+    let second = serve(&config);
+    assert!(first.at("k-1", "").starts_with("CON Choose language"));
+    assert!(first.at("k-1", "1").starts_with("CON Which village"));
+    assert!(first.at("k-1", "1*Kisumu").contains("What should the county fix first"));
+    // No graceful shutdown: the process dies as a crash would end it.
+    let Server { mut child, .. } = first;
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let reply = second.at("k-1", "1*Kisumu*2");
+    assert!(reply.starts_with("CON ") || reply.starts_with("END "), "{reply}");
+    assert!(!reply.contains("busy"), "the other node carries on: {reply}");
+    second.stop();
+
+    // Every answer the citizen saw acknowledged is stored, once.
+    let (client, connection) =
+        tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls)
+            .await
+            .expect("postgres");
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            &format!("SELECT result, value FROM \"{schema}\".answers ORDER BY step"),
+            &[],
+        )
+        .await
+        .expect("answers");
+    let answers: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let results: Vec<&str> = answers.iter().map(|(r, _)| r.as_str()).collect();
+    assert!(
+        results.contains(&"village") && results.contains(&"priority"),
+        "answers before and after the kill: {answers:?}"
+    );
+    assert!(answers.iter().any(|(r, v)| r == "village" && v == "Kisumu"));
+    common::drop_schema(&schema).await;
+    common::delete_keys(&prefix).await;
+}
