@@ -160,5 +160,9 @@ fn routing_lists_are_read_only_by_the_routing_module() {
             }
         }
     }
-    assert!(offenders.is_empty(), "routing outside src/routing.rs:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "routing outside src/routing.rs:\n{}",
+        offenders.join("\n")
+    );
 }

@@ -355,14 +355,24 @@ async fn a_node_killed_mid_session_loses_nothing_the_other_node_carries_on() {
     let second = serve(&config);
     assert!(first.at("k-1", "").starts_with("CON Choose language"));
     assert!(first.at("k-1", "1").starts_with("CON Which village"));
-    assert!(first.at("k-1", "1*Kisumu").contains("What should the county fix first"));
+    assert!(
+        first
+            .at("k-1", "1*Kisumu")
+            .contains("What should the county fix first")
+    );
     // No graceful shutdown: the process dies as a crash would end it.
     let Server { mut child, .. } = first;
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     let reply = second.at("k-1", "1*Kisumu*2");
-    assert!(reply.starts_with("CON ") || reply.starts_with("END "), "{reply}");
-    assert!(!reply.contains("busy"), "the other node carries on: {reply}");
+    assert!(
+        reply.starts_with("CON ") || reply.starts_with("END "),
+        "{reply}"
+    );
+    assert!(
+        !reply.contains("busy"),
+        "the other node carries on: {reply}"
+    );
     second.stop();
 
     // Every answer the citizen saw acknowledged is stored, once.
