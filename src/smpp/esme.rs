@@ -6,7 +6,10 @@
 //! by sequence number (in any order) with a response timer, answers the SMSC's enquire_link,
 //! unbind and deliver_sm, sends enquire_link when idle, and reconnects with exponential backoff
 //! plus jitter. Throttling (ESME_RTHROTTLED, ESME_RMSGQFUL) pauses the whole bind and the same
-//! part is retried, so parts keep their order. A request written but never answered (timeout
+//! part is retried, so parts keep their order. A part refused with one of the operator's
+//! temporary statuses was not taken, so it is submitted again after a backoff, a bounded
+//! number of times, while the message's later parts wait. The TPS limiter may be shared by
+//! all of an operator's binds. A request written but never answered (timeout
 //! or lost connection) is reported `Unknown`: this module never resends it, since the SMSC may
 //! have taken it. It never persists anything, never decides what to send, and never opens a
 //! bind per message.
