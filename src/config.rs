@@ -499,7 +499,9 @@ pub struct OperatorConfig {
     /// Sender shown on the handset (number, short code or alphanumeric name).
     #[serde(default)]
     pub sender: String,
-    /// Messages per second the operator allows on this bind (each part counts).
+    /// Messages per second the operator allows this account (each part counts), across all
+    /// of its binds on this node: its binds share one limiter, so `binds: 2, tps: 20` sends
+    /// at most 20 parts a second in all (operators count per account, not per connection).
     #[serde(default)]
     pub tps: Option<u32>,
     /// Outstanding requests allowed on the bind (default 10).
@@ -512,7 +514,7 @@ pub struct OperatorConfig {
     #[serde(default = "default_reconnect_floor")]
     pub reconnect_floor_seconds: u64,
     /// Binds of the `bind` kind to open to this account (operators allow several to share
-    /// the load; each has its own window and TPS limit).
+    /// the load; each has its own window, and they share the account's `tps`).
     #[serde(default = "default_binds")]
     pub binds: usize,
     /// Extra receiver binds, for operators that deliver messages and receipts on a separate
@@ -532,6 +534,47 @@ pub struct OperatorConfig {
     /// under the SMSC's own response timeout.
     #[serde(default = "default_deliver_ack_timeout_ms")]
     pub deliver_ack_timeout_ms: u64,
+    /// data_coding for text in the GSM 03.38 alphabet: `0` (SMSC default, most operators) or
+    /// `1` (IA5, which some operators insist on for 7-bit text). Other text goes as UCS-2 (8).
+    #[serde(
+        default,
+        deserialize_with = "crate::smpp::profile::deserialize_gsm_coding"
+    )]
+    pub gsm_data_coding: crate::encoding::gsm7::GsmCoding,
+    /// How long messages are marked as one: `udh8` (default), `udh16`, `sar` (TLVs, the SMSC
+    /// adds the UDH) or `payload` (the whole text in message_payload): operators differ.
+    #[serde(default)]
+    pub concatenation: crate::smpp::profile::Concatenation,
+    /// TON/NPI of the sender per kind (`international`, `short_code`, `alphanumeric`,
+    /// `other`, each `{ton, npi}`), for operators that refuse the defaults (1/1, 3/0, 5/0,
+    /// 0/1) with ESME_RINVSRCTON.
+    #[serde(default)]
+    pub source_ton_npi: crate::smpp::profile::AddressPlan,
+    /// TON/NPI of the recipient per kind, as `source_ton_npi`.
+    #[serde(default)]
+    pub dest_ton_npi: crate::smpp::profile::AddressPlan,
+    /// How long the SMSC may keep trying to deliver a message, in seconds (validity_period as
+    /// a relative time): a survey question that cannot reach the handset within this is
+    /// dropped rather than arriving days late. Default 86400 (24 h); 0 leaves the SMSC's own
+    /// default; at most 99 days.
+    #[serde(
+        default = "crate::smpp::profile::default_validity",
+        deserialize_with = "crate::smpp::profile::deserialize_validity",
+        rename = "validity_seconds"
+    )]
+    pub validity: Option<std::time::Duration>,
+    /// submit_sm_resp statuses that mean "not now" for this operator (names such as
+    /// `ESME_RSYSERR`, or numbers such as `0x08`): a part refused with one was not taken, so it
+    /// is submitted again under `submit_retry`. Default: ESME_RSYSERR, ESME_RMSGQFUL,
+    /// ESME_RSUBMITFAIL, ESME_RTHROTTLED, ESME_RX_T_APPN. ESME_RTHROTTLED and ESME_RMSGQFUL
+    /// always pause the whole bind and are retried, listed or not.
+    #[serde(default)]
+    pub temporary_errors: crate::smpp::profile::TemporaryErrors,
+    /// How a part refused with a temporary status is submitted again: `attempts` in all
+    /// (default 4), waiting `first_delay_ms` (default 1000) doubled each time up to
+    /// `ceiling_ms` (default 30000). A part that got no answer is never submitted again.
+    #[serde(default)]
+    pub submit_retry: crate::smpp::profile::RetryPolicy,
     /// USSD sessions over this bind (deliver_sm / submit_sm carrying `ussd_service_op`), when
     /// the operator offers them; dialled codes map to flows through `ussd.service_codes`.
     #[serde(default)]
@@ -618,6 +661,13 @@ impl OperatorConfig {
         bind.system_type = self.system_type.clone();
         bind.bind_type = self.bind;
         bind.tps = self.tps;
+        bind.gsm_coding = self.gsm_data_coding;
+        bind.concatenation = self.concatenation;
+        bind.source_addresses = self.source_ton_npi;
+        bind.dest_addresses = self.dest_ton_npi;
+        bind.validity = self.validity;
+        bind.temporary_errors = self.temporary_errors.clone();
+        bind.submit_retry = self.submit_retry;
         bind.window = self.window.max(1);
         bind.enquire_link_interval =
             std::time::Duration::from_secs(self.enquire_link_seconds.max(1));

@@ -160,3 +160,104 @@ fn a_bad_config_names_the_file_and_the_field() {
         .to_string();
     assert!(missing.contains("nope.yaml"), "{missing}");
 }
+
+#[test]
+fn production_operator_shows_the_submit_profile_keys() {
+    use baraza::smpp::profile::{Concatenation, TonNpi};
+    let production = example("production.yaml");
+    let operator = &production.smpp.operators[0];
+    assert_eq!(operator.concatenation, Concatenation::Udh8);
+    assert_eq!(
+        operator.validity,
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    assert_eq!(
+        operator.source_ton_npi.short_code,
+        TonNpi { ton: 3, npi: 0 }
+    );
+    assert_eq!(operator.submit_retry.attempts, 4);
+    let bind = operator.bind_config();
+    assert_eq!(bind.temporary_errors.statuses().len(), 5);
+}
+
+fn operator_yaml(extra: &str) -> Result<baraza::config::OperatorConfig, String> {
+    serde_saphyr::from_str(&format!(
+        "name: op\nhost: 127.0.0.1\nsystem_id: baraza\n{extra}"
+    ))
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn operator_submit_profile_from_yaml() {
+    use baraza::encoding::gsm7::GsmCoding;
+    use baraza::smpp::CommandStatus;
+    use baraza::smpp::profile::{Concatenation, StatusClass, TonNpi};
+    let operator = operator_yaml(
+        "gsm_data_coding: 1\nconcatenation: sar\nvalidity_seconds: 3600\n\
+         temporary_errors: [ESME_RSYSERR, RX_T_APPN, 0x45, \"0x400\", 101]\n\
+         submit_retry: { attempts: 2, first_delay_ms: 5, ceiling_ms: 50 }\n\
+         dest_ton_npi: { other: { ton: 1, npi: 1 } }\n",
+    )
+    .expect("parses");
+    assert_eq!(operator.gsm_data_coding, GsmCoding::One);
+    assert_eq!(operator.concatenation, Concatenation::Sar);
+    let bind = operator.bind_config();
+    assert_eq!(bind.gsm_coding, GsmCoding::One);
+    assert_eq!(bind.validity, Some(std::time::Duration::from_secs(3600)));
+    assert_eq!(
+        bind.temporary_errors.statuses(),
+        &[
+            CommandStatus::ESME_RSYSERR,
+            CommandStatus::ESME_RX_T_APPN,
+            CommandStatus::ESME_RSUBMITFAIL,
+            CommandStatus(0x400),
+            CommandStatus::ESME_RX_P_APPN,
+        ]
+    );
+    assert_eq!(
+        bind.temporary_errors.classify(CommandStatus(0x400)),
+        StatusClass::Temporary
+    );
+    assert_eq!(bind.submit_retry.attempts, 2);
+    assert_eq!(bind.dest_addresses.other, TonNpi { ton: 1, npi: 1 });
+    assert_eq!(bind.dest_addresses.short_code, TonNpi { ton: 3, npi: 0 });
+    // Defaults: 24 h validity, the default temporary list, UDH 8-bit, data_coding 0.
+    let plain = operator_yaml("").expect("parses").bind_config();
+    assert_eq!(plain.validity, Some(std::time::Duration::from_secs(86_400)));
+    assert_eq!(plain.concatenation, Concatenation::Udh8);
+    assert_eq!(plain.gsm_coding, GsmCoding::Zero);
+    assert_eq!(
+        plain.temporary_errors.classify(CommandStatus::ESME_RSYSERR),
+        StatusClass::Temporary
+    );
+    assert_eq!(
+        operator_yaml("validity_seconds: 0")
+            .expect("parses")
+            .validity,
+        None
+    );
+}
+
+#[test]
+fn a_bad_submit_profile_is_a_clear_error() {
+    for (yaml, says) in [
+        ("gsm_data_coding: 3", "must be 0 (SMSC default) or 1"),
+        (
+            "temporary_errors: [ESME_NOSUCH]",
+            "is not an SMPP command_status",
+        ),
+        (
+            "validity_seconds: 9000000",
+            "longer than an SMPP relative time",
+        ),
+        ("concatenation: udh7", "udh7"),
+        ("submit_retry: { attempts: 0 }", "at least 1"),
+        (
+            "submit_retry: { first_delay_ms: 500, ceiling_ms: 100 }",
+            "shorter than first_delay_ms",
+        ),
+    ] {
+        let error = operator_yaml(yaml).expect_err(yaml);
+        assert!(error.contains(says), "{yaml}: {error}");
+    }
+}

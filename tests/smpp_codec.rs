@@ -2,8 +2,11 @@
 //! split and coalesced reads, and property tests: no input panics the decoder, and every PDU
 //! value round-trips through encode and decode.
 
+use baraza::encoding::gsm7::GsmCoding;
+use baraza::smpp::esme::{BindConfig, SubmitRequest, build_submits};
 use baraza::smpp::framing::{Frame, FramingError, SmppCodec};
 use baraza::smpp::pdu::command_id;
+use baraza::smpp::profile::Concatenation;
 use baraza::smpp::tlv::{ItsSessionInfo, MessageState, NetworkErrorCode, UssdServiceOp, tags};
 use baraza::smpp::{
     Bind, BindResp, Body, COctetString, CommandStatus, DataSm, DecodeError, Malformation,
@@ -1208,4 +1211,130 @@ fn check_encodable_agrees_with_the_encoder() {
             .map(|_| ());
         assert_eq!(sm.check_encodable(), encoded, "{sm:?}");
     }
+}
+
+/// A submit_sm as an operator's profile builds it: data_coding 1 for GSM text, TON/NPI per
+/// kind of address, and a 24-hour validity period as an SMPP relative time.
+#[rustfmt::skip]
+const SUBMIT_SM_OPERATOR_PROFILE: &[u8] = &[
+    0x00, 0x00, 0x00, 0x45, // command_length 69
+    0x00, 0x00, 0x00, 0x04, // command_id submit_sm
+    0x00, 0x00, 0x00, 0x00, // command_status
+    0x00, 0x00, 0x00, 0x07, // sequence_number 7
+    0x00,                   // service_type ""
+    0x05,                   // source_addr_ton 5 alphanumeric
+    0x00,                   // source_addr_npi 0 unknown
+    b'B', b'A', b'R', b'A', b'Z', b'A', 0x00, // source_addr "BARAZA"
+    0x01,                   // dest_addr_ton 1 international
+    0x01,                   // dest_addr_npi 1 E.164
+    b'2', b'5', b'4', b'7', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'1', 0x00,
+                            // destination_addr "254700000001" (the '+' dropped)
+    0x00,                   // esm_class
+    0x00,                   // protocol_id
+    0x00,                   // priority_flag
+    0x00,                   // schedule_delivery_time "" (now)
+    b'0', b'0', b'0', b'0', b'0', b'1', // validity_period YY 00 MM 00 DD 01
+    b'0', b'0', b'0', b'0', b'0', b'0', //   hh 00 mm 00 ss 00
+    b'0', b'0', b'0', b'R', 0x00,       //   t 0, nn 00, R = relative
+    0x01,                   // registered_delivery: receipt
+    0x00,                   // replace_if_present_flag
+    0x01,                   // data_coding 1 (the operator's GSM coding)
+    0x00,                   // sm_default_msg_id
+    0x02,                   // sm_length 2
+    b'H', b'i',             // short_message (GSM 03.38 unpacked)
+];
+
+fn profile_config() -> BindConfig {
+    BindConfig {
+        gsm_coding: GsmCoding::One,
+        validity: Some(std::time::Duration::from_secs(86_400)),
+        ..BindConfig::new("127.0.0.1", 2775, "baraza", "secret")
+    }
+}
+
+fn profile_request(text: &str) -> SubmitRequest {
+    SubmitRequest {
+        to: "+254700000001".into(),
+        from: "BARAZA".into(),
+        text: text.into(),
+        registered_delivery: true,
+    }
+}
+
+fn encoded(sm: &ShortMessage) -> Vec<u8> {
+    Pdu::new(7, Body::SubmitSm(sm.clone()))
+        .to_bytes()
+        .expect("encodes")
+        .to_vec()
+}
+
+#[test]
+fn submit_sm_from_an_operator_profile() {
+    let sms = build_submits(&profile_config(), &profile_request("Hi"), 1).expect("builds");
+    assert_eq!(sms.len(), 1);
+    assert_eq!(encoded(&sms[0]), SUBMIT_SM_OPERATOR_PROFILE);
+    // Without a validity the field is empty (the SMSC's default).
+    let plain = BindConfig {
+        validity: None,
+        ..profile_config()
+    };
+    let sms = build_submits(&plain, &profile_request("Hi"), 1).expect("builds");
+    assert!(sms[0].validity_period.is_empty());
+}
+
+/// The tail of a SAR part: the three SAR TLVs after the bare short_message.
+#[rustfmt::skip]
+const SAR_PART_2_OF_2_TLVS: &[u8] = &[
+    0x02, 0x0C, 0x00, 0x02, 0x12, 0x34, // sar_msg_ref_num 0x1234
+    0x02, 0x0E, 0x00, 0x01, 0x02,       // sar_total_segments 2
+    0x02, 0x0F, 0x00, 0x01, 0x02,       // sar_segment_seqnum 2
+];
+
+#[test]
+fn submit_sm_parts_for_each_concatenation_method() {
+    let text = "a".repeat(161);
+    let with = |concatenation| BindConfig {
+        concatenation,
+        ..profile_config()
+    };
+    // SAR: esm_class 0, bare parts, the marks in TLVs.
+    let sms =
+        build_submits(&with(Concatenation::Sar), &profile_request(&text), 0x1234).expect("builds");
+    assert_eq!(sms.len(), 2);
+    let bytes = encoded(&sms[1]);
+    assert!(bytes.ends_with(SAR_PART_2_OF_2_TLVS), "{bytes:02X?}");
+    // short_message of part 2: sm_length 8, eight bare 'a', then the TLVs.
+    let body_end = bytes.len() - SAR_PART_2_OF_2_TLVS.len();
+    assert_eq!(
+        bytes[body_end - 9..body_end],
+        [0x08, b'a', b'a', b'a', b'a', b'a', b'a', b'a', b'a']
+    );
+    assert_eq!(sms[1].esm_class, 0x00);
+    // UDH 16-bit: esm_class 0x40, `06 08 04 12 34 02 01` opens part 1.
+    let sms = build_submits(&with(Concatenation::Udh16), &profile_request(&text), 0x1234)
+        .expect("builds");
+    assert_eq!(sms[0].esm_class, 0x40);
+    assert_eq!(
+        sms[0].short_message[..7],
+        [0x06, 0x08, 0x04, 0x12, 0x34, 0x02, 0x01]
+    );
+    // UDH 8-bit keeps the low octet of the reference: `05 00 03 34 02 01`.
+    let sms =
+        build_submits(&with(Concatenation::Udh8), &profile_request(&text), 0x1234).expect("builds");
+    assert_eq!(
+        sms[0].short_message[..6],
+        [0x05, 0x00, 0x03, 0x34, 0x02, 0x01]
+    );
+    // message_payload: one submit_sm, sm_length 0, then TLV 0x0424 of 161 octets.
+    let sms = build_submits(
+        &with(Concatenation::Payload),
+        &profile_request(&text),
+        0x1234,
+    )
+    .expect("builds");
+    assert_eq!(sms.len(), 1);
+    let bytes = encoded(&sms[0]);
+    let mut tail = vec![0x00, 0x04, 0x24, 0x00, 0xA1]; // sm_length 0, tag 0x0424, length 161
+    tail.extend_from_slice(&[b'a'; 161]);
+    assert!(bytes.ends_with(&tail), "{bytes:02X?}");
 }

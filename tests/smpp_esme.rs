@@ -4,16 +4,20 @@
 //! Every wait is on a channel, a handle or the simulator's counters, bounded by a timeout.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use baraza::encoding::gsm7::GsmCoding;
 use baraza::smpp::esme::{
     BindConfig, BindType, Delivery, Esme, EsmeHandle, Inbound, LinkState, SubmitError,
-    SubmitOutcome, SubmitRequest,
+    SubmitOutcome, SubmitRequest, TpsLimiter,
 };
 use baraza::smpp::framing::{Frame, SmppCodec};
+use baraza::smpp::profile::{AddressPlan, Concatenation, RetryPolicy, TemporaryErrors, TonNpi};
 use baraza::smpp::receipt::{IdConversion, MessageIdNormalisation, ReceiptState};
 use baraza::smpp::smsc_sim::{SimConfig, SimHandle, spawn_smsc_sim};
-use baraza::smpp::{Bind, Body, CommandStatus, Pdu};
+use baraza::smpp::tlv::TlvList;
+use baraza::smpp::{Bind, Body, CommandStatus, Pdu, ShortMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -532,4 +536,304 @@ async fn simulator_nacks_malformed_pdus_and_drops_garbage() {
     let end = within("close", link.next()).await;
     assert!(matches!(end, None | Some(Err(_))), "{end:?}");
     assert_eq!(sim.stats().generic_nacks_sent, 1);
+}
+
+/// A part refused with a temporary status was not taken: it is submitted again after a
+/// backoff (at least the policy's waits: 40 ms, then 80 ms capped at 60 ms), the later parts
+/// wait for it, and the report says how many attempts it took and what refused them.
+#[tokio::test]
+async fn temporary_errors_are_retried_with_backoff_and_parts_keep_their_order() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(BindConfig {
+        submit_retry: RetryPolicy {
+            attempts: 4,
+            first_delay: Duration::from_millis(40),
+            ceiling: Duration::from_millis(60),
+        },
+        ..bind_config(port)
+    })
+    .await;
+    // Part 1 of a two-part message: refused by ESME_RSYSERR, then ESME_RX_T_APPN, then taken.
+    sim.reject_next([CommandStatus::ESME_RSYSERR, CommandStatus::ESME_RX_T_APPN]);
+    let start = tokio::time::Instant::now();
+    let long = "y".repeat(200);
+    let reports = within(
+        "retried submit",
+        esme.submit_reports(request("254700000020", &long)),
+    )
+    .await
+    .expect("submit");
+    assert!(tokio::time::Instant::now() - start >= Duration::from_millis(100));
+    assert_eq!(reports.len(), 2);
+    assert!(matches!(reports[0].outcome, SubmitOutcome::Accepted { .. }));
+    assert_eq!(reports[0].attempts, 3);
+    assert_eq!(
+        reports[0].temporary,
+        vec![CommandStatus::ESME_RSYSERR, CommandStatus::ESME_RX_T_APPN]
+    );
+    let detail = reports[0].detail().expect("detail");
+    assert!(
+        detail.contains("attempt 3") && detail.contains("ESME_RSYSERR"),
+        "{detail}"
+    );
+    assert!(
+        matches!(reports[1].outcome, SubmitOutcome::Accepted { .. }),
+        "{reports:?}"
+    );
+    assert_eq!(reports[1].attempts, 1);
+    let stats = sim.stats();
+    assert_eq!(stats.rejected, 2);
+    let seqs: Vec<u8> = stats.accepted_parts.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(stats.messages[0].text, long);
+    assert_eq!(esme.counters().retries, 2);
+
+    // A permanent status is never retried.
+    sim.reject_next([CommandStatus::ESME_RINVDSTADR]);
+    let outcomes = within("rejected", esme.submit(request("254700000021", "no")))
+        .await
+        .expect("submit");
+    assert_eq!(
+        outcomes,
+        vec![SubmitOutcome::Rejected {
+            status: CommandStatus::ESME_RINVDSTADR
+        }]
+    );
+    // Temporary, but on every attempt: rejected after `attempts` submissions, no more.
+    let before = sim.stats().submits;
+    sim.reject_next([CommandStatus::ESME_RSUBMITFAIL; 4]);
+    let reports = within(
+        "exhausted",
+        esme.submit_reports(request("254700000022", "still no")),
+    )
+    .await
+    .expect("submit");
+    assert_eq!(
+        reports[0].outcome,
+        SubmitOutcome::Rejected {
+            status: CommandStatus::ESME_RSUBMITFAIL
+        }
+    );
+    assert_eq!(reports[0].attempts, 4);
+    assert_eq!(sim.stats().submits - before, 4);
+    assert!(
+        reports[0]
+            .detail()
+            .is_some_and(|d| d.contains("still refused after 4 attempts"))
+    );
+    // Statuses outside the operator's list are permanent for it.
+    let (strict, _inbound) = start_esme(BindConfig {
+        temporary_errors: TemporaryErrors::new([CommandStatus::ESME_RX_T_APPN]),
+        ..bind_config(port)
+    })
+    .await;
+    let before = sim.stats().submits;
+    sim.reject_next([CommandStatus::ESME_RSYSERR]);
+    let outcomes = within("strict", strict.submit(request("254700000023", "x")))
+        .await
+        .expect("submit");
+    assert!(matches!(outcomes[..], [SubmitOutcome::Rejected { .. }]));
+    assert_eq!(sim.stats().submits - before, 1);
+    within("unbind", strict.unbind()).await;
+    within("unbind", esme.unbind()).await;
+}
+
+/// A part with no answer is never submitted again, whatever the retry policy.
+#[tokio::test]
+async fn an_unanswered_part_is_not_retried() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(BindConfig {
+        response_timeout: Duration::from_millis(200),
+        submit_retry: RetryPolicy {
+            attempts: 5,
+            first_delay: Duration::from_millis(1),
+            ceiling: Duration::from_millis(1),
+        },
+        ..bind_config(port)
+    })
+    .await;
+    sim.reject_next([CommandStatus::ESME_RSYSERR]);
+    sim.set_hold_responses(true);
+    let reports = within(
+        "unknown",
+        esme.submit_reports(request("254700000024", "silence")),
+    )
+    .await
+    .expect("submit");
+    assert!(matches!(reports[0].outcome, SubmitOutcome::Unknown { .. }));
+    assert_eq!(reports[0].attempts, 2);
+    let stats = sim.stats();
+    assert_eq!((stats.rejected, stats.held, stats.submits), (1, 1, 2));
+    sim.set_hold_responses(false);
+    within("unbind", esme.unbind()).await;
+}
+
+/// Each concatenation method's PDUs, as the simulator received them, and the message they
+/// reassemble to.
+#[tokio::test]
+async fn each_concatenation_method_reassembles_at_the_smsc() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let text = format!("{}€ mwisho", "q".repeat(300));
+    for (n, method) in [
+        Concatenation::Udh8,
+        Concatenation::Udh16,
+        Concatenation::Sar,
+        Concatenation::Payload,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (esme, _inbound) = start_esme(BindConfig {
+            concatenation: method,
+            ..bind_config(port)
+        })
+        .await;
+        let to = format!("25470000003{n}");
+        let outcomes = within("submit", esme.submit(request(&to, &text)))
+            .await
+            .expect("submit");
+        let expected_parts = match method {
+            Concatenation::Payload => 1,
+            _ => 3,
+        };
+        assert_eq!(accepted_ids(&outcomes).len(), expected_parts, "{method:?}");
+        let stats = sim.stats();
+        let message = stats
+            .messages
+            .iter()
+            .find(|m| m.destination == to)
+            .expect("reassembled");
+        assert_eq!(message.text, text, "{method:?}");
+        let parts: Vec<&ShortMessage> = stats
+            .accepted_parts
+            .iter()
+            .filter(|p| p.destination == to)
+            .map(|p| &p.sm)
+            .collect();
+        assert_eq!(parts.len(), expected_parts);
+        for (index, sm) in parts.iter().enumerate() {
+            let seq = index as u8 + 1;
+            match method {
+                Concatenation::Udh8 => {
+                    assert_eq!(sm.esm_class, 0x40);
+                    assert_eq!(sm.short_message[..3], [0x05, 0x00, 0x03]);
+                    assert_eq!(sm.short_message[4..6], [3, seq]);
+                    assert!(sm.tlvs.is_empty());
+                }
+                Concatenation::Udh16 => {
+                    assert_eq!(sm.esm_class, 0x40);
+                    assert_eq!(sm.short_message[..3], [0x06, 0x08, 0x04]);
+                    assert_eq!(sm.short_message[5..7], [3, seq]);
+                    assert!(sm.tlvs.is_empty());
+                }
+                Concatenation::Sar => {
+                    assert_eq!(sm.esm_class, 0);
+                    assert_eq!(sm.tlvs.sar_total_segments(), Ok(Some(3)));
+                    assert_eq!(sm.tlvs.sar_segment_seqnum(), Ok(Some(seq)));
+                    assert_eq!(
+                        sm.tlvs.sar_msg_ref_num().ok().flatten(),
+                        parts[0].tlvs.sar_msg_ref_num().ok().flatten()
+                    );
+                    assert!(sm.short_message.len() <= 153);
+                }
+                Concatenation::Payload => {
+                    assert_eq!(sm.esm_class, 0);
+                    assert!(sm.short_message.is_empty());
+                    assert_eq!(sm.tlvs.message_payload().map(|p| p.len()), Some(309));
+                }
+            }
+        }
+        within("unbind", esme.unbind()).await;
+    }
+}
+
+/// The operator's GSM data_coding, TON/NPI plans and validity period reach the SMSC.
+#[tokio::test]
+async fn coding_addresses_and_validity_are_per_operator() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let (esme, _inbound) = start_esme(BindConfig {
+        gsm_coding: GsmCoding::One,
+        validity: Some(Duration::from_secs(6 * 3600)),
+        source_addresses: AddressPlan {
+            short_code: TonNpi { ton: 6, npi: 9 },
+            ..AddressPlan::default()
+        },
+        ..bind_config(port)
+    })
+    .await;
+    let outcomes = within("submit", esme.submit(request("+254700000040", "Habari")))
+        .await
+        .expect("submit");
+    accepted_ids(&outcomes);
+    let stats = sim.stats();
+    let sm = &stats.accepted_parts[0].sm;
+    assert_eq!(sm.data_coding, 1);
+    assert_eq!((sm.source_addr_ton, sm.source_addr_npi), (6, 9));
+    assert_eq!((sm.dest_addr_ton, sm.dest_addr_npi), (1, 1));
+    assert_eq!(sm.destination_addr.to_string_lossy(), "254700000040");
+    assert_eq!(sm.validity_period.to_string_lossy(), "000000060000000R");
+    // The defaults: a short code sender is TON 3 NPI 0, no validity unless configured.
+    let (plain, _inbound) = start_esme(bind_config(port)).await;
+    let outcomes = within("submit", plain.submit(request("+254700000041", "Habari")))
+        .await
+        .expect("submit");
+    accepted_ids(&outcomes);
+    let stats = sim.stats();
+    let sm = &stats.accepted_parts[1].sm;
+    assert_eq!(sm.data_coding, 0);
+    assert_eq!((sm.source_addr_ton, sm.source_addr_npi), (3, 0));
+    assert!(sm.validity_period.to_string_lossy().is_empty());
+    within("unbind", esme.unbind()).await;
+    within("unbind", plain.unbind()).await;
+}
+
+/// Any `tps + 1` consecutive arrivals at the simulator span about a second: no 1-second
+/// window held more than `tps` parts. The limiter keeps its own sends a second plus 10 ms
+/// apart; arrivals may bunch by the scheduling and loopback jitter of a busy host, so 200 ms
+/// are allowed (a rate twice the limit would put them within half a second).
+pub fn assert_at_most_tps(arrivals: &[std::time::Instant], tps: usize) {
+    for window in arrivals.windows(tps + 1) {
+        let span = window[tps] - window[0];
+        assert!(
+            span >= Duration::from_millis(800),
+            "{} parts within {span:?}",
+            tps + 1
+        );
+    }
+}
+
+/// Two binds sharing one limiter (as an operator's binds do) send at most `tps` parts a
+/// second between them, counted over the simulator's arrival times (two limiters of their
+/// own would let twice as many through).
+#[tokio::test]
+async fn binds_sharing_a_limiter_share_the_tps() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let limiter = Some(Arc::new(TpsLimiter::new(4)));
+    let mut binds = Vec::new();
+    for _ in 0..2 {
+        let (esme, inbound) = Esme::start_with_limiter(bind_config(port), limiter.clone());
+        within("bind", esme.wait_for_link(|s| *s == LinkState::Bound)).await;
+        binds.push((esme, inbound));
+    }
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let esme = binds[n % 2].0.clone();
+        tasks.push(tokio::spawn(async move {
+            esme.submit(request("254700000050", &format!("shared {n}")))
+                .await
+        }));
+    }
+    for task in tasks {
+        let outcomes = within("submit", task).await.expect("task").expect("submit");
+        accepted_ids(&outcomes);
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.accepted, 10);
+    let arrivals: Vec<std::time::Instant> =
+        stats.accepted_parts.iter().map(|p| p.received_at).collect();
+    assert_at_most_tps(&arrivals, 4);
+    for (esme, _) in &binds {
+        assert!(esme.counters().submitted >= 1, "both binds sent");
+        within("unbind", esme.unbind()).await;
+    }
 }

@@ -26,7 +26,9 @@ use crate::config::OperatorConfig;
 use crate::dispatcher::Gateway;
 use crate::result_store::{InboundChange, InboundSms, InboundUpdate, Write};
 use crate::smpp::ShortMessage;
-use crate::smpp::esme::{Ack, BindType, Delivery, Esme, EsmeHandle, Inbound, SubmitOutcome};
+use crate::smpp::esme::{
+    Ack, BindType, Delivery, Esme, EsmeHandle, Inbound, SubmitOutcome, TpsLimiter,
+};
 use crate::smpp::outbox::{NewSms, Outbox};
 
 /// Inbound messages being kept right now on this node, by what they carry (operator,
@@ -84,10 +86,12 @@ impl Binds {
             let kinds = std::iter::repeat_n(operator.bind, operator.binds.max(1)).chain(
                 std::iter::repeat_n(BindType::Receiver, operator.receiver_binds),
             );
+            // One limiter for all of the operator's binds: its TPS is per account.
+            let limiter = operator.tps.map(|tps| Arc::new(TpsLimiter::new(tps)));
             for kind in kinds {
                 let mut config = operator.bind_config();
                 config.bind_type = kind;
-                let (handle, inbound) = Esme::start(config);
+                let (handle, inbound) = Esme::start_with_limiter(config, limiter.clone());
                 binds.push((operator.name.clone(), handle));
                 inbound_queues.push(inbound);
             }
@@ -517,6 +521,7 @@ fn export_metrics(binds: &[(String, EsmeHandle)]) {
             ("baraza_smpp_window_in_use", c.window_in_use),
             ("baraza_smpp_receipts", c.receipts),
             ("baraza_smpp_reconnects", c.reconnects),
+            ("baraza_smpp_retries", c.retries),
         ] {
             gauge!(metric, "operator" => name.clone()).set(value as f64);
         }

@@ -6,7 +6,10 @@
 //! by sequence number (in any order) with a response timer, answers the SMSC's enquire_link,
 //! unbind and deliver_sm, sends enquire_link when idle, and reconnects with exponential backoff
 //! plus jitter. Throttling (ESME_RTHROTTLED, ESME_RMSGQFUL) pauses the whole bind and the same
-//! part is retried, so parts keep their order. A request written but never answered (timeout
+//! part is retried, so parts keep their order. A part refused with one of the operator's
+//! temporary statuses was not taken, so it is submitted again after a backoff, a bounded
+//! number of times, while the message's later parts wait. The TPS limiter may be shared by
+//! all of an operator's binds. A request written but never answered (timeout
 //! or lost connection) is reported `Unknown`: this module never resends it, since the SMSC may
 //! have taken it. It never persists anything, never decides what to send, and never opens a
 //! bind per message.
@@ -27,25 +30,73 @@ use tracing::{debug, info, warn};
 use super::SequenceNumbers;
 use super::framing::{Frame, SmppCodec};
 use super::pdu::{Bind, Body, EncodeError, MessageIdResp, Pdu, ShortMessage};
+use super::profile::{
+    AddressPlan, Concatenation, RetryPolicy, StatusClass, TemporaryErrors, relative_time,
+};
 use super::receipt::{Receipt, parse_receipt};
 use super::status::CommandStatus;
-use super::tlv::TlvList;
+use super::tlv::{Tlv, TlvList};
 use crate::encoding::gsm7::{DataCoding, GsmCoding};
 use crate::encoding::reassembly::{ConcatInfo, Reassembler, parse_udh};
-use crate::encoding::split::{Concat, SplitError, split};
+use crate::encoding::split::{SplitError, split};
 
-/// TON, NPI and digits of an address as SMSCs expect them: `+254711...` is international
-/// (TON 1, NPI 1 E.164) without the `+`; a name such as `BARAZA` is alphanumeric (TON 5);
-/// a short code or a number without `+` goes as written (TON 0 unknown, NPI 1).
+/// TON, NPI and digits of an address under the default [`AddressPlan`]: `+254711...` is
+/// international (TON 1, NPI 1 E.164) without the `+`; a name such as `BARAZA` is
+/// alphanumeric (TON 5, NPI 0); a short code (at most 8 digits) is network specific (TON 3,
+/// NPI 0); a longer number without `+` goes as written (TON 0 unknown, NPI 1).
 pub fn address(written: &str) -> (u8, u8, String) {
-    let written = written.trim();
-    if let Some(digits) = written.strip_prefix('+') {
-        return (1, 1, digits.to_string());
+    AddressPlan::default().address(written)
+}
+
+/// The submit_sm PDUs of one message as the operator wants them: data_coding chosen from
+/// the text (GSM 03.38 under the operator's 0 or 1, else UCS-2), split and marked with the
+/// operator's concatenation method (`reference` identifies this message's parts), TON/NPI
+/// of both addresses from the operator's plans, and the validity period as a relative time.
+/// Pure: nothing is sent; every PDU is checked to fit SMPP.
+pub fn build_submits(
+    config: &BindConfig,
+    request: &SubmitRequest,
+    reference: u16,
+) -> Result<Vec<ShortMessage>, SubmitError> {
+    let coding = DataCoding::choose(&request.text, config.gsm_coding);
+    let parts = split(
+        &request.text,
+        coding,
+        config.concatenation.with_reference(reference),
+    )?;
+    let (source_ton, source_npi, source) = config.source_addresses.address(&request.from);
+    let (dest_ton, dest_npi, destination) = config.dest_addresses.address(&request.to);
+    let validity_period = config.validity.map(relative_time).unwrap_or_default();
+    let mut messages = Vec::with_capacity(parts.len());
+    for part in parts {
+        let mut tlvs = Vec::new();
+        if let Some((reference, total, seq)) = part.sar {
+            tlvs.push(Tlv::sar_msg_ref_num(reference));
+            tlvs.push(Tlv::sar_total_segments(total));
+            tlvs.push(Tlv::sar_segment_seqnum(seq));
+        }
+        if let Some(payload) = part.message_payload {
+            tlvs.push(Tlv::message_payload(payload));
+        }
+        let sm = ShortMessage {
+            source_addr_ton: source_ton,
+            source_addr_npi: source_npi,
+            source_addr: source.as_str().into(),
+            dest_addr_ton: dest_ton,
+            dest_addr_npi: dest_npi,
+            destination_addr: destination.as_str().into(),
+            esm_class: if part.esm_class_udhi { 0x40 } else { 0 },
+            validity_period: validity_period.as_str().into(),
+            registered_delivery: u8::from(request.registered_delivery),
+            data_coding: coding.to_byte(),
+            short_message: Bytes::from(part.short_message),
+            tlvs,
+            ..ShortMessage::default()
+        };
+        sm.check_encodable()?;
+        messages.push(sm);
     }
-    if written.chars().any(|c| c.is_ascii_alphabetic()) {
-        return (5, 0, written.to_string());
-    }
-    (0, 1, written.to_string())
+    Ok(messages)
 }
 
 /// Which kind of bind to open.
@@ -86,13 +137,28 @@ pub struct BindConfig {
     pub reconnect_floor: Duration,
     /// Largest reconnect delay (some operators demand at least 30 s).
     pub reconnect_ceiling: Duration,
-    /// Most submit_sm per second on this bind (each part counts); `None` for no limit.
+    /// Most submit_sm per second on this bind (each part counts); `None` for no limit. A
+    /// limiter given to [`Esme::start_with_limiter`] (shared by the operator's binds) takes
+    /// its place.
     pub tps: Option<u32>,
     /// First pause of the whole bind after ESME_RTHROTTLED or ESME_RMSGQFUL; doubles while
     /// throttling continues, capped at `reconnect_ceiling`.
     pub throttle_pause: Duration,
     /// data_coding for GSM 03.38 text (0 or 1, per operator).
     pub gsm_coding: GsmCoding,
+    /// How long messages are marked as one (UDH 8/16-bit, SAR TLVs or message_payload).
+    pub concatenation: Concatenation,
+    /// TON/NPI of source_addr, per kind of sender.
+    pub source_addresses: AddressPlan,
+    /// TON/NPI of destination_addr, per kind of recipient.
+    pub dest_addresses: AddressPlan,
+    /// validity_period of every submit_sm as a relative time, so a message the SMSC cannot
+    /// deliver in time is dropped instead of arriving late; `None` leaves the SMSC's default.
+    pub validity: Option<Duration>,
+    /// Statuses after which a refused part is submitted again (after a backoff).
+    pub temporary_errors: TemporaryErrors,
+    /// How often and how spaced a part refused with a temporary status is submitted again.
+    pub submit_retry: RetryPolicy,
     /// How long an incomplete inbound long message is held before it is delivered partially.
     pub reassembly_timeout: Duration,
     /// How long a delivered message may take to be kept before the bind answers
@@ -111,6 +177,8 @@ impl std::fmt::Debug for BindConfig {
             .field("bind_type", &self.bind_type)
             .field("window", &self.window)
             .field("tps", &self.tps)
+            .field("concatenation", &self.concatenation)
+            .field("validity", &self.validity)
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +201,12 @@ impl BindConfig {
             tps: None,
             throttle_pause: Duration::from_secs(1),
             gsm_coding: GsmCoding::Zero,
+            concatenation: Concatenation::Udh8,
+            source_addresses: AddressPlan::default(),
+            dest_addresses: AddressPlan::default(),
+            validity: None,
+            temporary_errors: TemporaryErrors::default(),
+            submit_retry: RetryPolicy::default(),
             reassembly_timeout: Duration::from_secs(300),
             deliver_ack_timeout: Duration::from_secs(5),
         }
@@ -161,7 +235,8 @@ pub enum SubmitOutcome {
         /// The submit_sm_resp message_id.
         message_id: String,
     },
-    /// The SMSC refused the part (a non-throttling error status).
+    /// The SMSC refused the part: a permanent status, or a temporary one on the part's last
+    /// allowed attempt (see [`BindConfig::submit_retry`]).
     Rejected {
         /// The status of submit_sm_resp or generic_nack.
         status: CommandStatus,
@@ -177,6 +252,61 @@ pub enum SubmitOutcome {
         /// Why.
         reason: String,
     },
+}
+
+/// What became of one part, with how it got there: the submissions made and the temporary
+/// statuses that refused the earlier ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartReport {
+    /// The final outcome.
+    pub outcome: SubmitOutcome,
+    /// submit_sm answered with a status or unanswered for this part, throttled ones not
+    /// counted (0 for a part never sent).
+    pub attempts: u32,
+    /// The temporary statuses that refused earlier attempts, oldest first.
+    pub temporary: Vec<CommandStatus>,
+}
+
+impl PartReport {
+    /// A human-readable account for the stored part (`None` when it was simply accepted the
+    /// first time).
+    pub fn detail(&self) -> Option<String> {
+        let earlier = || {
+            self.temporary
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &self.outcome {
+            SubmitOutcome::Accepted { .. } if self.temporary.is_empty() => None,
+            SubmitOutcome::Accepted { .. } => Some(format!(
+                "accepted on attempt {} after {}",
+                self.attempts,
+                earlier()
+            )),
+            SubmitOutcome::Rejected { status } if self.temporary.contains(status) => Some(format!(
+                "{status}: temporary, still refused after {} attempts (earlier: {})",
+                self.attempts,
+                earlier()
+            )),
+            SubmitOutcome::Rejected { status } if self.temporary.is_empty() => {
+                Some(status.to_string())
+            }
+            SubmitOutcome::Rejected { status } => Some(format!(
+                "{status} on attempt {} (earlier: {})",
+                self.attempts,
+                earlier()
+            )),
+            SubmitOutcome::Unknown { reason } if self.temporary.is_empty() => Some(reason.clone()),
+            SubmitOutcome::Unknown { reason } => Some(format!(
+                "{reason} (attempt {}; earlier: {})",
+                self.attempts,
+                earlier()
+            )),
+            SubmitOutcome::NotSent { reason } => Some(reason.clone()),
+        }
+    }
 }
 
 impl SubmitOutcome {
@@ -320,6 +450,8 @@ pub struct EsmeCounters {
     pub deliveries_refused: u64,
     /// Times a submit had to wait for the TPS limit.
     pub tps_waits: u64,
+    /// Parts submitted again after a temporary error status.
+    pub retries: u64,
 }
 
 /// The live counters behind [`EsmeCounters`] (same meanings).
@@ -334,6 +466,7 @@ struct AtomicCounters {
     delivered: AtomicU64,
     deliveries_refused: AtomicU64,
     tps_waits: AtomicU64,
+    retries: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -480,8 +613,9 @@ struct Shared {
     config: BindConfig,
     /// One permit per request that may be outstanding.
     window: Semaphore,
-    /// Paces submit_sm to the operator's TPS.
-    limiter: Option<TpsLimiter>,
+    /// Paces submit_sm to the operator's TPS (shared by all of the operator's binds when
+    /// started with [`Esme::start_with_limiter`]).
+    limiter: Option<Arc<TpsLimiter>>,
     /// The whole bind waits until then after throttling.
     paused_until: Mutex<Option<Instant>>,
     /// Throttled answers in a row; lengthens the pause.
@@ -505,12 +639,23 @@ pub struct Esme;
 
 impl Esme {
     /// Spawns the bind task (call inside a tokio runtime) and returns its handle and the
-    /// stream of deliveries and receipts. The task runs until [`EsmeHandle::unbind`].
+    /// stream of deliveries and receipts. The task runs until [`EsmeHandle::unbind`]. The
+    /// bind has a TPS limiter of its own when `config.tps` is set.
     pub fn start(config: BindConfig) -> (EsmeHandle, mpsc::Receiver<Delivery>) {
+        let limiter = config.tps.map(|tps| Arc::new(TpsLimiter::new(tps)));
+        Esme::start_with_limiter(config, limiter)
+    }
+
+    /// [`Esme::start`] with the given TPS limiter instead of one from `config.tps`: the
+    /// binds of one operator share one, so the operator's TPS holds across all of them.
+    pub fn start_with_limiter(
+        config: BindConfig,
+        limiter: Option<Arc<TpsLimiter>>,
+    ) -> (EsmeHandle, mpsc::Receiver<Delivery>) {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
             window: Semaphore::new(config.window.max(1)),
-            limiter: config.tps.map(TpsLimiter::new),
+            limiter,
             paused_until: Mutex::new(None),
             throttle_streak: AtomicU32::new(0),
             counters: AtomicCounters::default(),
@@ -537,60 +682,99 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 impl EsmeHandle {
-    /// Sends a message: splits it (UDH with an 8-bit reference when long), submits the parts
-    /// in order, waiting for a bind if there is none, and returns one outcome per part. After
-    /// a part fails the rest are `NotSent`. Wrap in a timeout if the caller cannot wait for a
-    /// reconnect.
+    /// Sends a message: splits it as the operator wants (see [`build_submits`]), submits the
+    /// parts in order, waiting for a bind if there is none, and returns one outcome per part.
+    /// After a part fails the rest are `NotSent`. Wrap in a timeout if the caller cannot wait
+    /// for a reconnect.
     pub async fn submit(&self, request: SubmitRequest) -> Result<Vec<SubmitOutcome>, SubmitError> {
+        Ok(self
+            .submit_reports(request)
+            .await?
+            .into_iter()
+            .map(|report| report.outcome)
+            .collect())
+    }
+
+    /// [`EsmeHandle::submit`], with each part's attempts. A part refused with one of the
+    /// operator's temporary statuses was not taken by the SMSC, so it is submitted again after
+    /// a backoff (doubling from `submit_retry.first_delay` up to its ceiling), at most
+    /// `submit_retry.attempts` times in all; the later parts wait, so they keep their order.
+    /// A part with no answer (`Unknown`) is never submitted again; nor is one refused with a
+    /// permanent status.
+    pub async fn submit_reports(
+        &self,
+        request: SubmitRequest,
+    ) -> Result<Vec<PartReport>, SubmitError> {
         let config = &self.shared.config;
         if config.bind_type == BindType::Receiver {
             return Err(SubmitError::NotTransmitter);
         }
-        let coding = DataCoding::choose(&request.text, config.gsm_coding);
-        let reference = self.shared.concat_reference.fetch_add(1, Ordering::Relaxed) as u8;
-        let parts = split(&request.text, coding, Concat::Udh8 { reference })?;
-        let mut messages = Vec::with_capacity(parts.len());
-        let (source_ton, source_npi, source) = address(&request.from);
-        let (dest_ton, dest_npi, destination) = address(&request.to);
-        for part in parts {
-            let sm = ShortMessage {
-                source_addr_ton: source_ton,
-                source_addr_npi: source_npi,
-                source_addr: source.as_str().into(),
-                dest_addr_ton: dest_ton,
-                dest_addr_npi: dest_npi,
-                destination_addr: destination.as_str().into(),
-                esm_class: if part.esm_class_udhi { 0x40 } else { 0 },
-                registered_delivery: u8::from(request.registered_delivery),
-                data_coding: coding.to_byte(),
-                short_message: Bytes::from(part.short_message),
-                ..ShortMessage::default()
-            };
-            sm.check_encodable()?;
-            messages.push(sm);
-        }
-        let mut outcomes = Vec::with_capacity(messages.len());
+        let reference = self.shared.concat_reference.fetch_add(1, Ordering::Relaxed) as u16;
+        let messages = build_submits(config, &request, reference)?;
+        let policy = config.submit_retry;
+        let mut reports: Vec<PartReport> = Vec::with_capacity(messages.len());
         let mut failed = false;
         for sm in messages {
             if failed {
-                outcomes.push(SubmitOutcome::NotSent {
-                    reason: "an earlier part of the message failed".to_string(),
+                reports.push(PartReport {
+                    outcome: SubmitOutcome::NotSent {
+                        reason: "an earlier part of the message failed".to_string(),
+                    },
+                    attempts: 0,
+                    temporary: Vec::new(),
                 });
                 continue;
             }
-            let outcome = match self.submit_part(sm).await {
-                Ok(outcome) => outcome,
-                // Stopped before the first part: nothing was written, the caller may keep
-                // the message for later. After it, the parts already sent are reported.
-                Err(SubmitError::Stopped) if !outcomes.is_empty() => SubmitOutcome::NotSent {
-                    reason: "the bind stopped before this part was sent".to_string(),
-                },
-                Err(e) => return Err(e),
+            let mut temporary = Vec::new();
+            let mut attempts = 0u32;
+            let outcome = loop {
+                attempts += 1;
+                let outcome = match self.submit_part(sm.clone()).await {
+                    Ok(outcome) => outcome,
+                    // Stopped before any part was taken (the first part not written, or only
+                    // refused): the caller may keep the whole message for later. After a part
+                    // was taken, the parts already sent are reported.
+                    Err(SubmitError::Stopped) if !reports.is_empty() => SubmitOutcome::NotSent {
+                        reason: "the bind stopped before this part was sent".to_string(),
+                    },
+                    Err(e) => return Err(e),
+                };
+                match outcome {
+                    SubmitOutcome::Rejected { status }
+                        if config.temporary_errors.classify(status) == StatusClass::Temporary
+                            && attempts < policy.attempts =>
+                    {
+                        temporary.push(status);
+                        bump(&self.shared.counters.retries);
+                        let delay = policy.delay(attempts);
+                        debug!(%status, attempts, ?delay, "smpp: temporary error, part submitted again after a backoff");
+                        let mut stop = self.shared.stop.subscribe();
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = stopped(&mut stop) => {}
+                        }
+                    }
+                    SubmitOutcome::Rejected { status }
+                        if config.temporary_errors.classify(status) == StatusClass::Temporary =>
+                    {
+                        temporary.push(status);
+                        break outcome;
+                    }
+                    other => break other,
+                }
             };
             failed = !matches!(outcome, SubmitOutcome::Accepted { .. });
-            outcomes.push(outcome);
+            let attempts = match outcome {
+                SubmitOutcome::NotSent { .. } => attempts - 1,
+                _ => attempts,
+            };
+            reports.push(PartReport {
+                outcome,
+                attempts,
+                temporary,
+            });
         }
-        Ok(outcomes)
+        Ok(reports)
     }
 
     /// Sends one prepared submit_sm as it is (a USSD screen with its `ussd_service_op` and
@@ -786,6 +970,7 @@ impl EsmeHandle {
             delivered: get(&c.delivered),
             deliveries_refused: get(&c.deliveries_refused),
             tps_waits: get(&c.tps_waits),
+            retries: get(&c.retries),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod esme;
 pub mod framing;
 pub mod outbox;
 pub mod pdu;
+pub mod profile;
 pub mod receipt;
 pub mod sim_http;
 pub mod smsc_sim;

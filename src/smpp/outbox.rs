@@ -15,6 +15,10 @@
 //! senders that picked up the same message (the start-up recovery and the first sweep, say)
 //! submit it once: the one whose claim changed nothing stops.
 //!
+//! A part the SMSC refused with one of the operator's temporary statuses (ESME_RSYSERR...) was
+//! not taken, so the ESME submits it again after a backoff, within the same `sending` claim;
+//! the part's stored detail records the attempts and the statuses that refused them.
+//!
 //! A message whose parts may have reached the SMSC (written, never answered: a timeout, a
 //! dropped connection, the node stopped) is recorded `unknown` and never resent: a citizen
 //! must not get the same question twice. Each message belongs to the node that accepted it
@@ -545,32 +549,35 @@ async fn send_one(
         text: message.body.clone(),
         registered_delivery: true,
     };
-    let now = crate::dispatcher::now_ms();
     let mut writes = Vec::new();
-    let state = match handle.submit(request).await {
+    let state = match handle.submit_reports(request).await {
         Ok(parts) => {
+            let now = crate::dispatcher::now_ms();
             let mut state = SmsState::Accepted;
             let mut detail = None;
-            for (index, outcome) in parts.iter().enumerate() {
-                let (word, smsc_id, why) = match outcome {
+            for (index, report) in parts.iter().enumerate() {
+                // Attempts and the temporary statuses that refused earlier ones go in the
+                // part's detail, so `GET /sms/messages/{id}` shows them.
+                let why = report.detail();
+                let (word, smsc_id) = match &report.outcome {
                     SubmitOutcome::Accepted { message_id } => {
-                        ("accepted", Some(ids.submit_id(message_id)), None)
+                        ("accepted", Some(ids.submit_id(message_id)))
                     }
-                    SubmitOutcome::Rejected { status } => {
+                    SubmitOutcome::Rejected { .. } => {
                         if state == SmsState::Accepted {
                             state = SmsState::Rejected;
-                            detail = Some(status.to_string());
+                            detail = why.clone();
                         }
-                        ("rejected", None, Some(status.to_string()))
+                        ("rejected", None)
                     }
-                    SubmitOutcome::Unknown { reason } => {
+                    SubmitOutcome::Unknown { .. } => {
                         if state == SmsState::Accepted {
                             state = SmsState::Unknown;
-                            detail = Some(reason.clone());
+                            detail = why.clone();
                         }
-                        ("unknown", None, Some(reason.clone()))
+                        ("unknown", None)
                     }
-                    SubmitOutcome::NotSent { reason } => ("not_sent", None, Some(reason.clone())),
+                    SubmitOutcome::NotSent { .. } => ("not_sent", None),
                 };
                 writes.push(Write::SmsPart(SmsPartRecord {
                     message_id: id.clone(),

@@ -1,8 +1,9 @@
 //! An SMSC simulator for development and tests: accepts SMPP 3.4 binds over TCP, answers
 //! submit_sm with incrementing hexadecimal message ids (after a configurable latency, with
-//! optional throttling), sends delivery receipts, and lets a test inject mobile-originated
-//! messages, drop connections, send enquire_link or unbind, and read what reached the
-//! "handset" (every accepted submit_sm, long messages reassembled and decoded).
+//! optional throttling or queued error statuses), sends delivery receipts, and lets a test
+//! inject mobile-originated messages, drop connections, send enquire_link or unbind, and read
+//! what reached the "handset" (every accepted submit_sm as received, long messages marked by
+//! UDH, SAR TLVs or message_payload reassembled and decoded).
 //!
 //! It is a test double, not an SMSC: it never stores or forwards messages anywhere, never
 //! enforces a real throughput limit, and keeps everything in memory. Timers use `tokio::time`,
@@ -110,6 +111,8 @@ pub struct SimStats {
     pub accepted: u64,
     /// submit_sm answered with ESME_RTHROTTLED.
     pub throttled: u64,
+    /// submit_sm answered with an error status queued by [`SimHandle::reject_next`].
+    pub rejected: u64,
     /// submit_sm left unanswered because responses were on hold.
     pub held: u64,
     /// Delivery receipts sent.
@@ -156,6 +159,8 @@ pub struct AcceptedPart {
     /// When the simulator read the submit_sm: the arrival time an operator's TPS limit is
     /// enforced on.
     pub received_at: std::time::Instant,
+    /// The submit_sm as received (TON/NPI, esm_class, validity_period, TLVs...).
+    pub sm: ShortMessage,
 }
 
 /// Why a simulator action could not be done.
@@ -235,6 +240,8 @@ struct SimShared {
     next_connection: AtomicU64,
     /// See [`SimHandle::set_hold_responses`].
     hold_responses: AtomicBool,
+    /// See [`SimHandle::reject_next`].
+    reject_queue: Mutex<std::collections::VecDeque<CommandStatus>>,
     /// Counters, records and connections.
     state: Mutex<SimState>,
     /// Bumped on every change of `state`, so waiters re-check their condition.
@@ -297,6 +304,7 @@ impl SmscSim {
                 submit_counter: AtomicU64::new(0),
                 next_connection: AtomicU64::new(1),
                 hold_responses: AtomicBool::new(false),
+                reject_queue: Mutex::new(std::collections::VecDeque::new()),
                 state: Mutex::new(SimState {
                     stats: SimStats::default(),
                     connections: HashMap::new(),
@@ -396,6 +404,16 @@ impl SimHandle {
     /// outstanding in an ESME's window). They are counted in `held`, not recorded as received.
     pub fn set_hold_responses(&self, hold: bool) {
         self.shared.hold_responses.store(hold, Ordering::SeqCst);
+    }
+
+    /// The next submit_sm (counted over the whole simulator) get these statuses in order,
+    /// one each, instead of being accepted: a refused part is not recorded as received.
+    pub fn reject_next(&self, statuses: impl IntoIterator<Item = CommandStatus>) {
+        self.shared
+            .reject_queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(statuses);
     }
 
     /// Closes every connection at once, without unbind (a network failure).
@@ -513,6 +531,7 @@ fn record_accepted(state: &mut SimState, sm: &ShortMessage, message_id: &str) {
         total,
         message_id: message_id.to_string(),
         received_at: std::time::Instant::now(),
+        sm: sm.clone(),
     });
     let complete = match mark {
         Some(info) if info.total > 1 => {
@@ -866,6 +885,23 @@ async fn handle_submit(
         let resp = Pdu {
             sequence,
             status: CommandStatus::ESME_RTHROTTLED,
+            body: Body::SubmitSmResp(MessageIdResp::default()),
+        };
+        return send(framed, resp).await;
+    }
+    let rejection = shared
+        .reject_queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .pop_front();
+    if let Some(status) = rejection {
+        shared.update(|state| {
+            state.stats.submits += 1;
+            state.stats.rejected += 1;
+        });
+        let resp = Pdu {
+            sequence,
+            status,
             body: Body::SubmitSmResp(MessageIdResp::default()),
         };
         return send(framed, resp).await;
