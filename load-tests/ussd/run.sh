@@ -30,7 +30,9 @@ trap cleanup EXIT
 
 wait_for() { # port
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "nothing listening on $1" >&2; exit 1
+  echo "nothing listening on $1" >&2
+  [ -s "$work/gateway.log" ] && { echo "gateway log:" >&2; cat "$work/gateway.log" >&2; }
+  exit 1
 }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 redis_used() { redis-cli -h 127.0.0.1 info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r'; }
@@ -67,7 +69,7 @@ if [ "$RESULTS" = postgres ]; then
 else
   results_block="results:\n  store: sqlite\n  path: $work/results.sqlite3"
 fi
-printf "listen: 127.0.0.1:$GATEWAY_PORT\nflows_dir: $PWD/flows\nsessions:\n  store: redis\n  url: redis://127.0.0.1:6379\n  key_prefix: $prefix\n$results_block\nadmission:\n  per_subscriber_per_minute: 100000\n  burst: 10000\npseudonym_secret: load\n" > "$work/gateway.yaml"
+printf "listen: 127.0.0.1:$GATEWAY_PORT\nflows_dir: $PWD/flows\nsessions:\n  store: redis\n  url: redis://127.0.0.1:6379\n  key_prefix: $prefix\n$results_block\nadmission:\n  per_subscriber_per_minute: 100000\n  burst: 10000\npseudonym_secret: load-test-pseudonym-secret\n" > "$work/gateway.yaml"
 
 echo "== baseline (hyper + one Redis GET and one SET EX per request) and gateway (Redis sessions,"
 echo "   durable answers in $RESULTS, flow grievance over Africa's Talking), closed loop alternated"
