@@ -156,7 +156,12 @@ pub fn router(state: AppState) -> Router {
     let audio = audio_files(&state.gateway.config.voice.audio_dir);
     let mut routes = Router::new().nest("/audio", audio);
     // Each provider's callback routes sit behind that provider's check (403 before parsing).
+    // A provider with no proof configured (local use; the gateway warned at start) gets no
+    // middleware at all: nothing to check, nothing to pay per request.
     let guarded = |source: CallbackSource, provider_routes: Router<AppState>| {
+        if state.guard.is_open(source) {
+            return provider_routes;
+        }
         provider_routes.route_layer(axum::middleware::from_fn_with_state(
             CallbackCheck {
                 guard: Arc::clone(&state.guard),
