@@ -56,6 +56,22 @@ impl SmsOutcome {
             to_queue,
         }
     }
+
+    /// After a saved step: its stored replies when they were stored with it (`routed`), else
+    /// its messages for the caller to queue.
+    fn saved(
+        routed: bool,
+        stored: Vec<crate::result_store::QueuedSms>,
+        outgoing: Vec<OutgoingSms>,
+    ) -> SmsOutcome {
+        match routed {
+            true => SmsOutcome {
+                stored,
+                to_queue: Vec::new(),
+            },
+            false => SmsOutcome::queue(outgoing),
+        }
+    }
 }
 
 /// One message to send back to the citizen.
@@ -419,13 +435,7 @@ impl Gateway {
         {
             SaveOutcome::Saved { .. } => {
                 self.schedule_sms_timer(from, &flow, &record.state).await?;
-                Ok(match route {
-                    Some(_) => SmsOutcome {
-                        stored,
-                        to_queue: Vec::new(),
-                    },
-                    None => SmsOutcome::queue(outgoing),
-                })
+                Ok(SmsOutcome::saved(route.is_some(), stored, outgoing))
             }
             SaveOutcome::Conflict { .. } => {
                 telemetry::error("version_conflict");
@@ -606,13 +616,7 @@ impl Gateway {
                     telemetry::session("timed_out");
                 }
                 self.schedule_sms_timer(from, &flow, &record.state).await?;
-                Ok(match route {
-                    Some(_) => SmsOutcome {
-                        stored,
-                        to_queue: Vec::new(),
-                    },
-                    None => SmsOutcome::queue(outgoing),
-                })
+                Ok(SmsOutcome::saved(route.is_some(), stored, outgoing))
             }
             // The citizen answered meanwhile: that step set a new timer, and this reminder
             // answers nothing.
