@@ -23,6 +23,9 @@ if ! redis_up; then
   redis_up || { echo "services: Redis did not come up" >&2; exit 1; }
 fi
 
+# tests/faults.rs starts Redis servers of its own (stopped and restarted under a gateway).
+command -v redis-server >/dev/null || apt_install redis-server
+
 if ! postgres_up; then
   echo "services: PostgreSQL is not answering on 127.0.0.1:5432; installing/starting it"
   command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
