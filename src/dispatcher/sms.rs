@@ -398,15 +398,8 @@ impl Gateway {
         // The replies' queue rows go in the step's own commit (with a route), and their ids
         // into the session saved next: only a saved step's replies are ever sent.
         let stored = stored_replies(route, &outgoing, now);
-        let mut writes = self.writes_for_subscriber(from, "smpp", &step);
-        writes.extend(marker.take());
-        writes.extend(stored.iter().cloned().map(Write::SmsQueued));
-        if !writes.is_empty() {
-            self.results
-                .commit(writes)
-                .await
-                .map_err(|e| StepError::Results(e.to_string()))?;
-        }
+        self.commit_sms_step(from, &step, marker.take(), &stored)
+            .await?;
         let record = SessionRecord {
             state: step.state,
             progress: String::new(),
@@ -443,6 +436,28 @@ impl Gateway {
                 Err(StepError::Contention)
             }
         }
+    }
+
+    /// Commits an SMS step's (or timer step's) answers together with `marker` (the inbound
+    /// message handled) and the queue rows of its `stored` replies: one commit, before the
+    /// session save.
+    async fn commit_sms_step(
+        &self,
+        from: &str,
+        step: &engine::Step,
+        marker: Option<Write>,
+        stored: &[crate::result_store::QueuedSms],
+    ) -> Result<(), StepError> {
+        let mut writes = self.writes_for_subscriber(from, "smpp", step);
+        writes.extend(marker);
+        writes.extend(stored.iter().cloned().map(Write::SmsQueued));
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.results
+            .commit(writes)
+            .await
+            .map_err(|e| StepError::Results(e.to_string()))
     }
 
     /// Withdraws the stored replies of a step whose session save lost: they answer a step the
@@ -584,14 +599,7 @@ impl Gateway {
             .collect();
         // Stored with the timer step and named in its session, as a step's replies are.
         let stored = stored_replies(route, &outgoing, now_ms);
-        let mut writes = self.writes_for_subscriber(from, "smpp", &step);
-        writes.extend(stored.iter().cloned().map(Write::SmsQueued));
-        if !writes.is_empty() {
-            self.results
-                .commit(writes)
-                .await
-                .map_err(|e| StepError::Results(e.to_string()))?;
-        }
+        self.commit_sms_step(from, &step, None, &stored).await?;
         let reply_ids = match route {
             Some(_) => stored.iter().map(|m| m.message_id.clone()).collect(),
             None => record.reply_ids,

@@ -72,6 +72,19 @@ pub struct CatalogError {
     pub messages: Vec<String>,
 }
 
+/// Refuses a set of checker diagnostics that holds any error, with every error's message.
+fn refuse_errors(diagnostics: &[crate::flow::diagnostic::Diagnostic]) -> Result<(), CatalogError> {
+    let errors: Vec<String> = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(CatalogError { messages: errors }),
+    }
+}
+
 impl FlowCatalog {
     /// Loads and checks every flow under `paths`; refuses on any checker error.
     pub fn load(paths: &[PathBuf]) -> Result<FlowCatalog, CatalogError> {
@@ -87,15 +100,7 @@ impl FlowCatalog {
     /// it no longer has (those are retired in the new catalog; the ones it has are not).
     pub fn reload_folder(&self, paths: &[PathBuf]) -> Result<Reloaded, CatalogError> {
         let report = check::check_paths(paths);
-        let errors: Vec<String> = report
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| d.to_string())
-            .collect();
-        if !errors.is_empty() {
-            return Err(CatalogError { messages: errors });
-        }
+        refuse_errors(&report.diagnostics)?;
         let mut next = self.clone();
         let mut messages = Vec::new();
         let mut loaded = Vec::new();
@@ -150,14 +155,7 @@ impl FlowCatalog {
             crate::flow::load::load_str(origin, text).map_err(|diagnostics| CatalogError {
                 messages: diagnostics.iter().map(|d| d.to_string()).collect(),
             })?;
-        let errors: Vec<String> = check::check(&source)
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| d.to_string())
-            .collect();
-        if !errors.is_empty() {
-            return Err(CatalogError { messages: errors });
-        }
+        refuse_errors(&check::check(&source))?;
         compile(source.flow, &source.path)
             .map(Arc::new)
             .map_err(|message| CatalogError {
