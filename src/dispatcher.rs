@@ -1,38 +1,40 @@
 //! The dispatcher: the one place that loads sessions, runs the engine and stores results.
 //!
-//! Data path of one USSD step:
-//! `channel parse -> UssdRequest -> admission -> session load (this node's copy when the
-//!  request directly follows it, else Redis) -> resolve newest input -> engine::advance (pure)
-//!  -> result store commit (durable) -> session save (version-checked; the saved record becomes
-//!  this node's copy) -> UssdReply -> channel render`.
+//! Every step of every channel goes through one pipeline ([`pipeline`]):
+//! `channel parse -> request -> admission and deadline (the channel's entry point here) ->
+//!  load (this node's copy when a USSD request directly follows it, else the store) -> plan
+//!  (the channel's input resolved) -> engine::advance (pure) -> commit (the step's writes with
+//!  the messages it sends, durable) -> save (version-checked; on conflict withdraw and redo)
+//!  -> reply -> channel render`. [`ussd`], [`sms`] and [`voice`] hold each channel's stages.
 //!
 //! Invariants: an answer is committed before the reply that follows it is returned; one writer
 //! per conversation (a save that loses the version race re-reads and, for a duplicate delivery,
-//! answers with the winner's reply); every step answers within the deadline, politely. It
-//! never knows wire formats (channels do) or Redis keys (the session store does).
+//! answers with the winner's reply); a message the step sends is stored in the step's commit
+//! and sent only once its session is saved; every step answers within the deadline, politely.
+//! It never knows wire formats (channels do) or Redis keys (the session store does).
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::{Instrument, info_span, warn};
+use tracing::warn;
 
 use crate::admission::Admission;
-use crate::channels::ussd::{Resolved, UssdReply, UssdRequest};
+use crate::channels::ussd::UssdReply;
 use crate::config::Config;
-use crate::engine::{
-    self, Action, Channel, CompiledFlow, Input, SessionState, SessionStatus, Start,
-};
+use crate::engine::{self, Action, CompiledFlow, SessionState, SessionStatus};
 use crate::flow::catalog::FlowCatalog;
 use crate::result_store::{
     AnswerRecord, ResponseStart, ResponseStatus, ResultStore, StatusUpdate, Withdrawal, Write,
 };
-use crate::session_store::{ResumeCopy, SaveOutcome, SessionKey, SessionStore};
+use crate::session_store::{ResumeCopy, SessionStore};
 use crate::telemetry;
 
 mod flow_versions;
+mod pipeline;
 mod session_cache;
 mod sms;
+mod ussd;
 mod ussd_smpp;
 mod voice;
 
@@ -78,9 +80,9 @@ impl SessionRecord {
 }
 
 /// The subscriber's resumable copy of one flow, read in the same round trip as the session.
-struct Prefetched<'a> {
+struct Prefetched {
     /// The flow the copy was read for; used only when the step starts this flow.
-    flow_id: &'a str,
+    flow_id: String,
     /// The copy, if one is kept.
     copy: Option<Vec<u8>>,
 }
@@ -279,252 +281,6 @@ impl Gateway {
         }
     }
 
-    /// One USSD step, always answered within the deadline.
-    pub async fn ussd_step(&self, request: UssdRequest) -> UssdReply {
-        let started = Instant::now();
-        let provider = request.provider.as_str();
-        let span = info_span!(
-            "ussd_step",
-            provider,
-            session = %request.session_id,
-            subscriber = %self.pseudonym(&request.subscriber),
-            flow = tracing::field::Empty,
-            node = tracing::field::Empty,
-        );
-        if !self.admission.admit(&request.subscriber) {
-            telemetry::admission_refused();
-            return UssdReply {
-                text: self.message(&self.config.ussd.too_fast_message, None),
-                end: true,
-            };
-        }
-        let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms);
-        // What the step learnt of the respondent's language before it failed or ran out of time.
-        let known_language = std::sync::Mutex::new(None::<String>);
-        let outcome = tokio::time::timeout(
-            deadline,
-            self.ussd_step_inner(&request, &known_language)
-                .instrument(span.clone()),
-        )
-        .await;
-        let language = known_language.lock().ok().and_then(|l| l.clone());
-        match outcome {
-            Ok(Ok(reply)) => {
-                telemetry::step(Channel::Ussd, provider, "ok", started.elapsed());
-                reply
-            }
-            Ok(Err(e)) => {
-                span.in_scope(|| warn!(error = %e, "step failed"));
-                telemetry::error(e.kind());
-                telemetry::step(Channel::Ussd, provider, "error", started.elapsed());
-                UssdReply {
-                    text: self.message(&self.config.ussd.unavailable_message, language.as_deref()),
-                    end: true,
-                }
-            }
-            Err(_) => {
-                span.in_scope(|| {
-                    warn!(
-                        deadline_ms = deadline.as_millis() as u64,
-                        "step missed its deadline"
-                    )
-                });
-                telemetry::error("deadline");
-                telemetry::step(Channel::Ussd, provider, "deadline", started.elapsed());
-                UssdReply {
-                    text: self.message(&self.config.ussd.unavailable_message, language.as_deref()),
-                    end: true,
-                }
-            }
-        }
-    }
-
-    async fn ussd_step_inner(
-        &self,
-        request: &UssdRequest,
-        known_language: &std::sync::Mutex<Option<String>>,
-    ) -> Result<UssdReply, StepError> {
-        let key = SessionKey::new(request.provider.as_str(), &request.session_id);
-        // A dial (a request that starts a session when none is stored): the flow it would start
-        // is known before the load, so the subscriber's resumable copy of that flow is fetched
-        // in the same round trip as the session.
-        let dial_flow = match (&request.input, request.resolve(None)) {
-            // Africa's Talking: a first request's text is a dialled sub-code, but the text of
-            // every later request of the session looks the same; only an empty text is surely
-            // a dial, so the others load the session alone.
-            (crate::channels::ussd::UssdInput::Cumulative(text), _) if !text.is_empty() => None,
-            (_, Resolved::Start { sub_code, .. }) => {
-                self.flow_for(&request.service_code, sub_code.as_deref())
-            }
-            _ => None,
-        };
-        // This node's copy of the session, taken only when the request directly follows it;
-        // a save that finds the copy was behind drops it and the step is done from the store.
-        let mut copy = match dial_flow {
-            Some(_) => None,
-            None => self
-                .session_cache
-                .take(&key)
-                .and_then(|(version, bytes)| Some((version, SessionRecord::decode(&bytes)?)))
-                .filter(|(_, record)| request.directly_follows(&record.progress)),
-        };
-        // One retry when a concurrent request for the same session wins the save (a step done
-        // from the copy does not count: its retry is the first read of the store).
-        let mut reads_left = 2;
-        // The response a step started before its save lost the race, until the winner is read.
-        let mut lost_start = None;
-        loop {
-            let from_copy = copy.is_some();
-            let now = now_ms();
-            let (version, record, mut prefetched) = match copy.take() {
-                Some((version, record)) => {
-                    telemetry::session_cache("hit");
-                    (Some(version), Some(record), None)
-                }
-                None if reads_left == 0 => {
-                    if lost_start.is_some()
-                        && let Ok((_, winner, _)) = self.read_session(&key, request, None).await
-                    {
-                        self.withdraw_lost_start(lost_start.take(), winner.as_ref())
-                            .await;
-                    }
-                    break;
-                }
-                None => {
-                    reads_left -= 1;
-                    let (version, record, prefetched) = self
-                        .read_session(&key, request, dial_flow.as_deref())
-                        .await?;
-                    self.withdraw_lost_start(lost_start.take(), record.as_ref())
-                        .await;
-                    (version, record, prefetched)
-                }
-            };
-            if let (Some(record), Ok(mut known)) = (&record, known_language.lock()) {
-                *known = Some(record.state.language.clone());
-            }
-            let resolved = request.resolve(record.as_ref().map(|r| r.progress.as_str()));
-            let (flow, prior, input, progress) = match (resolved, record) {
-                (Resolved::Duplicate, Some(record)) => return Ok(record.reply),
-                (Resolved::End, Some(record)) => {
-                    self.end_session(&key, version, record).await?;
-                    return Ok(UssdReply {
-                        text: String::new(),
-                        end: true,
-                    });
-                }
-                (Resolved::End, None) => {
-                    return Ok(UssdReply {
-                        text: String::new(),
-                        end: true,
-                    });
-                }
-                (Resolved::Answer { text, progress }, Some(record)) => {
-                    let flow = self.flow_of(&record.state).await?;
-                    (flow, Some(record.state), Input::Answer(text), progress)
-                }
-                (Resolved::Start { sub_code, progress }, _) => {
-                    let Some(flow) = self.flow_for(&request.service_code, sub_code.as_deref())
-                    else {
-                        telemetry::error("unknown_service_code");
-                        return Ok(UssdReply {
-                            text: self.message(&self.config.ussd.unknown_service_message, None),
-                            end: true,
-                        });
-                    };
-                    let (flow, prior) = self
-                        .resumable_with(&request.subscriber, flow, prefetched.take())
-                        .await;
-                    (flow, prior, self.start_input(request, now), progress)
-                }
-                // An answer or duplicate for a session we do not hold (expired, or lost with
-                // an in-memory store): start afresh rather than fail the citizen.
-                (resolved @ (Resolved::Answer { .. } | Resolved::Duplicate), None) => {
-                    let Some(flow) = self.flow_for(&request.service_code, None) else {
-                        return Ok(UssdReply {
-                            text: self.message(&self.config.ussd.unknown_service_message, None),
-                            end: true,
-                        });
-                    };
-                    let (flow, prior) = self
-                        .resumable_with(&request.subscriber, flow, prefetched.take())
-                        .await;
-                    // Everything this request carries counts as consumed by the new session.
-                    let progress = match (&request.input, resolved) {
-                        (crate::channels::ussd::UssdInput::Cumulative(t), _) => t.clone(),
-                        (_, Resolved::Answer { progress, .. }) => progress,
-                        (crate::channels::ussd::UssdInput::Latest { sequence, .. }, _) => {
-                            sequence.to_string()
-                        }
-                        _ => "0".to_string(),
-                    };
-                    (flow, prior, self.start_input(request, now), progress)
-                }
-            };
-            tracing::Span::current().record("flow", flow.flow.id.as_str());
-            let was_resume_offer = prior.is_some() && matches!(input, Input::Start(_));
-            let step = engine::advance(&flow, prior, input, now);
-            tracing::Span::current().record("node", step.state.node.as_str());
-            self.commit(request, &step).await?;
-            let started = started_response(&step);
-            let reply = match step.reply() {
-                Some(r) => UssdReply {
-                    text: r.rendered.text(),
-                    end: r.end,
-                },
-                None => UssdReply {
-                    text: String::new(),
-                    end: true,
-                },
-            };
-            let record = SessionRecord {
-                state: step.state,
-                progress,
-                reply: reply.clone(),
-                reply_ids: Vec::new(),
-            };
-            let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
-            // Encoded only when a copy is kept (the bytes are unused otherwise).
-            let state_bytes = if keeps_copy(&record.state) {
-                record.state.encode()
-            } else {
-                Vec::new()
-            };
-            let resume = resume_copy(&request.subscriber, &flow, &record.state, &state_bytes);
-            let encoded = record.encode();
-            let outcome = self
-                .sessions
-                .save_and_remember(&key, version, &encoded, ttl, resume)
-                .await
-                .map_err(|e| StepError::Sessions(e.to_string()))?;
-            match outcome {
-                SaveOutcome::Saved { version } => {
-                    if was_resume_offer && record.state.awaiting == engine::Awaiting::ResumeChoice {
-                        telemetry::session("resume_offered");
-                    }
-                    if !reply.end {
-                        self.session_cache
-                            .put(key, version, encoded.into_boxed_slice(), ttl);
-                    }
-                    return Ok(reply);
-                }
-                SaveOutcome::Conflict { .. } if from_copy => {
-                    // Another node moved the session on: the copy was stale (the step it
-                    // committed is the same as the store's; see `session_cache`).
-                    telemetry::session_cache("stale");
-                    lost_start = started;
-                    continue;
-                }
-                SaveOutcome::Conflict { .. } => {
-                    telemetry::error("version_conflict");
-                    lost_start = started;
-                    continue;
-                }
-            }
-        }
-        Err(StepError::Contention)
-    }
-
     /// After a save lost the version race: withdraws the response the losing step started
     /// (`lost`; its session was never saved, so nothing carries it on), unless the session
     /// that won (`winner`) carries that same response, as when both copies of a dial began in
@@ -544,66 +300,6 @@ impl Gateway {
                 warn!(%error, "could not withdraw the response of a step whose save lost the race");
             }
         }
-    }
-
-    /// The session as the store holds it, with its version; for a dial (`dial_flow`), the
-    /// subscriber's resumable copy of that flow too, in the same round trip.
-    async fn read_session<'f>(
-        &self,
-        key: &SessionKey,
-        request: &UssdRequest,
-        dial_flow: Option<&'f CompiledFlow>,
-    ) -> Result<(Option<u64>, Option<SessionRecord>, Option<Prefetched<'f>>), StepError> {
-        let (stored, prefetched) = match dial_flow {
-            Some(flow) => {
-                let (stored, copy) = self
-                    .sessions
-                    .load_with_resumable(key, &request.subscriber, &flow.flow.id)
-                    .await
-                    .map_err(|e| StepError::Sessions(e.to_string()))?;
-                (
-                    stored,
-                    Some(Prefetched {
-                        flow_id: flow.flow.id.as_str(),
-                        copy,
-                    }),
-                )
-            }
-            None => (
-                self.sessions
-                    .load(key)
-                    .await
-                    .map_err(|e| StepError::Sessions(e.to_string()))?,
-                None,
-            ),
-        };
-        let (version, record) = match stored {
-            Some(s) => match SessionRecord::decode(&s.data) {
-                Some(r) => (Some(s.version), Some(r)),
-                None => {
-                    telemetry::error("corrupt_session");
-                    (Some(s.version), None)
-                }
-            },
-            None => (None, None),
-        };
-        Ok((version, record, prefetched))
-    }
-
-    fn start_input(&self, request: &UssdRequest, now: i64) -> Input {
-        let mut contact = std::collections::BTreeMap::new();
-        if let Some(network) = &request.network {
-            contact.insert("network".to_string(), network.clone());
-        }
-        Input::Start(Start {
-            session_id: response_id(
-                now,
-                &format!("{}:{}", request.provider.as_str(), request.session_id),
-            ),
-            channel: Channel::Ussd,
-            contact,
-            language: None,
-        })
     }
 
     /// The flow version a session is pinned to, from this node's catalog or, when another
@@ -634,7 +330,7 @@ impl Gateway {
         &self,
         subscriber: &str,
         latest: Arc<CompiledFlow>,
-        prefetched: Option<Prefetched<'_>>,
+        prefetched: Option<Prefetched>,
     ) -> (Arc<CompiledFlow>, Option<SessionState>) {
         let fetched = match prefetched {
             Some(p) if p.flow_id == latest.flow.id => Ok(p.copy),
@@ -662,122 +358,6 @@ impl Gateway {
                 warn!(error = %e, "the dropped session's flow version is missing; starting afresh");
                 (latest, None)
             }
-        }
-    }
-
-    /// Keeps (or clears) the copy used to offer "continue where you left off".
-    async fn remember_for_resume(
-        &self,
-        subscriber: &str,
-        flow: &CompiledFlow,
-        state: &SessionState,
-    ) -> Result<(), StepError> {
-        let bytes = state.encode();
-        let result = match resume_copy(subscriber, flow, state, &bytes) {
-            ResumeCopy::Keep => Ok(()),
-            ResumeCopy::Put {
-                subscriber,
-                flow_id,
-                data,
-                ttl,
-            } => {
-                self.sessions
-                    .put_resumable(subscriber, flow_id, data, ttl)
-                    .await
-            }
-            ResumeCopy::Clear {
-                subscriber,
-                flow_id,
-            } => self.sessions.clear_resumable(subscriber, flow_id).await,
-        };
-        result.map_err(|e| StepError::Sessions(e.to_string()))
-    }
-
-    /// The aggregator says the session is over: a session still waiting becomes dropped.
-    async fn end_session(
-        &self,
-        key: &SessionKey,
-        version: Option<u64>,
-        record: SessionRecord,
-    ) -> Result<(), StepError> {
-        if record.state.status.is_terminal() {
-            return Ok(());
-        }
-        let flow = self.flow_of(&record.state).await?;
-        let step = engine::advance(&flow, Some(record.state), Input::Hangup, now_ms());
-        let writes = self.writes_for(None, &step);
-        if !writes.is_empty() {
-            self.results
-                .commit(writes)
-                .await
-                .map_err(|e| StepError::Results(e.to_string()))?;
-        }
-        let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
-        let record = SessionRecord {
-            state: step.state,
-            progress: record.progress,
-            reply: record.reply,
-            reply_ids: record.reply_ids,
-        };
-        self.sessions
-            .save(key, version, &record.encode(), ttl)
-            .await
-            .map_err(|e| StepError::Sessions(e.to_string()))?;
-        Ok(())
-    }
-
-    /// Handles an Africa's Talking end-of-session notification.
-    pub async fn ussd_ended(
-        &self,
-        provider: &str,
-        session_id: &str,
-        subscriber: &str,
-        status: &str,
-    ) -> Result<(), StepError> {
-        let key = SessionKey::new(provider, session_id);
-        self.session_cache.forget(&key);
-        let Some(stored) = self
-            .sessions
-            .load(&key)
-            .await
-            .map_err(|e| StepError::Sessions(e.to_string()))?
-        else {
-            return Ok(());
-        };
-        let Some(record) = SessionRecord::decode(&stored.data) else {
-            return Ok(());
-        };
-        let flow = self.flow_of(&record.state).await?;
-        let was_active = !record.state.status.is_terminal();
-        self.end_session(&key, Some(stored.version), record.clone())
-            .await?;
-        if was_active {
-            telemetry::session("dropped");
-            let mut dropped = record.state;
-            dropped.status = SessionStatus::Dropped;
-            self.remember_for_resume(subscriber, &flow, &dropped)
-                .await?;
-        }
-        tracing::info!(provider, status, subscriber = %self.pseudonym(subscriber), "session ended");
-        Ok(())
-    }
-
-    /// Commits the step's writes durably (group commit happens inside the result store).
-    async fn commit(&self, request: &UssdRequest, step: &engine::Step) -> Result<(), StepError> {
-        let writes = self.writes_for(Some(request), step);
-        if writes.is_empty() {
-            return Ok(());
-        }
-        self.results
-            .commit(writes)
-            .await
-            .map_err(|e| StepError::Results(e.to_string()))
-    }
-
-    fn writes_for(&self, request: Option<&UssdRequest>, step: &engine::Step) -> Vec<Write> {
-        match request {
-            Some(r) => self.writes_for_subscriber(&r.subscriber, r.provider.as_str(), step),
-            None => self.writes_for_subscriber("", "", step),
         }
     }
 

@@ -20,4 +20,5 @@ pub mod server;
 pub mod session_store;
 pub mod simulator;
 pub mod smpp;
+pub mod sms;
 pub mod telemetry;

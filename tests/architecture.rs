@@ -1,4 +1,5 @@
-//! Architecture rules that a test can hold: the engine stays pure.
+//! Architecture rules that a test can hold: the engine stays pure, Redis keys and routing have
+//! one home each, and the SMPP protocol never reaches up into the gateway.
 //!
 //! Nothing under `src/engine` may use tokio, redis, hyper/axum, the clock (`SystemTime`,
 //! `Instant`), randomness, or file/network I/O. Comments are ignored; code is not.
@@ -163,6 +164,36 @@ fn routing_lists_are_read_only_by_the_routing_module() {
     assert!(
         offenders.is_empty(),
         "routing outside src/routing.rs:\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// The protocol sits below the gateway: code under `src/smpp` (PDUs, framing, the ESME, the
+/// SMSC simulator) uses nothing of the crate but itself and the text encodings. The binds and
+/// the outbox, which wire the protocol to the dispatcher and the stores, live in `src/sms`.
+#[test]
+fn the_smpp_protocol_never_reaches_up_into_the_gateway() {
+    let smpp = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/smpp");
+    let mut files = Vec::new();
+    rust_files(&smpp, &mut files);
+    let allowed = ["crate::smpp", "crate::encoding"];
+    let mut offenders = Vec::new();
+    for file in files {
+        let code = code_without_comments(&std::fs::read_to_string(&file).expect("read"));
+        for (at, _) in code.match_indices("crate::") {
+            let rest = &code[at..];
+            if !allowed.iter().any(|a| rest.starts_with(a)) {
+                let path: String = rest
+                    .chars()
+                    .take_while(|c| is_ident_char(*c) || *c == ':')
+                    .collect();
+                offenders.push(format!("{} uses `{path}`", file.display()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "the SMPP protocol reaches up into the gateway:\n{}",
         offenders.join("\n")
     );
 }

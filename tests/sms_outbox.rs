@@ -9,9 +9,9 @@ use std::time::Duration;
 use baraza::config::{Config, OperatorConfig, ResultsConfig};
 use baraza::dispatcher::Gateway;
 use baraza::result_store::{QueuedSms, ResultStore, SmsRow, SmsState, SmsStateUpdate, Write};
-use baraza::smpp::binds::Binds;
-use baraza::smpp::outbox::{NewSms, OutboxError};
 use baraza::smpp::smsc_sim::{SimConfig, SimHandle, spawn_smsc_sim};
+use baraza::sms::binds::Binds;
+use baraza::sms::outbox::{NewSms, OutboxError};
 
 /// Fails the test instead of hanging it when something never happens.
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
@@ -276,7 +276,7 @@ async fn messages_to_an_opted_out_number_are_suppressed_but_the_stop_confirmatio
         .enqueue(vec![
             sms(number, "a reminder nobody wants"),
             NewSms {
-                purpose: baraza::smpp::outbox::PURPOSE_STOP_CONFIRMATION.to_string(),
+                purpose: baraza::sms::outbox::PURPOSE_STOP_CONFIRMATION.to_string(),
                 ..sms(number, "You will get no more messages")
             },
         ])
@@ -582,6 +582,54 @@ async fn a_reply_stored_with_its_step_goes_out_once_after_a_restart() {
     assert_eq!(restarted.outbox().recover().await.expect("recover"), (0, 0));
     restarted.shutdown(Duration::from_secs(5)).await;
     assert_eq!(sim.stats().submits, 1, "the reply once, the orphan never");
+}
+
+/// A stop word's confirmation goes in the commit that opts the number out, as a step's reply
+/// does: a node that stops before submitting it sends it after its restart, once, although the
+/// number is now opted out (the confirmation is the one message it still gets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_confirmation_stored_with_the_stop_goes_out_once_after_a_restart() {
+    let (sim, gateway, first, _dir) = bound("node-q").await;
+    let citizen = "+254711000611";
+    assert_eq!(gateway.sms_step(citizen, "HEALTH").await.len(), 1);
+    let confirmation_id = {
+        let outbox = Arc::clone(first.outbox());
+        let next_id = move || outbox.next_message_id();
+        let via = |_: &str| Some(("sim".to_string(), "20880".to_string()));
+        let route = baraza::dispatcher::ReplyRoute {
+            node: "node-q",
+            via: &via,
+            next_id: &next_id,
+        };
+        let outcome = gateway
+            .sms_step_marked(citizen, "STOP", None, Some(&route))
+            .await;
+        assert!(outcome.to_queue.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.stored.len(), 1, "{outcome:?}");
+        assert_eq!(
+            outcome.stored[0].purpose,
+            baraza::sms::outbox::PURPOSE_STOP_CONFIRMATION
+        );
+        outcome.stored[0].message_id.clone()
+    };
+    let row = gateway
+        .results
+        .sms_message(&confirmation_id)
+        .await
+        .expect("read")
+        .expect("stored with the stop");
+    assert_eq!(row.state, "queued");
+    assert!(gateway.sessions.is_opted_out(citizen).await.expect("read"));
+    first.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sim.stats().submits, 0, "nothing submitted before the stop");
+
+    let restarted = Binds::start(Arc::clone(&gateway));
+    restarted.outbox().recover().await.expect("recover");
+    let sent = wait_for(&gateway.results, &confirmation_id, finished).await;
+    assert_eq!(sent.state, "accepted");
+    assert_eq!(restarted.outbox().recover().await.expect("recover"), (0, 0));
+    restarted.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sim.stats().submits, 1, "the confirmation once");
 }
 
 /// A reminder is stored in its timer step's own commit (routed by the number's prefix), named

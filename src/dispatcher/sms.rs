@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use tracing::{Instrument, info, warn};
 
-use super::{Gateway, SessionRecord, StepError, now_ms, response_id, resume_copy};
+use super::pipeline::{Advance, AfterLoss, Kept, Loaded, Outcome, Plan, Saved, StepKind};
+use super::{Gateway, SessionRecord, StepError, now_ms, response_id};
 use crate::channels::ussd::UssdReply;
 use crate::engine::render::Rendered;
 use crate::engine::{self, Channel, Input, Start};
 use crate::result_store::Write;
-use crate::session_store::{SaveOutcome, SessionKey};
+use crate::session_store::SessionKey;
 use crate::telemetry;
 
 /// Where a step's replies go when they are stored with its answers (the SMPP binds' case):
@@ -134,6 +135,11 @@ impl Drop for NumberGuard<'_> {
     }
 }
 
+/// Why a start confirmation is sent (the number has just opted back in).
+pub const PURPOSE_START_CONFIRMATION: &str = "start_confirmation";
+/// Why the reply to a message that starts nothing is sent.
+pub const PURPOSE_UNKNOWN_REPLY: &str = "unknown_reply";
+
 /// Why a stored reply was not sent: its step's session was never saved.
 pub const WITHDRAWN: &str = "withdrawn: its step's session was not saved";
 
@@ -200,26 +206,14 @@ impl Gateway {
         let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms.max(1) * 5);
         let step = async {
             let _turn = self.sms_numbers.lock(from).await;
-            let mut marker = handled;
-            // One retry when a step on another node saved first: done again from its session.
-            let mut tries = 2;
-            let outcome = loop {
-                match self.sms_step_inner(from, text, &mut marker, route).await {
-                    Err(StepError::Contention) if tries > 1 => tries -= 1,
-                    outcome => break outcome,
-                }
+            let mut step = SmsStep {
+                from,
+                text,
+                key: SessionKey::new("sms", from),
+                marker: handled,
+                route,
             };
-            // The paths that commit nothing (an unknown message, an opted-out number, a
-            // start word) are handled all the same.
-            if outcome.is_ok()
-                && let Some(marker) = marker.take()
-            {
-                self.results
-                    .commit(vec![marker])
-                    .await
-                    .map_err(|e| StepError::Results(e.to_string()))?;
-            }
-            outcome
+            self.run_step(&mut step).await
         };
         match tokio::time::timeout(deadline, step.instrument(span.clone())).await {
             Ok(Ok(outcome)) => {
@@ -239,225 +233,6 @@ impl Gateway {
                 SmsOutcome::default()
             }
         }
-    }
-
-    async fn sms_step_inner(
-        &self,
-        from: &str,
-        text: &str,
-        marker: &mut Option<crate::result_store::Write>,
-        route: Option<&ReplyRoute<'_>>,
-    ) -> Result<SmsOutcome, StepError> {
-        let smpp = &self.config.smpp;
-        let first_word = text.split_whitespace().next().unwrap_or("").to_uppercase();
-        let matches = |words: &[String]| words.iter().any(|w| w.eq_ignore_ascii_case(&first_word));
-        let key = SessionKey::new("sms", from);
-        let stored = self
-            .sessions
-            .load(&key)
-            .await
-            .map_err(|e| StepError::Sessions(e.to_string()))?;
-        let (version, record) = match stored {
-            Some(s) => (Some(s.version), SessionRecord::decode(&s.data)),
-            None => (None, None),
-        };
-        // The session's language when there is one; otherwise every translation (a stop or
-        // start word says nothing about the language the citizen reads).
-        let language = record.as_ref().map(|r| r.state.language.clone());
-        let reply = |text: &crate::flow::model::Text, purpose: &'static str| OutgoingSms {
-            purpose,
-            to: from.to_string(),
-            text: match &language {
-                Some(lang) => text.get(lang, "en").to_string(),
-                None => text
-                    .variants()
-                    .iter()
-                    .map(|(_, t)| *t)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            },
-        };
-
-        if matches(&smpp.stop_words) {
-            self.sessions
-                .set_opted_out(from, true)
-                .await
-                .map_err(|e| StepError::Sessions(e.to_string()))?;
-            if let Some(record) = record
-                && !record.state.status.is_terminal()
-            {
-                let flow = self.flow_of(&record.state).await?;
-                let step = engine::advance(&flow, Some(record.state), Input::Hangup, now_ms());
-                let mut writes = self.writes_for_subscriber(from, "smpp", &step);
-                for write in &mut writes {
-                    if let crate::result_store::Write::Status(update) = write {
-                        update.status = crate::result_store::ResponseStatus::OptedOut;
-                    }
-                }
-                writes.extend(marker.take());
-                self.results
-                    .commit(writes)
-                    .await
-                    .map_err(|e| StepError::Results(e.to_string()))?;
-                self.sessions
-                    .delete(&key)
-                    .await
-                    .map_err(|e| StepError::Sessions(e.to_string()))?;
-            }
-            self.sessions
-                .cancel_timer("sms", from)
-                .await
-                .map_err(|e| StepError::Sessions(e.to_string()))?;
-            telemetry::session("opted_out");
-            info!("stop word: number opted out");
-            return Ok(SmsOutcome::queue(vec![reply(
-                &smpp.stop_reply,
-                crate::smpp::outbox::PURPOSE_STOP_CONFIRMATION,
-            )]));
-        }
-        if matches(&smpp.start_words) {
-            self.sessions
-                .set_opted_out(from, false)
-                .await
-                .map_err(|e| StepError::Sessions(e.to_string()))?;
-            info!("start word: number opted back in");
-            return Ok(SmsOutcome::queue(vec![reply(
-                &smpp.start_reply,
-                "start_confirmation",
-            )]));
-        }
-        if self
-            .sessions
-            .is_opted_out(from)
-            .await
-            .map_err(|e| StepError::Sessions(e.to_string()))?
-        {
-            info!("message from an opted-out number: no reply");
-            return Ok(SmsOutcome::default());
-        }
-
-        let keyword = self.routes.keyword(&first_word);
-        let open = record.filter(|r| !r.state.status.is_terminal());
-        let now = now_ms();
-        let (flow, prior, input) = match (keyword, open) {
-            // A keyword always starts its flow afresh (the citizen asked for it).
-            (Some(keyword), _) => {
-                let Some(flow) = self.catalog().latest(&keyword.flow) else {
-                    warn!(flow = %keyword.flow, "keyword names a flow that is not loaded");
-                    return Ok(SmsOutcome::default());
-                };
-                let start = Input::Start(Start {
-                    // The pseudonym, not the number: response ids are exported as they are.
-                    session_id: response_id(now, &format!("sms:{}", self.pseudonym(from))),
-                    channel: Channel::Sms,
-                    contact: Default::default(),
-                    language: keyword.language.clone(),
-                });
-                (flow, None, start)
-            }
-            (None, Some(record)) => {
-                let flow = self.flow_of(&record.state).await?;
-                (
-                    flow,
-                    Some(record.state),
-                    Input::Answer(text.trim().to_string()),
-                )
-            }
-            (None, None) => {
-                return Ok(SmsOutcome::queue(
-                    smpp.unknown_reply
-                        .as_ref()
-                        .map(|text| reply(text, "unknown_reply"))
-                        .into_iter()
-                        .collect(),
-                ));
-            }
-        };
-        tracing::Span::current().record("flow", flow.flow.id.as_str());
-        let step = engine::advance(&flow, prior, input, now);
-        tracing::Span::current().record("node", step.state.node.as_str());
-        let outgoing: Vec<OutgoingSms> = step
-            .actions
-            .iter()
-            .filter_map(|a| match a {
-                engine::Action::Reply(r) => match &r.rendered {
-                    Rendered::Sms(sms) => Some(OutgoingSms {
-                        purpose: crate::smpp::outbox::PURPOSE_STEP_REPLY,
-                        to: from.to_string(),
-                        text: sms.text.clone(),
-                    }),
-                    other => Some(OutgoingSms {
-                        purpose: crate::smpp::outbox::PURPOSE_STEP_REPLY,
-                        to: from.to_string(),
-                        text: other.text(),
-                    }),
-                },
-                _ => None,
-            })
-            .collect();
-        // The replies' queue rows go in the step's own commit (with a route), and their ids
-        // into the session saved next: only a saved step's replies are ever sent.
-        let stored = stored_replies(route, &outgoing, now);
-        self.commit_sms_step(from, &step, marker.take(), &stored)
-            .await?;
-        let record = SessionRecord {
-            state: step.state,
-            progress: String::new(),
-            reply: UssdReply {
-                text: outgoing.last().map(|m| m.text.clone()).unwrap_or_default(),
-                end: false,
-            },
-            reply_ids: stored.iter().map(|m| m.message_id.clone()).collect(),
-        };
-        let ttl = Duration::from_secs(flow.flow.sms.session_timeout.0.max(1));
-        let state_bytes = record.state.encode();
-        let resume = resume_copy(from, &flow, &record.state, &state_bytes);
-        // A keyword restart replaces whatever session the number had.
-        let expected = if keyword.is_some() { None } else { version };
-        if keyword.is_some() && version.is_some() {
-            self.sessions
-                .delete(&key)
-                .await
-                .map_err(|e| StepError::Sessions(e.to_string()))?;
-        }
-        match self
-            .sessions
-            .save_and_remember(&key, expected, &record.encode(), ttl, resume)
-            .await
-            .map_err(|e| StepError::Sessions(e.to_string()))?
-        {
-            SaveOutcome::Saved { .. } => {
-                self.schedule_sms_timer(from, &flow, &record.state).await?;
-                Ok(SmsOutcome::saved(route.is_some(), stored, outgoing))
-            }
-            SaveOutcome::Conflict { .. } => {
-                telemetry::error("version_conflict");
-                self.withdraw_replies(&stored).await;
-                Err(StepError::Contention)
-            }
-        }
-    }
-
-    /// Commits an SMS step's (or timer step's) answers together with `marker` (the inbound
-    /// message handled) and the queue rows of its `stored` replies: one commit, before the
-    /// session save.
-    async fn commit_sms_step(
-        &self,
-        from: &str,
-        step: &engine::Step,
-        marker: Option<Write>,
-        stored: &[crate::result_store::QueuedSms],
-    ) -> Result<(), StepError> {
-        let mut writes = self.writes_for_subscriber(from, "smpp", step);
-        writes.extend(marker);
-        writes.extend(stored.iter().cloned().map(Write::SmsQueued));
-        if writes.is_empty() {
-            return Ok(());
-        }
-        self.results
-            .commit(writes)
-            .await
-            .map_err(|e| StepError::Results(e.to_string()))
     }
 
     /// Withdraws the stored replies of a step whose session save lost: they answer a step the
@@ -548,7 +323,14 @@ impl Gateway {
         };
         let mut outgoing = SmsOutcome::default();
         for number in numbers {
-            match self.sms_timer_fired(&number, now_ms, route).await {
+            let mut step = TimerStep {
+                from: &number,
+                key: SessionKey::new("sms", &number),
+                now_ms,
+                route,
+                kept: None,
+            };
+            match self.run_step(&mut step).await {
                 Ok(fired) => {
                     outgoing.stored.extend(fired.stored);
                     outgoing.to_queue.extend(fired.to_queue);
@@ -561,78 +343,389 @@ impl Gateway {
         }
         outgoing
     }
+}
 
-    async fn sms_timer_fired(
-        &self,
-        from: &str,
-        now_ms: i64,
-        route: Option<&ReplyRoute<'_>>,
+/// The queued rows among a step's own writes (its stored replies).
+fn queued_rows(writes: Vec<Write>) -> Vec<crate::result_store::QueuedSms> {
+    writes
+        .into_iter()
+        .filter_map(|w| match w {
+            Write::SmsQueued(queued) => Some(queued),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One inbound SMS in the step pipeline: stop and start words, opted-out numbers and
+/// unknown messages are answered in the plan (their confirmation stored in the commit that
+/// marks the message handled); a keyword or the number's open session runs a step.
+struct SmsStep<'a> {
+    from: &'a str,
+    text: &'a str,
+    key: SessionKey,
+    /// The inbound message's "handled" marker: goes in the first commit of the step.
+    marker: Option<Write>,
+    /// Where replies go when they are stored with the step.
+    route: Option<&'a ReplyRoute<'a>>,
+}
+
+impl SmsStep<'_> {
+    /// Commits `writes` with the message's marker and, with a route, the queue rows of
+    /// `messages`: one commit for a message answered without a session step.
+    async fn settle(
+        &mut self,
+        gateway: &Gateway,
+        mut writes: Vec<Write>,
+        messages: Vec<OutgoingSms>,
     ) -> Result<SmsOutcome, StepError> {
-        let key = SessionKey::new("sms", from);
-        let Some(saved) = self
-            .sessions
-            .load(&key)
-            .await
-            .map_err(|e| StepError::Sessions(e.to_string()))?
-        else {
-            return Ok(SmsOutcome::default());
-        };
-        let Some(record) = SessionRecord::decode(&saved.data) else {
-            return Ok(SmsOutcome::default());
-        };
-        if record.state.status.is_terminal() {
-            return Ok(SmsOutcome::default());
+        let stored = stored_replies(self.route, &messages, now_ms());
+        writes.extend(self.marker.take());
+        writes.extend(stored.iter().cloned().map(Write::SmsQueued));
+        if !writes.is_empty() {
+            gateway
+                .results
+                .commit(writes)
+                .await
+                .map_err(|e| StepError::Results(e.to_string()))?;
         }
-        let flow = self.flow_of(&record.state).await?;
-        let step = engine::advance(&flow, Some(record.state), Input::Timeout, now_ms);
-        let outgoing: Vec<OutgoingSms> = step
-            .actions
-            .iter()
-            .filter_map(|a| match a {
-                engine::Action::Reply(r) => Some(OutgoingSms {
-                    purpose: crate::smpp::outbox::PURPOSE_REMINDER,
-                    to: from.to_string(),
-                    text: r.rendered.text(),
-                }),
-                _ => None,
-            })
-            .collect();
-        // Stored with the timer step and named in its session, as a step's replies are.
-        let stored = stored_replies(route, &outgoing, now_ms);
-        self.commit_sms_step(from, &step, None, &stored).await?;
-        let reply_ids = match route {
-            Some(_) => stored.iter().map(|m| m.message_id.clone()).collect(),
-            None => record.reply_ids,
+        Ok(SmsOutcome::saved(self.route.is_some(), stored, messages))
+    }
+
+    /// A gateway message to the number: in the session's language when there is one,
+    /// otherwise every translation (a stop or start word says nothing of the language).
+    fn message(
+        &self,
+        text: &crate::flow::model::Text,
+        language: Option<&str>,
+        purpose: &'static str,
+    ) -> OutgoingSms {
+        OutgoingSms {
+            purpose,
+            to: self.from.to_string(),
+            text: match language {
+                Some(lang) => text.get(lang, "en").to_string(),
+                None => text
+                    .variants()
+                    .iter()
+                    .map(|(_, t)| *t)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            },
+        }
+    }
+
+    /// A stop word: the number opts out, its open session ends `opted_out`, its timer goes,
+    /// and the confirmation (the one message an opted-out number gets) is stored with it.
+    async fn stop(
+        &mut self,
+        gateway: &Gateway,
+        record: Option<SessionRecord>,
+    ) -> Result<SmsOutcome, StepError> {
+        let map = |e: crate::session_store::SessionStoreError| StepError::Sessions(e.to_string());
+        gateway
+            .sessions
+            .set_opted_out(self.from, true)
+            .await
+            .map_err(map)?;
+        let language = record.as_ref().map(|r| r.state.language.clone());
+        let mut writes = Vec::new();
+        let open = record.filter(|r| !r.state.status.is_terminal());
+        if let Some(record) = &open {
+            let flow = gateway.flow_of(&record.state).await?;
+            let step = engine::advance(&flow, Some(record.state.clone()), Input::Hangup, now_ms());
+            writes = gateway.writes_for_subscriber(self.from, "smpp", &step);
+            for write in &mut writes {
+                if let Write::Status(update) = write {
+                    update.status = crate::result_store::ResponseStatus::OptedOut;
+                }
+            }
+        }
+        let confirmation = self.message(
+            &gateway.config.smpp.stop_reply,
+            language.as_deref(),
+            crate::sms::outbox::PURPOSE_STOP_CONFIRMATION,
+        );
+        let outcome = self.settle(gateway, writes, vec![confirmation]).await?;
+        if open.is_some() {
+            gateway.sessions.delete(&self.key).await.map_err(map)?;
+        }
+        gateway
+            .sessions
+            .cancel_timer("sms", self.from)
+            .await
+            .map_err(map)?;
+        telemetry::session("opted_out");
+        info!("stop word: number opted out");
+        Ok(outcome)
+    }
+}
+
+impl StepKind for SmsStep<'_> {
+    type Reply = SmsOutcome;
+
+    fn key(&self) -> &SessionKey {
+        &self.key
+    }
+
+    fn subscriber(&self) -> &str {
+        self.from
+    }
+
+    fn provider(&self) -> &str {
+        "smpp"
+    }
+
+    async fn plan(
+        &mut self,
+        gateway: &Gateway,
+        loaded: Loaded,
+    ) -> Result<Plan<SmsOutcome>, StepError> {
+        let map = |e: crate::session_store::SessionStoreError| StepError::Sessions(e.to_string());
+        let smpp = &gateway.config.smpp;
+        let first_word = self
+            .text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_uppercase();
+        let said = |words: &[String]| words.iter().any(|w| w.eq_ignore_ascii_case(&first_word));
+        let language = loaded.record.as_ref().map(|r| r.state.language.clone());
+        if said(&smpp.stop_words) {
+            return Ok(Plan::Done(self.stop(gateway, loaded.record).await?));
+        }
+        if said(&smpp.start_words) {
+            gateway
+                .sessions
+                .set_opted_out(self.from, false)
+                .await
+                .map_err(map)?;
+            info!("start word: number opted back in");
+            let confirmation = self.message(
+                &smpp.start_reply,
+                language.as_deref(),
+                PURPOSE_START_CONFIRMATION,
+            );
+            return Ok(Plan::Done(
+                self.settle(gateway, Vec::new(), vec![confirmation]).await?,
+            ));
+        }
+        if gateway
+            .sessions
+            .is_opted_out(self.from)
+            .await
+            .map_err(map)?
+        {
+            info!("message from an opted-out number: no reply");
+            return Ok(Plan::Done(
+                self.settle(gateway, Vec::new(), Vec::new()).await?,
+            ));
+        }
+        let now = now_ms();
+        let open = loaded.record.filter(|r| !r.state.status.is_terminal());
+        match (gateway.routes.keyword(&first_word), open) {
+            // A keyword always starts its flow afresh (the citizen asked for it), replacing
+            // whatever session the number had.
+            (Some(keyword), _) => {
+                let Some(flow) = gateway.catalog().latest(&keyword.flow) else {
+                    warn!(flow = %keyword.flow, "keyword names a flow that is not loaded");
+                    return Ok(Plan::Done(
+                        self.settle(gateway, Vec::new(), Vec::new()).await?,
+                    ));
+                };
+                let start = Input::Start(Start {
+                    // The pseudonym, not the number: response ids are exported as they are.
+                    session_id: response_id(now, &format!("sms:{}", gateway.pseudonym(self.from))),
+                    channel: Channel::Sms,
+                    contact: Default::default(),
+                    language: keyword.language.clone(),
+                });
+                Ok(Plan::Advance(Advance {
+                    flow,
+                    prior: None,
+                    inputs: vec![start],
+                    now,
+                    expected: loaded.version,
+                }))
+            }
+            (None, Some(record)) => Ok(Plan::Advance(Advance {
+                flow: gateway.flow_of(&record.state).await?,
+                prior: Some(record.state),
+                inputs: vec![Input::Answer(self.text.trim().to_string())],
+                now,
+                expected: loaded.version,
+            })),
+            (None, None) => {
+                let unknown = smpp
+                    .unknown_reply
+                    .as_ref()
+                    .map(|text| self.message(text, language.as_deref(), PURPOSE_UNKNOWN_REPLY));
+                let outcome = self.settle(gateway, Vec::new(), unknown.into_iter().collect());
+                Ok(Plan::Done(outcome.await?))
+            }
+        }
+    }
+
+    fn outcome(
+        &mut self,
+        _gateway: &Gateway,
+        advance: &Advance,
+        steps: &[engine::Step],
+    ) -> Outcome<SmsOutcome> {
+        let outgoing = replies(self.from, steps, crate::sms::outbox::PURPOSE_STEP_REPLY);
+        sms_outcome(self.route, self.marker.take(), advance, outgoing, None)
+    }
+
+    async fn saved(&mut self, gateway: &Gateway, saved: Saved<'_>) -> Result<(), StepError> {
+        gateway
+            .schedule_sms_timer(self.from, saved.flow, &saved.record.state)
+            .await
+    }
+
+    async fn lost(
+        &mut self,
+        gateway: &Gateway,
+        writes: Vec<Write>,
+        _reply: SmsOutcome,
+    ) -> AfterLoss<SmsOutcome> {
+        gateway.withdraw_replies(&queued_rows(writes)).await;
+        AfterLoss::Redo
+    }
+}
+
+/// A number's SMS timer in the step pipeline: the reminder of its unanswered question
+/// (stored with the timer step, as a step's replies are) or the end of its session.
+struct TimerStep<'a> {
+    from: &'a str,
+    key: SessionKey,
+    now_ms: i64,
+    route: Option<&'a ReplyRoute<'a>>,
+    /// The saved record's part beside the state, kept by the timer step.
+    kept: Option<Kept>,
+}
+
+impl StepKind for TimerStep<'_> {
+    type Reply = SmsOutcome;
+
+    fn key(&self) -> &SessionKey {
+        &self.key
+    }
+
+    fn subscriber(&self) -> &str {
+        self.from
+    }
+
+    fn provider(&self) -> &str {
+        "smpp"
+    }
+
+    async fn plan(
+        &mut self,
+        gateway: &Gateway,
+        loaded: Loaded,
+    ) -> Result<Plan<SmsOutcome>, StepError> {
+        let Some(record) = loaded.record.filter(|r| !r.state.status.is_terminal()) else {
+            return Ok(Plan::Done(SmsOutcome::default()));
         };
-        let record = SessionRecord {
-            state: step.state,
+        let flow = gateway.flow_of(&record.state).await?;
+        self.kept = Some(Kept {
             progress: record.progress,
             reply: record.reply,
-            reply_ids,
-        };
-        let ttl = Duration::from_secs(flow.flow.sms.session_timeout.0.max(1));
-        let state_bytes = record.state.encode();
-        let resume = resume_copy(from, &flow, &record.state, &state_bytes);
-        match self
-            .sessions
-            .save_and_remember(&key, Some(saved.version), &record.encode(), ttl, resume)
-            .await
-            .map_err(|e| StepError::Sessions(e.to_string()))?
-        {
-            SaveOutcome::Saved { .. } => {
-                if record.state.status.is_terminal() {
-                    telemetry::session("timed_out");
-                }
-                self.schedule_sms_timer(from, &flow, &record.state).await?;
-                Ok(SmsOutcome::saved(route.is_some(), stored, outgoing))
-            }
-            // The citizen answered meanwhile: that step set a new timer, and this reminder
-            // answers nothing.
-            SaveOutcome::Conflict { .. } => {
-                self.withdraw_replies(&stored).await;
-                Ok(SmsOutcome::default())
-            }
+            reply_ids: record.reply_ids,
+        });
+        Ok(Plan::Advance(Advance {
+            flow,
+            prior: Some(record.state),
+            inputs: vec![Input::Timeout],
+            now: self.now_ms,
+            expected: loaded.version,
+        }))
+    }
+
+    fn outcome(
+        &mut self,
+        _gateway: &Gateway,
+        advance: &Advance,
+        steps: &[engine::Step],
+    ) -> Outcome<SmsOutcome> {
+        let outgoing = replies(self.from, steps, crate::sms::outbox::PURPOSE_REMINDER);
+        sms_outcome(self.route, None, advance, outgoing, self.kept.take())
+    }
+
+    async fn saved(&mut self, gateway: &Gateway, saved: Saved<'_>) -> Result<(), StepError> {
+        if saved.record.state.status.is_terminal() {
+            telemetry::session("timed_out");
         }
+        gateway
+            .schedule_sms_timer(self.from, saved.flow, &saved.record.state)
+            .await
+    }
+
+    /// The citizen answered meanwhile: that step set a new timer, and this reminder answers
+    /// nothing.
+    async fn lost(
+        &mut self,
+        gateway: &Gateway,
+        writes: Vec<Write>,
+        _reply: SmsOutcome,
+    ) -> AfterLoss<SmsOutcome> {
+        gateway.withdraw_replies(&queued_rows(writes)).await;
+        AfterLoss::Answer(SmsOutcome::default())
+    }
+}
+
+/// The messages a step's replies send to `to`, for `purpose`.
+fn replies(to: &str, steps: &[engine::Step], purpose: &'static str) -> Vec<OutgoingSms> {
+    steps
+        .iter()
+        .flat_map(|step| &step.actions)
+        .filter_map(|action| match action {
+            engine::Action::Reply(r) => Some(OutgoingSms {
+                purpose,
+                to: to.to_string(),
+                text: match &r.rendered {
+                    Rendered::Sms(sms) => sms.text.clone(),
+                    other => other.text(),
+                },
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An SMS step's outcome: its replies' queue rows (with a route) and `marker` in its commit,
+/// their ids in the session it saves. `kept`: the record's part a timer step keeps (its
+/// reply ids replaced only when its reminders are stored).
+fn sms_outcome(
+    route: Option<&ReplyRoute<'_>>,
+    marker: Option<Write>,
+    advance: &Advance,
+    outgoing: Vec<OutgoingSms>,
+    kept: Option<Kept>,
+) -> Outcome<SmsOutcome> {
+    let stored = stored_replies(route, &outgoing, advance.now);
+    let mut writes: Vec<Write> = marker.into_iter().collect();
+    writes.extend(stored.iter().cloned().map(Write::SmsQueued));
+    let ids: Vec<String> = stored.iter().map(|m| m.message_id.clone()).collect();
+    let kept = match kept {
+        Some(kept) if route.is_none() => kept,
+        Some(kept) => Kept {
+            reply_ids: ids,
+            ..kept
+        },
+        None => Kept {
+            progress: String::new(),
+            reply: UssdReply {
+                text: outgoing.last().map(|m| m.text.clone()).unwrap_or_default(),
+                end: false,
+            },
+            reply_ids: ids,
+        },
+    };
+    Outcome {
+        kept,
+        writes,
+        reply: SmsOutcome::saved(route.is_some(), stored, outgoing),
+        ttl: Duration::from_secs(advance.flow.flow.sms.session_timeout.0.max(1)),
     }
 }
 

@@ -1,6 +1,7 @@
-//! Voice steps: a provider's webhook (already parsed by `channels::voice`) through admission,
-//! session load, `engine::advance`, the result store and the session save, to the reply the
-//! provider's XML is rendered from. Knows no wire format and no Redis key.
+//! Voice steps: a provider's webhook (already parsed by `channels::voice`) through admission
+//! and the deadline, then the step pipeline ([`super::pipeline`]) with voice's own plan (keys,
+//! silence, recordings and hang-ups as engine inputs) and outcome (the prompt the provider's
+//! XML is rendered from). Knows no wire format and no Redis key.
 //!
 //! A call is one session, keyed by the provider's call id. Keys pressed are answers, silence
 //! is `Input::Timeout` (the engine asks again, then says goodbye), a recording is
@@ -19,16 +20,15 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, info, warn};
 
-use super::{
-    Gateway, SessionRecord, StepError, now_ms, response_id, resume_copy, started_response,
-};
+use super::pipeline::{Advance, Kept, Loaded, Outcome, Plan, StepKind};
+use super::{Gateway, StepError, now_ms, response_id};
 use crate::channels::ussd::UssdReply;
 use crate::channels::voice::{CallDirection, VoiceEvent, VoiceReply, VoiceRequest};
 use crate::engine::render::Rendered;
 use crate::engine::render::voice::{VoicePart, VoicePrompt};
 use crate::engine::{self, Channel, Input, Start};
 use crate::outbound::CALL_FLOW_NOTE;
-use crate::session_store::{SaveOutcome, SessionKey};
+use crate::session_store::SessionKey;
 use crate::telemetry;
 
 /// Whether a flow can be heard at all: it names a recording or allows text-to-speech. The
@@ -96,12 +96,16 @@ impl Gateway {
         }
         let known_language = std::sync::Mutex::new(None::<String>);
         let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms);
-        let outcome = tokio::time::timeout(
-            deadline,
-            self.voice_step_inner(&request, action_url, &known_language)
-                .instrument(span.clone()),
-        )
-        .await;
+        let channel_key = format!("voice-{}", request.provider.as_str());
+        let mut step = VoiceStep {
+            request: &request,
+            action_url,
+            key: SessionKey::new(&channel_key, &request.call_id),
+            channel_key,
+            known_language: &known_language,
+        };
+        let outcome =
+            tokio::time::timeout(deadline, self.run_step(&mut step).instrument(span.clone())).await;
         let language = known_language.lock().ok().and_then(|l| l.clone());
         match outcome {
             Ok(Ok(reply)) => {
@@ -263,180 +267,162 @@ impl Gateway {
         };
         self.catalog().latest(&id)
     }
+}
 
-    async fn voice_step_inner(
-        &self,
-        request: &VoiceRequest,
-        action_url: &str,
-        known_language: &std::sync::Mutex<Option<String>>,
-    ) -> Result<VoiceReply, StepError> {
-        let channel_key = format!("voice-{}", request.provider.as_str());
-        let key = SessionKey::new(&channel_key, &request.call_id);
-        let citizen = request.citizen().to_string();
-        let called = match request.direction {
-            CallDirection::Inbound => request.callee.clone(),
-            CallDirection::Outbound => request.caller.clone(),
+/// One voice callback in the step pipeline.
+struct VoiceStep<'r> {
+    request: &'r VoiceRequest,
+    action_url: &'r str,
+    key: SessionKey,
+    /// `voice-<provider>`: the session store's channel, and the response ids' prefix.
+    channel_key: String,
+    known_language: &'r std::sync::Mutex<Option<String>>,
+}
+
+impl VoiceStep<'_> {
+    /// The engine's inputs for a callback of a call whose session is stored.
+    fn inputs(&self, flow: &engine::CompiledFlow) -> Vec<Input> {
+        let request = self.request;
+        let mut inputs = vec![match &request.event {
+            // A repeated first callback: say the current prompt again.
+            VoiceEvent::CallStarted => Input::Answer(flow.flow.voice.repeat_key.clone()),
+            VoiceEvent::Digits(keys) => Input::Answer(keys.clone()),
+            VoiceEvent::NoInput => Input::Timeout,
+            VoiceEvent::Recording {
+                url,
+                duration_seconds,
+            } => Input::Recording {
+                url: url.clone(),
+                duration_seconds: *duration_seconds,
+            },
+            VoiceEvent::Ended { .. } => Input::Hangup,
+        }];
+        if request.call_over && !matches!(request.event, VoiceEvent::Ended { .. }) {
+            inputs.push(Input::Hangup);
+        }
+        inputs
+    }
+
+    /// A new call: its flow (noted by the dialer for an outbound call, else the number's),
+    /// started or offered to continue.
+    async fn start(&self, gateway: &Gateway) -> Plan<VoiceReply> {
+        let request = self.request;
+        let (noted, called) = match request.direction {
+            CallDirection::Outbound => (
+                gateway.outbound_flow(&request.call_id).await,
+                &request.caller,
+            ),
+            CallDirection::Inbound => (None, &request.callee),
         };
-        // The response a step started before its save lost the race, until the winner is read.
-        let mut lost_start = None;
-        for _ in 0..2 {
-            let now = now_ms();
-            let stored = self
-                .sessions
-                .load(&key)
-                .await
-                .map_err(|e| StepError::Sessions(e.to_string()))?;
-            let (version, record) = match stored {
-                Some(s) => (Some(s.version), SessionRecord::decode(&s.data)),
-                None => (None, None),
-            };
-            self.withdraw_lost_start(lost_start.take(), record.as_ref())
-                .await;
-            if let (Some(record), Ok(mut known)) = (&record, known_language.lock()) {
-                *known = Some(record.state.language.clone());
+        let Some(flow) = noted.or_else(|| gateway.voice_flow_for(called)) else {
+            telemetry::error("unknown_voice_number");
+            return Plan::Done(VoiceReply::Reject);
+        };
+        let (flow, prior) = gateway.resumable(request.citizen(), flow).await;
+        let now = now_ms();
+        let start = Input::Start(Start {
+            session_id: response_id(now, &format!("{}:{}", self.channel_key, request.call_id)),
+            channel: Channel::Voice,
+            contact: Default::default(),
+            language: None,
+        });
+        Plan::Advance(Advance {
+            flow,
+            prior,
+            inputs: vec![start],
+            now,
+            expected: None,
+        })
+    }
+}
+
+impl StepKind for VoiceStep<'_> {
+    type Reply = VoiceReply;
+
+    fn key(&self) -> &SessionKey {
+        &self.key
+    }
+
+    fn subscriber(&self) -> &str {
+        self.request.citizen()
+    }
+
+    fn provider(&self) -> &str {
+        self.request.provider.as_str()
+    }
+
+    async fn plan(
+        &mut self,
+        gateway: &Gateway,
+        loaded: Loaded,
+    ) -> Result<Plan<VoiceReply>, StepError> {
+        if let (Some(record), Ok(mut known)) = (&loaded.record, self.known_language.lock()) {
+            *known = Some(record.state.language.clone());
+        }
+        match (&self.request.event, loaded.record) {
+            (VoiceEvent::Ended { .. }, None) => {
+                Ok(Plan::Done(VoiceReply::Hangup { goodbye: None }))
             }
-            let (flow, prior, inputs) = match (&request.event, record) {
-                (VoiceEvent::Ended { .. }, None) => {
-                    return Ok(VoiceReply::Hangup { goodbye: None });
-                }
-                (VoiceEvent::Ended { .. }, Some(record)) => {
-                    let flow = self.flow_of(&record.state).await?;
-                    (flow, Some(record.state), vec![Input::Hangup])
-                }
-                (event, Some(record)) => {
-                    let flow = self.flow_of(&record.state).await?;
-                    let mut inputs = vec![match event {
-                        // A repeated first callback: say the current prompt again.
-                        VoiceEvent::CallStarted => {
-                            Input::Answer(flow.flow.voice.repeat_key.clone())
-                        }
-                        VoiceEvent::Digits(keys) => Input::Answer(keys.clone()),
-                        VoiceEvent::NoInput => Input::Timeout,
-                        VoiceEvent::Recording {
-                            url,
-                            duration_seconds,
-                        } => Input::Recording {
-                            url: url.clone(),
-                            duration_seconds: *duration_seconds,
-                        },
-                        VoiceEvent::Ended { .. } => Input::Hangup,
-                    }];
-                    if request.call_over {
-                        inputs.push(Input::Hangup);
-                    }
-                    (flow, Some(record.state), inputs)
-                }
-                // Keys, silence or a recording for a call we hold no session for (an unknown or
-                // forged call id, or one whose session expired): start nothing, cost nothing.
-                (
-                    VoiceEvent::Digits(_) | VoiceEvent::NoInput | VoiceEvent::Recording { .. },
-                    None,
-                ) => {
-                    telemetry::error("unknown_call");
-                    return Ok(VoiceReply::Hangup { goodbye: None });
-                }
-                (VoiceEvent::CallStarted, None) => {
-                    // A new call: start, or offer to resume.
-                    let noted = match request.direction {
-                        CallDirection::Outbound => self.outbound_flow(&request.call_id).await,
-                        CallDirection::Inbound => None,
-                    };
-                    let Some(flow) = noted.or_else(|| self.voice_flow_for(&called)) else {
-                        telemetry::error("unknown_voice_number");
-                        return Ok(VoiceReply::Reject);
-                    };
-                    let (flow, prior) = self.resumable(&citizen, flow).await;
-                    let start = Input::Start(Start {
-                        session_id: response_id(now, &format!("{channel_key}:{}", request.call_id)),
-                        channel: Channel::Voice,
-                        contact: Default::default(),
-                        language: None,
-                    });
-                    (flow, prior, vec![start])
-                }
-            };
-            tracing::Span::current().record("flow", flow.flow.id.as_str());
-            let mut state = prior;
-            let mut steps = Vec::new();
-            for input in inputs {
-                let step = engine::advance(&flow, state.take(), input, now);
-                state = Some(step.state.clone());
-                steps.push(step);
+            (VoiceEvent::CallStarted, None) => Ok(self.start(gateway).await),
+            // Keys, silence or a recording for a call we hold no session for (an unknown or
+            // forged call id, or one whose session expired): start nothing, cost nothing.
+            (_, None) => {
+                telemetry::error("unknown_call");
+                Ok(Plan::Done(VoiceReply::Hangup { goodbye: None }))
             }
-            let Some(last) = steps.last() else {
-                return Ok(VoiceReply::Hangup { goodbye: None });
-            };
-            tracing::Span::current().record("node", last.state.node.as_str());
-            let mut writes = Vec::new();
-            for step in &steps {
-                writes.extend(self.writes_for_subscriber(
-                    &citizen,
-                    request.provider.as_str(),
-                    step,
-                ));
+            (_, Some(record)) => {
+                let flow = gateway.flow_of(&record.state).await?;
+                let inputs = self.inputs(&flow);
+                Ok(Plan::Advance(Advance {
+                    flow,
+                    prior: Some(record.state),
+                    inputs,
+                    now: now_ms(),
+                    expected: loaded.version,
+                }))
             }
-            if !writes.is_empty() {
-                self.results
-                    .commit(writes)
-                    .await
-                    .map_err(|e| StepError::Results(e.to_string()))?;
-            }
-            let started = steps.iter().find_map(started_response);
-            let reply = steps.iter().rev().find_map(|s| s.reply().cloned());
-            let state = last.state.clone();
-            let voice_reply = match reply.map(|r| (r.rendered, r.end)) {
-                Some((Rendered::Voice(prompt), true)) => VoiceReply::Hangup {
-                    goodbye: Some(prompt),
-                },
-                Some((Rendered::Voice(prompt), false)) if !state.status.is_terminal() => {
-                    VoiceReply::Prompt {
-                        prompt,
-                        action_url: action_url.to_string(),
-                    }
-                }
-                _ => VoiceReply::Hangup { goodbye: None },
-            };
-            let transcript = match &voice_reply {
-                VoiceReply::Prompt { prompt, .. } => prompt.transcript(),
-                VoiceReply::Hangup {
-                    goodbye: Some(prompt),
-                } => prompt.transcript(),
-                _ => String::new(),
-            };
-            let end = !matches!(voice_reply, VoiceReply::Prompt { .. });
-            let record = SessionRecord {
-                state,
+        }
+    }
+
+    fn outcome(
+        &mut self,
+        _gateway: &Gateway,
+        advance: &Advance,
+        steps: &[engine::Step],
+    ) -> Outcome<VoiceReply> {
+        let reply = steps.iter().rev().find_map(|s| s.reply().cloned());
+        let over = steps.last().is_none_or(|s| s.state.status.is_terminal());
+        let voice_reply = match reply.map(|r| (r.rendered, r.end)) {
+            Some((Rendered::Voice(prompt), true)) => VoiceReply::Hangup {
+                goodbye: Some(prompt),
+            },
+            Some((Rendered::Voice(prompt), false)) if !over => VoiceReply::Prompt {
+                prompt,
+                action_url: self.action_url.to_string(),
+            },
+            _ => VoiceReply::Hangup { goodbye: None },
+        };
+        let transcript = match &voice_reply {
+            VoiceReply::Prompt { prompt, .. } => prompt.transcript(),
+            VoiceReply::Hangup {
+                goodbye: Some(prompt),
+            } => prompt.transcript(),
+            _ => String::new(),
+        };
+        let end = !matches!(voice_reply, VoiceReply::Prompt { .. });
+        Outcome {
+            kept: Kept {
                 progress: String::new(),
                 reply: UssdReply {
                     text: transcript,
                     end,
                 },
                 reply_ids: Vec::new(),
-            };
-            let ttl = Duration::from_secs(flow.flow.session_timeout.0.max(1));
-            let state_bytes = record.state.encode();
-            let resume = resume_copy(&citizen, &flow, &record.state, &state_bytes);
-            let outcome = self
-                .sessions
-                .save_and_remember(&key, version, &record.encode(), ttl, resume)
-                .await
-                .map_err(|e| StepError::Sessions(e.to_string()))?;
-            match outcome {
-                SaveOutcome::Saved { .. } => return Ok(voice_reply),
-                SaveOutcome::Conflict { .. } => {
-                    telemetry::error("version_conflict");
-                    lost_start = started;
-                    continue;
-                }
-            }
+            },
+            writes: Vec::new(),
+            reply: voice_reply,
+            ttl: Duration::from_secs(advance.flow.flow.session_timeout.0.max(1)),
         }
-        if lost_start.is_some()
-            && let Ok(stored) = self.sessions.load(&key).await
-        {
-            let winner = stored.and_then(|s| SessionRecord::decode(&s.data));
-            self.withdraw_lost_start(lost_start, winner.as_ref()).await;
-        }
-        Err(StepError::Contention)
     }
 }
 

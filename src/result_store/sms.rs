@@ -4,7 +4,7 @@
 //! These are plain records written through the same group-committed writer as the answers
 //! (so a message is durable before it is submitted, at the cost of sharing a flush) and read
 //! back on connections of their own. This module never talks to an SMSC and never decides
-//! what to send: that is `smpp::outbox`. Receipt ids are stored already normalised with the
+//! what to send: that is `sms::outbox`. Receipt ids are stored already normalised with the
 //! operator's rules, so matching is a plain join.
 
 /// Where an outbound message stands. Only `Queued` and `Sending` are unfinished.

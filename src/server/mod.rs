@@ -40,7 +40,7 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub metrics: Option<PrometheusHandle>,
     /// The outbound SMS queue when SMPP binds are configured (the `/sms` API needs it).
-    pub outbox: Option<Arc<crate::smpp::outbox::Outbox>>,
+    pub outbox: Option<Arc<crate::sms::outbox::Outbox>>,
     /// Who may call the admin routes and post each provider's callbacks.
     pub guard: Arc<Guard>,
 }
@@ -51,7 +51,7 @@ impl AppState {
     pub fn new(
         gateway: Arc<Gateway>,
         metrics: Option<PrometheusHandle>,
-        outbox: Option<Arc<crate::smpp::outbox::Outbox>>,
+        outbox: Option<Arc<crate::sms::outbox::Outbox>>,
     ) -> anyhow::Result<AppState> {
         let guard = Guard::from_config(&gateway.config).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(AppState {
@@ -526,7 +526,7 @@ async fn sms_send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    use crate::smpp::outbox::{NewSms, OutboxError};
+    use crate::sms::outbox::{NewSms, OutboxError};
     if !admin_authorised(&state, peer, &headers) {
         return unauthorised();
     }
@@ -695,7 +695,7 @@ pub async fn serve(
     // Inbound messages this process keeps are received from now on; older unhandled ones were
     // left by an earlier run.
     let started_ms = crate::dispatcher::now_ms();
-    let binds = Arc::new(crate::smpp::binds::Binds::start(Arc::clone(&gateway)));
+    let binds = Arc::new(crate::sms::binds::Binds::start(Arc::clone(&gateway)));
     let state = AppState::new(
         Arc::clone(&gateway),
         telemetry::install_metrics(),

@@ -10,10 +10,8 @@
 //! dropped bind) are easier to guarantee in code we own. `rusmpp-core` serves only as an
 //! independent reference in a differential test (a dev-dependency).
 
-pub mod binds;
 pub mod esme;
 pub mod framing;
-pub mod outbox;
 pub mod pdu;
 pub mod profile;
 pub mod receipt;

@@ -103,6 +103,29 @@ impl UssdRequest {
         }
     }
 
+    /// The sub-code dialled (`Some(None)` when none), when this request surely starts a
+    /// session, so the flow it dials is known before the session is read. Africa's Talking
+    /// sends a dialled sub-code as the first request's text, but every later request of the
+    /// session looks the same: only its empty text is surely a dial.
+    pub fn surely_dials(&self) -> Option<Option<String>> {
+        match (&self.input, self.resolve(None)) {
+            (UssdInput::Cumulative(text), _) if !text.is_empty() => None,
+            (_, Resolved::Start { sub_code, .. }) => Some(sub_code),
+            _ => None,
+        }
+    }
+
+    /// The progress a session started by this request counts as consumed when the request
+    /// was meant for a session the gateway does not hold (expired, or lost with an in-memory
+    /// store): everything it carries.
+    pub fn progress_of_restart(&self) -> String {
+        match &self.input {
+            UssdInput::Cumulative(text) => text.clone(),
+            UssdInput::Latest { sequence, .. } => sequence.to_string(),
+            UssdInput::Begin { .. } | UssdInput::End => "0".to_string(),
+        }
+    }
+
     /// Works out the newest input given the session's stored progress (`None`: no session).
     pub fn resolve(&self, progress: Option<&str>) -> Resolved {
         match (&self.input, progress) {

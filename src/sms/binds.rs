@@ -29,7 +29,7 @@ use crate::smpp::ShortMessage;
 use crate::smpp::esme::{
     Ack, BindType, Delivery, Esme, EsmeHandle, Inbound, SubmitOutcome, TpsLimiter,
 };
-use crate::smpp::outbox::{NewSms, Outbox};
+use crate::sms::outbox::{NewSms, Outbox};
 
 /// Inbound messages being kept right now on this node, by what they carry (operator,
 /// sender, recipient, text). A copy that arrives while its twin is still being kept (the SMSC

@@ -1,0 +1,13 @@
+//! Sending and receiving SMS for the gateway: the layer between the dispatcher (which decides
+//! what to say) and the SMPP protocol (which only knows PDUs and binds).
+//!
+//! - [`outbox`]: the outbound queue that loses nothing and sends nothing twice (stored before
+//!   it is submitted, a guarded `queued -> sending` claim, outcomes and receipts stored).
+//! - [`binds`]: the operator binds `baraza serve` keeps open, wiring inbound messages to the
+//!   dispatcher and the outbox to the ESMEs.
+//!
+//! The protocol folder (`crate::smpp`) sits below this and never reaches up into the
+//! dispatcher; this module never encodes a PDU.
+
+pub mod binds;
+pub mod outbox;
