@@ -330,6 +330,7 @@ on_both_backends!(
     delete_removes_a_session,
     resumable_copies_put_get_take_and_clear,
     opt_outs_are_recorded_and_withdrawn,
+    a_lease_has_one_holder_until_it_gives_it_back,
     odd_ids_stay_distinct,
     ping_answers,
     save_and_remember_writes_the_session_and_the_resume_copy,
@@ -652,6 +653,69 @@ async fn opt_outs_are_recorded_and_withdrawn(store: Arc<SessionStore>) {
         .set_opted_out(subscriber, false)
         .await
         .expect("opt back in twice");
+}
+
+/// A lease (one SMS step per number across nodes) has one holder at a time; only its holder
+/// gives it back, and an expired one can be taken by another.
+async fn a_lease_has_one_holder_until_it_gives_it_back(store: Arc<SessionStore>) {
+    let number = "+254700000005";
+    assert!(
+        store
+            .lease("turn", number, "a-1", MINUTE)
+            .await
+            .expect("lease")
+    );
+    assert!(
+        !store
+            .lease("turn", number, "b-1", MINUTE)
+            .await
+            .expect("lease")
+    );
+    assert!(
+        store
+            .lease("turn", "+254700000006", "b-1", MINUTE)
+            .await
+            .expect("lease"),
+        "another number is free"
+    );
+    store.release("turn", number, "b-1").await.expect("release");
+    assert!(
+        !store
+            .lease("turn", number, "b-2", MINUTE)
+            .await
+            .expect("lease"),
+        "only the holder gives it back"
+    );
+    store.release("turn", number, "a-1").await.expect("release");
+    assert!(
+        store
+            .lease("turn", number, "b-3", Duration::from_millis(30))
+            .await
+            .expect("lease")
+    );
+    // Expiry is the store's own clock (Redis PX, the in-memory deadline): wait it out.
+    let taken = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if store
+                .lease("turn", number, "c-1", MINUTE)
+                .await
+                .expect("lease")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(taken.is_ok(), "an expired lease is free again");
+    store.release("turn", number, "b-3").await.expect("release");
+    assert!(
+        !store
+            .lease("turn", number, "d-1", MINUTE)
+            .await
+            .expect("lease"),
+        "the late release of an expired lease leaves the new holder's alone"
+    );
 }
 
 /// Ids that could collide or break a naive `prefix:s:{channel:id}` layout.

@@ -161,3 +161,46 @@ async fn two_messages_at_once_memory() {
 async fn two_messages_at_once_redis() {
     two_messages_at_once_are_both_answered(Stores::RedisPostgres).await;
 }
+
+/// The same citizen's two quick answers reach two nodes (each on its own bind): both are
+/// answered, in turn, and each answer is stored against its own question. Without a turn held
+/// across nodes the second node answered the same question over the first, and its answer
+/// replaced the first one's in the result store (so the store said `office` and `5` for a
+/// citizen who chose water and rated it 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_messages_at_once_on_two_nodes_are_both_answered() {
+    let a = common::start(Stores::RedisPostgres).await;
+    let b = common::from_config(
+        a.config.clone(),
+        tempfile::tempdir().expect("tempdir"),
+        None,
+        None,
+    )
+    .await;
+    let citizens: Vec<String> = (0..12).map(|i| format!("+2547335561{i:02}")).collect();
+    for citizen in &citizens {
+        let first = a.gateway.sms_step(citizen, "HEALTH").await;
+        assert!(first[0].text.contains("Which service?"), "{first:?}");
+        let (x, y) = tokio::join!(
+            a.gateway.sms_step(citizen, "2"),
+            b.gateway.sms_step(citizen, "5"),
+        );
+        assert_eq!((x.len(), y.len()), (1, 1), "both answered: {x:?} {y:?}");
+    }
+    let rows = a.responses("service_feedback").await;
+    assert_eq!(rows.len(), citizens.len());
+    for row in rows {
+        let answers: Vec<(&str, &str)> = row
+            .answers
+            .iter()
+            .map(|(name, (value, _))| (name.as_str(), value.as_str()))
+            .collect();
+        // "2" then "5": water, rated 5; "5" then "2": the county office, rated 2.
+        assert!(
+            answers == [("rating", "5"), ("service", "water")]
+                || answers == [("rating", "2"), ("service", "office")],
+            "each answer against its own question: {answers:?}"
+        );
+    }
+    a.cleanup().await;
+}

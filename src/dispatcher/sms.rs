@@ -8,10 +8,12 @@
 //! on every channel that sends (USSD and voice are started by the citizen, so they are not
 //! suppressed).
 //!
-//! Two messages from one number that arrive together are both answered, in turn: a node runs
-//! one step per number at a time ([`NumberLocks`]), so the second reads what the first saved
-//! (answering the next question) instead of answering the same question over it; a step that
-//! still loses the save to another node is done again from the saved session.
+//! Two messages from one number that arrive together are both answered, in turn, on one node
+//! or on two: one step per number runs at a time (a lock per number on each node,
+//! [`NumberLocks`], and a lease in the session store across nodes), so the second reads what
+//! the first saved (answering the next question) instead of answering the same question over
+//! it and overwriting its answer; a step that still loses the save (a lease that expired) is
+//! done again from the saved session.
 
 use std::time::Duration;
 
@@ -85,12 +87,36 @@ pub struct OutgoingSms {
     pub purpose: &'static str,
 }
 
+/// The session store's name for a number's turn, held across nodes (see
+/// [`Gateway::sms_lease`]).
+const TURN_LEASE: &str = "sms-turn";
+
 /// One lock per phone number with a step running on this node; an entry lives only while
-/// someone holds or waits for it, so the map stays as small as the steps in flight.
-#[derive(Default)]
+/// someone holds or waits for it, so the map stays as small as the steps in flight. Across
+/// nodes a lease in the session store does the same ([`Gateway::sms_lease`]); this lock keeps
+/// a node's own steps of one number from polling the store for it.
 pub(crate) struct NumberLocks {
     locks:
         std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    /// This process among the nodes sharing the session store (process id and start time),
+    /// the first part of every lease holder name it hands out.
+    process: String,
+    /// The last part: one per lease this process takes.
+    leases: std::sync::atomic::AtomicU64,
+}
+
+impl Default for NumberLocks {
+    fn default() -> NumberLocks {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        NumberLocks {
+            locks: Default::default(),
+            process: format!("{:x}-{started:x}", std::process::id()),
+            leases: Default::default(),
+        }
+    }
 }
 
 /// A held number lock; dropping it lets the next step of the number in and forgets the
@@ -102,6 +128,14 @@ pub(crate) struct NumberGuard<'a> {
 }
 
 impl NumberLocks {
+    /// A lease holder name no other step of any node uses.
+    fn next_holder(&self) -> String {
+        let n = self
+            .leases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n:x}", self.process)
+    }
+
     pub(crate) async fn lock(&self, number: &str) -> NumberGuard<'_> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -206,6 +240,7 @@ impl Gateway {
         let deadline = Duration::from_millis(self.config.ussd.step_deadline_ms.max(1) * 5);
         let step = async {
             let _turn = self.sms_numbers.lock(from).await;
+            let lease = self.sms_lease(from, deadline).await?;
             let mut step = SmsStep {
                 from,
                 text,
@@ -213,7 +248,12 @@ impl Gateway {
                 marker: handled,
                 route,
             };
-            self.run_step(&mut step).await
+            let outcome = self.run_step(&mut step).await;
+            if let Err(e) = self.sessions.release(TURN_LEASE, from, &lease).await {
+                // It expires on its own; the number's next step waits until then.
+                warn!(error = %e, "SMS turn not given back");
+            }
+            outcome
         };
         match tokio::time::timeout(deadline, step.instrument(span.clone())).await {
             Ok(Ok(outcome)) => {
@@ -232,6 +272,27 @@ impl Gateway {
                 telemetry::step(Channel::Sms, "smpp", "deadline", started.elapsed());
                 SmsOutcome::default()
             }
+        }
+    }
+
+    /// Waits for the number's turn across nodes: a lease in the session store, taken for
+    /// twice the step's `deadline` (the step gives it back when it is done; one whose node
+    /// stopped holds it until then). Returns the lease's holder name.
+    async fn sms_lease(&self, from: &str, deadline: Duration) -> Result<String, StepError> {
+        let holder = self.sms_numbers.next_holder();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let taken = self
+                .sessions
+                .lease(TURN_LEASE, from, &holder, deadline * 2)
+                .await
+                .map_err(|e| StepError::Sessions(e.to_string()))?;
+            if taken {
+                return Ok(holder);
+            }
+            telemetry::session("sms_turn_wait");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 

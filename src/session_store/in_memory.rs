@@ -166,6 +166,11 @@ impl InMemorySessions {
 
     /// See [`super::SessionStore::claim`].
     pub fn claim(&self, kind: &str, id: &str, ttl: Duration) -> bool {
+        self.claim_as(kind, id, b"1", ttl)
+    }
+
+    /// See [`super::SessionStore::lease`]: a claim whose value names its holder.
+    pub fn claim_as(&self, kind: &str, id: &str, holder: &[u8], ttl: Duration) -> bool {
         let now = Instant::now();
         let tag = mark_tag(kind, id);
         let mut maps = self.lock();
@@ -176,11 +181,21 @@ impl InMemorySessions {
         maps.marks.insert(
             tag,
             Entry {
-                value: b"1".to_vec(),
+                value: holder.to_vec(),
                 expires_at: deadline(now, ttl),
             },
         );
         true
+    }
+
+    /// See [`super::SessionStore::release`].
+    pub fn release(&self, kind: &str, id: &str, holder: &[u8]) {
+        let now = Instant::now();
+        let tag = mark_tag(kind, id);
+        let mut maps = self.lock();
+        if Self::live_mark(&mut maps, &tag, now).is_some_and(|e| e.value == holder) {
+            maps.marks.remove(&tag);
+        }
     }
 
     /// See [`super::SessionStore::count_for`]: the counter expires `ttl` after its first

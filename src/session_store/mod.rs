@@ -426,6 +426,39 @@ impl SessionStore {
         }
     }
 
+    /// Takes the lease `kind`/`id` for `holder` for `ttl` when nobody holds it: true when
+    /// taken. Held across gateway nodes (Redis `SET NX PX`); a holder that stops without
+    /// giving it back loses it at `ttl`. Used to run one SMS step per number at a time.
+    pub async fn lease(
+        &self,
+        kind: &str,
+        id: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => Ok(memory.claim_as(kind, id, holder.as_bytes(), ttl)),
+            SessionStore::Redis(redis) => redis.claim_as(kind, id, holder, ttl).await,
+        }
+    }
+
+    /// Gives the lease `kind`/`id` back if `holder` still holds it (one that expired and was
+    /// taken by another holder is left alone).
+    pub async fn release(
+        &self,
+        kind: &str,
+        id: &str,
+        holder: &str,
+    ) -> Result<(), SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => {
+                memory.release(kind, id, holder.as_bytes());
+                Ok(())
+            }
+            SessionStore::Redis(redis) => redis.release(kind, id, holder).await,
+        }
+    }
+
     /// Adds one to the counter `kind`/`id` and returns the new count; a new counter expires
     /// `ttl` after its first increment (later increments keep that expiry). Used for daily caps.
     pub async fn count_for(

@@ -288,16 +288,50 @@ impl RedisSessions {
         id: &str,
         ttl: Duration,
     ) -> Result<bool, SessionStoreError> {
+        self.claim_as(kind, id, "1", ttl).await
+    }
+
+    /// See [`super::SessionStore::lease`]: `SET NX PX` with the holder as the value.
+    pub async fn claim_as(
+        &self,
+        kind: &str,
+        id: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, SessionStoreError> {
         let mut connection = self.connection.clone();
         let command = redis::cmd("SET")
             .arg(self.mark_key(kind, id))
-            .arg(1)
+            .arg(holder)
             .arg("NX")
             .arg("PX")
             .arg(ttl_ms(ttl))
             .clone();
         let set: Option<String> = self.bounded(command.query_async(&mut connection)).await?;
         Ok(set.is_some())
+    }
+
+    /// See [`super::SessionStore::release`]: deletes the mark only while it still names
+    /// `holder` (compare and delete, one script call).
+    pub async fn release(
+        &self,
+        kind: &str,
+        id: &str,
+        holder: &str,
+    ) -> Result<(), SessionStoreError> {
+        const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+        let script = Script::new(RELEASE);
+        let mut invocation = script.prepare_invoke();
+        invocation.key(self.mark_key(kind, id)).arg(holder);
+        let mut connection = self.connection.clone();
+        self.bounded(invocation.invoke_async::<i64>(&mut connection))
+            .await
+            .map(|_| ())
     }
 
     /// See [`super::SessionStore::count_for`]: `INCR`, then `PEXPIRE ... NX` (the expiry is
