@@ -10,7 +10,7 @@
 //! `nodes/`, then `render/` (one file per channel's way of showing a `Screen`).
 
 pub mod answer;
-mod nodes;
+pub mod nodes;
 pub mod render;
 pub mod screen;
 pub mod state;
@@ -207,6 +207,26 @@ struct Run<'a> {
     flow: &'a CompiledFlow,
     actions: Vec<Action>,
     now: i64,
+}
+
+/// A screen's texts filled with one session's values (the engine's [`nodes::Fill`]).
+struct SessionFill<'s, 'a> {
+    run: &'s Run<'a>,
+    s: &'s SessionState,
+}
+
+impl nodes::Fill for SessionFill<'_, '_> {
+    fn language(&self) -> &str {
+        &self.s.language
+    }
+
+    fn text(&self, source: &str) -> String {
+        self.run.text(self.s, source)
+    }
+
+    fn ui(&self, key: UiKey) -> String {
+        self.run.ui(self.s, key, &[])
+    }
 }
 
 /// What a node made of an answer.
@@ -664,7 +684,7 @@ impl<'a> Run<'a> {
             };
             match node {
                 Node::Message(m) => {
-                    lead.push(self.line(s, &m.prompt));
+                    lead.push(nodes::message::lead_line(self.f(), m, &self.fill(s)));
                     node_id = m.next.clone();
                 }
                 Node::Branch(b) => node_id = nodes::branch::route(b, s),
@@ -715,22 +735,19 @@ impl<'a> Run<'a> {
             };
         }
         let lead = s.lead.clone();
-        let back = self.back_offered(s);
-        match flow.nodes.get(&s.node) {
-            Some(Node::Menu(m)) => Screen {
-                back,
-                ..nodes::menu::screen(self, s, m, lead)
+        let shown = flow.nodes.get(&s.node).and_then(|node| {
+            Some((
+                node,
+                nodes::screen(flow, node, lead.clone(), &self.fill(s))?,
+            ))
+        });
+        match shown {
+            Some((Node::End(_), screen)) => screen,
+            Some((_, screen)) => Screen {
+                back: self.back_offered(s),
+                ..screen
             },
-            Some(Node::Question(q)) => Screen {
-                back,
-                ..nodes::question::screen(self, s, q, lead)
-            },
-            Some(Node::Language(l)) => Screen {
-                back,
-                ..nodes::language::screen(self, s, l, lead)
-            },
-            Some(Node::End(e)) => nodes::end::screen(self, s, e, lead),
-            Some(Node::Message(_) | Node::Branch(_)) | None => Screen {
+            None => Screen {
                 lead,
                 prompt: Line::text(self.ui(s, UiKey::TooManyAttempts, &[])),
                 choices: Vec::new(),
@@ -783,12 +800,9 @@ impl<'a> Run<'a> {
     }
 
     /// Renders a prompt's text and picks its recording, in the session's language.
-    pub(crate) fn line(&self, s: &SessionState, prompt: &crate::flow::model::Prompt) -> Line {
-        let flow = self.f();
-        Line {
-            text: self.text(s, prompt.text.get(&s.language, &flow.default_language)),
-            audio: prompt.audio.get(&s.language).cloned(),
-        }
+    /// The session's values, for filling a node's texts ([`nodes::Fill`]).
+    fn fill<'s>(&'s self, s: &'s SessionState) -> SessionFill<'s, 'a> {
+        SessionFill { run: self, s }
     }
 
     /// Renders one text of the flow with the session's variables.

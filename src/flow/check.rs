@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 use crate::encoding::gsm7;
 use crate::engine::CompiledFlow;
+use crate::engine::nodes;
 use crate::engine::render::{sms, ussd};
-use crate::engine::screen::{Choice, Expect, Line, Screen, SkipKeys};
+use crate::engine::screen::{Expect, Line, Screen};
 use crate::engine::ui_text;
 use crate::flow::diagnostic::did_you_mean;
 pub use crate::flow::diagnostic::{Diagnostic, Severity};
@@ -1884,7 +1885,9 @@ impl<'a> Ctx<'a> {
     }
 
     /// The screen of node `id` in `lang`, after `lead` lines; messages are followed through
-    /// to the node that waits (their text becomes lead lines), as the engine does.
+    /// to the node that waits (their text becomes lead lines), as the engine does. The screen
+    /// is the engine's own (`engine::nodes::screen`), its texts filled with the longest values
+    /// they can take; the checker adds where each line comes from.
     fn build_screen(
         &self,
         id: &str,
@@ -1892,19 +1895,18 @@ impl<'a> Ctx<'a> {
         mut lead: Vec<(Line, Option<LineOrigin>)>,
     ) -> Option<BuiltScreen> {
         let flow = self.flow;
+        let fill = LongestFill { ctx: self, lang };
         let mut current = id;
         let mut seen = HashSet::new();
         let node = loop {
             let node = flow.nodes.get(current)?;
             match node {
                 Node::Message(m) if seen.insert(current) => {
-                    let text =
-                        self.fill(m.prompt.text.get(lang, &flow.default_language), lang, &[]);
                     let origin = LineOrigin {
                         path: variant_path(&ypath!["nodes", current, "text"], &m.prompt.text, lang),
                         what: format!("the text of message `{current}`"),
                     };
-                    lead.push((Line::text(text), Some(origin)));
+                    lead.push((nodes::message::lead_line(flow, m, &fill), Some(origin)));
                     current = &m.next;
                 }
                 Node::Message(_) | Node::Branch(_) => break None,
@@ -1936,94 +1938,53 @@ impl<'a> Ctx<'a> {
                 origins,
             });
         };
-        let name = self.node_name(current);
-        let prompt = node.prompt()?;
-        let prompt_text = self.fill(prompt.text.get(lang, &flow.default_language), lang, &[]);
-        if !prompt_text.trim().is_empty() {
+        let screen = nodes::screen(flow, node, lead_lines, &fill)?;
+        origins.extend(self.origins_of(current, node, &screen, lang));
+        Some(BuiltScreen { screen, origins })
+    }
+
+    /// Where the lines of `node`'s own part of `screen` come from, in the order the screen
+    /// shows them: the prompt (when it shows), each choice, the skip line.
+    fn origins_of(
+        &self,
+        id: &str,
+        node: &Node,
+        screen: &Screen,
+        lang: &str,
+    ) -> Vec<Option<LineOrigin>> {
+        let name = self.node_name(id);
+        let mut origins = Vec::new();
+        if let Some(prompt) = node.prompt()
+            && !screen.prompt.text.trim().is_empty()
+        {
             origins.push(Some(LineOrigin {
-                path: variant_path(&ypath!["nodes", current, "text"], &prompt.text, lang),
+                path: variant_path(&ypath!["nodes", id, "text"], &prompt.text, lang),
                 what: format!("the text of {name}"),
             }));
         }
-        let ui = |key: UiKey| self.fill(ui_text::raw(flow, key, lang), lang, &[]);
-        let mut choices = Vec::new();
-        let expect = match node {
-            Node::Menu(m) => {
-                for (i, o) in m.options.iter().enumerate() {
-                    choices.push(Choice {
-                        key: m.key_of(i).into_owned(),
-                        label: self.fill(o.label.get(lang, &flow.default_language), lang, &[]),
-                        audio: None,
-                    });
-                    origins.push(Some(LineOrigin {
-                        path: variant_path(
-                            &ypath!["nodes", current, "options", i, "label"],
-                            &o.label,
-                            lang,
-                        ),
-                        what: format!("option {} of {name}", i + 1),
-                    }));
+        for i in 0..screen.choices.len() {
+            let path = match node {
+                Node::Menu(m) => variant_path(
+                    &ypath!["nodes", id, "options", i, "label"],
+                    &m.options[i].label,
+                    lang,
+                ),
+                Node::Language(_) => ypath!["nodes", id, "options", i, "label"].to_vec(),
+                // Yes and no are interface texts, not the flow's.
+                _ => {
+                    origins.push(None);
+                    continue;
                 }
-                Expect::Choice
-            }
-            Node::Language(l) => {
-                for (i, o) in l.options.iter().enumerate() {
-                    choices.push(Choice {
-                        key: (i + 1).to_string(),
-                        label: o.label.clone(),
-                        audio: None,
-                    });
-                    origins.push(Some(LineOrigin {
-                        path: ypath!["nodes", current, "options", i, "label"].to_vec(),
-                        what: format!("option {} of {name}", i + 1),
-                    }));
-                }
-                Expect::Choice
-            }
-            Node::Question(q) => {
-                let skip = q.optional.then(|| SkipKeys {
-                    ussd: flow.ussd.skip_key.clone(),
-                    sms: flow.sms.skip_word.clone(),
-                    voice: flow.voice.skip_key.clone(),
-                    label: ui(UiKey::Skip),
-                });
-                match q.answer {
-                    AnswerType::YesNo => {
-                        for (key, ui_key) in [("1", UiKey::Yes), ("2", UiKey::No)] {
-                            choices.push(Choice {
-                                key: key.to_string(),
-                                label: ui(ui_key),
-                                audio: None,
-                            });
-                            origins.push(None);
-                        }
-                        Expect::Choice
-                    }
-                    AnswerType::Number => Expect::Number { skip },
-                    AnswerType::Date => Expect::Date { skip },
-                    AnswerType::Text => Expect::Text {
-                        max_length: q.max_length(),
-                        record: q.record,
-                        skip,
-                    },
-                }
-            }
-            Node::End(_) => Expect::Nothing,
-            Node::Message(_) | Node::Branch(_) => return None,
-        };
-        let screen = Screen {
-            lead: lead_lines,
-            prompt: Line::text(prompt_text),
-            choices,
-            expect,
-            end: matches!(node, Node::End(_)),
-            language: lang.to_string(),
-            back: false,
-        };
+            };
+            origins.push(Some(LineOrigin {
+                path,
+                what: format!("option {} of {name}", i + 1),
+            }));
+        }
         if screen.skip().is_some() {
             origins.push(None);
         }
-        Some(BuiltScreen { screen, origins })
+        origins
     }
 
     fn ussd_fit(&mut self, id: &str, lang: &str, built: &BuiltScreen) {
@@ -2216,6 +2177,28 @@ impl<'a> Ctx<'a> {
             },
             Node::Message(_) | Node::Branch(_) | Node::End(_) => "xxxxxxxxxx".to_string(),
         }
+    }
+}
+
+/// A screen's texts filled with the longest values they can take (the checker's
+/// [`nodes::Fill`]): a screen that fits with these fits with any answers.
+struct LongestFill<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    lang: &'c str,
+}
+
+impl nodes::Fill for LongestFill<'_, '_> {
+    fn language(&self) -> &str {
+        self.lang
+    }
+
+    fn text(&self, source: &str) -> String {
+        self.ctx.fill(source, self.lang, &[])
+    }
+
+    fn ui(&self, key: UiKey) -> String {
+        self.ctx
+            .fill(ui_text::raw(self.ctx.flow, key, self.lang), self.lang, &[])
     }
 }
 

@@ -7,7 +7,7 @@ use crate::engine::state::SessionState;
 use crate::flow::model::{BranchNode, Condition, NodeId};
 
 /// The node to go to: the first rule that holds, else the default.
-pub(crate) fn route(node: &BranchNode, s: &SessionState) -> NodeId {
+pub(in crate::engine) fn route(node: &BranchNode, s: &SessionState) -> NodeId {
     node.rules
         .iter()
         .find(|r| holds(&r.when, s))

@@ -1,18 +1,23 @@
 //! End nodes: the final message; the session is completed when it is shown.
 
-use crate::engine::Run;
 use crate::engine::screen::{Expect, Line, Screen};
-use crate::engine::state::SessionState;
-use crate::flow::model::EndNode;
+use crate::flow::model::{EndNode, Flow};
 
-pub(crate) fn screen(run: &Run<'_>, s: &SessionState, node: &EndNode, lead: Vec<Line>) -> Screen {
+use super::Fill;
+
+pub(in crate::engine) fn screen(
+    flow: &Flow,
+    node: &EndNode,
+    lead: Vec<Line>,
+    fill: &impl Fill,
+) -> Screen {
     Screen {
         lead,
-        prompt: run.line(s, &node.prompt),
+        prompt: super::line(flow, &node.prompt, fill),
         choices: Vec::new(),
         expect: Expect::Nothing,
         end: true,
-        language: s.language.clone(),
+        language: fill.language().to_string(),
         back: false,
     }
 }

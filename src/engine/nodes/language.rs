@@ -2,20 +2,21 @@
 //!
 //! Each option is shown in its own language (`Kiswahili`, `English`), numbered 1, 2, ...
 
+use crate::engine::Outcome;
 use crate::engine::screen::{Choice, Expect, Line, Screen};
-use crate::engine::state::SessionState;
-use crate::engine::{Outcome, Run};
-use crate::flow::model::LanguageNode;
+use crate::flow::model::{Flow, LanguageNode};
 
-pub(crate) fn screen(
-    run: &Run<'_>,
-    s: &SessionState,
+use super::Fill;
+
+pub(in crate::engine) fn screen(
+    flow: &Flow,
     node: &LanguageNode,
     lead: Vec<Line>,
+    fill: &impl Fill,
 ) -> Screen {
     Screen {
         lead,
-        prompt: run.line(s, &node.prompt),
+        prompt: super::line(flow, &node.prompt, fill),
         choices: node
             .options
             .iter()
@@ -28,12 +29,12 @@ pub(crate) fn screen(
             .collect(),
         expect: Expect::Choice,
         end: false,
-        language: s.language.clone(),
+        language: fill.language().to_string(),
         back: false,
     }
 }
 
-pub(crate) fn answer(node: &LanguageNode, input: &str) -> Outcome {
+pub(in crate::engine) fn answer(node: &LanguageNode, input: &str) -> Outcome {
     let chosen = node.options.iter().enumerate().find(|(i, o)| {
         input == (i + 1).to_string()
             || input.eq_ignore_ascii_case(&o.label)

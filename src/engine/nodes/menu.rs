@@ -5,31 +5,43 @@
 use crate::engine::screen::{Choice, Expect, Line, Screen};
 use crate::engine::state::SessionState;
 use crate::engine::{Outcome, Run};
-use crate::flow::model::MenuNode;
+use crate::flow::model::{Flow, MenuNode};
 
-pub(crate) fn screen(run: &Run<'_>, s: &SessionState, node: &MenuNode, lead: Vec<Line>) -> Screen {
-    let flow = &run.flow.flow;
+use super::Fill;
+
+pub(in crate::engine) fn screen(
+    flow: &Flow,
+    node: &MenuNode,
+    lead: Vec<Line>,
+    fill: &impl Fill,
+) -> Screen {
+    let language = fill.language();
     Screen {
         lead,
-        prompt: run.line(s, &node.prompt),
+        prompt: super::line(flow, &node.prompt, fill),
         choices: node
             .options
             .iter()
             .enumerate()
             .map(|(i, o)| Choice {
                 key: node.key_of(i).into_owned(),
-                label: run.text(s, o.label.get(&s.language, &flow.default_language)),
-                audio: o.audio.get(&s.language).cloned(),
+                label: fill.text(o.label.get(language, &flow.default_language)),
+                audio: o.audio.get(language).cloned(),
             })
             .collect(),
         expect: Expect::Choice,
         end: false,
-        language: s.language.clone(),
+        language: language.to_string(),
         back: false,
     }
 }
 
-pub(crate) fn answer(run: &Run<'_>, s: &SessionState, node: &MenuNode, input: &str) -> Outcome {
+pub(in crate::engine) fn answer(
+    run: &Run<'_>,
+    s: &SessionState,
+    node: &MenuNode,
+    input: &str,
+) -> Outcome {
     let flow = &run.flow.flow;
     let by_key = (0..node.options.len()).find(|&i| node.key_of(i).eq_ignore_ascii_case(input));
     let chosen = by_key.or_else(|| {

@@ -5,12 +5,11 @@
 //! it is said first. Nothing here waits for input.
 
 use crate::engine::Line;
-use crate::engine::Run;
-use crate::engine::state::SessionState;
-use crate::flow::model::MessageNode;
+use crate::flow::model::{Flow, MessageNode};
+
+use super::Fill;
 
 /// The line a message adds before the next prompt.
-#[allow(dead_code)]
-pub(crate) fn lead_line(run: &Run<'_>, s: &SessionState, node: &MessageNode) -> Line {
-    run.line(s, &node.prompt)
+pub fn lead_line(flow: &Flow, node: &MessageNode, fill: &impl Fill) -> Line {
+    super::line(flow, &node.prompt, fill)
 }

@@ -8,32 +8,33 @@ use crate::engine::screen::{Choice, Expect, Line, Screen, SkipKeys};
 use crate::engine::state::{Channel, SessionState};
 use crate::engine::ui_text;
 use crate::engine::{Outcome, Run};
-use crate::flow::model::{AnswerType, QuestionNode, UiKey};
+use crate::flow::model::{AnswerType, Flow, QuestionNode, UiKey};
 
-pub(crate) fn screen(
-    run: &Run<'_>,
-    s: &SessionState,
+use super::Fill;
+
+pub(in crate::engine) fn screen(
+    flow: &Flow,
     node: &QuestionNode,
     lead: Vec<Line>,
+    fill: &impl Fill,
 ) -> Screen {
-    let flow = &run.flow.flow;
     let skip = node.optional.then(|| SkipKeys {
         ussd: flow.ussd.skip_key.clone(),
         sms: flow.sms.skip_word.clone(),
         voice: flow.voice.skip_key.clone(),
-        label: run.ui(s, UiKey::Skip, &[]),
+        label: fill.ui(UiKey::Skip),
     });
     let (choices, expect) = match node.answer {
         AnswerType::YesNo => (
             vec![
                 Choice {
                     key: "1".into(),
-                    label: run.ui(s, UiKey::Yes, &[]),
+                    label: fill.ui(UiKey::Yes),
                     audio: None,
                 },
                 Choice {
                     key: "2".into(),
-                    label: run.ui(s, UiKey::No, &[]),
+                    label: fill.ui(UiKey::No),
                     audio: None,
                 },
             ],
@@ -52,16 +53,21 @@ pub(crate) fn screen(
     };
     Screen {
         lead,
-        prompt: run.line(s, &node.prompt),
+        prompt: super::line(flow, &node.prompt, fill),
         choices,
         expect,
         end: false,
-        language: s.language.clone(),
+        language: fill.language().to_string(),
         back: false,
     }
 }
 
-pub(crate) fn answer(run: &Run<'_>, s: &SessionState, node: &QuestionNode, input: &str) -> Outcome {
+pub(in crate::engine) fn answer(
+    run: &Run<'_>,
+    s: &SessionState,
+    node: &QuestionNode,
+    input: &str,
+) -> Outcome {
     let flow = &run.flow.flow;
     if node.optional {
         let skip_key = match s.channel {
@@ -98,7 +104,11 @@ pub(crate) fn answer(run: &Run<'_>, s: &SessionState, node: &QuestionNode, input
 }
 
 /// The built-in notice for an invalid answer to this question.
-pub(crate) fn default_invalid(run: &Run<'_>, s: &SessionState, node: &QuestionNode) -> String {
+pub(in crate::engine) fn default_invalid(
+    run: &Run<'_>,
+    s: &SessionState,
+    node: &QuestionNode,
+) -> String {
     match node.answer {
         AnswerType::Number => {
             let min = node
