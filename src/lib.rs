@@ -21,3 +21,4 @@ pub mod session_store;
 pub mod simulator;
 pub mod smpp;
 pub mod telemetry;
+pub mod tls;
