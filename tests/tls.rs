@@ -370,3 +370,44 @@ fn tls_files_are_checked_at_start_and_errors_name_the_file() {
         "{debug}"
     );
 }
+
+/// The commented `store_tls` example in `gateway-config/production.yaml`, uncommented, is a
+/// valid config; relative paths are taken from the config file's folder.
+#[test]
+fn the_production_example_parses_and_paths_are_relative_to_the_config() {
+    let production =
+        std::fs::read_to_string(common::manifest_dir().join("gateway-config/production.yaml"))
+            .expect("production.yaml");
+    let example: String = production
+        .lines()
+        .skip_while(|line| *line != "# store_tls:")
+        .take_while(|line| line.starts_with('#'))
+        .map(|line| format!("{}\n", line.trim_start_matches('#').get(1..).unwrap_or("")))
+        .collect();
+    assert!(example.starts_with("store_tls:\n"), "{example}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, &example).expect("write");
+    let config = baraza::config::Config::from_file(&file).expect("the example parses");
+    assert_eq!(
+        config.store_tls.redis.ca_file.as_deref(),
+        Some(Path::new("/etc/baraza/tls/redis-ca.pem"))
+    );
+    assert!(config.store_tls.redis.client_key_file.is_some());
+    assert!(config.store_tls.postgres.ca_file.is_some());
+
+    std::fs::write(
+        &file,
+        "store_tls:\n  postgres:\n    ca_file: certs/ca.pem\n",
+    )
+    .expect("write");
+    let config = baraza::config::Config::from_file(&file).expect("relative paths parse");
+    assert_eq!(
+        config.store_tls.postgres.ca_file,
+        Some(dir.path().join("certs/ca.pem"))
+    );
+    let unknown = "store_tls:\n  redis:\n    ca: x.pem\n";
+    std::fs::write(&file, unknown).expect("write");
+    let error = baraza::config::Config::from_file(&file).expect_err("an unknown key");
+    assert!(error.to_string().contains("unknown field `ca`"), "{error}");
+}
