@@ -235,6 +235,28 @@ pub fn tls_failure<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&
     None
 }
 
+/// A failed TLS connection in words: which side refused, rustls's reason, and `checks` (what
+/// the server's certificate was checked against) when it was the server's certificate.
+pub fn failure_message(reason: &rustls::Error, checks: &str) -> String {
+    use rustls::AlertDescription as Alert;
+    match reason {
+        rustls::Error::InvalidCertificate(_) => {
+            format!("the server's certificate was refused: {reason} ({checks})")
+        }
+        rustls::Error::AlertReceived(
+            Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::AccessDenied,
+        ) => format!(
+            "the server refused the connection: {reason} (a server that wants a client \
+             certificate needs client_cert_file and client_key_file, from a CA it trusts)"
+        ),
+        _ => format!("{reason} ({checks})"),
+    }
+}
+
 /// The error `error` wraps. An I/O error's and a shared error's `source` skip the error they
 /// wrap (they answer with its cause), so those two are opened here.
 fn next_cause<'a>(

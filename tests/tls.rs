@@ -4,11 +4,12 @@
 //! made here (a test CA, and a second CA that must not be trusted).
 //!
 //! What is checked: sessions work over `rediss://` with the configured CA and are refused
-//! with any other CA or none (a private CA is not a Mozilla root); a plain `redis://` URL to
-//! the TLS port fails within the connect budget; the result store commits and reads over TLS
-//! for each `sslmode`, `verify-full` checks the host's name and `verify-ca` does not, a wrong
-//! CA fails verification with rustls's reason, `sslmode=disable` is refused by the server; a
-//! gateway built from config uses both; bad TLS files are start errors naming the file.
+//! with any other CA or none (a private CA is not a Mozilla root) or a certificate for another
+//! name; a plain `redis://` URL to the TLS port fails at once; the result store commits and
+//! reads over TLS for each `sslmode`, `verify-full` checks the host's name and `verify-ca` does
+//! not, a wrong CA fails verification with rustls's reason, `sslmode=disable` is refused by the
+//! server; mutual TLS (a client certificate) with both servers; a gateway built from config
+//! uses both stores over TLS; bad TLS files are start errors naming the file.
 
 mod common;
 
@@ -20,12 +21,22 @@ use baraza::result_store::{AnswerRecord, ResponseStart, ResultStore, ResultStore
 use baraza::session_store::{RedisSessions, SaveOutcome, SessionKey, SessionStore, Stored};
 use baraza::tls::{TlsError, TlsMaterial};
 use common::Stores;
-use common::servers::{PrivatePostgres, PrivateRedis, ServerCertificate, TestCa};
+use common::servers::{IssuedCertificate, PrivatePostgres, PrivateRedis, TestCa};
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// The server certificate names both ways a test reaches the server.
 const SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1"];
+
+/// Trusting `certificate`'s CA and presenting `certificate` (mutual TLS).
+fn presenting(certificate: &IssuedCertificate) -> TlsMaterial {
+    TlsMaterial::load(&TlsFiles {
+        ca_file: Some(certificate.ca_file.clone()),
+        client_cert_file: Some(certificate.cert_file.clone()),
+        client_key_file: Some(certificate.key_file.clone()),
+    })
+    .expect("the client certificate loads")
+}
 
 fn trusting(ca_file: &Path) -> TlsMaterial {
     TlsMaterial::load(&TlsFiles {
@@ -52,8 +63,8 @@ async fn connect_redis(url: &str, tls: &TlsMaterial) -> Result<RedisSessions, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_over_rediss_trust_the_configured_ca_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certificate =
-        TestCa::new("baraza test redis CA").server_certificate(dir.path(), "redis", SERVER_NAMES);
+    let ca = TestCa::new("baraza test redis CA");
+    let certificate = ca.server_certificate(dir.path(), "redis", SERVER_NAMES);
     let redis = PrivateRedis::start_tls(&certificate);
 
     let sessions = connect_redis(&redis.url(), &trusting(&certificate.ca_file))
@@ -103,6 +114,17 @@ async fn sessions_over_rediss_trust_the_configured_ca_only() {
         .await
         .expect_err("a certificate for another name is refused");
     assert!(name.contains("not valid for name"), "{name}");
+
+    // Mutual TLS: a server that wants a client certificate from its CA.
+    let mutual = PrivateRedis::start_mutual_tls(&certificate);
+    let client = ca.client_certificate(dir.path(), "redis-client", "baraza");
+    let anonymous = connect_redis(&mutual.url(), &trusting(&certificate.ca_file))
+        .await
+        .expect_err("no client certificate, no session store");
+    assert!(anonymous.contains("client_cert_file"), "{anonymous}");
+    connect_redis(&mutual.url(), &presenting(&client))
+        .await
+        .expect("a client certificate from the server's CA is accepted");
 
     let plain = format!("redis://127.0.0.1:{}", redis.port());
     let started = std::time::Instant::now();
@@ -204,6 +226,10 @@ async fn results_over_tls_follow_sslmode_and_the_configured_ca() {
     round_trip(&pg, &misnamed("sslmode=verify-ca"), &ours, "r-ca-no-name").await;
     round_trip(&pg, &local("sslmode=require"), &none, "r-require").await;
     round_trip(&pg, &local(""), &none, "r-prefer-default").await;
+    // Mutual TLS: `template1` wants a client certificate naming the user.
+    let client = ca.client_certificate(dir.path(), "pg-client", "postgres");
+    let mutual = pg.url_of("template1", "127.0.0.1", "sslmode=verify-full");
+    round_trip(&pg, &mutual, &presenting(&client), "r-mutual").await;
 
     let refusals = [
         (
@@ -229,6 +255,8 @@ async fn results_over_tls_follow_sslmode_and_the_configured_ca() {
             &none,
             "sslmode=allow is not supported",
         ),
+        // No client certificate where the server wants one.
+        (mutual.clone(), &ours, "requires a valid client certificate"),
     ];
     for (url, tls, expected) in refusals {
         refused(&url, tls, expected).await;
@@ -244,7 +272,7 @@ async fn a_gateway_from_config_uses_tls_to_both_stores() {
     let pg_certificate = ca.server_certificate(dir.path(), "postgres", SERVER_NAMES);
     let redis = PrivateRedis::start_tls(&redis_certificate);
     let pg = PrivatePostgres::start_tls_only(&pg_certificate);
-    let ca_file = |c: &ServerCertificate| TlsFiles {
+    let ca_file = |c: &IssuedCertificate| TlsFiles {
         ca_file: Some(c.ca_file.clone()),
         ..TlsFiles::default()
     };

@@ -30,7 +30,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::flow_versions::{
     FLOW_VERSION_COLUMNS, PublishedFlow, StoredFlowVersion, changed_version, stored_version,
 };
-use crate::tls::{ServerCheck, TlsMaterial, tls_failure};
+use crate::tls::{ServerCheck, TlsMaterial, failure_message, tls_failure};
 
 use super::sms::{INBOUND_COLUMNS, MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
@@ -349,12 +349,11 @@ impl Target {
         let (driver_mode, check) = ssl_mode.plan(tls.ca_file().is_some());
         config.ssl_mode(driver_mode);
         let trust = match check {
-            ServerCheck::EncryptOnly => "the certificate is not checked".to_string(),
-            ServerCheck::Chain => format!("the certificate is checked against {}", tls.trusted()),
-            ServerCheck::ChainAndName => format!(
-                "the certificate and host name are checked against {}",
-                tls.trusted()
-            ),
+            ServerCheck::EncryptOnly => "its certificate is not checked".to_string(),
+            ServerCheck::Chain => format!("its chain is checked against {}", tls.trusted()),
+            ServerCheck::ChainAndName => {
+                format!("its name and chain are checked against {}", tls.trusted())
+            }
         };
         let tls_config = tls
             .client_config(check)
@@ -427,9 +426,11 @@ impl Target {
     fn connect_error(&self, error: tokio_postgres::Error) -> ResultStoreError {
         match tls_failure(&error) {
             Some(reason) => ResultStoreError::Postgres(format!(
-                "TLS with the server failed: {reason} (sslmode={}; {})",
-                self.ssl_mode.name(),
-                self.trust
+                "TLS: {}",
+                failure_message(
+                    reason,
+                    &format!("sslmode={}: {}", self.ssl_mode.name(), self.trust)
+                )
             )),
             None => pg_error(error),
         }

@@ -47,7 +47,7 @@ use redis::{
     ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisError, Script, TlsCertificates, Value,
 };
 
-use crate::tls::{TlsMaterial, tls_failure};
+use crate::tls::{TlsMaterial, failure_message, tls_failure};
 
 use super::{
     ResumeCopy, SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl,
@@ -218,9 +218,9 @@ fn redis_client(url: &str, tls: &TlsMaterial) -> Result<redis::Client, SessionSt
 /// A TLS failure says what the certificate was checked against; other errors stay as they are.
 fn with_tls_context(error: RedisError, tls: &TlsMaterial) -> SessionStoreError {
     match tls_failure(&error) {
-        Some(reason) => SessionStoreError::Tls(format!(
-            "{reason} (the certificate and host name are checked against {})",
-            tls.trusted()
+        Some(reason) => SessionStoreError::Tls(failure_message(
+            reason,
+            &format!("its name and chain are checked against {}", tls.trusted()),
         )),
         None => error.into(),
     }

@@ -34,9 +34,9 @@ pub struct TestCa {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
-/// A server's certificate and key as PEM files, and the CA file that trusts it.
+/// A certificate and its key as PEM files, and the file of the CA that issued it.
 #[derive(Clone, Debug)]
-pub struct ServerCertificate {
+pub struct IssuedCertificate {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub ca_file: PathBuf,
@@ -68,18 +68,49 @@ impl TestCa {
 
     /// A server certificate for `names` (DNS names or IP addresses), written with its key
     /// and this CA into `dir` as `<stem>.crt`, `<stem>.key`, `<stem>-ca.crt`.
-    pub fn server_certificate(&self, dir: &Path, stem: &str, names: &[&str]) -> ServerCertificate {
+    pub fn server_certificate(&self, dir: &Path, stem: &str, names: &[&str]) -> IssuedCertificate {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names).expect("server params");
+        let params = rcgen::CertificateParams::new(names).expect("server params");
+        self.issue(
+            dir,
+            stem,
+            params,
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client certificate whose common name is `user` (PostgreSQL's `clientcert=verify-full`
+    /// compares it with the user name), written like [`TestCa::server_certificate`].
+    pub fn client_certificate(&self, dir: &Path, stem: &str, user: &str) -> IssuedCertificate {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, stem);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("server certificate");
-        let files = ServerCertificate {
+            .push(rcgen::DnType::CommonName, user);
+        self.issue(
+            dir,
+            stem,
+            params,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+
+    fn issue(
+        &self,
+        dir: &Path,
+        stem: &str,
+        mut params: rcgen::CertificateParams,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> IssuedCertificate {
+        if params.distinguished_name.iter().next().is_none() {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, stem);
+        }
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("certificate");
+        let files = IssuedCertificate {
             cert_file: dir.join(format!("{stem}.crt")),
             key_file: dir.join(format!("{stem}.key")),
             ca_file: dir.join(format!("{stem}-ca.crt")),
@@ -134,6 +165,13 @@ fn stop(child: &mut Child, signal: &str) {
     let _ = child.wait();
 }
 
+/// Whether a TLS server asks clients for a certificate.
+#[derive(Clone, Copy)]
+enum ClientCertificates {
+    NotAsked,
+    Required,
+}
+
 /// A `redis-server` of the test's own, keeping nothing on disk, listening on 127.0.0.1 only.
 pub struct PrivateRedis {
     child: Child,
@@ -149,11 +187,16 @@ impl PrivateRedis {
     }
 
     /// TLS only (`--port 0`), with `certificate`; clients need not present certificates.
-    pub fn start_tls(certificate: &ServerCertificate) -> PrivateRedis {
-        Self::start_with(Some(certificate))
+    pub fn start_tls(certificate: &IssuedCertificate) -> PrivateRedis {
+        Self::start_with(Some((certificate, ClientCertificates::NotAsked)))
     }
 
-    fn start_with(certificate: Option<&ServerCertificate>) -> PrivateRedis {
+    /// TLS only, and every client must present a certificate from `certificate`'s CA.
+    pub fn start_mutual_tls(certificate: &IssuedCertificate) -> PrivateRedis {
+        Self::start_with(Some((certificate, ClientCertificates::Required)))
+    }
+
+    fn start_with(certificate: Option<(&IssuedCertificate, ClientCertificates)>) -> PrivateRedis {
         let dir = tempfile::tempdir().expect("redis folder");
         let log = dir.path().join("redis.log");
         let port = free_port();
@@ -165,12 +208,16 @@ impl PrivateRedis {
             None => {
                 command.args(["--port", &port.to_string()]);
             }
-            Some(files) => {
+            Some((files, clients)) => {
                 command.args(["--port", "0", "--tls-port", &port.to_string()]);
                 command.arg("--tls-cert-file").arg(&files.cert_file);
                 command.arg("--tls-key-file").arg(&files.key_file);
                 command.arg("--tls-ca-cert-file").arg(&files.ca_file);
-                command.args(["--tls-auth-clients", "no"]);
+                let required = match clients {
+                    ClientCertificates::NotAsked => "no",
+                    ClientCertificates::Required => "yes",
+                };
+                command.args(["--tls-auth-clients", required]);
             }
         }
         let mut child = command
@@ -249,8 +296,10 @@ fn postgres_bin() -> PathBuf {
 
 impl PrivatePostgres {
     /// A cluster that speaks TLS with `certificate` and accepts only TLS connections from
-    /// 127.0.0.1 (`pg_hba.conf`: `hostssl` only), so a plain connection is refused.
-    pub fn start_tls_only(certificate: &ServerCertificate) -> PrivatePostgres {
+    /// 127.0.0.1 (`pg_hba.conf`: `hostssl` only), so a plain connection is refused. Database
+    /// `template1` also wants a client certificate from `certificate`'s CA naming the user
+    /// (`clientcert=verify-full`), for mutual TLS; the others ask for none.
+    pub fn start_tls_only(certificate: &IssuedCertificate) -> PrivatePostgres {
         let dir = tempfile::tempdir().expect("postgres folder");
         let ids = postgres_ids();
         let data = dir.path().join("data");
@@ -258,9 +307,11 @@ impl PrivatePostgres {
         let key = dir.path().join("server.key");
         std::fs::copy(&certificate.cert_file, &cert).expect("copy certificate");
         std::fs::copy(&certificate.key_file, &key).expect("copy key");
+        let ca = dir.path().join("ca.crt");
+        std::fs::copy(&certificate.ca_file, &ca).expect("copy CA");
         set_mode(&key, 0o600);
         if let Some((uid, gid)) = ids {
-            for path in [dir.path(), &cert, &key] {
+            for path in [dir.path(), &cert, &key, &ca] {
                 std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to postgres");
             }
         }
@@ -288,7 +339,8 @@ impl PrivatePostgres {
         );
         std::fs::write(
             data.join("pg_hba.conf"),
-            "hostssl all all 127.0.0.1/32 trust\n",
+            "hostssl template1 all 127.0.0.1/32 trust clientcert=verify-full\n\
+             hostssl all all 127.0.0.1/32 trust\n",
         )
         .expect("write pg_hba.conf");
         let port = free_port();
@@ -307,6 +359,8 @@ impl PrivatePostgres {
             .arg(format!("ssl_cert_file={}", cert.display()))
             .arg("-c")
             .arg(format!("ssl_key_file={}", key.display()))
+            .arg("-c")
+            .arg(format!("ssl_ca_file={}", ca.display()))
             .args(["-c", "fsync=off", "-c", "max_connections=20"])
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -328,7 +382,12 @@ impl PrivatePostgres {
     /// A URL for database `postgres` as user `postgres` at `host` (a name or `127.0.0.1`)
     /// reached at 127.0.0.1, with extra query parameters (e.g. `sslmode=verify-full`).
     pub fn url(&self, host: &str, query: &str) -> String {
-        let mut url = format!("postgres://postgres@{host}:{}/postgres", self.port);
+        self.url_of("postgres", host, query)
+    }
+
+    /// [`PrivatePostgres::url`] for `database` (`template1` wants a client certificate).
+    pub fn url_of(&self, database: &str, host: &str, query: &str) -> String {
+        let mut url = format!("postgres://postgres@{host}:{}/{database}", self.port);
         let mut parameters = Vec::new();
         if host != "127.0.0.1" {
             parameters.push("hostaddr=127.0.0.1");
