@@ -222,6 +222,13 @@ impl ClientIdentity {
     }
 }
 
+/// Makes ring the process's rustls provider, for clients that build their TLS settings from
+/// the process default (the Redis client): with a second provider linked in some day, rustls
+/// would otherwise refuse to pick one. Harmless when a default is already installed.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The reason rustls gave, when `error` or one of its causes is a TLS failure (a refused
 /// certificate, a failed handshake).
 pub fn tls_failure<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {

@@ -47,7 +47,7 @@ use redis::{
     ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisError, Script, TlsCertificates, Value,
 };
 
-use crate::tls::{TlsMaterial, failure_message, tls_failure};
+use crate::tls::{TlsMaterial, failure_message, install_default_provider, tls_failure};
 
 use super::{
     ResumeCopy, SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl,
@@ -205,6 +205,7 @@ fn redis_client(url: &str, tls: &TlsMaterial) -> Result<redis::Client, SessionSt
         }
         return Ok(redis::Client::open(info)?);
     }
+    install_default_provider();
     let certificates = TlsCertificates {
         client_tls: tls.client_pem().map(|(cert, key)| ClientTlsConfig {
             client_cert: cert.to_vec(),

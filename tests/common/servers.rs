@@ -175,9 +175,11 @@ enum ClientCertificates {
 /// A `redis-server` of the test's own, keeping nothing on disk, listening on 127.0.0.1 only.
 pub struct PrivateRedis {
     child: Child,
+    /// The server's arguments, kept for [`PrivateRedis::restart`].
+    args: Vec<std::ffi::OsString>,
     port: u16,
     tls: bool,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl PrivateRedis {
@@ -198,42 +200,47 @@ impl PrivateRedis {
 
     fn start_with(certificate: Option<(&IssuedCertificate, ClientCertificates)>) -> PrivateRedis {
         let dir = tempfile::tempdir().expect("redis folder");
-        let log = dir.path().join("redis.log");
         let port = free_port();
-        let mut command = Command::new("redis-server");
-        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
-        command.arg("--dir").arg(dir.path());
-        command.arg("--logfile").arg(&log);
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
+            args.extend(items.iter().map(|item| item.as_ref().to_os_string()));
+        };
+        push(&[
+            &"--bind",
+            &"127.0.0.1",
+            &"--save",
+            &"",
+            &"--appendonly",
+            &"no",
+        ]);
+        push(&[
+            &"--dir",
+            &dir.path(),
+            &"--logfile",
+            &dir.path().join("redis.log"),
+        ]);
+        let port_text = port.to_string();
         match certificate {
-            None => {
-                command.args(["--port", &port.to_string()]);
-            }
+            None => push(&[&"--port", &port_text]),
             Some((files, clients)) => {
-                command.args(["--port", "0", "--tls-port", &port.to_string()]);
-                command.arg("--tls-cert-file").arg(&files.cert_file);
-                command.arg("--tls-key-file").arg(&files.key_file);
-                command.arg("--tls-ca-cert-file").arg(&files.ca_file);
                 let required = match clients {
                     ClientCertificates::NotAsked => "no",
                     ClientCertificates::Required => "yes",
                 };
-                command.args(["--tls-auth-clients", required]);
+                push(&[&"--port", &"0", &"--tls-port", &port_text]);
+                push(&[&"--tls-cert-file", &files.cert_file]);
+                push(&[&"--tls-key-file", &files.key_file]);
+                push(&[&"--tls-ca-cert-file", &files.ca_file]);
+                push(&[&"--tls-auth-clients", &required]);
             }
         }
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts (installed by .ci/services.sh)");
-        wait_until_ready(&mut child, "redis-server", &log, || {
-            std::fs::read_to_string(&log)
-                .is_ok_and(|text| text.contains("Ready to accept connections"))
-        });
+        let child = spawn_redis(&args, dir.path());
         PrivateRedis {
             child,
+            args,
             port,
             tls: certificate.is_some(),
-            _dir: dir,
+            dir,
         }
     }
 
@@ -246,6 +253,30 @@ impl PrivateRedis {
         let scheme = if self.tls { "rediss" } else { "redis" };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
+
+    /// Stops the server (its data is gone: nothing is kept on disk) and starts it again on
+    /// the same port with the same settings, ready.
+    pub fn restart(&mut self) {
+        stop(&mut self.child, "-TERM");
+        self.child = spawn_redis(&self.args, self.dir.path());
+    }
+}
+
+/// Starts `redis-server` with `args` and waits until its log (in `dir`, begun afresh) says
+/// it is ready.
+fn spawn_redis(args: &[std::ffi::OsString], dir: &Path) -> Child {
+    let log = dir.join("redis.log");
+    let _ = std::fs::remove_file(&log);
+    let mut child = Command::new("redis-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts (installed by .ci/services.sh)");
+    wait_until_ready(&mut child, "redis-server", &log, || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("Ready to accept connections"))
+    });
+    child
 }
 
 impl Drop for PrivateRedis {
