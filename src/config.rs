@@ -170,11 +170,6 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Whether any file is set.
-    pub fn is_set(&self) -> bool {
-        self.ca_file.is_some() || self.client_cert_file.is_some() || self.client_key_file.is_some()
-    }
-
     fn resolve(&mut self, base: &Path) {
         for file in [
             &mut self.ca_file,

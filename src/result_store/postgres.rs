@@ -27,11 +27,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel, Statement, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::tls::{ServerCheck, TlsMaterial, failure_message, tls_failure};
+
 use super::flow_versions::{
     FLOW_VERSION_COLUMNS, PublishedFlow, StoredFlowVersion, changed_version, stored_version,
 };
-use crate::tls::{ServerCheck, TlsMaterial, failure_message, tls_failure};
-
 use super::sms::{INBOUND_COLUMNS, MESSAGE_COLUMNS, PART_COLUMNS, SmsQuery, stored_sms_state};
 use super::{
     CallAttemptQuery, CallAttemptRecord, CallKey, Control, Counters, Failure, MIGRATIONS_TABLE_SQL,
