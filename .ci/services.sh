@@ -23,7 +23,8 @@ if ! redis_up; then
   redis_up || { echo "services: Redis did not come up" >&2; exit 1; }
 fi
 
-# tests/faults.rs starts Redis servers of its own (stopped and restarted under a gateway).
+# tests/faults.rs and tests/tls.rs start Redis servers of their own (stopped and restarted under
+# a gateway; TLS only, which Debian's redis-server is built with).
 command -v redis-server >/dev/null || apt_install redis-server
 
 if ! postgres_up; then
@@ -37,6 +38,16 @@ if ! postgres_up; then
   for _ in $(seq 50); do postgres_up && break; sleep 0.2; done
   postgres_up || { echo "services: PostgreSQL did not come up" >&2; exit 1; }
 fi
+# tests/tls.rs starts PostgreSQL clusters of its own (initdb, TLS only). Where the shared server
+# runs elsewhere (a service container), the server binaries may be missing here: install them
+# without creating a cluster of their own.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  as_root mkdir -p /etc/postgresql-common
+  grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf ||
+    echo 'create_main_cluster = false' | as_root tee -a /etc/postgresql-common/createcluster.conf >/dev/null
+  apt_install postgresql
+fi
+
 if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
   psql -h 127.0.0.1 -U postgres -d postgres -c 'create database test' >/dev/null
 fi

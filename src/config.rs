@@ -33,6 +33,10 @@ pub struct Config {
     pub sessions: SessionsConfig,
     #[serde(default)]
     pub results: ResultsConfig,
+    /// Certificates for TLS to the stores (a `rediss://` sessions URL, the results URL's
+    /// `sslmode`); the URLs decide whether TLS is used, these files what it trusts.
+    #[serde(default)]
+    pub store_tls: StoreTlsConfig,
     #[serde(default)]
     pub ussd: UssdConfig,
     #[serde(default)]
@@ -73,8 +77,8 @@ pub enum SessionsConfig {
     Memory,
     /// Redis, shared by every gateway node.
     Redis {
-        /// `redis://` URL; `BARAZA_REDIS_URL` overrides it. It may hold a password, so it
-        /// is never printed.
+        /// `redis://` URL, or `rediss://` for TLS (see [`Config::store_tls`]);
+        /// `BARAZA_REDIS_URL` overrides it. It may hold a password, so it is never printed.
         #[serde(default)]
         url: Option<Secret>,
         /// Prefix of every key (several deployments may share one Redis).
@@ -115,7 +119,9 @@ pub enum ResultsConfig {
     },
     /// PostgreSQL, for multi-node deployments; `BARAZA_POSTGRES_URL` overrides `url`.
     Postgres {
-        /// May hold a password, so it is never printed.
+        /// May hold a password, so it is never printed. Its `sslmode` (`disable`, `prefer`,
+        /// the default, `require`, `verify-ca`, `verify-full`) decides TLS, with libpq's
+        /// meaning; see [`Config::store_tls`] for what the server's certificate must chain to.
         #[serde(default)]
         url: Option<Secret>,
         /// Schema to use (created if missing).
@@ -134,6 +140,48 @@ impl Default for ResultsConfig {
 
 fn default_sqlite_path() -> PathBuf {
     PathBuf::from("data/results.sqlite3")
+}
+
+/// The certificate files of the TLS connections to Redis and to PostgreSQL.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreTlsConfig {
+    /// Used when `sessions.url` is `rediss://` (and refused with a plain `redis://` URL, where
+    /// it would silently do nothing).
+    pub redis: TlsFiles,
+    /// Used when the results URL's `sslmode` asks for TLS.
+    pub postgres: TlsFiles,
+}
+
+/// PEM files for one TLS client: whom to trust, and optionally who we are. Relative paths are
+/// taken from the config file's folder. Read once at start (`crate::tls`); a missing or
+/// malformed file stops the start with its name.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsFiles {
+    /// CA certificate(s) the server's certificate must chain to, for a private CA; without
+    /// it, the Mozilla roots built into the binary (webpki-roots).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain for mutual TLS (with `client_key_file`).
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key of `client_cert_file` (PKCS#8, PKCS#1 or SEC1); only the path is ever
+    /// printed.
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn resolve(&mut self, base: &Path) {
+        for file in [
+            &mut self.ca_file,
+            &mut self.client_cert_file,
+            &mut self.client_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *file = resolve(base, file);
+        }
+    }
 }
 
 /// USSD over HTTP.
@@ -848,6 +896,7 @@ impl Config {
             flows_poll_ms: default_flows_poll_ms(),
             sessions: SessionsConfig::Memory,
             results: ResultsConfig::default(),
+            store_tls: StoreTlsConfig::default(),
             ussd: UssdConfig::default(),
             voice: VoiceConfig::default(),
             smpp: SmppConfig::default(),
@@ -875,6 +924,8 @@ impl Config {
             *path = resolve(base, path);
         }
         config.voice.audio_dir = resolve(base, &config.voice.audio_dir);
+        config.store_tls.redis.resolve(base);
+        config.store_tls.postgres.resolve(base);
         Ok(config)
     }
 

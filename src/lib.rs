@@ -22,3 +22,4 @@ pub mod simulator;
 pub mod smpp;
 pub mod sms;
 pub mod telemetry;
+pub mod tls;

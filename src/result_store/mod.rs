@@ -1004,14 +1004,25 @@ impl ResultStore {
         ))
     }
 
-    /// Connects to PostgreSQL at `url` (no TLS), creates `schema` if given and missing, applies
-    /// migrations there and starts the writer task (which reconnects if the connection drops).
-    /// Without a schema the server's default `search_path` (normally `public`) is used.
+    /// Connects to PostgreSQL at `url` (TLS as its `sslmode` says, trusting the Mozilla
+    /// roots), creates `schema` if given and missing, applies migrations there and starts the
+    /// writer task (which reconnects if the connection drops). Without a schema the server's
+    /// default `search_path` (normally `public`) is used.
     pub async fn open_postgres(
         url: &str,
         schema: Option<&str>,
     ) -> Result<ResultStore, ResultStoreError> {
-        let target = postgres::Target::new(url, schema)?;
+        Self::open_postgres_with_tls(url, schema, &crate::tls::TlsMaterial::default()).await
+    }
+
+    /// [`ResultStore::open_postgres`], TLS checked against `tls` (its CA file, else the
+    /// Mozilla roots) and presenting `tls`'s client certificate, if any.
+    pub async fn open_postgres_with_tls(
+        url: &str,
+        schema: Option<&str>,
+        tls: &crate::tls::TlsMaterial,
+    ) -> Result<ResultStore, ResultStoreError> {
+        let target = postgres::Target::new(url, schema, tls)?;
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let (stopped_tx, stopped) = watch::channel(false);
         let counters = Arc::new(Counters::default());

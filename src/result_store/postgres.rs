@@ -2,10 +2,18 @@
 //! drops), applying group-committed batches in one transaction whose statements are
 //! pipelined (sent back to back, not one round trip each); reads on connections of their own.
 //!
-//! It never uses TLS (`NoTls`; run it on a private network or a local socket), never builds
-//! SQL from data (only from the validated schema name), and never writes outside the writer,
-//! except to publish and retire flow versions (rare; one transaction on a connection of its
-//! own that locks the flow versions table, so change counters commit in order).
+//! Every connection follows the URL's `sslmode` with libpq's meaning (tokio-postgres itself
+//! knows only `disable`, `prefer` and `require`, so the two `verify-*` modes are read here):
+//! `disable` plain; `prefer` (the default) TLS when the server offers it; `require` TLS or
+//! nothing; `verify-ca` TLS with a certificate chaining to the configured CA file (else the
+//! Mozilla roots); `verify-full` that and the host's name. As in libpq, `prefer` and `require`
+//! check the chain only when a CA file is configured. A refused certificate fails the
+//! connection with rustls's reason; TLS is rustls over TCP, never OpenSSL.
+//!
+//! It never builds SQL from data (only from the validated schema name), and never writes
+//! outside the writer, except to publish and retire flow versions (rare; one transaction on a
+//! connection of its own that locks the flow versions table, so change counters commit in
+//! order).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, IsolationLevel, NoTls, Statement, Transaction};
+use tokio_postgres::{Client, IsolationLevel, Statement, Transaction};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::tls::{ServerCheck, TlsMaterial, failure_message, tls_failure};
 
 use super::flow_versions::{
     FLOW_VERSION_COLUMNS, PublishedFlow, StoredFlowVersion, changed_version, stored_version,
@@ -203,20 +214,150 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Where to connect: the URL and the schema that holds the tables.
+/// Where to connect: the URL, how TLS is used, and the schema that holds the tables.
 #[derive(Clone)]
 pub(super) struct Target {
     config: tokio_postgres::Config,
+    /// The URL's `sslmode`, for [`Target::describe`].
+    ssl_mode: SslMode,
+    /// What the server's certificate is checked against, for TLS error messages.
+    trust: String,
+    /// Used for every connection (unless `sslmode=disable`, when the driver never asks it).
+    tls: MakeRustlsConnect,
     /// Validated identifier, or `None` for the server's default search path.
     schema: Option<String>,
 }
 
+/// libpq's `sslmode` values this store honours (`allow`, plain first and TLS after, has no
+/// tokio-postgres counterpart and is refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<SslMode, ResultStoreError> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(ResultStoreError::Postgres(format!(
+                    "invalid url: sslmode={other} is not supported (use disable, prefer, \
+                     require, verify-ca or verify-full)"
+                )));
+            }
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// What the driver is told, and how much of the server's certificate is checked.
+    fn plan(self, has_ca_file: bool) -> (tokio_postgres::config::SslMode, ServerCheck) {
+        use tokio_postgres::config::SslMode as Driver;
+        let chain_if_ca = if has_ca_file {
+            ServerCheck::Chain
+        } else {
+            ServerCheck::EncryptOnly
+        };
+        match self {
+            SslMode::Disable => (Driver::Disable, ServerCheck::ChainAndName),
+            SslMode::Prefer => (Driver::Prefer, chain_if_ca),
+            SslMode::Require => (Driver::Require, chain_if_ca),
+            SslMode::VerifyCa => (Driver::Require, ServerCheck::Chain),
+            SslMode::VerifyFull => (Driver::Require, ServerCheck::ChainAndName),
+        }
+    }
+}
+
+/// The URL without its `sslmode` parameter, and that parameter's value. Only the URL form
+/// (`postgres://...?sslmode=...`) is read here; a `key=value` string is left to the driver,
+/// which knows `disable`, `prefer` and `require`.
+fn split_sslmode(url: &str) -> Result<(String, Option<SslMode>), ResultStoreError> {
+    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let Some((base, query)) = url.split_once('?').filter(|_| is_url) else {
+        return Ok((url.to_string(), None));
+    };
+    let mut mode = None;
+    let mut kept = Vec::new();
+    for parameter in query.split('&') {
+        match parameter.strip_prefix("sslmode=") {
+            Some(value) => mode = Some(SslMode::parse(value)?),
+            None => kept.push(parameter),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, mode))
+}
+
+/// Where a URL the driver refused asks for TLS settings this store takes elsewhere.
+fn tls_hint(url: &str) -> &'static str {
+    if url.contains("sslrootcert") || url.contains("sslcert") || url.contains("sslkey") {
+        " (certificate files go in store_tls.postgres: ca_file, client_cert_file, client_key_file)"
+    } else if url.contains("verify-") {
+        " (sslmode=verify-ca and verify-full are read from the postgres:// URL form)"
+    } else {
+        ""
+    }
+}
+
 impl Target {
-    pub(super) fn new(url: &str, schema: Option<&str>) -> Result<Target, ResultStoreError> {
+    pub(super) fn new(
+        url: &str,
+        schema: Option<&str>,
+        tls: &TlsMaterial,
+    ) -> Result<Target, ResultStoreError> {
+        let (url, url_mode) = split_sslmode(url)?;
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| {
-                ResultStoreError::Postgres(format!("invalid url: {}", describe(&e)))
+                ResultStoreError::Postgres(format!(
+                    "invalid url: {}{}",
+                    describe(&e),
+                    tls_hint(&url)
+                ))
             })?;
+        let ssl_mode = url_mode.unwrap_or(match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+            tokio_postgres::config::SslMode::Require => SslMode::Require,
+            _ => SslMode::Prefer,
+        });
+        if ssl_mode == SslMode::Disable && tls.is_set() {
+            return Err(ResultStoreError::Postgres(
+                "TLS certificates are configured (store_tls.postgres) but the url says \
+                 sslmode=disable"
+                    .into(),
+            ));
+        }
+        let (driver_mode, check) = ssl_mode.plan(tls.ca_file().is_some());
+        config.ssl_mode(driver_mode);
+        let trust = match check {
+            ServerCheck::EncryptOnly => "its certificate is not checked".to_string(),
+            ServerCheck::Chain => format!("its chain is checked against {}", tls.trusted()),
+            ServerCheck::ChainAndName => {
+                format!("its name and chain are checked against {}", tls.trusted())
+            }
+        };
+        let tls_config = tls
+            .client_config(check)
+            .map_err(|e| ResultStoreError::Postgres(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
@@ -228,10 +369,16 @@ impl Target {
             Some(name) => return Err(ResultStoreError::InvalidSchema(name.to_string())),
             None => None,
         };
-        Ok(Target { config, schema })
+        Ok(Target {
+            config,
+            ssl_mode,
+            trust,
+            tls: MakeRustlsConnect::new(tls_config),
+            schema,
+        })
     }
 
-    /// Host, database and schema, without credentials.
+    /// Host, database, schema and TLS mode, without credentials.
     pub(super) fn describe(&self) -> String {
         let hosts: Vec<String> = self
             .config
@@ -243,17 +390,22 @@ impl Target {
             })
             .collect();
         format!(
-            "{}/{} schema {}",
+            "{}/{} schema {} sslmode {}",
             hosts.join(","),
             self.config.get_dbname().unwrap_or(""),
-            self.schema.as_deref().unwrap_or("(default)")
+            self.schema.as_deref().unwrap_or("(default)"),
+            self.ssl_mode.name()
         )
     }
 
     /// A new connection with `search_path` set to the schema; the connection runs on a task
     /// of its own that ends when the client is dropped.
     async fn connect(&self) -> Result<Client, ResultStoreError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(pg_error)?;
+        let (client, connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| self.connect_error(e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %describe(&e), "postgres result store connection ended");
@@ -266,6 +418,22 @@ impl Target {
                 .map_err(pg_error)?;
         }
         Ok(client)
+    }
+}
+
+impl Target {
+    /// A TLS failure says which `sslmode` and what the certificate was checked against.
+    fn connect_error(&self, error: tokio_postgres::Error) -> ResultStoreError {
+        match tls_failure(&error) {
+            Some(reason) => ResultStoreError::Postgres(format!(
+                "TLS: {}",
+                failure_message(
+                    reason,
+                    &format!("sslmode={}: {}", self.ssl_mode.name(), self.trust)
+                )
+            )),
+            None => pg_error(error),
+        }
     }
 }
 
@@ -1147,7 +1315,53 @@ fn flow_version_row(row: &tokio_postgres::Row) -> Result<StoredFlowVersion, Resu
 
 #[cfg(test)]
 mod tests {
-    use super::valid_schema_name;
+    use super::{SslMode, Target, split_sslmode, valid_schema_name};
+    use crate::tls::TlsMaterial;
+
+    fn mode_of(url: &str) -> Result<SslMode, String> {
+        Target::new(url, None, &TlsMaterial::default())
+            .map(|target| target.ssl_mode)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sslmode_is_read_from_the_url_with_libpq_names() {
+        assert_eq!(
+            split_sslmode("postgres://u@h/db?sslmode=verify-full&application_name=x").ok(),
+            Some((
+                "postgres://u@h/db?application_name=x".to_string(),
+                Some(SslMode::VerifyFull)
+            ))
+        );
+        assert_eq!(
+            split_sslmode("postgresql://u@h/db?sslmode=verify-ca").ok(),
+            Some(("postgresql://u@h/db".to_string(), Some(SslMode::VerifyCa)))
+        );
+        assert_eq!(mode_of("postgres://u@h/db"), Ok(SslMode::Prefer));
+        assert_eq!(
+            mode_of("postgres://u@h/db?sslmode=require"),
+            Ok(SslMode::Require)
+        );
+        assert_eq!(
+            mode_of("host=h user=u sslmode=disable"),
+            Ok(SslMode::Disable)
+        );
+        assert_eq!(
+            mode_of("host=h user=u sslmode=require"),
+            Ok(SslMode::Require)
+        );
+    }
+
+    #[test]
+    fn tls_settings_the_driver_cannot_read_get_a_hint() {
+        let refused = |url: &str| mode_of(url).expect_err(url);
+        assert!(refused("postgres://u@h/db?sslmode=allow").contains("sslmode=allow"));
+        assert!(refused("host=h sslmode=verify-full").contains("postgres:// URL form"));
+        assert!(
+            refused("postgres://u:pw@h/db?sslrootcert=/etc/ca.pem").contains("store_tls.postgres")
+        );
+        assert!(!refused("postgres://u:pw@h/db?sslrootcert=/etc/ca.pem").contains("pw"));
+    }
 
     #[test]
     fn schema_names_are_plain_identifiers() {

@@ -32,6 +32,7 @@ use crate::flow::catalog::FlowCatalog;
 use crate::result_store::{CallAttemptQuery, ResultStore};
 use crate::session_store::{InMemorySessions, RedisSessions, SessionStore};
 use crate::telemetry;
+use crate::tls::TlsMaterial;
 use auth::{CallbackCheck, CallbackSource, Guard};
 
 /// Shared by every route.
@@ -83,11 +84,14 @@ pub async fn build_gateway(config: Config) -> anyhow::Result<Gateway> {
             let url = url.clone().ok_or_else(|| {
                 anyhow::anyhow!("sessions.store is redis but no url is given (set sessions.url or BARAZA_REDIS_URL)")
             })?;
+            let tls = TlsMaterial::load(&config.store_tls.redis)
+                .map_err(|e| anyhow::anyhow!("store_tls.redis: {e}"))?;
             SessionStore::Redis(
-                RedisSessions::connect(
+                RedisSessions::connect_with_tls(
                     url.expose(),
                     key_prefix,
                     Duration::from_millis(*response_timeout_ms),
+                    &tls,
                 )
                 .await
                 .map_err(|e| {
@@ -130,7 +134,9 @@ pub async fn open_result_store(config: &Config) -> anyhow::Result<ResultStore> {
                     "results.store is postgres but no url is given (set results.url or BARAZA_POSTGRES_URL)"
                 )
             })?;
-            ResultStore::open_postgres(url.expose(), schema.as_deref())
+            let tls = TlsMaterial::load(&config.store_tls.postgres)
+                .map_err(|e| anyhow::anyhow!("store_tls.postgres: {e}"))?;
+            ResultStore::open_postgres_with_tls(url.expose(), schema.as_deref(), &tls)
                 .await
                 .map_err(|e| anyhow::anyhow!("postgres result store: {e}"))?
         }

@@ -129,6 +129,9 @@ pub enum SessionStoreError {
     /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The TLS connection to Redis failed (its certificate refused, or the handshake).
+    #[error("redis TLS: {0}")]
+    Tls(String),
     /// Redis did not answer in time; the call was abandoned (its effect, for a write, is
     /// unknown).
     #[error("redis did not answer within {} ms", after.as_millis())]

@@ -1,6 +1,12 @@
 //! The Redis session store: one shared multiplexed connection ([`ConnectionManager`]) and one
 //! network round trip per session load and per session save.
 //!
+//! A `rediss://` URL makes that connection (and every reconnection, which reuses the same
+//! client) TLS: the server's certificate must chain to the configured CA file, or to the
+//! Mozilla roots when none is configured, and name the URL's host; a client certificate is
+//! presented when one is configured. Certificates configured for a plain `redis://` URL are
+//! refused rather than ignored.
+//!
 //! Key layout (the only place that defines it; every component escaped by
 //! [`super::key_component`], so no id can reach outside its braces or collide with another):
 //! - session: `<prefix>:s:{<channel>:<id>}`, value = 8-byte big-endian version, then the data;
@@ -37,7 +43,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script, Value};
+use redis::{
+    ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisError, Script, TlsCertificates, Value,
+};
+
+use crate::tls::{TlsMaterial, failure_message, install_default_provider, tls_failure};
 
 use super::{
     ResumeCopy, SaveOutcome, SessionBackend, SessionKey, SessionStoreError, Stored, clamp_ttl,
@@ -183,20 +193,66 @@ fn save_outcome(reply: Value, version: u64) -> Result<SaveOutcome, SessionStoreE
     }
 }
 
+/// The client for `url`: over TLS with `tls`'s certificates for `rediss://`; plain for
+/// `redis://` (and Unix sockets) only when `tls` is empty.
+fn redis_client(url: &str, tls: &TlsMaterial) -> Result<redis::Client, SessionStoreError> {
+    let info = url.into_connection_info()?;
+    if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        if tls.is_set() {
+            return Err(SessionStoreError::Tls(
+                "certificates are configured (store_tls.redis) but the URL is not rediss://".into(),
+            ));
+        }
+        return Ok(redis::Client::open(info)?);
+    }
+    install_default_provider();
+    let certificates = TlsCertificates {
+        client_tls: tls.client_pem().map(|(cert, key)| ClientTlsConfig {
+            client_cert: cert.to_vec(),
+            client_key: key.to_vec(),
+        }),
+        root_cert: tls.ca_pem().map(<[u8]>::to_vec),
+    };
+    Ok(redis::Client::build_with_tls(info, certificates)?)
+}
+
+/// A TLS failure says what the certificate was checked against; other errors stay as they are.
+fn with_tls_context(error: RedisError, tls: &TlsMaterial) -> SessionStoreError {
+    match tls_failure(&error) {
+        Some(reason) => SessionStoreError::Tls(failure_message(
+            reason,
+            &format!("its name and chain are checked against {}", tls.trusted()),
+        )),
+        None => error.into(),
+    }
+}
+
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(clamp_ttl(ttl).as_millis()).unwrap_or(u64::MAX)
 }
 
 impl RedisSessions {
-    /// Connects to `url` (`redis://` or `rediss://`), loads the save script, and bounds every
-    /// later command by `response_timeout`. Keys start with `key_prefix` and `:`.
+    /// Connects to `url` (`redis://`, or `rediss://` trusting the Mozilla roots), loads the
+    /// save script, and bounds every later command by `response_timeout`. Keys start with
+    /// `key_prefix` and `:`.
     pub async fn connect(
         url: &str,
         key_prefix: &str,
         response_timeout: Duration,
     ) -> Result<RedisSessions, SessionStoreError> {
+        Self::connect_with_tls(url, key_prefix, response_timeout, &TlsMaterial::default()).await
+    }
+
+    /// [`RedisSessions::connect`], a `rediss://` URL's server checked against `tls` (its CA
+    /// file, else the Mozilla roots) and presented `tls`'s client certificate, if any.
+    pub async fn connect_with_tls(
+        url: &str,
+        key_prefix: &str,
+        response_timeout: Duration,
+        tls: &TlsMaterial,
+    ) -> Result<RedisSessions, SessionStoreError> {
         validate_prefix(key_prefix)?;
-        let client = redis::Client::open(url)?;
+        let client = redis_client(url, tls)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(response_timeout))
             .set_connection_timeout(Some(response_timeout.max(Duration::from_secs(1))))
@@ -208,7 +264,7 @@ impl RedisSessions {
         )
         .await
         {
-            Ok(connected) => connected?,
+            Ok(connected) => connected.map_err(|e| with_tls_context(e, tls))?,
             Err(_) => {
                 return Err(SessionStoreError::Timeout {
                     after: CONNECT_BUDGET,

@@ -17,6 +17,8 @@ use baraza::config::{Config, ResultsConfig, ServiceCode, SessionsConfig};
 use baraza::dispatcher::Gateway;
 use baraza::server::{self, AppState};
 
+pub mod servers;
+
 pub fn redis_url() -> String {
     std::env::var("BARAZA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
