@@ -7,6 +7,8 @@
 //! except to publish and retire flow versions (rare; one transaction on a connection of its
 //! own that locks the flow versions table, so change counters commit in order).
 
+pub(super) mod contacts;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
