@@ -455,7 +455,8 @@ impl ResultStore {
             .collect())
     }
 
-    async fn consent_among(
+    /// The consent stored for each of `msisdns` (E.164) that has one, in no set order.
+    pub async fn consent_among(
         &self,
         msisdns: &[String],
     ) -> Result<Vec<(String, ConsentRecord)>, ResultStoreError> {
