@@ -246,19 +246,58 @@ pub fn parse_mapping(text: &str) -> Result<(String, String), ImportError> {
         .ok_or_else(|| ImportError::BadMapping(text.to_string()))
 }
 
-/// Counts the bytes read through it (for the progress bar).
+/// Where the lines of the file start, as far as it has been read: the CSV reader's own line
+/// numbers miss line breaks inside quoted cells written as CRLF, so rows are placed by their
+/// byte offset instead. Holds only the line breaks not yet passed by a row (a buffer's worth).
+#[derive(Debug, Default)]
+struct Lines {
+    /// Bytes read so far (also the progress bar's position).
+    read: u64,
+    /// Offsets of the line breaks read and not yet passed.
+    breaks: std::collections::VecDeque<u64>,
+    /// Line breaks passed.
+    passed: u64,
+}
+
+impl Lines {
+    /// The 1-based line of a record the CSV reader placed at `offset` (offsets only ever
+    /// grow). After a CRLF the reader places the next record on the LF that ends the line
+    /// before it, so a break at `offset` itself is passed too.
+    fn line_at(&mut self, offset: u64) -> u64 {
+        while self.breaks.front().is_some_and(|b| *b <= offset) {
+            self.breaks.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
+type SharedLines = std::sync::Arc<std::sync::Mutex<Lines>>;
+
+/// Counts bytes and notes line breaks as the CSV reader pulls the file through it.
 struct Counting<R> {
     inner: R,
-    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    lines: SharedLines,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.read
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut lines) = self.lines.lock() {
+            let base = lines.read;
+            for (i, _) in buf[..n].iter().enumerate().filter(|(_, b)| **b == b'\n') {
+                lines.breaks.push_back(base + i as u64);
+            }
+            lines.read += n as u64;
+        }
         Ok(n)
     }
+}
+
+/// The line a record starts on.
+fn line_of(lines: &SharedLines, record: &csv::ByteRecord) -> u64 {
+    let offset = record.position().map_or(0, csv::Position::byte);
+    lines.lock().map_or(0, |mut l| l.line_at(offset))
 }
 
 /// Bytes looked at to tell text from binary and to guess the delimiter.
@@ -405,6 +444,7 @@ fn read_row(
     schema: &ContactSchema,
     columns: &[Option<Field>],
     record: &csv::ByteRecord,
+    line: u64,
     this_year: i32,
 ) -> Result<Option<Row>, String> {
     if record
@@ -427,7 +467,7 @@ fn read_row(
     let mut problems = Vec::new();
     let mut number_seen = false;
     let mut row = Row {
-        line: record.position().map_or(0, |p| p.line()),
+        line,
         msisdn: String::new(),
         values: Vec::new(),
         consent: None,
@@ -526,6 +566,8 @@ struct Run<'a> {
     /// `import:<file name>`, the consent log's author.
     author: String,
     observer: &'a mut dyn Observer,
+    /// The notices of the batch under way, reported in line order when it is flushed.
+    notices: Vec<Notice>,
     /// Number (as digits) -> line of its first row in the file.
     seen: HashMap<u64, u64>,
     summary: ImportSummary,
@@ -543,17 +585,36 @@ fn number_key(msisdn: &str) -> u64 {
 
 impl Run<'_> {
     fn notice(&mut self, line: u64, kind: NoticeKind, message: String) {
-        let notice = Notice {
+        self.notices.push(Notice {
             file: self.file.clone(),
             line,
             kind,
             message,
-        };
-        self.observer.notice(&notice);
+        });
+    }
+
+    /// Tells the observer how far the import is.
+    fn progress(&mut self, lines: &SharedLines) {
+        let bytes = lines.lock().map_or(0, |l| l.read);
+        self.observer.progress(bytes, self.summary.rows);
+    }
+
+    /// Reports the batch's notices, in line order.
+    fn report(&mut self) {
+        self.notices.sort_by_key(|n| n.line);
+        for notice in self.notices.drain(..) {
+            self.observer.notice(&notice);
+        }
     }
 
     /// Compares a batch of rows with the store, merges duplicates, writes what changed.
     async fn flush(&mut self, rows: Vec<Row>) -> Result<(), ImportError> {
+        let written = self.write(rows).await;
+        self.report();
+        written
+    }
+
+    async fn write(&mut self, rows: Vec<Row>) -> Result<(), ImportError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -695,10 +756,10 @@ pub async fn import_file(
         .read_to_end(&mut head)
         .map_err(io)?;
     let delimiter = sniff(&file_name, &head)?;
-    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let lines = SharedLines::default();
     let source = Counting {
         inner: std::io::Cursor::new(head).chain(file),
-        read: std::sync::Arc::clone(&read),
+        lines: std::sync::Arc::clone(&lines),
     };
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -733,6 +794,7 @@ pub async fn import_file(
         file: file_name.clone(),
         author,
         observer,
+        notices: Vec::new(),
         seen: HashMap::new(),
         summary: ImportSummary::default(),
     };
@@ -740,7 +802,8 @@ pub async fn import_file(
     let mut record = csv::ByteRecord::new();
     while reader.read_byte_record(&mut record).map_err(csv_error)? {
         run.summary.rows += 1;
-        match read_row(schema, &columns, &record, this_year) {
+        let line = line_of(&lines, &record);
+        match read_row(schema, &columns, &record, line, this_year) {
             Ok(None) => run.summary.blank += 1,
             Ok(Some(mut row)) => {
                 let first = *run.seen.entry(number_key(&row.msisdn)).or_insert(row.line);
@@ -751,21 +814,16 @@ pub async fn import_file(
             }
             Err(reason) => {
                 run.summary.rejected += 1;
-                let line = record.position().map_or(0, |p| p.line());
                 run.notice(line, NoticeKind::Rejected, reason);
             }
         }
         if batch.len() >= options.batch_rows.max(1) {
             run.flush(std::mem::take(&mut batch)).await?;
-            let bytes = read.load(std::sync::atomic::Ordering::Relaxed);
-            let rows = run.summary.rows;
-            run.observer.progress(bytes, rows);
+            run.progress(&lines);
         }
     }
     run.flush(batch).await?;
-    let bytes = read.load(std::sync::atomic::Ordering::Relaxed);
-    let rows = run.summary.rows;
-    run.observer.progress(bytes, rows);
+    run.progress(&lines);
     Ok(run.summary)
 }
 

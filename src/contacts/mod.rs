@@ -10,6 +10,7 @@
 //! number only by its country), and never sends anything: whoever sends asks
 //! [`consent::Consent::is_opted_out`] first.
 
+pub mod command;
 pub mod consent;
 pub mod dates;
 pub mod export;
