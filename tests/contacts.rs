@@ -685,6 +685,15 @@ async fn segments_count_and_export(backend: Backend) {
     db.close().await;
 }
 
+/// The example in `flows/campaigns/segments.yaml` holds against the embedded defaults.
+#[test]
+fn the_example_segments_file_is_valid() {
+    let schema = ContactSchema::from_config(&ContactsConfig::default()).expect("schema");
+    let path = common::manifest_dir().join("flows/campaigns/segments.yaml");
+    let segments = Segments::load(&path, &schema).expect("valid segments");
+    assert_eq!(segments.segments.len(), 5);
+}
+
 /// The per-line report kinds, for callers that sort them (rejected, merged, notes).
 #[test]
 fn notice_kinds_are_distinct() {
