@@ -3,8 +3,8 @@
 //!
 //! The file is read as a stream (UTF-8 with or without a BOM; comma, semicolon or tab,
 //! guessed from the header line; quoted cells with commas and newlines) and written in
-//! transactional batches, so memory stays flat (apart from about 32 bytes per distinct number, to
-//! find duplicates) and a re-run after a crash finishes the job. Header names are matched
+//! transactional batches, so memory stays nearly flat (a few tens of bytes per distinct
+//! number, to find duplicates) and a re-run after a crash finishes the job. Header names are matched
 //! without case and through aliases (`phone`, `msisdn`, `simu`...), or by `--map`.
 //!
 //! Each row is normalised by the [`ContactSchema`]; a bad row is reported as
