@@ -54,6 +54,9 @@ pub struct Config {
     /// Secret for pseudonymising phone numbers in logs and exports (HMAC-SHA256).
     #[serde(default)]
     pub pseudonym_secret: Option<Secret>,
+    /// The contact list: how numbers are read, which fields a contact has, segments.
+    #[serde(default)]
+    pub contacts: ContactsConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -835,6 +838,95 @@ impl CallbackAuth {
     }
 }
 
+/// The contact list (`contacts:`): what the `contacts` module needs to read numbers and
+/// fields. Checked when the module builds its schema from it (bad region codes, choice fields
+/// without choices and clashing names are errors there).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactsConfig {
+    /// Country (ISO 3166 alpha-2) of numbers written without a country code (`0712 345 678`).
+    pub default_region: String,
+    /// Countries whose numbers are accepted (ISO 3166 alpha-2); others are refused.
+    pub accepted_countries: Vec<String>,
+    /// Location fields, most general first (their names are the columns an import reads).
+    pub location_fields: Vec<String>,
+    /// Further fields with a type, by name (`household_size: {type: number}`).
+    pub custom_fields: BTreeMap<String, CustomFieldConfig>,
+    /// More header names an import accepts, each to a field name (`kaunti: county`), beside
+    /// the built-in aliases (`phone`, `msisdn`, `simu`...).
+    pub column_aliases: BTreeMap<String, String>,
+    /// Operator names by the E.164 prefixes allocated to them (`safaricom: ["+25470", ...]`);
+    /// the longest matching prefix names a contact's operator. Setting it replaces the
+    /// embedded Kenyan table. A ported number keeps the operator of its prefix.
+    pub operators: BTreeMap<String, Vec<String>>,
+    /// The segments file; relative to the config file's folder. Default:
+    /// `<flows_dir>/campaigns/segments.yaml` (a subfolder, so the flow loader never reads it).
+    pub segments_file: Option<PathBuf>,
+}
+
+impl Default for ContactsConfig {
+    fn default() -> Self {
+        let prefixes = |list: &[&str]| list.iter().map(|p| format!("+254{p}")).collect();
+        ContactsConfig {
+            default_region: "KE".into(),
+            accepted_countries: vec!["KE".into()],
+            location_fields: vec!["county".into(), "sub_county".into(), "ward".into()],
+            custom_fields: BTreeMap::new(),
+            column_aliases: [("kaunti", "county"), ("wadi", "ward")]
+                .into_iter()
+                .map(|(a, f)| (a.to_string(), f.to_string()))
+                .collect(),
+            // Kenya's mobile prefixes as allocated (after the leading 0 of the national form).
+            operators: [
+                (
+                    "safaricom",
+                    prefixes(&[
+                        "70", "71", "72", "740", "741", "742", "743", "745", "746", "748", "757",
+                        "758", "759", "768", "769", "79", "110", "111", "112", "113", "114", "115",
+                    ]),
+                ),
+                (
+                    "airtel",
+                    prefixes(&[
+                        "73", "750", "751", "752", "753", "754", "755", "756", "762", "78", "100",
+                        "101", "102",
+                    ]),
+                ),
+                ("telkom", prefixes(&["77"])),
+            ]
+            .into_iter()
+            .map(|(name, list)| (name.to_string(), list))
+            .collect(),
+            segments_file: None,
+        }
+    }
+}
+
+/// A custom contact field: its type, and for a choice the values allowed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomFieldConfig {
+    #[serde(rename = "type")]
+    pub kind: FieldKind,
+    /// The allowed values of a `choice` field (matched without case on import).
+    #[serde(default)]
+    pub choices: Vec<String>,
+}
+
+/// What a custom field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    /// Any text.
+    Text,
+    /// A number (stored in its shortest decimal form).
+    Number,
+    /// A calendar date, stored as `YYYY-MM-DD`.
+    Date,
+    /// One of the declared `choices`.
+    Choice,
+}
+
 /// A password, token or key from config or the environment: readable through
 /// [`Secret::expose`] only, and never printed (`Debug` shows `<redacted>`), so a config or
 /// error logged whole leaks nothing.
@@ -904,6 +996,7 @@ impl Config {
             admin: AdminConfig::default(),
             callbacks: CallbacksConfig::default(),
             pseudonym_secret: None,
+            contacts: ContactsConfig::default(),
         }
     }
 
@@ -926,6 +1019,9 @@ impl Config {
         config.voice.audio_dir = resolve(base, &config.voice.audio_dir);
         config.store_tls.redis.resolve(base);
         config.store_tls.postgres.resolve(base);
+        if let Some(segments) = &mut config.contacts.segments_file {
+            *segments = resolve(base, segments);
+        }
         Ok(config)
     }
 

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod channels;
 pub mod config;
+pub mod contacts;
 pub mod dispatcher;
 pub mod encoding;
 pub mod engine;

@@ -115,6 +115,50 @@ enum Command {
         #[command(subcommand)]
         command: ResultsCommand,
     },
+    /// The contact list: import from CSV, export, count segments.
+    Contacts {
+        #[command(subcommand)]
+        command: ContactsCommand,
+        /// Gateway config naming the result store and the contact fields (the embedded
+        /// defaults otherwise).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContactsCommand {
+    /// Import contacts from a CSV file (UTF-8, comma or semicolon); bad rows are reported as
+    /// FILE:LINE: reason and skipped, the rest go in. Importing a file again changes nothing.
+    Import {
+        file: PathBuf,
+        /// Read COLUMN as FIELD (or `ignore` it), beside the header names matched by themselves.
+        #[arg(long = "map", value_name = "COLUMN=FIELD")]
+        map: Vec<String>,
+        /// Check the file and count what would change, without writing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write contacts as CSV, numbers pseudonymised unless --raw-numbers.
+    Export {
+        /// Only the contacts of this segment (never opted-out ones).
+        #[arg(long)]
+        segment: Option<String>,
+        /// Export phone numbers as they are instead of pseudonyms. Handle with care.
+        #[arg(long)]
+        raw_numbers: bool,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// How many contacts a segment holds, optionally per value of a field.
+    Count {
+        #[arg(long)]
+        segment: String,
+        /// Count per value of this field (ward, gender, operator...).
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,7 +263,40 @@ fn main() -> ExitCode {
                     raw_numbers,
                 },
         } => report(export(config, flow, out, raw_numbers)),
+        Command::Contacts { command, config } => report(contacts(config, command)),
     }
+}
+
+fn contacts(config: Option<PathBuf>, command: ContactsCommand) -> anyhow::Result<()> {
+    use baraza::contacts::command as run;
+    let config = load_config(config)?;
+    runtime()?.block_on(async move {
+        let store = server::open_result_store(&config).await?;
+        let outcome = match command {
+            ContactsCommand::Import { file, map, dry_run } => {
+                run::import(&config, &store, &file, &map, dry_run).await
+            }
+            ContactsCommand::Export {
+                segment,
+                raw_numbers,
+                out,
+            } => {
+                run::export(
+                    &config,
+                    &store,
+                    segment.as_deref(),
+                    raw_numbers,
+                    out.as_deref(),
+                )
+                .await
+            }
+            ContactsCommand::Count { segment, by } => {
+                run::count(&config, &store, &segment, by.as_deref()).await
+            }
+        };
+        store.flush_and_close().await?;
+        outcome
+    })
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

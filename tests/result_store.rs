@@ -1026,13 +1026,13 @@ async fn migrations_are_idempotent_and_newer_schemas_refused(fx: Fixture) {
     let third = fx.open().await;
     assert_eq!(responses(&third, "poll").await.len(), 1);
     third.flush_and_close().await.expect("close third");
-    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8]);
 
     fx.record_migration(99).await;
     match fx.try_open().await {
         Err(ResultStoreError::SchemaTooNew {
             found: 99,
-            known: 7,
+            known: 8,
         }) => {}
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("a database migrated by a newer build was opened"),
@@ -1109,7 +1109,7 @@ async fn answers_stored_before_version_5_survive_its_new_key(fx: Fixture) {
     }
 
     let store = fx.open().await;
-    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(fx.migration_versions().await, vec![1, 2, 3, 4, 5, 6, 7, 8]);
     let rows = responses(&store, "poll").await;
     let found: Vec<_> = rows
         .iter()

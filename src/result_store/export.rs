@@ -125,7 +125,7 @@ pub fn export_csv(
 }
 
 /// `value`, with a leading apostrophe if a spreadsheet could take it for a formula.
-fn neutralise(value: &str) -> Cow<'_, str> {
+pub(crate) fn neutralise(value: &str) -> Cow<'_, str> {
     let risky = matches!(
         value.chars().next(),
         Some('=' | '+' | '-' | '@' | '\t' | '\r')
@@ -168,7 +168,7 @@ pub fn format_utc_ms(ms: i64) -> String {
 ///
 /// Works in 400-year eras (146 097 days each), counted from 0000-03-01 so that the leap day
 /// is the last day of each shifted year; months are then counted from March.
-fn civil_date(days: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_date(days: i64) -> (i64, i64, i64) {
     const DAYS_PER_ERA: i64 = 146_097;
     // Days from 0000-03-01 to 1970-01-01.
     const EPOCH_SHIFT: i64 = 719_468;

@@ -44,6 +44,7 @@
 //! anything for a channel, and never pseudonymises in storage: the subscriber number is kept
 //! as given, and [`export`] pseudonymises it on the way out unless raw numbers are asked for.
 
+pub mod contacts;
 pub mod export;
 pub mod flow_versions;
 mod postgres;
@@ -59,6 +60,10 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
+pub use contacts::{
+    ConsentChange, ConsentRecord, ConsentRule, ConsentSource, ConsentStatus, ContactBatch,
+    ContactRecord,
+};
 pub use export::{ExportError, export_csv};
 pub use flow_versions::{PublishedFlow, StoredFlowVersion};
 pub use sms::{
@@ -694,6 +699,11 @@ macro_rules! migrations {
                 version: 7,
                 name: "sms_inbound",
                 sql: include_str!(concat!("migrations/", $dialect, "/0007_sms_inbound.sql")),
+            },
+            Migration {
+                version: 8,
+                name: "contacts",
+                sql: include_str!(concat!("migrations/", $dialect, "/0008_contacts.sql")),
             },
         ]
     };
@@ -1367,15 +1377,15 @@ mod tests {
             pending_migrations(SQLITE_MIGRATIONS, applied)
                 .map(|m| m.iter().map(|m| m.version).collect::<Vec<_>>())
         };
-        assert_eq!(versions(&[]), Ok(vec![1, 2, 3, 4, 5, 6, 7]));
+        assert_eq!(versions(&[]), Ok(vec![1, 2, 3, 4, 5, 6, 7, 8]));
         // A database of the first release gets the SMS and call attempt tables.
-        assert_eq!(versions(&[1]), Ok(vec![2, 3, 4, 5, 6, 7]));
-        assert_eq!(versions(&[1, 2]), Ok(vec![3, 4, 5, 6, 7]));
-        assert_eq!(versions(&[1, 2, 3, 4]), Ok(vec![5, 6, 7]));
-        assert_eq!(versions(&[1, 2, 3, 4, 5, 6, 7]), Ok(vec![]));
+        assert_eq!(versions(&[1]), Ok(vec![2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(versions(&[1, 2]), Ok(vec![3, 4, 5, 6, 7, 8]));
+        assert_eq!(versions(&[1, 2, 3, 4]), Ok(vec![5, 6, 7, 8]));
+        assert_eq!(versions(&[1, 2, 3, 4, 5, 6, 7, 8]), Ok(vec![]));
         assert_eq!(
-            versions(&[1, 8]),
-            Err(ResultStoreError::SchemaTooNew { found: 8, known: 7 })
+            versions(&[1, 9]),
+            Err(ResultStoreError::SchemaTooNew { found: 9, known: 8 })
         );
     }
 

@@ -15,6 +15,8 @@
 //! connection of its own that locks the flow versions table, so change counters commit in
 //! order).
 
+pub(super) mod contacts;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;

@@ -7,6 +7,8 @@
 //! and retire flow versions (rare; one `BEGIN IMMEDIATE` transaction on a connection of its
 //! own, waiting for the writer's lock like another process would).
 
+pub(super) mod contacts;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
