@@ -140,6 +140,9 @@ pub struct Gateway {
     /// Flow versions read from the result store: missing ones remembered, the poll's cursor
     /// (see [`flow_versions`]).
     stored_flows: flow_versions::StoredFlows,
+    /// How numbers are keyed for consent (and contacts): the one truth of who opted out is
+    /// the result store's consent table, read through [`Gateway::consent`].
+    pub contacts: crate::contacts::ContactSchema,
 }
 
 /// Why a step could not complete (logged and counted; the citizen gets a polite `END`).
@@ -204,6 +207,7 @@ impl Gateway {
         sessions: SessionStore,
         results: ResultStore,
         pseudonym_key: Vec<u8>,
+        contacts: crate::contacts::ContactSchema,
     ) -> Gateway {
         let admission = Admission::new(&config.admission);
         let routes = crate::routing::Routes::from_config(&config);
@@ -228,7 +232,24 @@ impl Gateway {
             sms_numbers: sms::NumberLocks::default(),
             routes,
             stored_flows: flow_versions::StoredFlows::default(),
+            contacts,
         }
+    }
+
+    /// Consent (opt-outs and opt-ins) in the result store, with this gateway's number rules.
+    pub fn consent(&self) -> crate::contacts::consent::Consent<'_> {
+        crate::contacts::consent::Consent {
+            store: &self.results,
+            schema: &self.contacts,
+        }
+    }
+
+    /// Whether `number` opted out: what every outbound path asks at send time.
+    pub async fn is_opted_out(&self, number: &str) -> Result<bool, StepError> {
+        self.consent()
+            .is_opted_out(number)
+            .await
+            .map_err(|e| StepError::Results(e.to_string()))
     }
 
     /// Drops this node's expired session copies (see [`session_cache`]).

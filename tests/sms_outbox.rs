@@ -91,6 +91,15 @@ fn sms(to: &str, text: &str) -> NewSms {
     }
 }
 
+/// An operator opting a number out through the API.
+fn api_actor() -> baraza::contacts::consent::ConsentActor {
+    baraza::contacts::consent::ConsentActor {
+        source: baraza::result_store::ConsentSource::Api,
+        channel: None,
+        by: Some("test".to_string()),
+    }
+}
+
 /// Reads the message until `ready` holds (the outbox works in the background).
 async fn wait_for(results: &ResultStore, id: &str, ready: impl Fn(&SmsRow) -> bool) -> SmsRow {
     within(&format!("message {id}"), async {
@@ -267,8 +276,8 @@ async fn messages_to_an_opted_out_number_are_suppressed_but_the_stop_confirmatio
     let (sim, gateway, binds, _dir) = bound("node-1").await;
     let number = "+254711000041";
     gateway
-        .sessions
-        .set_opted_out(number, true)
+        .consent()
+        .opt_out(number, &api_actor(), baraza::dispatcher::now_ms())
         .await
         .expect("opt out");
     let ids = binds
@@ -619,7 +628,7 @@ async fn a_stop_confirmation_stored_with_the_stop_goes_out_once_after_a_restart(
         .expect("read")
         .expect("stored with the stop");
     assert_eq!(row.state, "queued");
-    assert!(gateway.sessions.is_opted_out(citizen).await.expect("read"));
+    assert!(gateway.is_opted_out(citizen).await.expect("read"));
     first.shutdown(Duration::from_secs(5)).await;
     assert_eq!(sim.stats().submits, 0, "nothing submitted before the stop");
 
@@ -630,6 +639,56 @@ async fn a_stop_confirmation_stored_with_the_stop_goes_out_once_after_a_restart(
     assert_eq!(restarted.outbox().recover().await.expect("recover"), (0, 0));
     restarted.shutdown(Duration::from_secs(5)).await;
     assert_eq!(sim.stats().submits, 1, "the confirmation once");
+}
+
+/// A STOP holds where the truth is, the result store's consent: after the session store is
+/// wiped (the in-memory store's restart, as a Redis flush would) and the gateway restarted, a
+/// send to the number is suppressed and the flow it asks for gets no reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_outlives_the_session_store_and_a_restart() {
+    let (sim, port) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let citizen = "+254711000631";
+    let first = gateway(dir.path(), "node-o", vec![operator("sim", port, "")]).await;
+    assert!(
+        first.sms_step(citizen, "HEALTH").await[0]
+            .text
+            .contains("Which service?")
+    );
+    let stopped = first.sms_step(citizen, "STOP").await;
+    assert_eq!(
+        stopped[0].purpose,
+        baraza::sms::outbox::PURPOSE_STOP_CONFIRMATION
+    );
+    first.results.flush_and_close().await.expect("flushed");
+    drop(first);
+
+    let restarted = gateway(dir.path(), "node-o", vec![operator("sim", port, "")]).await;
+    assert!(
+        restarted
+            .sessions
+            .opted_out_numbers()
+            .await
+            .expect("read")
+            .is_empty(),
+        "the session store remembers nothing"
+    );
+    assert!(restarted.is_opted_out(citizen).await.expect("read"));
+    assert!(
+        restarted.sms_step(citizen, "HEALTH").await.is_empty(),
+        "a flow asked for by an opted-out number sends nothing"
+    );
+    let binds = Binds::start(Arc::clone(&restarted));
+    within("bind", sim.wait_until(|s| s.binds >= 1)).await;
+    let ids = binds
+        .outbox()
+        .enqueue(vec![sms(citizen, "a broadcast")])
+        .await
+        .expect("queued");
+    let row = wait_for(&restarted.results, &ids[0], finished).await;
+    assert_eq!(row.state, "suppressed");
+    binds.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sim.stats().submits, 0, "nothing reached the SMSC");
 }
 
 /// A reminder is stored in its timer step's own commit (routed by the number's prefix), named

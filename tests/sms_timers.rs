@@ -204,3 +204,50 @@ async fn two_messages_at_once_on_two_nodes_are_both_answered() {
     }
     a.cleanup().await;
 }
+
+/// Opt-outs an older gateway kept in the session store are carried over to the result store's
+/// consent when a gateway starts, logged as from the session store, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_outs_kept_in_the_session_store_are_carried_over_at_start() {
+    let a = common::start(Stores::RedisPostgres).await;
+    let number = "+254733556201";
+    a.gateway
+        .sessions
+        .set_opted_out(number, true)
+        .await
+        .expect("an old-style opt-out");
+    assert!(!a.gateway.is_opted_out(number).await.expect("read"));
+    let restarted = common::from_config(
+        a.config.clone(),
+        tempfile::tempdir().expect("tempdir"),
+        None,
+        None,
+    )
+    .await;
+    assert!(restarted.gateway.is_opted_out(number).await.expect("read"));
+    let log = restarted.gateway.consent().log(number).await.expect("log");
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        log[0].consent.source,
+        baraza::result_store::ConsentSource::SessionStore
+    );
+    // Started again: nothing more is logged.
+    let again = common::from_config(
+        a.config.clone(),
+        tempfile::tempdir().expect("tempdir"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        again
+            .gateway
+            .consent()
+            .log(number)
+            .await
+            .expect("log")
+            .len(),
+        1
+    );
+    a.cleanup().await;
+}

@@ -406,6 +406,14 @@ impl Gateway {
     }
 }
 
+/// A stop or start word: the citizen, by SMS.
+fn by_keyword() -> crate::contacts::consent::ConsentActor {
+    crate::contacts::consent::ConsentActor::citizen(
+        crate::result_store::ConsentSource::Keyword,
+        "sms",
+    )
+}
+
 /// The queued rows among a step's own writes (its stored replies).
 fn queued_rows(writes: Vec<Write>) -> Vec<crate::result_store::QueuedSms> {
     writes
@@ -484,10 +492,10 @@ impl SmsStep<'_> {
     ) -> Result<SmsOutcome, StepError> {
         let map = |e: crate::session_store::SessionStoreError| StepError::Sessions(e.to_string());
         gateway
-            .sessions
-            .set_opted_out(self.from, true)
+            .consent()
+            .opt_out(self.from, &by_keyword(), now_ms())
             .await
-            .map_err(map)?;
+            .map_err(|e| StepError::Results(e.to_string()))?;
         let language = record.as_ref().map(|r| r.state.language.clone());
         let mut writes = Vec::new();
         let open = record.filter(|r| !r.state.status.is_terminal());
@@ -541,7 +549,6 @@ impl StepKind for SmsStep<'_> {
         gateway: &Gateway,
         loaded: Loaded,
     ) -> Result<Plan<SmsOutcome>, StepError> {
-        let map = |e: crate::session_store::SessionStoreError| StepError::Sessions(e.to_string());
         let smpp = &gateway.config.smpp;
         let first_word = self
             .text
@@ -556,10 +563,10 @@ impl StepKind for SmsStep<'_> {
         }
         if said(&smpp.start_words) {
             gateway
-                .sessions
-                .set_opted_out(self.from, false)
+                .consent()
+                .opt_in(self.from, &by_keyword(), now_ms())
                 .await
-                .map_err(map)?;
+                .map_err(|e| StepError::Results(e.to_string()))?;
             info!("start word: number opted back in");
             let confirmation = self.message(
                 &smpp.start_reply,
@@ -570,12 +577,7 @@ impl StepKind for SmsStep<'_> {
                 self.settle(gateway, Vec::new(), vec![confirmation]).await?,
             ));
         }
-        if gateway
-            .sessions
-            .is_opted_out(self.from)
-            .await
-            .map_err(map)?
-        {
+        if gateway.is_opted_out(self.from).await? {
             info!("message from an opted-out number: no reply");
             return Ok(Plan::Done(
                 self.settle(gateway, Vec::new(), Vec::new()).await?,

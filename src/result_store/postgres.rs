@@ -228,6 +228,41 @@ pub(super) struct Target {
     tls: MakeRustlsConnect,
     /// Validated identifier, or `None` for the server's default search path.
     schema: Option<String>,
+    /// Connections left by reads on the hot path (consent checked at every send), reused
+    /// instead of a connection (and a TLS handshake) per read; shared by clones.
+    idle: std::sync::Arc<std::sync::Mutex<Vec<Client>>>,
+}
+
+/// How many idle read connections a [`Target`] keeps.
+const IDLE_READS: usize = 4;
+
+/// A read connection from [`Target::pooled`]; back to the idle list when dropped (unless it
+/// closed).
+pub(super) struct Pooled<'t> {
+    target: &'t Target,
+    client: Option<Client>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.client
+            .as_ref()
+            .expect("a pooled connection is held until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let mut idle = self.target.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if !client.is_closed() && idle.len() < IDLE_READS {
+            idle.push(client);
+        }
+    }
 }
 
 /// libpq's `sslmode` values this store honours (`allow`, plain first and TLS after, has no
@@ -377,6 +412,7 @@ impl Target {
             trust,
             tls: MakeRustlsConnect::new(tls_config),
             schema,
+            idle: Default::default(),
         })
     }
 
@@ -402,6 +438,22 @@ impl Target {
 
     /// A new connection with `search_path` set to the schema; the connection runs on a task
     /// of its own that ends when the client is dropped.
+    /// A connection for a read that uses no transaction: an idle one when there is one.
+    pub(super) async fn pooled(&self) -> Result<Pooled<'_>, ResultStoreError> {
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            std::iter::from_fn(|| idle.pop()).find(|c| !c.is_closed())
+        };
+        let client = match reused {
+            Some(client) => client,
+            None => self.connect().await?,
+        };
+        Ok(Pooled {
+            target: self,
+            client: Some(client),
+        })
+    }
+
     async fn connect(&self) -> Result<Client, ResultStoreError> {
         let (client, connection) = self
             .config

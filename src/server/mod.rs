@@ -113,13 +113,48 @@ pub async fn build_gateway(config: Config) -> anyhow::Result<Gateway> {
             )
         })?;
     let pseudonym_key = config.pseudonym_key()?;
+    let contacts = crate::contacts::ContactSchema::from_config(&config.contacts)
+        .map_err(|e| anyhow::anyhow!("contacts: {e}"))?;
+    carry_over_opt_outs(&sessions, &results, &contacts).await?;
     Ok(Gateway::new(
         config,
         loaded.catalog,
         sessions,
         results,
         pseudonym_key,
+        contacts,
     ))
+}
+
+/// Stores in the result store's consent the opt-outs an older gateway kept in the session
+/// store (safe to run at every start: a number already opted out is left as it is).
+async fn carry_over_opt_outs(
+    sessions: &SessionStore,
+    results: &ResultStore,
+    contacts: &crate::contacts::ContactSchema,
+) -> anyhow::Result<()> {
+    let numbers = sessions
+        .opted_out_numbers()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the session store's opt-outs: {e}"))?;
+    if numbers.is_empty() {
+        return Ok(());
+    }
+    let consent = crate::contacts::consent::Consent {
+        store: results,
+        schema: contacts,
+    };
+    let carried = consent
+        .carry_over(&numbers, crate::dispatcher::now_ms())
+        .await
+        .map_err(|e| anyhow::anyhow!("carrying the session store's opt-outs over: {e}"))?;
+    if carried > 0 {
+        tracing::info!(
+            carried,
+            "opt-outs carried over from the session store to consent"
+        );
+    }
+    Ok(())
 }
 
 /// Opens the configured result store (also used by `baraza results export`).

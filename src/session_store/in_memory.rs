@@ -164,6 +164,13 @@ impl InMemorySessions {
         maps.marks.get_mut(tag)
     }
 
+    /// See [`super::SessionStore::opted_out_numbers`].
+    pub fn opted_out_numbers(&self) -> Vec<String> {
+        let mut numbers: Vec<String> = self.lock().opted_out.iter().cloned().collect();
+        numbers.sort();
+        numbers
+    }
+
     /// See [`super::SessionStore::claim`].
     pub fn claim(&self, kind: &str, id: &str, ttl: Duration) -> bool {
         self.claim_as(kind, id, b"1", ttl)

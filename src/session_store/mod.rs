@@ -76,6 +76,27 @@ impl SessionKey {
     }
 }
 
+/// The caller's text of a key component ([`key_component`] undone); `None` for one replaced
+/// by its digest (too long to have been a phone number) or not escaped by this module.
+fn raw_component(escaped: &str) -> Option<String> {
+    if escaped.starts_with(DIGEST_MARK) {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(escaped.len());
+    let mut rest = escaped.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 /// Escapes one caller-supplied key component so that the result is injective (different
 /// inputs give different outputs) and contains only `[A-Za-z0-9._+@=-]` and `%`: every other
 /// byte becomes `%XX`. A result longer than [`MAX_COMPONENT_LEN`] is replaced by `~` followed
@@ -408,6 +429,16 @@ impl SessionStore {
         opted_out: bool,
     ) -> Result<(), SessionStoreError> {
         dispatch!(self, b => b.set_opted_out(subscriber, opted_out))
+    }
+
+    /// Every number this store holds an opt-out for (older gateways kept opt-outs here; the
+    /// result store's consent is the one truth now, and these are carried over to it at
+    /// start). Redis: a `SCAN` of the opt-out keys, so it does not block the server.
+    pub async fn opted_out_numbers(&self) -> Result<Vec<String>, SessionStoreError> {
+        match self {
+            SessionStore::InMemory(memory) => Ok(memory.opted_out_numbers()),
+            SessionStore::Redis(redis) => redis.opted_out_numbers().await,
+        }
     }
 
     /// See [`SessionBackend::is_opted_out`].

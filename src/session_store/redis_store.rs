@@ -367,6 +367,37 @@ impl RedisSessions {
         Ok(set.is_some())
     }
 
+    /// See [`super::SessionStore::opted_out_numbers`]: `SCAN` over `<prefix>:o:{*}`.
+    pub async fn opted_out_numbers(&self) -> Result<Vec<String>, SessionStoreError> {
+        let pattern = format!("{}:o:{{*}}", self.prefix);
+        let head = format!("{}:o:{{", self.prefix);
+        let mut connection = self.connection.clone();
+        let mut cursor: u64 = 0;
+        let mut numbers = Vec::new();
+        loop {
+            let command = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .clone();
+            let (next, keys): (u64, Vec<String>) =
+                self.bounded(command.query_async(&mut connection)).await?;
+            numbers.extend(keys.iter().filter_map(|key| {
+                let inner = key.strip_prefix(&head)?.strip_suffix('}')?;
+                super::raw_component(inner)
+            }));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        numbers.sort();
+        numbers.dedup();
+        Ok(numbers)
+    }
+
     /// See [`super::SessionStore::release`]: deletes the mark only while it still names
     /// `holder` (compare and delete, one script call).
     pub async fn release(

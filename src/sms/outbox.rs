@@ -488,7 +488,7 @@ async fn send_one(
         true
     };
     if message.purpose != PURPOSE_STOP_CONFIRMATION {
-        match gateway.sessions.is_opted_out(&message.recipient).await {
+        match gateway.is_opted_out(&message.recipient).await {
             Ok(true) => {
                 counter!("baraza_sms_outcomes_total", "state" => "suppressed").increment(1);
                 commit(vec![finish(

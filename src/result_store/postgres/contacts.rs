@@ -163,7 +163,7 @@ pub(in crate::result_store) async fn read_consent(
     target: &Target,
     msisdns: &[String],
 ) -> Result<Vec<(String, ConsentRecord)>, ResultStoreError> {
-    let client = target.connect().await?;
+    let client = target.pooled().await?;
     let sql = format!("SELECT {CONSENT_COLUMNS} FROM consent WHERE msisdn = ANY($1)");
     client
         .query(&sql, &[&msisdns])
