@@ -566,12 +566,28 @@ fn clip(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
-/// Checks every Africa's Talking route of `config` (base URLs) so a bad one stops the start
-/// with a clear message.
+/// Checks every HTTP route of `config` (a name no operator or other route has, a user name,
+/// a base URL) so a bad one stops the start with a clear message.
 pub fn check_routes(config: &crate::config::Config) -> Result<(), String> {
+    let mut names: Vec<&str> = config
+        .smpp
+        .operators
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
     for route in &config.smpp.http_routes {
+        let name = route.name();
+        if name.trim().is_empty() || names.contains(&name) {
+            return Err(format!(
+                "smpp.http_routes: `{name}` must be a name no operator or other route has"
+            ));
+        }
+        names.push(name);
         match route {
             crate::config::SmsRouteConfig::AfricasTalking(at) => {
+                if at.username.trim().is_empty() {
+                    return Err(format!("smpp.http_routes `{name}`: username is empty"));
+                }
                 Route::new(at)?;
             }
         }
@@ -847,5 +863,57 @@ mod tests {
             "https://api.sandbox.africastalking.com/version1/messaging"
         );
         assert!(!format!("{ok:?}").contains("api_key"));
+    }
+
+    #[test]
+    fn http_routes_parse_from_the_smpp_section() {
+        let smpp: crate::config::SmppConfig = serde_saphyr::from_str(
+            "http_routes:\n  - provider: africastalking\n    name: at-ke\n    username: sandbox\n    sender: \"22384\"\n    prefixes: [\"+254\"]\n",
+        )
+        .expect("parses");
+        let crate::config::SmsRouteConfig::AfricasTalking(at) = &smpp.http_routes[0];
+        assert_eq!(
+            (at.name.as_str(), at.sender.as_str(), at.base_url.as_str()),
+            ("at-ke", "22384", "https://api.africastalking.com")
+        );
+        assert_eq!(
+            (at.rate_per_second, at.timeout_ms, at.bulk_sms_mode),
+            (10, 10_000, true)
+        );
+        for bad in [
+            "http_routes:\n  - provider: africastalking\n    name: a\n    username: u\n    colour: red\n",
+            "http_routes:\n  - provider: pigeon\n    name: a\n    username: u\n",
+            "http_routes:\n  - name: a\n    username: u\n",
+        ] {
+            assert!(
+                serde_saphyr::from_str::<crate::config::SmppConfig>(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_need_unique_names_and_a_user_name() {
+        let mut config = crate::config::Config::embedded();
+        let route = |name: &str, username: &str| {
+            crate::config::SmsRouteConfig::AfricasTalking(
+                serde_saphyr::from_str(&format!("name: {name}\nusername: \"{username}\"\n"))
+                    .expect("route config"),
+            )
+        };
+        config.smpp.http_routes = vec![route("at", "sandbox")];
+        assert_eq!(check_routes(&config), Ok(()));
+        config.smpp.http_routes = vec![route("at", "sandbox"), route("at", "other")];
+        assert!(
+            check_routes(&config)
+                .unwrap_err()
+                .contains("`at` must be a name")
+        );
+        config.smpp.http_routes = vec![route("at", " ")];
+        assert!(
+            check_routes(&config)
+                .unwrap_err()
+                .contains("username is empty")
+        );
     }
 }
