@@ -447,6 +447,10 @@ pub struct SmppConfig {
     pub node: Option<String>,
     /// One entry per operator account.
     pub operators: Vec<OperatorConfig>,
+    /// SMS routes through an aggregator's HTTP API (Africa's Talking), beside the SMPP
+    /// operators: the outbound queue routes to them by prefix or name the same way (the
+    /// operators are tried first, in order, then these).
+    pub http_routes: Vec<SmsRouteConfig>,
     /// Words that start a flow by SMS (matched case-insensitively on the first word).
     pub keywords: Vec<Keyword>,
     /// Words that stop every message to the sender, on every channel, until a start word.
@@ -466,6 +470,7 @@ impl Default for SmppConfig {
         SmppConfig {
             node: None,
             operators: Vec::new(),
+            http_routes: Vec::new(),
             keywords: vec![
                 Keyword {
                     keyword: "AFYA".into(),
@@ -514,6 +519,101 @@ impl Default for SmppConfig {
             unknown_reply: None,
         }
     }
+}
+
+/// An SMS route through an aggregator's HTTP API: one variant per provider (a closed set;
+/// adding one is a variant here and a file in `src/sms/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "provider")]
+pub enum SmsRouteConfig {
+    /// Africa's Talking SMS (`POST {base_url}/version1/messaging`).
+    #[serde(rename = "africastalking")]
+    AfricasTalking(AtSmsRoute),
+}
+
+impl SmsRouteConfig {
+    /// How the queue, commands and logs name the route.
+    pub fn name(&self) -> &str {
+        match self {
+            SmsRouteConfig::AfricasTalking(route) => &route.name,
+        }
+    }
+}
+
+/// One Africa's Talking SMS account (application user name, API key, sender).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtSmsRoute {
+    /// The route's name in the queue (`operator` of stored messages) and in `POST /sms/send`.
+    pub name: String,
+    /// The Africa's Talking application user name (`sandbox` for the sandbox).
+    pub username: String,
+    /// The API key; env `BARAZA_SMS_API_KEY_<NAME>` (upper case) overrides it: keep it out of
+    /// files.
+    #[serde(default)]
+    pub api_key: Secret,
+    /// The sender id or short code messages leave from; empty: the account's default sender
+    /// (and replies leave from the short code the citizen wrote to).
+    #[serde(default)]
+    pub sender: String,
+    /// The API's base URL; the sandbox is `https://api.sandbox.africastalking.com`, a local
+    /// fake `http://127.0.0.1:PORT`.
+    #[serde(default = "default_at_sms_url")]
+    pub base_url: String,
+    /// Requests per second this route never exceeds (the account's limit).
+    #[serde(default = "default_at_rate")]
+    pub rate_per_second: u32,
+    /// Number prefixes this route carries (like an operator's `prefixes`); empty: any.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// How long one request may take before its outcome is `unknown` (it may have reached
+    /// Africa's Talking, so it is never resent), milliseconds.
+    #[serde(default = "default_at_timeout_ms")]
+    pub timeout_ms: u64,
+    /// A 429 pauses the whole route for its `Retry-After`, or for this long when it gives
+    /// none, milliseconds.
+    #[serde(default = "default_at_throttle_pause_ms")]
+    pub throttle_pause_ms: u64,
+    /// 429s one message may meet before it goes back to `queued` (sent by the next sweep).
+    #[serde(default = "default_at_throttle_retries")]
+    pub throttle_retries: u32,
+    /// `bulkSMSMode`: on for bulk sender ids; off for premium (subscription) short codes.
+    #[serde(default = "default_true")]
+    pub bulk_sms_mode: bool,
+    /// `enqueue`: ask Africa's Talking to queue the message on its side and answer at once.
+    #[serde(default)]
+    pub enqueue: bool,
+}
+
+impl AtSmsRoute {
+    /// The API key: `BARAZA_SMS_API_KEY_<NAME>` when set, else `api_key`.
+    pub fn api_key(&self) -> Secret {
+        std::env::var(format!(
+            "BARAZA_SMS_API_KEY_{}",
+            self.name.to_ascii_uppercase().replace(['-', ' '], "_")
+        ))
+        .map(Secret)
+        .unwrap_or_else(|_| self.api_key.clone())
+    }
+}
+
+fn default_at_sms_url() -> String {
+    "https://api.africastalking.com".into()
+}
+fn default_at_rate() -> u32 {
+    10
+}
+fn default_at_timeout_ms() -> u64 {
+    10_000
+}
+fn default_at_throttle_pause_ms() -> u64 {
+    1_000
+}
+fn default_at_throttle_retries() -> u32 {
+    5
+}
+fn default_true() -> bool {
+    true
 }
 
 /// An SMS keyword and the flow it starts.

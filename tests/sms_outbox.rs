@@ -2,23 +2,19 @@
 //! SQLite result store: every message is stored before it is submitted, ends in a recorded
 //! state, never goes out twice, and its delivery receipts are joined to its parts.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use baraza::config::{Config, OperatorConfig, ResultsConfig};
 use baraza::dispatcher::Gateway;
-use baraza::result_store::{QueuedSms, ResultStore, SmsRow, SmsState, SmsStateUpdate, Write};
+use baraza::result_store::{QueuedSms, ResultStore, SmsState, SmsStateUpdate, Write};
 use baraza::smpp::smsc_sim::{SimConfig, SimHandle, spawn_smsc_sim};
 use baraza::sms::binds::Binds;
 use baraza::sms::outbox::{NewSms, OutboxError};
 
-/// Fails the test instead of hanging it when something never happens.
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
+mod common;
+
+use common::{sms_finished as finished, wait_for_sms as wait_for, within};
 
 async fn start_sim(config: SimConfig) -> (SimHandle, u16) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -98,25 +94,6 @@ fn api_actor() -> baraza::contacts::consent::ConsentActor {
         channel: None,
         by: Some("test".to_string()),
     }
-}
-
-/// Reads the message until `ready` holds (the outbox works in the background).
-async fn wait_for(results: &ResultStore, id: &str, ready: impl Fn(&SmsRow) -> bool) -> SmsRow {
-    within(&format!("message {id}"), async {
-        loop {
-            if let Some(row) = results.sms_message(id).await.expect("read")
-                && ready(&row)
-            {
-                return row;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-}
-
-fn finished(row: &SmsRow) -> bool {
-    SmsState::parse(&row.state).is_some_and(SmsState::is_final)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

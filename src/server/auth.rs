@@ -299,6 +299,13 @@ pub fn served_sources(config: &Config) -> Vec<CallbackSource> {
             VoiceProvider::Twiml => sources.push(CallbackSource::Twilio),
         }
     }
+    for route in &config.smpp.http_routes {
+        match route {
+            crate::config::SmsRouteConfig::AfricasTalking(_) => {
+                sources.push(CallbackSource::AfricasTalking)
+            }
+        }
+    }
     sources.dedup();
     sources.sort_by_key(|s| s.as_str());
     sources.dedup();

@@ -40,7 +40,8 @@ use auth::{CallbackCheck, CallbackSource, Guard};
 pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub metrics: Option<PrometheusHandle>,
-    /// The outbound SMS queue when SMPP binds are configured (the `/sms` API needs it).
+    /// The outbound SMS queue when SMS routes are configured (SMPP operators or HTTP routes;
+    /// the `/sms` API and the SMS callbacks need it).
     pub outbox: Option<Arc<crate::sms::outbox::Outbox>>,
     /// Who may call the admin routes and post each provider's callbacks.
     pub guard: Arc<Guard>,
@@ -244,6 +245,19 @@ pub fn router(state: AppState) -> Router {
             )),
         };
     }
+    for route in &state.gateway.config.smpp.http_routes {
+        routes = match route {
+            crate::config::SmsRouteConfig::AfricasTalking(_) => routes.merge(guarded(
+                CallbackSource::AfricasTalking,
+                Router::new()
+                    .route("/sms/africastalking", post(africastalking_sms))
+                    .route(
+                        "/sms/africastalking/delivery",
+                        post(africastalking_sms_delivery),
+                    ),
+            )),
+        };
+    }
     routes
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -312,6 +326,62 @@ async fn hubtel_ussd(State(state): State<AppState>, body: Bytes) -> Response {
         hubtel::render(&session_id, &reply),
     )
         .into_response()
+}
+
+fn sms_bad_callback(e: crate::sms::africastalking::BadCallback) -> Response {
+    telemetry::error("bad_request");
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("bad request: {e}\n"),
+    )
+        .into_response()
+}
+
+/// Answers a callback that was not taken: 503 so the provider posts it again.
+fn sms_not_taken(e: crate::sms::http_inbound::InboundError) -> Response {
+    warn!(error = %e, "SMS callback not taken: the provider posts it again");
+    telemetry::error("sms_callback");
+    (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response()
+}
+
+/// `POST /sms/africastalking`: an incoming message, kept before the 200 (a store failure
+/// answers 503, so Africa's Talking posts it again), then handled as an SMS step.
+async fn africastalking_sms(State(state): State<AppState>, body: Bytes) -> Response {
+    let incoming = match crate::sms::africastalking::parse_incoming(&body) {
+        Ok(incoming) => incoming,
+        Err(e) => return sms_bad_callback(e),
+    };
+    let Some(outbox) = &state.outbox else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no SMS route\n").into_response();
+    };
+    match crate::sms::http_inbound::keep_incoming(outbox, incoming).await {
+        Ok(()) => (StatusCode::OK, "OK\n").into_response(),
+        Err(e) => sms_not_taken(e),
+    }
+}
+
+/// `POST /sms/africastalking/delivery[?route=NAME]`: a delivery report, stored against its
+/// message before the 200.
+async fn africastalking_sms_delivery(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let report = match crate::sms::africastalking::parse_delivery(&body) {
+        Ok(report) => report,
+        Err(e) => return sms_bad_callback(e),
+    };
+    let route = crate::channels::form::form_fields(query.as_deref().unwrap_or("").as_bytes())
+        .ok()
+        .and_then(|fields| fields.get("route").cloned());
+    let Some(outbox) = &state.outbox else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no SMS route\n").into_response();
+    };
+    match crate::sms::http_inbound::record_delivery(outbox, route.as_deref(), &report).await {
+        Ok(()) => (StatusCode::OK, "OK\n").into_response(),
+        Err(e) => sms_not_taken(e),
+    }
 }
 
 fn voice_bad_request(e: voice::BadRequest) -> Response {
@@ -574,7 +644,7 @@ async fn sms_send(
     let Some(outbox) = &state.outbox else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no SMPP operator is configured (smpp.operators)",
+            "no SMS route is configured (smpp.operators or smpp.http_routes)",
         );
     };
     let request: SendSmsRequest = match serde_json::from_slice(&body) {
@@ -736,11 +806,16 @@ pub async fn serve(
     // Inbound messages this process keeps are received from now on; older unhandled ones were
     // left by an earlier run.
     let started_ms = crate::dispatcher::now_ms();
+    crate::sms::africastalking::check_routes(&gateway.config)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let binds = Arc::new(crate::sms::binds::Binds::start(Arc::clone(&gateway)));
     let state = AppState::new(
         Arc::clone(&gateway),
         telemetry::install_metrics(),
-        (!binds.operators().is_empty()).then(|| Arc::clone(binds.outbox())),
+        binds
+            .outbox()
+            .has_routes()
+            .then(|| Arc::clone(binds.outbox())),
     )?;
     let app = router(state.clone());
     // Outbound calls (missed-call callbacks), when `voice.outbound` is configured.
@@ -811,8 +886,8 @@ pub async fn serve(
             }
         });
     }
-    if !binds.operators().is_empty() {
-        info!(operators = ?binds.operators(), "SMPP binds started");
+    if binds.outbox().has_routes() {
+        info!(operators = ?binds.operators(), "SMS routes started (SMPP binds and HTTP routes)");
         // What a previous run of this node left: messages in the outbound queue, and inbound
         // messages kept (and acknowledged) but not handled.
         let outbox = Arc::clone(binds.outbox());

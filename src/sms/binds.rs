@@ -340,23 +340,25 @@ async fn keep_then_handle(
     }
     drop(kept_once);
     counter!("baraza_sms_inbound_total", "outcome" => "kept").increment(1);
-    handle_kept(&gateway, &operator, &outbox, message).await;
+    handle_kept(&gateway, &operator.name, &operator.sender, &outbox, message).await;
 }
 
 /// Runs the step of a kept inbound SMS (marked handled in the commit of its answers) and
-/// queues its replies on the same operator.
-async fn handle_kept(
+/// queues its replies on the same route (`route_name`, whose configured sender is `sender`): an
+/// SMPP operator or an HTTP route.
+pub(crate) async fn handle_kept(
     gateway: &Gateway,
-    operator: &OperatorConfig,
+    route_name: &str,
+    sender: &str,
     outbox: &Outbox,
     message: InboundSms,
 ) {
-    // Replies leave from the number the citizen wrote to, unless the operator has a fixed
+    // Replies leave from the number the citizen wrote to, unless the route has a fixed
     // sender.
-    let reply_from = if operator.sender.is_empty() {
+    let reply_from = if sender.is_empty() {
         message.recipient.clone()
     } else {
-        operator.sender.clone()
+        sender.to_string()
     };
     let handled = Write::SmsInboundUpdate(InboundUpdate {
         inbound_id: message.inbound_id.clone(),
@@ -364,7 +366,7 @@ async fn handle_kept(
         at_ms: crate::dispatcher::now_ms(),
     });
     let next_id = || outbox.next_message_id();
-    let via = |_: &str| Some((operator.name.clone(), reply_from.clone()));
+    let via = |_: &str| Some((route_name.to_string(), reply_from.clone()));
     let route = crate::dispatcher::ReplyRoute {
         node: outbox.node(),
         via: &via,
@@ -379,7 +381,7 @@ async fn handle_kept(
         .to_queue
         .into_iter()
         .map(|reply| NewSms {
-            operator: Some(operator.name.clone()),
+            operator: Some(route_name.to_string()),
             to: reply.to,
             from: Some(reply_from.clone()),
             text: reply.text,
@@ -387,7 +389,7 @@ async fn handle_kept(
         })
         .collect();
     if let Err(e) = outbox.enqueue(confirmations).await {
-        warn!(operator = %operator.name, error = %e, "reply not queued");
+        warn!(operator = %route_name, error = %e, "reply not queued");
     }
 }
 
@@ -410,16 +412,25 @@ impl Binds {
         };
         let mut handled = 0;
         for message in kept.into_iter().filter(|m| m.received_at_ms < before_ms) {
-            let Some(operator) = gateway
-                .config
-                .smpp
+            let smpp = &gateway.config.smpp;
+            let sender = smpp
                 .operators
                 .iter()
                 .find(|o| o.name == message.operator)
-            else {
+                .map(|o| o.sender.clone())
+                .or_else(|| {
+                    smpp.http_routes
+                        .iter()
+                        .find(|r| r.name() == message.operator)
+                        .map(|r| match r {
+                            crate::config::SmsRouteConfig::AfricasTalking(at) => at.sender.clone(),
+                        })
+                });
+            let Some(sender) = sender else {
                 continue;
             };
-            handle_kept(gateway, operator, &self.outbox, message).await;
+            let route = message.operator.clone();
+            handle_kept(gateway, &route, &sender, &self.outbox, message).await;
             handled += 1;
         }
         if handled > 0 {

@@ -7,6 +7,7 @@
 //! enqueue ──commit queued──▶ send task ──commit sending──▶ EsmeHandle::submit ──▶ commit
 //!                                                         (parts in order)      outcome + parts
 //! receipt (any bind of the operator) ──normalise id──▶ commit receipt
+//! (an HTTP route: send task ──commit sending──▶ one POST ──▶ commit outcome + message id)
 //! restart ──▶ recover: this node's `queued` are sent, its `sending` become `unknown`
 //! every 30 s ──▶ sweep: the same for messages no send task of this process holds
 //! ```
@@ -24,8 +25,15 @@
 //! must not get the same question twice. Each message belongs to the node that accepted it
 //! (`smpp.node`), so several nodes sharing one PostgreSQL never recover each other's.
 //!
-//! It never decides what to say (the dispatcher does), never encodes PDUs (the ESME does), and
-//! never keeps a message only in memory.
+//! A route is a closed set of transports ([`Transport`]): an SMPP operator's binds, or an
+//! aggregator's HTTP API (Africa's Talking, [`crate::sms::africastalking`]). An HTTP send
+//! follows the same rules: claimed `sending` before the request; a timeout or a 5xx after it
+//! may have left is `unknown` (never resent); a 4xx or a refused recipient is `rejected`; a
+//! 429 pauses the route and the message is tried again within its claim, and after too many
+//! goes back to `queued` (it was never taken), as does one whose connection was never made.
+//!
+//! It never decides what to say (the dispatcher does), never encodes PDUs (the ESME does) or
+//! HTTP forms (the provider's file does), and never keeps a message only in memory.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +44,6 @@ use metrics::counter;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::OperatorConfig;
 use crate::dispatcher::Gateway;
 use crate::result_store::{
     QueuedSms, ReceiptRecord, ResultStoreError, SmsPartRecord, SmsRow, SmsState, SmsStateUpdate,
@@ -44,6 +51,7 @@ use crate::result_store::{
 };
 use crate::smpp::esme::{EsmeHandle, LinkState, SubmitError, SubmitOutcome, SubmitRequest};
 use crate::smpp::receipt::{MessageIdNormalisation, Receipt};
+use crate::sms::africastalking::{self, SendOutcome};
 
 /// Why the purpose of a message matters: a stop confirmation goes to a number that has just
 /// opted out; everything else to an opted-out number is suppressed.
@@ -85,13 +93,47 @@ pub enum OutboxError {
     Store(#[from] ResultStoreError),
 }
 
-/// One operator's binds and rules, as the outbox uses them.
+/// How a route carries messages: a closed set, one variant per kind of transport.
+#[derive(Clone)]
+enum Transport {
+    /// An SMPP operator account.
+    Smpp {
+        /// The binds that can submit (transceiver or transmitter).
+        transmitters: Vec<EsmeHandle>,
+        /// How this operator's submit and receipt ids compare.
+        ids: MessageIdNormalisation,
+    },
+    /// An Africa's Talking SMS account (HTTP).
+    AfricasTalking(Arc<africastalking::Route>),
+}
+
+/// One route (an operator's binds or an aggregator account), as the outbox uses it.
 struct Route {
-    config: OperatorConfig,
-    /// The binds that can submit (transceiver or transmitter).
-    transmitters: Vec<EsmeHandle>,
-    /// How this operator's submit and receipt ids compare.
-    ids: MessageIdNormalisation,
+    /// Its name in stored messages (`operator`).
+    name: String,
+    /// The sender messages leave from when none is given.
+    sender: String,
+    /// The number prefixes it carries; empty: any.
+    prefixes: Vec<String>,
+    transport: Transport,
+}
+
+impl Route {
+    /// Whether it can send now: an SMPP operator needs a bind that can submit.
+    fn usable(&self) -> bool {
+        match &self.transport {
+            Transport::Smpp { transmitters, .. } => !transmitters.is_empty(),
+            Transport::AfricasTalking(_) => true,
+        }
+    }
+
+    /// How receipt ids compare with submit ids (identity for HTTP routes).
+    fn ids(&self) -> MessageIdNormalisation {
+        match &self.transport {
+            Transport::Smpp { ids, .. } => *ids,
+            Transport::AfricasTalking(_) => MessageIdNormalisation::default(),
+        }
+    }
 }
 
 /// The queue: shared by the inbound handlers, the reminder timer and the HTTP API.
@@ -126,24 +168,47 @@ fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<Strin
 }
 
 impl Outbox {
-    /// An outbox over `binds` (operator name, handle), in configuration order.
+    /// An outbox over `binds` (operator name, handle), in configuration order, and the
+    /// configured HTTP routes after them. An HTTP route whose config is wrong is left out
+    /// (logged); `baraza serve` checks them before it starts
+    /// ([`africastalking::check_routes`]).
     pub fn new(gateway: Arc<Gateway>, binds: &[(String, EsmeHandle)]) -> Outbox {
         let node = gateway.config.smpp.node_name();
-        let routes = gateway
-            .config
-            .smpp
-            .operators
-            .iter()
-            .map(|operator| Route {
+        let operators = gateway.config.smpp.operators.iter().map(|operator| Route {
+            name: operator.name.clone(),
+            sender: operator.sender.clone(),
+            prefixes: operator.prefixes.clone(),
+            transport: Transport::Smpp {
                 transmitters: binds
                     .iter()
                     .filter(|(name, handle)| name == &operator.name && handle.can_submit())
                     .map(|(_, handle)| handle.clone())
                     .collect(),
                 ids: operator.receipt_ids,
-                config: operator.clone(),
-            })
-            .collect();
+            },
+        });
+        let http = gateway
+            .config
+            .smpp
+            .http_routes
+            .iter()
+            .filter_map(|route| match route {
+                crate::config::SmsRouteConfig::AfricasTalking(at) => {
+                    match africastalking::Route::new(at) {
+                        Ok(route) => Some(Route {
+                            name: route.name().to_string(),
+                            sender: route.sender().to_string(),
+                            prefixes: route.prefixes().to_vec(),
+                            transport: Transport::AfricasTalking(Arc::new(route)),
+                        }),
+                        Err(e) => {
+                            warn!(error = %e, "SMS route left out");
+                            None
+                        }
+                    }
+                }
+            });
+        let routes = operators.chain(http).collect();
         Outbox {
             gateway,
             routes,
@@ -152,6 +217,11 @@ impl Outbox {
             tasks: TaskTracker::new(),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
         }
+    }
+
+    /// Whether any route can carry messages (an operator bind or an HTTP route).
+    pub fn has_routes(&self) -> bool {
+        !self.routes.is_empty()
     }
 
     /// This node's name in stored messages.
@@ -203,7 +273,7 @@ impl Outbox {
     pub fn route_for(&self, to: &str) -> Option<(String, String)> {
         self.route(None, to)
             .ok()
-            .map(|r| (r.config.name.clone(), r.config.sender.clone()))
+            .map(|r| (r.name.clone(), r.sender.clone()))
     }
 
     /// A new id, unique on this node, for an inbound message kept by its binds.
@@ -225,9 +295,9 @@ impl Outbox {
             queued.push(QueuedSms {
                 message_id: format!("{}-{now:x}-{id:x}", self.node),
                 node: self.node.clone(),
-                operator: route.config.name.clone(),
+                operator: route.name.clone(),
                 recipient: message.to,
-                sender: message.from.unwrap_or_else(|| route.config.sender.clone()),
+                sender: message.from.unwrap_or_else(|| route.sender.clone()),
                 body: message.text,
                 purpose: message.purpose,
                 created_at_ms: now,
@@ -353,18 +423,25 @@ impl Outbox {
         let ids = self
             .routes
             .iter()
-            .find(|r| r.config.name == operator)
-            .map(|r| r.ids)
+            .find(|r| r.name == operator)
+            .map(Route::ids)
             .unwrap_or_default();
         let state = format!("{:?}", receipt.state).to_lowercase();
-        let record = ReceiptRecord {
+        self.record_report(ReceiptRecord {
             operator: operator.to_string(),
             smsc_id: ids.receipt_id(&receipt.message_id),
             state,
             error: receipt.error.clone(),
             is_final: receipt.state.is_final(),
             received_at_ms: crate::dispatcher::now_ms(),
-        };
+        })
+        .await
+    }
+
+    /// Stores a delivery report already in the stored form (an HTTP route's, whose ids need
+    /// no normalising). `false` when it could not be stored.
+    pub async fn record_report(&self, record: ReceiptRecord) -> bool {
+        let operator = record.operator.clone();
         if let Err(e) = self
             .gateway
             .results
@@ -396,47 +473,37 @@ impl Outbox {
     /// The operator for a message: the named one, or the first whose prefixes match the
     /// number, or the first operator without prefixes.
     fn route(&self, operator: Option<&str>, to: &str) -> Result<&Route, OutboxError> {
-        let usable = |r: &&Route| !r.transmitters.is_empty();
+        let usable = |r: &&Route| r.usable();
         if let Some(name) = operator {
             return self
                 .routes
                 .iter()
                 .filter(usable)
-                .find(|r| r.config.name == name)
+                .find(|r| r.name == name)
                 .ok_or_else(|| OutboxError::UnknownOperator(name.to_string()));
         }
         let number = crate::channels::normalise_msisdn(to);
         self.routes
             .iter()
             .filter(usable)
-            .find(|r| r.config.prefixes.iter().any(|p| number.starts_with(p)))
+            .find(|r| r.prefixes.iter().any(|p| number.starts_with(p)))
             .or_else(|| {
                 self.routes
                     .iter()
                     .filter(usable)
-                    .find(|r| r.config.prefixes.is_empty())
+                    .find(|r| r.prefixes.is_empty())
             })
             .ok_or_else(|| OutboxError::NoRoute(self.gateway.pseudonym(to)))
     }
 
     fn spawn_send(&self, messages: Vec<QueuedSms>) {
-        let binds: Vec<Option<Vec<EsmeHandle>>> = messages
+        let transports: Vec<Option<Transport>> = messages
             .iter()
             .map(|m| {
                 self.routes
                     .iter()
-                    .find(|r| r.config.name == m.operator)
-                    .map(|r| r.transmitters.clone())
-            })
-            .collect();
-        let ids: Vec<MessageIdNormalisation> = messages
-            .iter()
-            .map(|m| {
-                self.routes
-                    .iter()
-                    .find(|r| r.config.name == m.operator)
-                    .map(|r| r.ids)
-                    .unwrap_or_default()
+                    .find(|r| r.name == m.operator)
+                    .map(|r| r.transport.clone())
             })
             .collect();
         let gateway = Arc::clone(&self.gateway);
@@ -454,9 +521,9 @@ impl Outbox {
                 .collect()
         };
         self.tasks.spawn(async move {
-            let work = messages.into_iter().zip(binds).zip(ids).zip(guards);
-            for (((message, binds), ids), guard) in work {
-                send_one(&gateway, message, binds.unwrap_or_default(), ids).await;
+            let work = messages.into_iter().zip(transports).zip(guards);
+            for ((message, transport), guard) in work {
+                send_one(&gateway, message, transport).await;
                 drop(guard);
             }
         });
@@ -464,12 +531,7 @@ impl Outbox {
 }
 
 /// Sends one stored message and records what became of it.
-async fn send_one(
-    gateway: &Gateway,
-    message: QueuedSms,
-    binds: Vec<EsmeHandle>,
-    ids: MessageIdNormalisation,
-) {
+async fn send_one(gateway: &Gateway, message: QueuedSms, transport: Option<Transport>) {
     let id = message.message_id.clone();
     let finish = |state: SmsState, detail: Option<String>| {
         Write::SmsState(SmsStateUpdate {
@@ -507,6 +569,11 @@ async fn send_one(
             }
         }
     }
+    let (binds, ids) = match transport {
+        Some(Transport::Smpp { transmitters, ids }) => (transmitters, ids),
+        Some(Transport::AfricasTalking(route)) => return send_http(gateway, message, &route).await,
+        None => (Vec::new(), MessageIdNormalisation::default()),
+    };
     if binds.is_empty() {
         commit(vec![finish(
             SmsState::NotSent,
@@ -526,22 +593,8 @@ async fn send_one(
     // stops stays `queued` and is sent after the restart. The claim is the store's guarded
     // `queued -> sending`: when a recovery and a sweep (or two nodes) both picked this
     // message up, exactly one claim changes the row, and only its sender submits.
-    match gateway
-        .results
-        .commit_checked(vec![finish(SmsState::Sending, None)])
-        .await
-    {
-        Ok(skipped) if skipped.is_empty() => {}
-        Ok(_) => {
-            counter!("baraza_sms_claims_lost_total").increment(1);
-            info!(message_id = %id, "outbound SMS already claimed by another sender: not sent again");
-            return;
-        }
-        Err(e) => {
-            warn!(message_id = %id, error = %e, "outbound SMS not claimed: left queued for the next sweep");
-            crate::telemetry::error("result_store");
-            return;
-        }
+    if !claim(gateway, &id).await {
+        return;
     }
     let request = SubmitRequest {
         to: message.recipient.clone(),
@@ -609,6 +662,102 @@ async fn send_one(
         warn!(message_id = %id, operator = %message.operator, %state, "outbound SMS not accepted");
     }
     commit(writes).await;
+}
+
+/// The store's guarded `queued -> sending` for one message: `true` when this sender won it
+/// (and only then may it send).
+async fn claim(gateway: &Gateway, id: &str) -> bool {
+    let sending = Write::SmsState(SmsStateUpdate {
+        message_id: id.to_string(),
+        state: SmsState::Sending,
+        detail: None,
+        at_ms: crate::dispatcher::now_ms(),
+    });
+    match gateway.results.commit_checked(vec![sending]).await {
+        Ok(skipped) if skipped.is_empty() => true,
+        Ok(_) => {
+            counter!("baraza_sms_claims_lost_total").increment(1);
+            info!(message_id = %id, "outbound SMS already claimed by another sender: not sent again");
+            false
+        }
+        Err(e) => {
+            warn!(message_id = %id, error = %e, "outbound SMS not claimed: left queued for the next sweep");
+            crate::telemetry::error("result_store");
+            false
+        }
+    }
+}
+
+/// Sends one stored message (its opt-out already checked) through an Africa's Talking
+/// route: claimed, one request (429s waited out within the claim), the outcome and the
+/// message id stored as part 1.
+async fn send_http(gateway: &Gateway, message: QueuedSms, route: &africastalking::Route) {
+    let id = message.message_id.clone();
+    if !claim(gateway, &id).await {
+        return;
+    }
+    let (outcome, throttled) = route
+        .send(&message.recipient, &message.sender, &message.body)
+        .await;
+    let throttled_note = (throttled > 0).then(|| format!("{throttled} x HTTP 429 first"));
+    let (state, part, smsc_id, detail) = match outcome {
+        SendOutcome::Accepted {
+            message_id,
+            status,
+            cost,
+        } => {
+            let mut detail = format!("{status}, cost {cost}");
+            if let Some(note) = &throttled_note {
+                detail = format!("{detail}; {note}");
+            }
+            (
+                SmsState::Accepted,
+                Some("accepted"),
+                Some(message_id),
+                detail,
+            )
+        }
+        SendOutcome::Rejected { detail } => (SmsState::Rejected, Some("rejected"), None, detail),
+        SendOutcome::Unknown { detail } => (SmsState::Unknown, Some("unknown"), None, detail),
+        // Never taken: back to the queue, sent again by the next sweep.
+        SendOutcome::Throttled { detail, .. } => (
+            SmsState::Queued,
+            None,
+            None,
+            format!("still throttled after {throttled} tries ({detail}): queued again"),
+        ),
+        SendOutcome::NotReached { detail } => (
+            SmsState::Queued,
+            None,
+            None,
+            format!("{detail}: queued again"),
+        ),
+    };
+    let now = crate::dispatcher::now_ms();
+    let mut writes = vec![Write::SmsState(SmsStateUpdate {
+        message_id: id.clone(),
+        state,
+        detail: (state != SmsState::Accepted).then(|| detail.clone()),
+        at_ms: now,
+    })];
+    if let Some(outcome) = part {
+        writes.push(Write::SmsPart(SmsPartRecord {
+            message_id: id.clone(),
+            part: 1,
+            outcome,
+            smsc_id,
+            detail: Some(detail),
+            at_ms: now,
+        }));
+    }
+    counter!("baraza_sms_outcomes_total", "state" => state.as_str()).increment(1);
+    if state != SmsState::Accepted {
+        warn!(message_id = %id, route = %message.operator, %state, "outbound SMS not accepted");
+    }
+    if let Err(e) = gateway.results.commit(writes).await {
+        warn!(message_id = %id, error = %e, "outbound SMS state not stored");
+        crate::telemetry::error("result_store");
+    }
 }
 
 /// The bind to use: among those bound now, the one with the fewest requests outstanding;

@@ -376,3 +376,35 @@ pub async fn delete_keys(prefix: &str) {
         let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
     }
 }
+
+/// Fails the test instead of hanging it when something never happens (30 s).
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Reads an outbound SMS until `ready` holds (the outbox works in the background).
+pub async fn wait_for_sms(
+    results: &baraza::result_store::ResultStore,
+    id: &str,
+    ready: impl Fn(&baraza::result_store::SmsRow) -> bool,
+) -> baraza::result_store::SmsRow {
+    within(&format!("message {id}"), async {
+        loop {
+            if let Some(row) = results.sms_message(id).await.expect("read")
+                && ready(&row)
+            {
+                return row;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+/// Whether an outbound SMS reached a final state.
+pub fn sms_finished(row: &baraza::result_store::SmsRow) -> bool {
+    baraza::result_store::SmsState::parse(&row.state)
+        .is_some_and(baraza::result_store::SmsState::is_final)
+}
