@@ -245,6 +245,11 @@ async fn a_two_way_survey_runs_through_the_route_and_reports_are_stored() {
     let (status, _) = incoming(&gw, "/sms/africastalking", "in-2", "1").await;
     assert_eq!(status, StatusCode::OK);
     let seen = fake.wait_for_requests(2).await;
+    // Africa's Talking posts it again (our 200 was lost): taken, not handled a second time
+    // (it would have answered the next question with "1").
+    let (status, body) = incoming(&gw, "/sms/africastalking", "in-2", "1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("kept already"), "{body}");
     assert_eq!(seen[1].form.get("to").map(String::as_str), Some(CITIZEN));
     assert_ne!(seen[1].form.get("message"), Some(&question));
 

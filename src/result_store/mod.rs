@@ -839,7 +839,6 @@ impl Rejection {
             Write::Start(_)
             | Write::Withdraw(_)
             | Write::SmsQueued(_)
-            | Write::SmsInbound(_)
             | Write::Receipt(_)
             | Write::CallAttempt(_)
             | Write::CallFinal(_) => {
@@ -852,6 +851,8 @@ impl Rejection {
             Write::SmsState(u) => ("sms_state", &u.message_id),
             Write::SmsPart(p) => ("sms_part", &p.message_id),
             Write::SmsInboundUpdate(u) => ("sms_inbound", &u.inbound_id),
+            // A message kept already (a provider posting its callback again).
+            Write::SmsInbound(m) => ("sms_inbound_repeat", &m.inbound_id),
         };
         Some(Rejection {
             position,
@@ -913,7 +914,12 @@ pub(crate) fn settle(
                 if let Some(list) = skipped.get_mut(rejection.position.0) {
                     list.push(rejection.position.1);
                 }
-                if rejection.kind == "sms_state" {
+                if rejection.kind == "sms_inbound_repeat" {
+                    tracing::info!(
+                        inbound_id = %rejection.response_id,
+                        "inbound SMS kept already: the copy is not kept again"
+                    );
+                } else if rejection.kind == "sms_state" {
                     // Expected when two senders race for one message: the loser stops here.
                     tracing::info!(
                         message_id = %rejection.response_id,

@@ -487,8 +487,8 @@ impl Writer {
                                 m.body,
                                 m.received_at_ms,
                             ])
-                            .map_err(sqlite_failure)?;
-                        true
+                            .map_err(sqlite_failure)?
+                            > 0
                     }
                     Write::SmsInboundUpdate(u) => {
                         let (handled, redelivery) = u.params();

@@ -356,7 +356,10 @@ async fn africastalking_sms(State(state): State<AppState>, body: Bytes) -> Respo
         return (StatusCode::SERVICE_UNAVAILABLE, "no SMS route\n").into_response();
     };
     match crate::sms::http_inbound::keep_incoming(outbox, incoming).await {
-        Ok(()) => (StatusCode::OK, "OK\n").into_response(),
+        Ok(crate::sms::http_inbound::Kept::New) => (StatusCode::OK, "OK\n").into_response(),
+        Ok(crate::sms::http_inbound::Kept::Already) => {
+            (StatusCode::OK, "OK (a repeat: kept already)\n").into_response()
+        }
         Err(e) => sms_not_taken(e),
     }
 }

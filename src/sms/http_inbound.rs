@@ -20,6 +20,15 @@ use crate::sms::africastalking::{DeliveryReport, Incoming, report_error};
 use crate::sms::binds::handle_kept;
 use crate::sms::outbox::Outbox;
 
+/// What became of an incoming message that was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Kept now; its step runs.
+    New,
+    /// Kept by an earlier copy of the same callback: nothing more is done.
+    Already,
+}
+
 /// Why a callback was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
@@ -58,7 +67,7 @@ fn at_route_for(outbox: &Outbox, to: &str) -> Option<(String, String)> {
 ///
 /// Its id in `sms_inbound` is derived from Africa's Talking's `id`, so a callback posted again
 /// keeps one row (the store ignores the second insert).
-pub async fn keep_incoming(outbox: &Arc<Outbox>, incoming: Incoming) -> Result<(), InboundError> {
+pub async fn keep_incoming(outbox: &Arc<Outbox>, incoming: Incoming) -> Result<Kept, InboundError> {
     let (route, sender) = at_route_for(outbox, &incoming.to)
         .ok_or_else(|| InboundError::NoRoute("is configured".into()))?;
     let message = InboundSms {
@@ -70,17 +79,23 @@ pub async fn keep_incoming(outbox: &Arc<Outbox>, incoming: Incoming) -> Result<(
         body: incoming.text,
         received_at_ms: crate::dispatcher::now_ms(),
     };
-    outbox
+    let unchanged = outbox
         .gateway()
         .results
-        .commit(vec![Write::SmsInbound(message.clone())])
+        .commit_checked(vec![Write::SmsInbound(message.clone())])
         .await?;
+    if !unchanged.is_empty() {
+        // Posted again (our 200 was lost, or came late): the first copy is handled, or will
+        // be by the recovery; handling this one too would answer the next question with it.
+        metrics::counter!("baraza_sms_inbound_total", "outcome" => "repeat").increment(1);
+        return Ok(Kept::Already);
+    }
     metrics::counter!("baraza_sms_inbound_total", "outcome" => "kept").increment(1);
     let outbox = Arc::clone(outbox);
     tokio::spawn(async move {
         handle_kept(outbox.gateway(), &route, &sender, &outbox, message).await;
     });
-    Ok(())
+    Ok(Kept::New)
 }
 
 /// Stores an Africa's Talking delivery report against its message, on the route named
