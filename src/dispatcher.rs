@@ -13,6 +13,7 @@
 //! and sent only once its session is saved; every step answers within the deadline, politely.
 //! It never knows wire formats (channels do) or Redis keys (the session store does).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -192,6 +193,27 @@ fn started_response(step: &engine::Step) -> Option<String> {
     })
 }
 
+/// A stored contact as a session's contact attributes: the fixed fields by their names
+/// (`name`, `language`, `channel`, `gender`, `birth_year`, `age_band`, `operator`), then the
+/// configured location and custom fields; the number itself is not among them.
+fn contact_fields(contact: crate::result_store::ContactRecord) -> BTreeMap<String, String> {
+    let fixed = [
+        ("name", contact.name),
+        ("language", contact.language),
+        ("channel", contact.channel),
+        ("gender", contact.gender),
+        ("birth_year", contact.birth_year.map(|y| y.to_string())),
+        ("age_band", contact.age_band),
+        ("operator", contact.operator),
+    ];
+    let mut fields: BTreeMap<String, String> = fixed
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_string(), value?)))
+        .collect();
+    fields.extend(contact.fields);
+    fields
+}
+
 /// Milliseconds since the Unix epoch: the only clock reading of a step, passed to the engine.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -327,6 +349,36 @@ impl Gateway {
     /// node (or this one before a restart) loaded it, from the result store.
     async fn flow_of(&self, state: &SessionState) -> Result<Arc<CompiledFlow>, StepError> {
         self.pinned_flow(&state.flow_id, state.flow_version).await
+    }
+
+    /// What a session of `flow` knows of the citizen at its start (`{{ contact.x }}`, branches
+    /// on contact fields): `known` (e.g. the USSD network) plus the stored contact of `number`,
+    /// read only when the flow may use it. A failed read is logged and the session starts
+    /// without it (a missing name never costs a citizen the survey).
+    async fn contact_for_start(
+        &self,
+        flow: &CompiledFlow,
+        number: &str,
+        mut known: BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        if !flow.uses_contact {
+            return known;
+        }
+        let key = self.contacts.consent_key(number);
+        match self.results.contacts_by_msisdn(&[key]).await {
+            Ok(found) => {
+                if let Some(contact) = found.into_iter().next() {
+                    for (name, value) in contact_fields(contact) {
+                        known.entry(name).or_insert(value);
+                    }
+                }
+            }
+            Err(error) => {
+                telemetry::error("contact_lookup");
+                warn!(%error, "contact not read: the session starts without it");
+            }
+        }
+        known
     }
 
     /// The flow a dialled code starts, sub-code first (`*384*12*3#`), then the code itself.

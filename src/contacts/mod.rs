@@ -694,8 +694,10 @@ mod tests {
 
     #[test]
     fn bad_configs_are_refused_with_the_reason() {
-        let mut config = ContactsConfig::default();
-        config.default_region = "XX".into();
+        let mut config = ContactsConfig {
+            default_region: "XX".into(),
+            ..Default::default()
+        };
         assert!(matches!(
             ContactSchema::from_config(&config),
             Err(SchemaError::UnknownRegion { .. })

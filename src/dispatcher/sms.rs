@@ -595,11 +595,14 @@ impl StepKind for SmsStep<'_> {
                         self.settle(gateway, Vec::new(), Vec::new()).await?,
                     ));
                 };
+                let contact = gateway
+                    .contact_for_start(&flow, self.from, Default::default())
+                    .await;
                 let start = Input::Start(Start {
                     // The pseudonym, not the number: response ids are exported as they are.
                     session_id: response_id(now, &format!("sms:{}", gateway.pseudonym(self.from))),
                     channel: Channel::Sms,
-                    contact: Default::default(),
+                    contact,
                     language: keyword.language.clone(),
                 });
                 Ok(Plan::Advance(Advance {

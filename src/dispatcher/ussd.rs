@@ -131,11 +131,16 @@ impl Gateway {
         Ok((loaded, prefetched))
     }
 
-    fn start_input(&self, request: &UssdRequest, now: i64) -> Input {
-        let mut contact = std::collections::BTreeMap::new();
+    /// The start of a session of `flow` for `request`: the network it came over and, when
+    /// the flow reads contact data, the citizen's contact.
+    async fn start_input(&self, flow: &CompiledFlow, request: &UssdRequest, now: i64) -> Input {
+        let mut known = std::collections::BTreeMap::new();
         if let Some(network) = &request.network {
-            contact.insert("network".to_string(), network.clone());
+            known.insert("network".to_string(), network.clone());
         }
+        let contact = self
+            .contact_for_start(flow, &request.subscriber, known)
+            .await;
         Input::Start(Start {
             session_id: response_id(
                 now,
@@ -216,10 +221,11 @@ impl<'r> UssdStep<'r> {
         let now = now_ms();
         self.resume_offer = prior.is_some();
         self.progress = progress;
+        let start = gateway.start_input(&flow, self.request, now).await;
         Plan::Advance(Advance {
             flow,
             prior,
-            inputs: vec![gateway.start_input(self.request, now)],
+            inputs: vec![start],
             now,
             expected: None,
         })

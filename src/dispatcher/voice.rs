@@ -320,10 +320,13 @@ impl VoiceStep<'_> {
         };
         let (flow, prior) = gateway.resumable(request.citizen(), flow).await;
         let now = now_ms();
+        let contact = gateway
+            .contact_for_start(&flow, request.citizen(), Default::default())
+            .await;
         let start = Input::Start(Start {
             session_id: response_id(now, &format!("{}:{}", self.channel_key, request.call_id)),
             channel: Channel::Voice,
-            contact: Default::default(),
+            contact,
             language: None,
         });
         Plan::Advance(Advance {

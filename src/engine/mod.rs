@@ -33,6 +33,11 @@ pub struct CompiledFlow {
     templates: Templates,
     /// Result name -> the node that saves it (to find labels for `{{ labels.x }}`).
     result_nodes: HashMap<String, NodeId>,
+    /// Whether the flow may read contact data (`{{ contact.x }}`, a branch on a contact
+    /// field): the gateway looks the citizen's contact up at a session's start only then.
+    /// Over-approximated (any mention of `contact` in the flow counts): a false positive
+    /// costs a lookup, never a wrong screen.
+    pub uses_contact: bool,
 }
 
 impl std::fmt::Debug for CompiledFlow {
@@ -56,10 +61,12 @@ impl CompiledFlow {
                     .or_insert_with(|| id.clone());
             }
         }
+        let uses_contact = serde_json::to_string(&flow).is_ok_and(|text| text.contains("contact"));
         Ok(CompiledFlow {
             flow,
             templates,
             result_nodes,
+            uses_contact,
         })
     }
 }
