@@ -694,7 +694,7 @@ mod tests {
 
     #[test]
     fn bad_configs_are_refused_with_the_reason() {
-        let mut config = ContactsConfig {
+        let config = ContactsConfig {
             default_region: "XX".into(),
             ..Default::default()
         };
