@@ -424,6 +424,7 @@ fn send(
             from,
             text,
             registered_delivery: true,
+            waited: std::time::Duration::ZERO,
         };
         let outcomes = tokio::time::timeout(budget, esme.submit(request))
             .await

@@ -1258,6 +1258,7 @@ fn profile_request(text: &str) -> SubmitRequest {
         from: "BARAZA".into(),
         text: text.into(),
         registered_delivery: true,
+        waited: std::time::Duration::ZERO,
     }
 }
 
@@ -1279,6 +1280,37 @@ fn submit_sm_from_an_operator_profile() {
         ..profile_config()
     };
     let sms = build_submits(&plain, &profile_request("Hi"), 1).expect("builds");
+    assert!(sms[0].validity_period.is_empty());
+}
+
+/// The validity counts from when the message was queued, not from the submit: a message that
+/// waited 23 hours under a 24-hour validity gets the hour left; one that waited the whole day
+/// is not submitted at all.
+#[test]
+fn the_validity_left_is_sent_and_an_expired_message_is_not() {
+    let waited = |hours: u64| SubmitRequest {
+        waited: std::time::Duration::from_secs(hours * 3600),
+        ..profile_request("Hi")
+    };
+    let sms = build_submits(&profile_config(), &waited(23), 1).expect("builds");
+    assert_eq!(sms[0].validity_period.as_bytes(), b"000000010000000R");
+    let late = build_submits(&profile_config(), &waited(24), 1);
+    assert!(
+        matches!(
+            late,
+            Err(baraza::smpp::esme::SubmitError::Expired {
+                waited_seconds: 86_400,
+                validity_seconds: 86_400
+            })
+        ),
+        "{late:?}"
+    );
+    // Without a validity, waiting changes nothing.
+    let plain = BindConfig {
+        validity: None,
+        ..profile_config()
+    };
+    let sms = build_submits(&plain, &waited(48), 1).expect("builds");
     assert!(sms[0].validity_period.is_empty());
 }
 

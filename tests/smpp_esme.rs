@@ -65,6 +65,7 @@ fn request(to: &str, text: &str) -> SubmitRequest {
         from: "2020".to_string(),
         text: text.to_string(),
         registered_delivery: true,
+        waited: std::time::Duration::ZERO,
     }
 }
 

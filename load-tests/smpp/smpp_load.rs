@@ -164,6 +164,7 @@ fn request() -> SubmitRequest {
         from: FROM.to_string(),
         text: TEXT.to_string(),
         registered_delivery: false,
+        waited: std::time::Duration::ZERO,
     }
 }
 

@@ -48,6 +48,26 @@ pub fn address(written: &str) -> (u8, u8, String) {
     AddressPlan::default().address(written)
 }
 
+/// What is left of the operator's `validity` for a message that already `waited` (at least
+/// a second: SMPP's relative time counts seconds); `None` when the operator sets none.
+fn validity_left(
+    validity: Option<std::time::Duration>,
+    waited: std::time::Duration,
+) -> Result<Option<std::time::Duration>, SubmitError> {
+    let Some(validity) = validity else {
+        return Ok(None);
+    };
+    if waited >= validity {
+        return Err(SubmitError::Expired {
+            waited_seconds: waited.as_secs(),
+            validity_seconds: validity.as_secs(),
+        });
+    }
+    Ok(Some(
+        (validity - waited).max(std::time::Duration::from_secs(1)),
+    ))
+}
+
 /// The submit_sm PDUs of one message as the operator wants them: data_coding chosen from
 /// the text (GSM 03.38 under the operator's 0 or 1, else UCS-2), split and marked with the
 /// operator's concatenation method (`reference` identifies this message's parts), TON/NPI
@@ -66,7 +86,9 @@ pub fn build_submits(
     )?;
     let (source_ton, source_npi, source) = config.source_addresses.address(&request.from);
     let (dest_ton, dest_npi, destination) = config.dest_addresses.address(&request.to);
-    let validity_period = config.validity.map(relative_time).unwrap_or_default();
+    let validity_period = validity_left(config.validity, request.waited)?
+        .map(relative_time)
+        .unwrap_or_default();
     let mut messages = Vec::with_capacity(parts.len());
     for part in parts {
         let mut tlvs = Vec::new();
@@ -224,6 +246,11 @@ pub struct SubmitRequest {
     pub text: String,
     /// Ask the SMSC for a delivery receipt (registered_delivery bit 0).
     pub registered_delivery: bool,
+    /// How long the message already waited (since it was queued): the validity period sent
+    /// is what is left of the operator's, so a question never reaches a handset later than
+    /// the operator's validity after it was asked; one that waited longer is not submitted
+    /// ([`SubmitError::Expired`]).
+    pub waited: std::time::Duration,
 }
 
 /// What became of one part.
@@ -334,6 +361,15 @@ pub enum SubmitError {
     /// The ESME was stopped (unbind) before the message could be sent: no part was written.
     #[error("the SMPP bind is stopped")]
     Stopped,
+    /// The message waited longer than the operator's validity period before it could be
+    /// submitted: too late to be worth sending.
+    #[error(
+        "waited {waited_seconds} s, longer than the operator's validity of {validity_seconds} s: not sent"
+    )]
+    Expired {
+        waited_seconds: u64,
+        validity_seconds: u64,
+    },
 }
 
 /// One thing the SMSC delivered, and the answer the SMSC waits for: the bind writes the

@@ -596,11 +596,13 @@ async fn send_one(gateway: &Gateway, message: QueuedSms, transport: Option<Trans
     if !claim(gateway, &id).await {
         return;
     }
+    let waited_ms = crate::dispatcher::now_ms().saturating_sub(message.created_at_ms);
     let request = SubmitRequest {
         to: message.recipient.clone(),
         from: message.sender.clone(),
         text: message.body.clone(),
         registered_delivery: true,
+        waited: Duration::from_millis(u64::try_from(waited_ms).unwrap_or(0)),
     };
     let mut writes = Vec::new();
     let state = match handle.submit_reports(request).await {
