@@ -204,7 +204,8 @@ async fn after_a_restart_queued_messages_go_out_and_in_flight_ones_become_unknow
         let store = ResultStore::open_sqlite(&dir.path().join("results.sqlite3"))
             .await
             .expect("store");
-        let queued = |id: &str, node: &str, to: &str| stored_row(id, node, to, "api", 1_000);
+        let queued_at = baraza::dispatcher::now_ms() - 60_000;
+        let queued = |id: &str, node: &str, to: &str| stored_row(id, node, to, "api", queued_at);
         store
             .commit(vec![
                 queued("left-queued", "node-1", "+254711000031"),
@@ -437,7 +438,13 @@ async fn two_senders_of_one_queue_submit_each_message_once() {
             ids.iter()
                 .enumerate()
                 .map(|(n, id)| {
-                    stored_row(id, "node-1", &format!("+2547110004{n:02}"), "api", 1_000)
+                    stored_row(
+                        id,
+                        "node-1",
+                        &format!("+2547110004{n:02}"),
+                        "api",
+                        baraza::dispatcher::now_ms() - 60_000,
+                    )
                 })
                 .collect(),
         )
@@ -546,7 +553,7 @@ async fn a_reply_stored_with_its_step_goes_out_once_after_a_restart() {
             "node-s",
             "+254711000602",
             "reply",
-            1_000,
+            baraza::dispatcher::now_ms() - 60_000,
         )])
         .await
         .expect("commit");
@@ -666,6 +673,36 @@ async fn a_stop_outlives_the_session_store_and_a_restart() {
     assert_eq!(row.state, "suppressed");
     binds.shutdown(Duration::from_secs(5)).await;
     assert_eq!(sim.stats().submits, 0, "nothing reached the SMSC");
+}
+
+/// A message left queued for longer than the operator's validity (a node that stayed down
+/// for a day) is not sent when the node is back: it ends `not_sent`, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_longer_than_its_validity_is_not_sent() {
+    let (sim, gateway, binds, _dir) = bound("node-v").await;
+    let a_day_ago = baraza::dispatcher::now_ms() - 25 * 3_600_000;
+    gateway
+        .results
+        .commit(vec![stored_row(
+            "stale",
+            "node-v",
+            "+254711000641",
+            "api",
+            a_day_ago,
+        )])
+        .await
+        .expect("commit");
+    binds.outbox().recover().await.expect("recover");
+    let row = wait_for(&gateway.results, "stale", finished).await;
+    assert_eq!(row.state, "not_sent");
+    assert!(
+        row.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("validity")),
+        "{row:?}"
+    );
+    binds.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sim.stats().submits, 0);
 }
 
 /// A reminder is stored in its timer step's own commit (routed by the number's prefix), named
