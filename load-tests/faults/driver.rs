@@ -111,12 +111,15 @@ struct Args {
         default_value = "Which service|How would you rate|Did you get the service|When was your visit|Thank you"
     )]
     sms_expect: String,
+    /// The result each SMS of the script is stored under (empty: none, e.g. the keyword).
+    #[arg(long, default_value = ",service,rating,got_service,visit_date")]
+    sms_results: String,
     /// Seconds a citizen waits for an SMS reply before sending its next one anyway (a message
     /// whose step failed is handled again by the nodes' sweep, a minute or more later).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 95)]
     sms_wait: u64,
     /// Seconds to wait at the end for replies still outstanding.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 95)]
     drain: u64,
     /// The shared result store, to check what citizens were shown as saved.
     #[arg(long)]
@@ -524,12 +527,20 @@ async fn inject(shared: &Shared, sim: &SimHandle, fault: Fault) -> anyhow::Resul
             hook(shared, fault, "end").await?;
         }
         Fault::SmscDrop => {
+            let nodes = shared.args.nodes.len() as u64;
             for _ in 0..3 {
-                // Each drop hits bound, busy binds: all nodes back, traffic flowing again.
-                bound(sim, shared.args.nodes.len() as u64).await?;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let dropped = sim.drop_connections();
+                // Each drop hits bound, busy binds: every node bound again since the last
+                // drop, traffic flowing again.
+                let binds = sim.stats().binds;
+                let dropped = sim.drop_connections() as u64;
                 eprintln!("smsc-drop: {dropped} connections closed");
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    sim.wait_until(|s| s.binds >= binds + dropped.min(nodes)),
+                )
+                .await
+                .context("the nodes never bound again after a drop")?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
         Fault::SmscThrottle => {
@@ -611,6 +622,9 @@ struct SmsOutcome {
     duplicates: Vec<At>,
     /// Replies whose text is not the one the message's position expects.
     unexpected: Vec<At>,
+    /// Script positions of the messages answered with the expected next question: the
+    /// citizen was shown their answer as saved.
+    shown_saved: Vec<usize>,
 }
 
 fn match_replies(log: &SmsLog, arrivals: &[Arrival], expect: &[&str]) -> SmsOutcome {
@@ -625,28 +639,92 @@ fn match_replies(log: &SmsLog, arrivals: &[Arrival], expect: &[&str]) -> SmsOutc
     }
     let mut answered: Vec<(At, Option<At>)> = log.mos.iter().map(|m| (m.sent, None)).collect();
     let mut unexpected = Vec::new();
+    let mut shown_saved = Vec::new();
     let mut next = 0;
+    let expected = |mo: &Mo, reply: &Arrival| {
+        expect
+            .get(mo.position)
+            .is_some_and(|e| reply.text.contains(e))
+    };
     for reply in replies {
         if next >= log.mos.len() || log.mos[next].sent > reply.at {
             duplicates.push(reply.at);
             continue;
         }
-        let mo = &log.mos[next];
-        if !expect
-            .get(mo.position)
-            .is_some_and(|e| reply.text.contains(e))
-        {
-            unexpected.push(reply.at);
+        // The reply answers the oldest message sent before it whose reply it is; the messages
+        // it skips never got theirs (a citizen sends on after waiting long enough).
+        let fits = (next..log.mos.len())
+            .take_while(|&i| log.mos[i].sent <= reply.at)
+            .find(|&i| expected(&log.mos[i], reply));
+        match fits {
+            Some(i) => {
+                shown_saved.push(log.mos[i].position);
+                answered[i].1 = Some(reply.at);
+                next = i + 1;
+            }
+            None => {
+                unexpected.push(reply.at);
+                answered[next].1 = Some(reply.at);
+                next += 1;
+            }
         }
-        answered[next].1 = Some(reply.at);
-        next += 1;
     }
     SmsOutcome {
         digits: log.digits.clone(),
         answered,
         duplicates,
         unexpected,
+        shown_saved,
     }
+}
+
+/// Stored SMS answers: how many rows each (number, digits only; result) has.
+async fn stored_sms_answers(args: &Args) -> anyhow::Result<HashMap<(String, String), i64>> {
+    let (client, connection) = tokio_postgres::connect(&args.postgres, tokio_postgres::NoTls)
+        .await
+        .context("connect to the result store")?;
+    tokio::spawn(connection);
+    let schema = args.schema.replace('"', "");
+    let rows = client
+        .query(
+            &format!(
+                "SELECT r.subscriber, a.result, count(*) FROM \"{schema}\".responses r \
+                 JOIN \"{schema}\".answers a ON a.response_id = r.response_id \
+                 WHERE r.channel = 'sms' GROUP BY 1, 2"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let subscriber: String = row.get(0);
+            let digits = subscriber.chars().filter(char::is_ascii_digit).collect();
+            ((digits, row.get::<_, String>(1)), row.get::<_, i64>(2))
+        })
+        .collect())
+}
+
+/// SMS answers a citizen was shown as saved (the next question came) that the store lacks.
+fn sms_saved_but_missing(
+    outcomes: &[SmsOutcome],
+    results: &[&str],
+    stored: &HashMap<(String, String), i64>,
+) -> i64 {
+    let mut missing = 0;
+    for outcome in outcomes {
+        let mut shown: HashMap<&str, i64> = HashMap::new();
+        for position in &outcome.shown_saved {
+            if let Some(result) = results.get(*position).filter(|r| !r.is_empty()) {
+                *shown.entry(result).or_default() += 1;
+            }
+        }
+        for (result, count) in shown {
+            let key = (outcome.digits.clone(), result.to_string());
+            missing += (count - stored.get(&key).copied().unwrap_or(0)).max(0);
+        }
+    }
+    missing
 }
 
 /// The figures of one phase.
@@ -962,6 +1040,12 @@ async fn main() -> anyhow::Result<()> {
                 "ussd_steps": steps.len(),
                 "answers_shown_saved": accepted.len(),
                 "saved_but_missing": all_missing,
+                "sms_replies_as_expected": sms_outcomes.iter().map(|o| o.shown_saved.len()).sum::<usize>(),
+                "sms_answers_saved_but_missing": sms_saved_but_missing(
+                    &sms_outcomes,
+                    &shared.args.sms_results.split(',').collect::<Vec<_>>(),
+                    &stored_sms_answers(&shared.args).await?,
+                ),
                 "sms_sent": sms_logs.iter().map(|l| l.mos.len()).sum::<usize>(),
                 "sms_outstanding_at_end": outstanding(&shared),
                 "smsc": {
