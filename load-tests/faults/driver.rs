@@ -118,6 +118,10 @@ struct Args {
     /// whose step failed is handled again by the nodes' sweep, a minute or more later).
     #[arg(long, default_value_t = 95)]
     sms_wait: u64,
+    /// Seconds, over the whole run, that the waits for the SMS flow to catch up after each
+    /// fault may take together (keeps the run within about 10 minutes).
+    #[arg(long, default_value_t = 240)]
+    catch_up_budget: u64,
     /// Seconds to wait at the end for replies still outstanding.
     #[arg(long, default_value_t = 95)]
     drain: u64,
@@ -563,13 +567,18 @@ async fn bound(sim: &SimHandle, binds: u64) -> anyhow::Result<()> {
     .context("the nodes never bound to the SMSC simulator")
 }
 
-/// The (session, result) pairs stored for the flow's Africa's Talking responses.
-async fn stored_answers(args: &Args) -> anyhow::Result<HashSet<(String, String)>> {
+/// A connection to the nodes' result store, and their schema (quoted in the queries).
+async fn result_store(args: &Args) -> anyhow::Result<(tokio_postgres::Client, String)> {
     let (client, connection) = tokio_postgres::connect(&args.postgres, tokio_postgres::NoTls)
         .await
         .context("connect to the result store")?;
     tokio::spawn(connection);
-    let schema = args.schema.replace('"', "");
+    Ok((client, args.schema.replace('"', "")))
+}
+
+/// The (session, result) pairs stored for the flow's Africa's Talking responses.
+async fn stored_answers(args: &Args) -> anyhow::Result<HashSet<(String, String)>> {
+    let (client, schema) = result_store(args).await?;
     let rows = client
         .query(
             &format!(
@@ -592,10 +601,7 @@ async fn stored_answers(args: &Args) -> anyhow::Result<HashSet<(String, String)>
 
 /// How the outbound SMS ended, by state, as the nodes stored them.
 async fn sms_states(args: &Args) -> anyhow::Result<serde_json::Value> {
-    let (client, connection) =
-        tokio_postgres::connect(&args.postgres, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    let schema = args.schema.replace('"', "");
+    let (client, schema) = result_store(args).await?;
     let rows = client
         .query(
             &format!("SELECT state, count(*) FROM \"{schema}\".sms_messages GROUP BY state"),
@@ -680,11 +686,7 @@ fn match_replies(log: &SmsLog, arrivals: &[Arrival], expect: &[&str]) -> SmsOutc
 
 /// Stored SMS answers: how many rows each (number, digits only; result) has.
 async fn stored_sms_answers(args: &Args) -> anyhow::Result<HashMap<(String, String), i64>> {
-    let (client, connection) = tokio_postgres::connect(&args.postgres, tokio_postgres::NoTls)
-        .await
-        .context("connect to the result store")?;
-    tokio::spawn(connection);
-    let schema = args.schema.replace('"', "");
+    let (client, schema) = result_store(args).await?;
     let rows = client
         .query(
             &format!(
@@ -944,6 +946,7 @@ async fn main() -> anyhow::Result<()> {
         until: shared.now(),
     });
     let faults = shared.args.faults.clone();
+    let mut catch_up_left = Duration::from_secs(shared.args.catch_up_budget);
     for (i, fault) in faults.iter().enumerate() {
         if i > 0 {
             tokio::time::sleep(Duration::from_secs(shared.args.settle)).await;
@@ -956,10 +959,12 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(shared.args.recovery)).await;
         // Replies a fault held back (a failed SMS step waits for the nodes' sweep) must not
         // spill into the next fault's figures.
-        let limit = Instant::now() + Duration::from_secs(shared.args.sms_wait);
+        let waited = Instant::now();
+        let limit = waited + Duration::from_secs(shared.args.sms_wait).min(catch_up_left);
         while !shared.sms_caught_up() && Instant::now() < limit {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        catch_up_left = catch_up_left.saturating_sub(waited.elapsed());
         phases.push(Phase {
             name: fault.name().to_string(),
             start,

@@ -5,7 +5,7 @@
 # Faults one at a time, each after a steady period and followed by a recovery period:
 # SIGKILL of a node (restarted), Redis restart, Redis CLIENT PAUSE 5000, PostgreSQL restart,
 # the SMSC dropping its connections mid-window, the SMSC throttling. Prints one JSON line and
-# one table row per fault; see RESULTS.md. Loopback only; about 4 minutes.
+# one table row per fault; see RESULTS.md. Loopback only; about 5 minutes, at most about 10.
 #
 #   bash load-tests/faults/run.sh
 #   FAULTS=redis-pause,pg-restart RECOVERY=10 bash load-tests/faults/run.sh
