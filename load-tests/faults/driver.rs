@@ -889,9 +889,8 @@ fn print_table(rows: &[serde_json::Value]) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// The simulator the nodes bind to, redelivering as an SMSC does.
+async fn start_smsc(args: &Args) -> anyhow::Result<SimHandle> {
     let listener = TcpListener::bind(args.smsc_listen)
         .await
         .with_context(|| format!("listen on {}", args.smsc_listen))?;
@@ -906,8 +905,171 @@ async fn main() -> anyhow::Result<()> {
         listener,
     );
     eprintln!("fault-load: SMSC simulator on {}", args.smsc_listen);
-    let nodes = args.nodes.len();
-    bound(&sim, nodes as u64).await?;
+    Ok(sim)
+}
+
+/// The steady phase, then each fault with its recovery; the phases, in order.
+async fn run_faults(shared: &Shared, sim: &SimHandle) -> anyhow::Result<Vec<Phase>> {
+    let mut phases = Vec::new();
+    let steady_start = shared.now();
+    tokio::time::sleep(Duration::from_secs(shared.args.settle)).await;
+    phases.push(Phase {
+        name: "none (steady load)".into(),
+        start: steady_start,
+        end: steady_start,
+        until: shared.now(),
+    });
+    let mut catch_up_left = Duration::from_secs(shared.args.catch_up_budget);
+    for (i, fault) in shared.args.faults.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(shared.args.settle)).await;
+        }
+        eprintln!("fault-load: {} at {:.1} s", fault.name(), shared.now());
+        let start = shared.now();
+        inject(shared, sim, *fault).await?;
+        let end = shared.now();
+        eprintln!("fault-load: {} over at {:.1} s", fault.name(), end);
+        tokio::time::sleep(Duration::from_secs(shared.args.recovery)).await;
+        // Replies a fault held back (a failed SMS step waits for the nodes' sweep) must not
+        // spill into the next fault's figures.
+        let waited = Instant::now();
+        let limit = waited + Duration::from_secs(shared.args.sms_wait).min(catch_up_left);
+        while !shared.sms_caught_up() && Instant::now() < limit {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        catch_up_left = catch_up_left.saturating_sub(waited.elapsed());
+        phases.push(Phase {
+            name: fault.name().to_string(),
+            start,
+            end,
+            until: shared.now(),
+        });
+    }
+    Ok(phases)
+}
+
+/// SMS sent and not yet answered (by count of handset messages).
+fn outstanding(shared: &Shared, sms_logs: &[SmsLog]) -> usize {
+    sms_logs
+        .iter()
+        .map(|l| l.mos.len().saturating_sub(shared.received(&l.digits)))
+        .sum()
+}
+
+/// Stops the citizens; what they saw.
+async fn stop_citizens(
+    shared: &Shared,
+    mut ussd: tokio::task::JoinSet<UssdLog>,
+    mut sms: tokio::task::JoinSet<SmsLog>,
+) -> anyhow::Result<(UssdLog, Vec<SmsLog>)> {
+    shared.stop.store(true, Ordering::Relaxed);
+    shared.arrivals.send_modify(|n| *n += 1);
+    let mut all = UssdLog::default();
+    while let Some(log) = ussd.join_next().await {
+        let log = log?;
+        all.steps.extend(log.steps);
+        all.accepted.extend(log.accepted);
+        all.unexpected.extend(log.unexpected);
+    }
+    let mut sms_logs = Vec::new();
+    while let Some(log) = sms.join_next().await {
+        sms_logs.push(log?);
+    }
+    Ok((all, sms_logs))
+}
+
+/// Prints one JSON line per phase, the totals, and the table.
+async fn report(
+    shared: &Shared,
+    sim: &SimHandle,
+    phases: &[Phase],
+    ussd: &UssdLog,
+    sms_logs: &[SmsLog],
+) -> anyhow::Result<()> {
+    let args = &shared.args;
+    let stored = stored_answers(args).await?;
+    let expect: Vec<&str> = args.sms_expect.split('|').collect();
+    let handsets = shared
+        .handsets
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
+    let sms_outcomes: Vec<SmsOutcome> = sms_logs
+        .iter()
+        .map(|log| {
+            let arrivals = handsets.get(&log.digits).cloned().unwrap_or_default();
+            match_replies(log, &arrivals, &expect)
+        })
+        .collect();
+    let rows: Vec<serde_json::Value> = phases
+        .iter()
+        .map(|phase| {
+            let mut row = phase_figures(
+                phase,
+                args.nodes.len(),
+                &ussd.steps,
+                &ussd.accepted,
+                &stored,
+                &sms_outcomes,
+            );
+            row["unexpected_examples"] = ussd
+                .unexpected
+                .iter()
+                .filter(|(at, _)| phase.holds(*at))
+                .take(3)
+                .map(|(_, what)| json!(what))
+                .collect();
+            row
+        })
+        .collect();
+    for row in &rows {
+        println!("{row}");
+    }
+    let stats = sim.stats();
+    let all_missing = ussd
+        .accepted
+        .iter()
+        .filter(|a| !stored.contains(&(a.session.clone(), a.result.clone())))
+        .count();
+    println!(
+        "{}",
+        json!({
+            "totals": {
+                "ussd_steps": ussd.steps.len(),
+                "answers_shown_saved": ussd.accepted.len(),
+                "saved_but_missing": all_missing,
+                "sms_replies_as_expected": sms_outcomes.iter().map(|o| o.shown_saved.len()).sum::<usize>(),
+                "sms_answers_saved_but_missing": sms_saved_but_missing(
+                    &sms_outcomes,
+                    &args.sms_results.split(',').collect::<Vec<_>>(),
+                    &stored_sms_answers(args).await?,
+                ),
+                "sms_sent": sms_logs.iter().map(|l| l.mos.len()).sum::<usize>(),
+                "sms_outstanding_at_end": outstanding(shared, sms_logs),
+                "smsc": {
+                    "binds": stats.binds,
+                    "submits": stats.submits,
+                    "accepted": stats.accepted,
+                    "throttled": stats.throttled,
+                    "messages": stats.messages.len(),
+                    "mo_parts_sent": stats.mo_parts_sent,
+                    "deliveries_refused": stats.deliveries_refused,
+                    "redeliveries": stats.redeliveries,
+                    "redeliveries_after_close": stats.redeliveries_after_close,
+                },
+                "outbox_states": sms_states(args).await.unwrap_or(json!(null)),
+            }
+        })
+    );
+    print_table(&rows);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sim = start_smsc(&args).await?;
+    bound(&sim, args.nodes.len() as u64).await?;
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64;
@@ -936,139 +1098,18 @@ async fn main() -> anyhow::Result<()> {
         sms.spawn(sms_citizen(Arc::clone(&shared), sim.clone(), index));
     }
 
-    let mut phases = Vec::new();
-    let steady_start = shared.now();
-    tokio::time::sleep(Duration::from_secs(shared.args.settle)).await;
-    phases.push(Phase {
-        name: "none (steady load)".into(),
-        start: steady_start,
-        end: steady_start,
-        until: shared.now(),
-    });
-    let faults = shared.args.faults.clone();
-    let mut catch_up_left = Duration::from_secs(shared.args.catch_up_budget);
-    for (i, fault) in faults.iter().enumerate() {
-        if i > 0 {
-            tokio::time::sleep(Duration::from_secs(shared.args.settle)).await;
-        }
-        eprintln!("fault-load: {} at {:.1} s", fault.name(), shared.now());
-        let start = shared.now();
-        inject(&shared, &sim, *fault).await?;
-        let end = shared.now();
-        eprintln!("fault-load: {} over at {:.1} s", fault.name(), end);
-        tokio::time::sleep(Duration::from_secs(shared.args.recovery)).await;
-        // Replies a fault held back (a failed SMS step waits for the nodes' sweep) must not
-        // spill into the next fault's figures.
-        let waited = Instant::now();
-        let limit = waited + Duration::from_secs(shared.args.sms_wait).min(catch_up_left);
-        while !shared.sms_caught_up() && Instant::now() < limit {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        catch_up_left = catch_up_left.saturating_sub(waited.elapsed());
-        phases.push(Phase {
-            name: fault.name().to_string(),
-            start,
-            end,
-            until: shared.now(),
-        });
-    }
-    shared.stop.store(true, Ordering::Relaxed);
-    shared.arrivals.send_modify(|n| *n += 1);
-    let mut steps = Vec::new();
-    let mut accepted = Vec::new();
-    let mut unexpected = Vec::new();
-    while let Some(log) = ussd.join_next().await {
-        let log = log?;
-        steps.extend(log.steps);
-        accepted.extend(log.accepted);
-        unexpected.extend(log.unexpected);
-    }
-    let mut sms_logs = Vec::new();
-    while let Some(log) = sms.join_next().await {
-        sms_logs.push(log?);
-    }
+    let phases = run_faults(&shared, &sim).await?;
+    let (ussd, sms_logs) = stop_citizens(&shared, ussd, sms).await?;
     // Late replies: wait (bounded) until every message is answered, then a little more for
     // second copies.
-    let outstanding = |shared: &Shared| {
-        sms_logs
-            .iter()
-            .map(|l| l.mos.len().saturating_sub(shared.received(&l.digits)))
-            .sum::<usize>()
-    };
     let drain_until = Instant::now() + Duration::from_secs(shared.args.drain);
-    while outstanding(&shared) > 0 && Instant::now() < drain_until {
+    while outstanding(&shared, &sms_logs) > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     watcher_done.store(true, Ordering::Relaxed);
     watcher.await?;
-
-    let stored = stored_answers(&shared.args).await?;
-    let expect: Vec<&str> = shared.args.sms_expect.split('|').collect();
-    let handsets = shared
-        .handsets
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_default();
-    let sms_outcomes: Vec<SmsOutcome> = sms_logs
-        .iter()
-        .map(|log| {
-            let arrivals = handsets.get(&log.digits).cloned().unwrap_or_default();
-            match_replies(log, &arrivals, &expect)
-        })
-        .collect();
-    let rows: Vec<serde_json::Value> = phases
-        .iter()
-        .map(|phase| {
-            let mut row = phase_figures(phase, nodes, &steps, &accepted, &stored, &sms_outcomes);
-            row["unexpected_examples"] = unexpected
-                .iter()
-                .filter(|(at, _)| phase.holds(*at))
-                .take(3)
-                .map(|(_, what)| json!(what))
-                .collect();
-            row
-        })
-        .collect();
-    for row in &rows {
-        println!("{row}");
-    }
-    let stats = sim.stats();
-    let all_missing = accepted
-        .iter()
-        .filter(|a| !stored.contains(&(a.session.clone(), a.result.clone())))
-        .count();
-    println!(
-        "{}",
-        json!({
-            "totals": {
-                "ussd_steps": steps.len(),
-                "answers_shown_saved": accepted.len(),
-                "saved_but_missing": all_missing,
-                "sms_replies_as_expected": sms_outcomes.iter().map(|o| o.shown_saved.len()).sum::<usize>(),
-                "sms_answers_saved_but_missing": sms_saved_but_missing(
-                    &sms_outcomes,
-                    &shared.args.sms_results.split(',').collect::<Vec<_>>(),
-                    &stored_sms_answers(&shared.args).await?,
-                ),
-                "sms_sent": sms_logs.iter().map(|l| l.mos.len()).sum::<usize>(),
-                "sms_outstanding_at_end": outstanding(&shared),
-                "smsc": {
-                    "binds": stats.binds,
-                    "submits": stats.submits,
-                    "accepted": stats.accepted,
-                    "throttled": stats.throttled,
-                    "messages": stats.messages.len(),
-                    "mo_parts_sent": stats.mo_parts_sent,
-                    "deliveries_refused": stats.deliveries_refused,
-                    "redeliveries": stats.redeliveries,
-                    "redeliveries_after_close": stats.redeliveries_after_close,
-                },
-                "outbox_states": sms_states(&shared.args).await.unwrap_or(json!(null)),
-            }
-        })
-    );
-    print_table(&rows);
+    report(&shared, &sim, &phases, &ussd, &sms_logs).await?;
     sim.shutdown();
     Ok(())
 }
