@@ -26,6 +26,8 @@ fi
 # tests/faults.rs and tests/tls.rs start Redis servers of their own (stopped and restarted under
 # a gateway; TLS only, which Debian's redis-server is built with).
 command -v redis-server >/dev/null || apt_install redis-server
+# ... and a PostgreSQL cluster of its own (initdb, pg_ctl: the server package).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || apt_install postgresql
 
 if ! postgres_up; then
   echo "services: PostgreSQL is not answering on 127.0.0.1:5432; installing/starting it"

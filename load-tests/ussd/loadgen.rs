@@ -12,13 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+#[path = "at_client.rs"]
+mod at_client;
+use at_client::{connect, form_encode, step};
 
 #[derive(Parser, Debug)]
 #[command(about = "USSD load generator (Africa's Talking callbacks)")]
@@ -69,44 +67,6 @@ struct Shared {
     errors: AtomicU64,
     ended_sessions: AtomicU64,
     run_id: u64,
-}
-
-fn form_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(target: &str) -> anyhow::Result<Sender> {
-    let stream = TcpStream::connect(target)
-        .await
-        .with_context(|| format!("connect {target}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
-}
-
-async fn step(sender: &mut Sender, host: &str, body: String) -> anyhow::Result<String> {
-    sender.ready().await?;
-    let request = Request::post("/ussd/africastalking")
-        .header("host", host)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(body)))?;
-    let response = sender.send_request(request).await?;
-    if !response.status().is_success() {
-        bail!("status {}", response.status());
-    }
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// One simulated citizen: dials, answers the script, dials again with a new session.

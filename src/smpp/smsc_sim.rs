@@ -1,9 +1,11 @@
 //! An SMSC simulator for development and tests: accepts SMPP 3.4 binds over TCP, answers
 //! submit_sm with incrementing hexadecimal message ids (after a configurable latency, with
 //! optional throttling or queued error statuses), sends delivery receipts, and lets a test
-//! inject mobile-originated messages, drop connections, send enquire_link or unbind, and read
-//! what reached the "handset" (every accepted submit_sm as received, long messages marked by
-//! UDH, SAR TLVs or message_payload reassembled and decoded).
+//! inject mobile-originated messages, drop connections, send enquire_link or unbind, throttle
+//! for a while, and read what reached the "handset" (every accepted submit_sm as received, long
+//! messages marked by UDH, SAR TLVs or message_payload reassembled and decoded). A deliver_sm
+//! left unanswered when its connection closes is delivered again on another receiver (at once,
+//! or when one binds), as an SMSC does.
 //!
 //! It is a test double, not an SMSC: it never stores or forwards messages anywhere, never
 //! enforces a real throughput limit, and keeps everything in memory. Timers use `tokio::time`,
@@ -12,7 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +60,13 @@ pub struct SimConfig {
     /// `ussd_submits`). Throughput load tests turn it off: the lists grow without bound and
     /// their copying would be measured instead of the client.
     pub record_messages: bool,
+    /// Deliveries of one deliver_sm (the first included) before the simulator gives up on it
+    /// when the ESME keeps refusing it.
+    pub delivery_attempts: u32,
+    /// How long after a refusal the deliver_sm goes again, times the attempts so far (zero: at
+    /// once). Real SMSCs wait: a gateway whose store is down for seconds refuses every
+    /// immediate redelivery.
+    pub redelivery_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -71,6 +80,8 @@ impl Default for SimConfig {
             receipt_status: "DELIVRD".to_string(),
             receipt_id_decimal: false,
             record_messages: true,
+            delivery_attempts: MAX_DELIVERY_ATTEMPTS,
+            redelivery_delay: Duration::ZERO,
         }
     }
 }
@@ -126,6 +137,9 @@ pub struct SimStats {
     pub deliveries_refused: u64,
     /// deliver_sm sent again after a refusal.
     pub redeliveries: u64,
+    /// deliver_sm sent again because the connection it was written to closed before answering
+    /// it (or before writing it).
+    pub redeliveries_after_close: u64,
     /// enquire_link_resp received (answers to [`SimHandle::enquire_link_all`]).
     pub enquire_link_resps: u64,
     /// enquire_link received from ESMEs.
@@ -174,16 +188,19 @@ pub enum SimError {
     Split(#[from] SplitError),
 }
 
-/// What a connection task is asked to do by the rest of the simulator.
-/// Deliveries of one deliver_sm (the first included) before the simulator gives up on it.
+/// Deliveries of one deliver_sm (the first included) before the simulator gives up on it, by
+/// default (`SimConfig::delivery_attempts`).
 pub const MAX_DELIVERY_ATTEMPTS: u32 = 5;
 
+/// What a connection task is asked to do by the rest of the simulator.
 #[derive(Debug)]
 enum Outgoing {
     /// Send this response as is.
     Response(Pdu),
     /// Send this request with the connection's next sequence number.
     Request(Body),
+    /// Send this deliver_sm again (its earlier connection closed), as delivery `attempt`.
+    Redelivery(Body, u32),
     /// Close the connection at once.
     Close,
 }
@@ -226,6 +243,9 @@ struct SimState {
     pending_ids: HashMap<String, Vec<String>>,
     /// The next UDH reference for mobile-originated long messages.
     mo_reference: u8,
+    /// deliver_sm (with their delivery attempt) whose connection closed before answering them,
+    /// waiting for a receiver to bind.
+    orphaned: Vec<(Body, u32)>,
 }
 
 /// State shared by the acceptor, the connection tasks and the handles.
@@ -236,10 +256,15 @@ struct SimShared {
     next_message_id: AtomicU64,
     /// submit_sm seen, for `throttle_every`.
     submit_counter: AtomicU64,
+    /// The throttling in force: every Nth submit_sm gets ESME_RTHROTTLED (0: none). Starts as
+    /// `config.throttle_every`; see [`SimHandle::set_throttle_every`].
+    throttle_every: AtomicU32,
     /// Id of the next connection.
     next_connection: AtomicU64,
     /// See [`SimHandle::set_hold_responses`].
     hold_responses: AtomicBool,
+    /// See [`SimHandle::set_withhold_responses`].
+    withhold_responses: AtomicBool,
     /// See [`SimHandle::reject_next`].
     reject_queue: Mutex<std::collections::VecDeque<CommandStatus>>,
     /// Counters, records and connections.
@@ -261,6 +286,30 @@ impl SimShared {
     fn update(&self, change: impl FnOnce(&mut SimState)) {
         change(&mut self.lock());
         self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// Hands the deliver_sm left by closed connections to a bound receiver, if there is one
+    /// (else they wait for the next receiver bind).
+    fn redeliver_orphans(&self) {
+        let Some(out) = self.receiver(None) else {
+            return;
+        };
+        let orphans = std::mem::take(&mut self.lock().orphaned);
+        let mut unsent = Vec::new();
+        let mut sent = 0;
+        for (body, attempt) in orphans {
+            match out.send(Outgoing::Redelivery(body, attempt)) {
+                Ok(()) => sent += 1,
+                Err(mpsc::error::SendError(Outgoing::Redelivery(body, attempt))) => {
+                    unsent.push((body, attempt));
+                }
+                Err(_) => {}
+            }
+        }
+        self.update(|state| {
+            state.stats.redeliveries_after_close += sent;
+            state.orphaned.extend(unsent);
+        });
     }
 
     /// A connection bound to receive, preferring `preferred`.
@@ -297,13 +346,16 @@ impl SmscSim {
     pub fn new(config: SimConfig) -> SmscSim {
         let (changed, _) = watch::channel(0);
         let (stop, _) = watch::channel(false);
+        let throttle_every = config.throttle_every.unwrap_or(0);
         SmscSim {
             shared: Arc::new(SimShared {
                 config,
                 next_message_id: AtomicU64::new(1),
                 submit_counter: AtomicU64::new(0),
+                throttle_every: AtomicU32::new(throttle_every),
                 next_connection: AtomicU64::new(1),
                 hold_responses: AtomicBool::new(false),
+                withhold_responses: AtomicBool::new(false),
                 reject_queue: Mutex::new(std::collections::VecDeque::new()),
                 state: Mutex::new(SimState {
                     stats: SimStats::default(),
@@ -311,6 +363,7 @@ impl SmscSim {
                     reassembler: Reassembler::new(Duration::from_secs(600), 1000),
                     pending_ids: HashMap::new(),
                     mo_reference: 0,
+                    orphaned: Vec::new(),
                 }),
                 changed,
                 stop,
@@ -404,6 +457,23 @@ impl SimHandle {
     /// outstanding in an ESME's window). They are counted in `held`, not recorded as received.
     pub fn set_hold_responses(&self, hold: bool) {
         self.shared.hold_responses.store(hold, Ordering::SeqCst);
+    }
+
+    /// While `withhold` is true, submit_sm are accepted and recorded as received (they reach
+    /// the handset) but get no response: what an ESME sees when the link fails between the
+    /// SMSC taking a message and answering it.
+    pub fn set_withhold_responses(&self, withhold: bool) {
+        self.shared
+            .withhold_responses
+            .store(withhold, Ordering::SeqCst);
+    }
+
+    /// From now on every Nth submit_sm (counted over the whole simulator) is answered with
+    /// ESME_RTHROTTLED; `None` (or 0) stops throttling. Replaces `SimConfig::throttle_every`.
+    pub fn set_throttle_every(&self, every: Option<u32>) {
+        self.shared
+            .throttle_every
+            .store(every.unwrap_or(0), Ordering::SeqCst);
     }
 
     /// The next submit_sm (counted over the whole simulator) get these statuses in order,
@@ -702,12 +772,17 @@ async fn serve_connection(shared: Arc<SimShared>, stream: TcpStream) {
                         && pdu.status != CommandStatus::ESME_ROK
                     {
                         shared.update(|state| state.stats.deliveries_refused += 1);
-                        if attempt < MAX_DELIVERY_ATTEMPTS {
+                        if attempt < shared.config.delivery_attempts {
                             shared.update(|state| state.stats.redeliveries += 1);
-                            let sequence = sequences.next_sequence();
-                            deliveries.insert(sequence, (body.clone(), attempt + 1));
-                            if matches!(send(&mut framed, Pdu::new(sequence, body)).await, Next::Close) {
-                                break;
+                            let delay = shared.config.redelivery_delay * attempt;
+                            if delay.is_zero() {
+                                let sequence = sequences.next_sequence();
+                                deliveries.insert(sequence, (body.clone(), attempt + 1));
+                                if matches!(send(&mut framed, Pdu::new(sequence, body)).await, Next::Close) {
+                                    break;
+                                }
+                            } else {
+                                redeliver_later(Arc::clone(&shared), id, body, attempt + 1, delay);
                             }
                         }
                     }
@@ -731,12 +806,30 @@ async fn serve_connection(shared: Arc<SimShared>, stream: TcpStream) {
                     }
                     send(&mut framed, Pdu::new(sequence, body)).await
                 }
+                Some(Outgoing::Redelivery(body, attempt)) => {
+                    let sequence = sequences.next_sequence();
+                    deliveries.insert(sequence, (body.clone(), attempt));
+                    send(&mut framed, Pdu::new(sequence, body)).await
+                }
                 Some(Outgoing::Close) | None => Next::Close,
             },
             _ = stopped(&mut stop) => Next::Close,
         };
         if matches!(outcome, Next::Close) {
             break;
+        }
+    }
+    // What this connection was given to deliver and never got answered goes to another
+    // receiver: the deliver_sm written and unanswered, and those still queued for writing.
+    out_rx.close();
+    let mut unanswered: Vec<(u32, (Body, u32))> = deliveries.into_iter().collect();
+    unanswered.sort_by_key(|(sequence, _)| *sequence);
+    let mut orphans: Vec<(Body, u32)> = unanswered.into_iter().map(|(_, d)| d).collect();
+    while let Ok(out) = out_rx.try_recv() {
+        match out {
+            Outgoing::Request(body @ Body::DeliverSm(_)) => orphans.push((body, 1)),
+            Outgoing::Redelivery(body, attempt) => orphans.push((body, attempt)),
+            _ => {}
         }
     }
     shared.update(|state| {
@@ -749,6 +842,33 @@ async fn serve_connection(shared: Arc<SimShared>, stream: TcpStream) {
             if kind.can_submit() {
                 state.stats.bound_transmitters -= 1;
             }
+        }
+        state.orphaned.extend(orphans);
+    });
+    shared.redeliver_orphans();
+}
+
+/// Delivers `body` again as delivery `attempt` after `delay`, on `connection` if it is still
+/// bound to receive, else on another receiver (or the next one to bind).
+fn redeliver_later(
+    shared: Arc<SimShared>,
+    connection: u64,
+    body: Body,
+    attempt: u32,
+    delay: Duration,
+) {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let unsent = match shared.receiver(Some(connection)) {
+            Some(out) => out
+                .send(Outgoing::Redelivery(body, attempt))
+                .err()
+                .map(|returned| returned.0),
+            None => Some(Outgoing::Redelivery(body, attempt)),
+        };
+        if let Some(Outgoing::Redelivery(body, attempt)) = unsent {
+            shared.update(|state| state.orphaned.push((body, attempt)));
+            shared.redeliver_orphans();
         }
     });
 }
@@ -814,6 +934,9 @@ async fn handle_pdu(
                     entry.bound = Some(kind);
                 }
             });
+            if kind.can_receive() {
+                shared.redeliver_orphans();
+            }
             let resp = BindResp {
                 system_id: "baraza-sim".into(),
                 tlvs: vec![Tlv::sc_interface_version(0x34)],
@@ -873,10 +996,8 @@ async fn handle_submit(
     sm: ShortMessage,
 ) -> Next {
     let count = shared.submit_counter.fetch_add(1, Ordering::SeqCst) + 1;
-    let throttle = shared
-        .config
-        .throttle_every
-        .is_some_and(|every| every > 0 && count.is_multiple_of(u64::from(every)));
+    let every = shared.throttle_every.load(Ordering::SeqCst);
+    let throttle = every > 0 && count.is_multiple_of(u64::from(every));
     if throttle {
         shared.update(|state| {
             state.stats.submits += 1;
@@ -913,6 +1034,8 @@ async fn handle_submit(
         });
         return Next::Continue;
     }
+    // Read before the submit is counted: a test that waits for the count may switch it off.
+    let withhold = shared.withhold_responses.load(Ordering::SeqCst);
     let id_number = shared.next_message_id.fetch_add(1, Ordering::SeqCst);
     let message_id = format!("{id_number:08x}");
     shared.update(|state| {
@@ -934,7 +1057,9 @@ async fn handle_submit(
         .receipt_delay
         .filter(|_| sm.registered_delivery & 0x01 != 0);
     let latency = shared.config.submit_latency;
-    let next = if latency.is_zero() {
+    let next = if withhold {
+        Next::Continue
+    } else if latency.is_zero() {
         send(framed, resp).await
     } else {
         let out = out.clone();
