@@ -527,7 +527,14 @@ pub(super) fn value_of(
     }
 }
 
-fn set_value(schema: &ContactSchema, contact: &mut ContactRecord, field: Field, value: String) {
+/// Puts an already normalised `value` (from [`ContactSchema::normalise_value`]) into `field`;
+/// the number, operator, consent and last-seen time are not set this way.
+pub(crate) fn set_value(
+    schema: &ContactSchema,
+    contact: &mut ContactRecord,
+    field: Field,
+    value: String,
+) {
     match field {
         Field::Name => contact.name = Some(value),
         Field::Language => contact.language = Some(value),

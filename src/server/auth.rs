@@ -229,6 +229,14 @@ impl Guard {
         Ok(())
     }
 
+    /// Whether `given` is the configured admin token (never, when none is configured): for
+    /// routes that take the token alone, with no loopback exception.
+    pub fn is_admin_token(&self, given: &str) -> bool {
+        self.admin_token.as_ref().is_some_and(|token| {
+            constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes())
+        })
+    }
+
     /// Whether a request may use the admin routes: the bearer token when one is configured;
     /// without one, a loopback peer whose request carries no forwarding header.
     pub fn admin(&self, peer: SocketAddr, headers: &HeaderMap) -> bool {

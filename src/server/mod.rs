@@ -6,6 +6,7 @@
 //! [`auth`] before a callback is parsed (403, nothing stored). Shutdown: stop accepting, let
 //! in-flight steps finish, then flush the result store.
 
+pub mod admin_api;
 pub mod auth;
 
 use std::net::SocketAddr;
@@ -265,6 +266,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sms/send", post(sms_send))
         .route("/sms/messages/{id}", get(sms_message))
         .route("/admin/call-attempts", get(admin_call_attempts))
+        .merge(admin_api::routes(Arc::clone(&state.guard)))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
