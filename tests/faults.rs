@@ -508,6 +508,7 @@ const SHORT_CODE: &str = "20880";
 async fn sms_gateway(
     sim: baraza::smpp::smsc_sim::SimConfig,
     dir: &std::path::Path,
+    sessions: Option<SessionsConfig>,
 ) -> (
     baraza::smpp::smsc_sim::SimHandle,
     std::sync::Arc<baraza::dispatcher::Gateway>,
@@ -524,6 +525,9 @@ async fn sms_gateway(
         path: dir.join("results.sqlite3"),
     };
     config.pseudonym_secret = Some("test-pseudonym-secret".into());
+    if let Some(sessions) = sessions {
+        config.sessions = sessions;
+    }
     config.smpp.node = Some("node-1".into());
     config.smpp.operators = vec![
         serde_saphyr::from_str(&format!(
@@ -620,8 +624,12 @@ fn assert_replies(texts: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smsc_dropping_its_connections_mid_window_loses_no_sms_and_sends_none_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (sim, gateway, binds) =
-        sms_gateway(baraza::smpp::smsc_sim::SimConfig::default(), dir.path()).await;
+    let (sim, gateway, binds) = sms_gateway(
+        baraza::smpp::smsc_sim::SimConfig::default(),
+        dir.path(),
+        None,
+    )
+    .await;
     let citizen = "+254733000001";
 
     // The SMSC takes the reply (it reaches the handset) and the link fails before it answers.
@@ -681,6 +689,7 @@ async fn an_smsc_throttling_delays_replies_but_loses_and_doubles_none() {
             ..Default::default()
         },
         dir.path(),
+        None,
     )
     .await;
     let citizen = "+254733000002";
@@ -701,4 +710,102 @@ async fn an_smsc_throttling_delays_replies_but_loses_and_doubles_none() {
     assert_eq!(stats.accepted, 5, "{stats:?}");
     assert_eq!(stats.submits, stats.accepted + stats.throttled);
     assert_survey_stored_once(&gateway, dir.path(), &[("accepted", 5)]).await;
+}
+
+/// A citizen answers by SMS while the session store misbehaves, twice:
+/// - Redis stops taking writes for 2 s (`CLIENT PAUSE 2000 WRITE`): the step waits for its
+///   turn and its save, and the reply arrives, once (before, the step failed and its message
+///   waited a minute for the sweep);
+/// - Redis refuses the session save itself (`ACL SETUSER default -evalsha`) after the step's
+///   answers, handled mark and reply were committed: the step checks and tries its save for
+///   a while, then puts the message back to `received` (before, it stayed `handled` and the
+///   sweep withdrew its reply: the citizen never heard back). Once Redis takes saves again,
+///   the sweep handles it: the reply arrives, once, and the answer is stored once.
+/// Found by `load-tests/faults/run.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_step_whose_session_save_fails_still_replies_once() {
+    let port = free_port();
+    let mut redis = redis_on(port);
+    until_up(port).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sessions = SessionsConfig::Redis {
+        url: Some(format!("redis://127.0.0.1:{port}").into()),
+        key_prefix: "faults-sms-save".into(),
+        response_timeout_ms: 300,
+        node_cache_entries: 0,
+    };
+    let (sim, gateway, binds) = sms_gateway(
+        baraza::smpp::smsc_sim::SimConfig::default(),
+        dir.path(),
+        Some(sessions),
+    )
+    .await;
+    let mut control = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let citizen = "+254733000009";
+    sim.inject_mo(citizen, SHORT_CODE, "HEALTH")
+        .expect("inject");
+    handset(&sim, 1).await;
+
+    common::pause_redis(&mut control, 2_000, "WRITE").await;
+    sim.inject_mo(citizen, SHORT_CODE, "2").expect("inject");
+    let texts = handset(&sim, 2).await;
+    assert!(texts[1].contains("How would you rate it?"), "{texts:?}");
+
+    let acl = |rule: &'static str| {
+        let mut control = control.clone();
+        async move {
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("default")
+                .arg(rule)
+                .query_async::<()>(&mut control)
+                .await
+                .expect("ACL SETUSER");
+        }
+    };
+    acl("-evalsha").await;
+    sim.inject_mo(citizen, SHORT_CODE, "5").expect("inject");
+    let db = dir.path().join("results.sqlite3");
+    within("the unsaved step's message back to received", async {
+        loop {
+            let states = sqlite_counts(
+                &db,
+                "SELECT state, count(*) FROM sms_inbound GROUP BY state ORDER BY state",
+            );
+            if states == pairs(&[("handled", 2), ("received", 1)]) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(sim.stats().messages.len(), 2, "no reply yet");
+    acl("+evalsha").await;
+    let later = baraza::dispatcher::now_ms() + 120_000;
+    assert_eq!(binds.recover_inbound(later).await, 1);
+    let texts = handset(&sim, 3).await;
+    assert!(texts[2].contains("Did you get the service"), "{texts:?}");
+    binds.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        sqlite_counts(
+            &db,
+            "SELECT result, count(*) FROM answers GROUP BY result ORDER BY result"
+        ),
+        pairs(&[("rating", 1), ("service", 1)])
+    );
+    assert_eq!(
+        sqlite_counts(
+            &db,
+            "SELECT state, count(*) FROM sms_inbound GROUP BY state ORDER BY state"
+        ),
+        pairs(&[("handled", 3)])
+    );
+    assert_eq!(sim.stats().messages.len(), 3, "each reply once");
+    drop(gateway);
+    let _ = redis.kill();
+    let _ = redis.wait();
 }

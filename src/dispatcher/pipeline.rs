@@ -155,6 +155,17 @@ pub(super) trait StepKind {
         Ok(())
     }
 
+    /// How long a step whose save failed (not lost: the store did not answer) keeps
+    /// checking whether it landed and trying it again (the default: not at all; the step
+    /// fails and its channel answers politely).
+    fn save_patience(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// After a save that failed for good: the step's writes (`writes`, the channel's own
+    /// among them) are committed but its session is not saved (the default: nothing more).
+    async fn unsaved(&mut self, _gateway: &Gateway, _writes: &[Write]) {}
+
     /// After a lost save: undo what only this step's own `writes` stored (the default:
     /// nothing), then redo or answer (`reply` is what the lost step would have answered).
     async fn lost(
@@ -165,6 +176,16 @@ pub(super) trait StepKind {
     ) -> AfterLoss<Self::Reply> {
         AfterLoss::Redo
     }
+}
+
+/// What the save stage writes: the record, encoded once, where and for how long.
+struct SaveTarget<'a> {
+    key: &'a SessionKey,
+    subscriber: &'a str,
+    advance: &'a Advance,
+    record: &'a SessionRecord,
+    encoded: Vec<u8>,
+    ttl: Duration,
 }
 
 /// A session just saved, for [`StepKind::saved`].
@@ -211,16 +232,26 @@ impl Gateway {
                 reply: outcome.kept.reply,
                 reply_ids: outcome.kept.reply_ids,
             };
-            let saved = self
-                .save_step(
-                    kind.key(),
-                    kind.subscriber(),
-                    &advance,
-                    &record,
-                    outcome.ttl,
-                )
-                .await?;
-            match saved {
+            let target = SaveTarget {
+                key: kind.key(),
+                subscriber: kind.subscriber(),
+                advance: &advance,
+                record: &record,
+                encoded: record.encode(),
+                ttl: outcome.ttl,
+            };
+            let saved = match self.save_step(&target).await {
+                Ok(saved) => saved,
+                Err(error) => match self.confirm_save(&target, kind.save_patience()).await {
+                    Some(saved) => saved,
+                    None => {
+                        kind.unsaved(self, &outcome.writes).await;
+                        return Err(error);
+                    }
+                },
+            };
+            let encoded = target.encoded;
+            match (saved, encoded) {
                 (SaveOutcome::Saved { version }, encoded) => {
                     let saved = Saved {
                         version,
@@ -286,31 +317,71 @@ impl Gateway {
             .map_err(|e| StepError::Results(e.to_string()))
     }
 
-    /// Save stage: the record, version-checked, with the subscriber's resume copy; returns
-    /// the outcome and the record as stored.
-    async fn save_step(
-        &self,
-        key: &SessionKey,
-        subscriber: &str,
-        advance: &Advance,
-        record: &SessionRecord,
-        ttl: Duration,
-    ) -> Result<(SaveOutcome, Vec<u8>), StepError> {
-        let state = &record.state;
+    /// Save stage: the record, version-checked, with the subscriber's resume copy.
+    async fn save_step(&self, target: &SaveTarget<'_>) -> Result<SaveOutcome, StepError> {
+        let state = &target.record.state;
         // Encoded only when a copy is kept (the bytes are unused otherwise).
         let state_bytes = if keeps_copy(state) {
             state.encode()
         } else {
             Vec::new()
         };
-        let resume = resume_copy(subscriber, &advance.flow, state, &state_bytes);
-        let encoded = record.encode();
-        let saved = self
-            .sessions
-            .save_and_remember(key, advance.expected, &encoded, ttl, resume)
+        let resume = resume_copy(target.subscriber, &target.advance.flow, state, &state_bytes);
+        self.sessions
+            .save_and_remember(
+                target.key,
+                target.advance.expected,
+                &target.encoded,
+                target.ttl,
+                resume,
+            )
             .await
-            .map_err(|e| StepError::Sessions(e.to_string()))?;
-        Ok((saved, encoded))
+            .map_err(|e| StepError::Sessions(e.to_string()))
+    }
+
+    /// After a save that failed (the session store timed out or dropped the connection),
+    /// within `patience`: whether it landed all the same (the store holds this very record),
+    /// else the save again. `None` once the patience is spent (the step's writes are then
+    /// committed but its session is not saved: see [`StepKind::unsaved`]).
+    ///
+    /// A save that timed out may still be applied later (a paused Redis runs it when it
+    /// resumes), so a conflict here is first checked against the record: finding its own
+    /// record is a save, not another writer's win.
+    async fn confirm_save(
+        &self,
+        target: &SaveTarget<'_>,
+        patience: Duration,
+    ) -> Option<SaveOutcome> {
+        let give_up = std::time::Instant::now() + patience;
+        let mut pause = Duration::from_millis(20);
+        while std::time::Instant::now() + pause < give_up {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+            let Ok(stored) = self.sessions.load(target.key).await else {
+                continue;
+            };
+            match stored {
+                Some(s) if s.data == target.encoded => {
+                    telemetry::session("save_confirmed");
+                    return Some(SaveOutcome::Saved { version: s.version });
+                }
+                Some(s) if Some(s.version) != target.advance.expected => {
+                    return Some(SaveOutcome::Conflict {
+                        current: Some(s.version),
+                    });
+                }
+                None if target.advance.expected.is_some() => {
+                    return Some(SaveOutcome::Conflict { current: None });
+                }
+                _ => {}
+            }
+            // Still as the step found it: the save did not land; try it again.
+            if let Ok(SaveOutcome::Saved { version }) = self.save_step(target).await {
+                return Some(SaveOutcome::Saved { version });
+            }
+        }
+        telemetry::error("save_unconfirmed");
+        None
     }
 
     /// Withdraws the response a losing step started, once the session that won is read (a

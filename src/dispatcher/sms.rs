@@ -241,12 +241,18 @@ impl Gateway {
         let step = async {
             let _turn = self.sms_numbers.lock(from).await;
             let lease = self.sms_lease(from, deadline).await?;
+            let inbound_id = match &handled {
+                Some(Write::SmsInboundUpdate(update)) => Some(update.inbound_id.clone()),
+                _ => None,
+            };
             let mut step = SmsStep {
                 from,
                 text,
                 key: SessionKey::new("sms", from),
                 marker: handled,
+                inbound_id,
                 route,
+                patience: deadline / 2,
             };
             let outcome = self.run_step(&mut step).await;
             if let Err(e) = self.sessions.release(TURN_LEASE, from, &lease).await {
@@ -282,15 +288,21 @@ impl Gateway {
         let holder = self.sms_numbers.next_holder();
         let mut pause = Duration::from_millis(5);
         loop {
-            let taken = self
+            // A store that does not answer is waited for too (the step's deadline bounds it):
+            // a Redis pause of a few seconds then costs a late reply, not a message left for
+            // the sweep.
+            match self
                 .sessions
                 .lease(TURN_LEASE, from, &holder, deadline * 2)
                 .await
-                .map_err(|e| StepError::Sessions(e.to_string()))?;
-            if taken {
-                return Ok(holder);
+            {
+                Ok(true) => return Ok(holder),
+                Ok(false) => telemetry::session("sms_turn_wait"),
+                Err(e) => {
+                    telemetry::error("session_store");
+                    warn!(error = %e, "SMS turn not taken yet: the session store did not answer");
+                }
             }
-            telemetry::session("sms_turn_wait");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
         }
@@ -434,8 +446,13 @@ struct SmsStep<'a> {
     key: SessionKey,
     /// The inbound message's "handled" marker: goes in the first commit of the step.
     marker: Option<Write>,
+    /// The kept inbound message's id: saved in the session (as its progress), so a message
+    /// handled again after its step's save was thought lost is recognised as applied.
+    inbound_id: Option<String>,
     /// Where replies go when they are stored with the step.
     route: Option<&'a ReplyRoute<'a>>,
+    /// How long a failed save is checked and tried again (half the SMS step's deadline).
+    patience: Duration,
 }
 
 impl SmsStep<'_> {
@@ -558,6 +575,19 @@ impl StepKind for SmsStep<'_> {
             .to_uppercase();
         let said = |words: &[String]| words.iter().any(|w| w.eq_ignore_ascii_case(&first_word));
         let language = loaded.record.as_ref().map(|r| r.state.language.clone());
+        if self.inbound_id.as_ref().is_some_and(|id| {
+            loaded
+                .record
+                .as_ref()
+                .is_some_and(|r| !id.is_empty() && r.progress == *id)
+        }) {
+            // This message's step is the session's last one (its save landed after the step
+            // gave it up): handled, and its replies go out as the session names them.
+            info!("SMS already applied to its session: not handled again");
+            return Ok(Plan::Done(
+                self.settle(gateway, Vec::new(), Vec::new()).await?,
+            ));
+        }
         if said(&smpp.stop_words) {
             return Ok(Plan::Done(self.stop(gateway, loaded.record).await?));
         }
@@ -638,13 +668,39 @@ impl StepKind for SmsStep<'_> {
         steps: &[engine::Step],
     ) -> Outcome<SmsOutcome> {
         let outgoing = replies(self.from, steps, crate::sms::outbox::PURPOSE_STEP_REPLY);
-        sms_outcome(self.route, self.marker.take(), advance, outgoing, None)
+        let mut outcome = sms_outcome(self.route, self.marker.take(), advance, outgoing, None);
+        outcome.kept.progress = self.inbound_id.clone().unwrap_or_default();
+        outcome
     }
 
     async fn saved(&mut self, gateway: &Gateway, saved: Saved<'_>) -> Result<(), StepError> {
         gateway
             .schedule_sms_timer(self.from, saved.flow, &saved.record.state)
             .await
+    }
+
+    fn save_patience(&self) -> Duration {
+        self.patience
+    }
+
+    /// The message's commit marked it handled, but its session was not saved: it goes back
+    /// to `received`, so the sweep handles it again from the session as stored (where a save
+    /// that landed late after all is recognised by the message's id). Its stored replies
+    /// stay queued: the outbox sends one only if the saved session names it.
+    async fn unsaved(&mut self, gateway: &Gateway, writes: &[Write]) {
+        let marked = writes.iter().find_map(|write| match write {
+            Write::SmsInboundUpdate(update) => Some(update.inbound_id.clone()),
+            _ => None,
+        });
+        let Some(inbound_id) = marked else { return };
+        let unhandled = Write::SmsInboundUpdate(crate::result_store::InboundUpdate {
+            inbound_id,
+            change: crate::result_store::InboundChange::Unhandled,
+            at_ms: now_ms(),
+        });
+        if let Err(e) = gateway.results.commit(vec![unhandled]).await {
+            warn!(error = %e, "an SMS whose step was not saved could not be marked for another try");
+        }
     }
 
     async fn lost(

@@ -165,9 +165,10 @@ const INSERT_INBOUND: &str = "INSERT INTO sms_inbound (inbound_id, node, operato
      VALUES ($1, $2, $3, $4, $5, $6, 'received', FALSE, $7, $7) \
      ON CONFLICT (inbound_id) DO NOTHING";
 
-/// `$2`: handled now; `$3`: the redelivery flag's new value, when it changes.
+/// `$2`: the new state, when it changes; `$3`: the redelivery flag's new value, when it
+/// changes.
 const UPDATE_INBOUND: &str = "UPDATE sms_inbound SET \
-     state = CASE WHEN $2::BOOLEAN THEN 'handled' ELSE state END, \
+     state = COALESCE($2::TEXT, state), \
      redelivery_expected = COALESCE($3::BOOLEAN, redelivery_expected), \
      updated_at_ms = GREATEST(updated_at_ms, $4) WHERE inbound_id = $1";
 
@@ -636,8 +637,8 @@ enum Bound<'a> {
     SmsPart(&'a super::SmsPartRecord, i64),
     Receipt(&'a super::ReceiptRecord),
     SmsInbound(&'a super::InboundSms),
-    /// The update with (handled, redelivery flag).
-    SmsInboundUpdate(&'a super::InboundUpdate, bool, Option<bool>),
+    /// The update with (its new state, redelivery flag).
+    SmsInboundUpdate(&'a super::InboundUpdate, Option<&'static str>, Option<bool>),
     /// The attempt, its number and duration as BIGINT, its status name.
     CallAttempt(&'a CallAttemptRecord, i64, Option<i64>, &'static str),
     /// The final status with its key parts, status name, duration, retry cap (0: none) and

@@ -231,6 +231,9 @@ pub struct InboundSms {
 pub enum InboundChange {
     /// Its step ran (its answers, if any, are committed with this change).
     Handled,
+    /// Its step's commit marked it handled, but the step's session was never saved: it is
+    /// to be handled again (by the sweep), from the session as stored.
+    Unhandled,
     /// The SMSC was told ESME_RX_T_APPN although the message was kept (`true`: its copy
     /// will come again and must not be handled twice), or that copy came (`false`).
     RedeliveryExpected(bool),
@@ -246,11 +249,13 @@ pub struct InboundUpdate {
 }
 
 impl InboundUpdate {
-    /// The statement parameters: (handled, redelivery_expected when it changes).
-    pub(crate) fn params(&self) -> (bool, Option<bool>) {
+    /// The statement parameters: (the new state when it changes, redelivery_expected when
+    /// it changes).
+    pub(crate) fn params(&self) -> (Option<&'static str>, Option<bool>) {
         match self.change {
-            InboundChange::Handled => (true, None),
-            InboundChange::RedeliveryExpected(expected) => (false, Some(expected)),
+            InboundChange::Handled => (Some("handled"), None),
+            InboundChange::Unhandled => (Some("received"), None),
+            InboundChange::RedeliveryExpected(expected) => (None, Some(expected)),
         }
     }
 }

@@ -147,9 +147,10 @@ const INSERT_INBOUND: &str = "INSERT INTO sms_inbound (inbound_id, node, operato
      recipient, body, state, redelivery_expected, received_at_ms, updated_at_ms) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', 0, ?7, ?7) ON CONFLICT (inbound_id) DO NOTHING";
 
-/// `?2`: handled now; `?3`: the redelivery flag's new value, when it changes.
+/// `?2`: the new state, when it changes; `?3`: the redelivery flag's new value, when it
+/// changes.
 const UPDATE_INBOUND: &str = "UPDATE sms_inbound SET \
-     state = CASE WHEN ?2 THEN 'handled' ELSE state END, \
+     state = COALESCE(?2, state), \
      redelivery_expected = COALESCE(?3, redelivery_expected), \
      updated_at_ms = MAX(updated_at_ms, ?4) WHERE inbound_id = ?1";
 

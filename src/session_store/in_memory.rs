@@ -182,8 +182,8 @@ impl InMemorySessions {
         let tag = mark_tag(kind, id);
         let mut maps = self.lock();
         maps.sweep_if_due(now);
-        if Self::live_mark(&mut maps, &tag, now).is_some() {
-            return false;
+        if let Some(mark) = Self::live_mark(&mut maps, &tag, now) {
+            return mark.value == holder;
         }
         maps.marks.insert(
             tag,

@@ -460,8 +460,9 @@ impl SessionStore {
         }
     }
 
-    /// Takes the lease `kind`/`id` for `holder` for `ttl` when nobody holds it: true when
-    /// taken. Held across gateway nodes (Redis `SET NX PX`); a holder that stops without
+    /// Takes the lease `kind`/`id` for `holder` for `ttl` when nobody else holds it: true when
+    /// `holder` has it (taken now, or by an earlier call of the same holder whose answer was
+    /// lost). Held across gateway nodes (Redis `SET NX PX`); a holder that stops without
     /// giving it back loses it at `ttl`. Used to run one SMS step per number at a time.
     pub async fn lease(
         &self,

@@ -364,7 +364,19 @@ impl RedisSessions {
             .arg(ttl_ms(ttl))
             .clone();
         let set: Option<String> = self.bounded(command.query_async(&mut connection)).await?;
-        Ok(set.is_some())
+        if set.is_some() {
+            return Ok(true);
+        }
+        // Taken already, perhaps by this very holder: a SET that timed out (a paused or slow
+        // Redis) may have been applied after all.
+        let current: Option<String> = self
+            .bounded(
+                redis::cmd("GET")
+                    .arg(self.mark_key(kind, id))
+                    .query_async(&mut connection),
+            )
+            .await?;
+        Ok(current.as_deref() == Some(holder))
     }
 
     /// See [`super::SessionStore::opted_out_numbers`]: `SCAN` over `<prefix>:o:{*}`.
@@ -412,11 +424,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
-        let script = Script::new(RELEASE);
-        let mut invocation = script.prepare_invoke();
-        invocation.key(self.mark_key(kind, id)).arg(holder);
+        // `EVAL` with the script's text (a few dozen bytes, once per SMS step) rather than a
+        // cached script: one round trip whether or not Redis kept its script cache.
+        let command = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(self.mark_key(kind, id))
+            .arg(holder)
+            .clone();
         let mut connection = self.connection.clone();
-        self.bounded(invocation.invoke_async::<i64>(&mut connection))
+        self.bounded(command.query_async::<i64>(&mut connection))
             .await
             .map(|_| ())
     }
