@@ -163,15 +163,23 @@ pub(in crate::result_store) async fn read_consent(
     target: &Target,
     msisdns: &[String],
 ) -> Result<Vec<(String, ConsentRecord)>, ResultStoreError> {
-    let client = target.pooled().await?;
     let sql = format!("SELECT {CONSENT_COLUMNS} FROM consent WHERE msisdn = ANY($1)");
-    client
-        .query(&sql, &[&msisdns])
-        .await
-        .map_err(pg_error)?
-        .iter()
-        .map(consent_row)
-        .collect()
+    // An idle connection may have died with a server restart: a failed read on one is
+    // tried once more on a new connection before it counts as the store's failure.
+    let pooled = match target.pooled().await {
+        Ok(client) => client.query(&sql, &[&msisdns]).await.ok(),
+        Err(_) => None,
+    };
+    let rows = match pooled {
+        Some(rows) => rows,
+        None => target
+            .connect()
+            .await?
+            .query(&sql, &[&msisdns])
+            .await
+            .map_err(pg_error)?,
+    };
+    rows.iter().map(consent_row).collect()
 }
 
 /// See [`crate::result_store::ResultStore::consent_log`].
