@@ -173,17 +173,25 @@ impl InMemorySessions {
 
     /// See [`super::SessionStore::claim`].
     pub fn claim(&self, kind: &str, id: &str, ttl: Duration) -> bool {
-        self.claim_as(kind, id, b"1", ttl)
+        self.mark_new(kind, id, b"1", ttl, false)
     }
 
-    /// See [`super::SessionStore::lease`]: a claim whose value names its holder.
+    /// See [`super::SessionStore::lease`]: a claim whose value names its holder, or the
+    /// holder's already.
     pub fn claim_as(&self, kind: &str, id: &str, holder: &[u8], ttl: Duration) -> bool {
+        self.mark_new(kind, id, holder, ttl, true)
+    }
+
+    /// Sets the mark `kind`/`id` to `value` unless one lives (true when set); with `same`,
+    /// a live mark holding `value` counts as set.
+    fn mark_new(&self, kind: &str, id: &str, value: &[u8], ttl: Duration, same: bool) -> bool {
+        let holder = value;
         let now = Instant::now();
         let tag = mark_tag(kind, id);
         let mut maps = self.lock();
         maps.sweep_if_due(now);
         if let Some(mark) = Self::live_mark(&mut maps, &tag, now) {
-            return mark.value == holder;
+            return same && mark.value == holder;
         }
         maps.marks.insert(
             tag,

@@ -344,10 +344,11 @@ impl RedisSessions {
         id: &str,
         ttl: Duration,
     ) -> Result<bool, SessionStoreError> {
-        self.claim_as(kind, id, "1", ttl).await
+        self.set_new(kind, id, "1", ttl).await
     }
 
-    /// See [`super::SessionStore::lease`]: `SET NX PX` with the holder as the value.
+    /// See [`super::SessionStore::lease`]: `SET NX PX` with the holder as the value, or the
+    /// holder's already.
     pub async fn claim_as(
         &self,
         kind: &str,
@@ -355,20 +356,12 @@ impl RedisSessions {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, SessionStoreError> {
-        let mut connection = self.connection.clone();
-        let command = redis::cmd("SET")
-            .arg(self.mark_key(kind, id))
-            .arg(holder)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms(ttl))
-            .clone();
-        let set: Option<String> = self.bounded(command.query_async(&mut connection)).await?;
-        if set.is_some() {
+        if self.set_new(kind, id, holder, ttl).await? {
             return Ok(true);
         }
         // Taken already, perhaps by this very holder: a SET that timed out (a paused or slow
         // Redis) may have been applied after all.
+        let mut connection = self.connection.clone();
         let current: Option<String> = self
             .bounded(
                 redis::cmd("GET")
@@ -377,6 +370,26 @@ impl RedisSessions {
             )
             .await?;
         Ok(current.as_deref() == Some(holder))
+    }
+
+    /// `SET NX PX` of a mark: whether it was set (false: one lives already).
+    async fn set_new(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, SessionStoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("SET")
+            .arg(self.mark_key(kind, id))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .clone();
+        let set: Option<String> = self.bounded(command.query_async(&mut connection)).await?;
+        Ok(set.is_some())
     }
 
     /// See [`super::SessionStore::opted_out_numbers`]: `SCAN` over `<prefix>:o:{*}`.
