@@ -331,6 +331,7 @@ on_both_backends!(
     resumable_copies_put_get_take_and_clear,
     opt_outs_are_recorded_and_withdrawn,
     a_lease_has_one_holder_until_it_gives_it_back,
+    a_claim_is_refused_while_its_mark_lives,
     odd_ids_stay_distinct,
     ping_answers,
     save_and_remember_writes_the_session_and_the_resume_copy,
@@ -653,6 +654,30 @@ async fn opt_outs_are_recorded_and_withdrawn(store: Arc<SessionStore>) {
         .set_opted_out(subscriber, false)
         .await
         .expect("opt back in twice");
+}
+
+/// A claim (a missed call's de-duplication) is the first caller's only: a second claim of
+/// the same mark is refused while it lives, although claims carry no holder (a lease's rule,
+/// "the holder's own mark counts as taken", must not apply to them).
+async fn a_claim_is_refused_while_its_mark_lives(store: Arc<SessionStore>) {
+    assert!(
+        store
+            .claim("missed", "+254700000007", MINUTE)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !store
+            .claim("missed", "+254700000007", MINUTE)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        store
+            .claim("missed", "+254700000008", MINUTE)
+            .await
+            .expect("claim")
+    );
 }
 
 /// A lease (one SMS step per number across nodes) has one holder at a time; only its holder
