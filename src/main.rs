@@ -36,6 +36,10 @@ enum Command {
         /// Folder of recorded prompts: every recording a flow names must exist in it.
         #[arg(long)]
         audio_dir: Option<PathBuf>,
+        /// Gateway config whose `contacts:` fields the segments are checked against
+        /// (default: the embedded one).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Try a flow as a citizen would, on a simulated basic phone.
     Simulate {
@@ -213,7 +217,11 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { paths, audio_dir } => check(paths, audio_dir),
+        Command::Check {
+            paths,
+            audio_dir,
+            config,
+        } => check(paths, audio_dir, config),
         Command::Simulate {
             flow,
             channel,
@@ -553,7 +561,7 @@ fn export(
     })
 }
 
-fn check(paths: Vec<PathBuf>, audio_dir: Option<PathBuf>) -> ExitCode {
+fn check(paths: Vec<PathBuf>, audio_dir: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
     let paths = if paths.is_empty() {
         vec![PathBuf::from("flows")]
     } else {
@@ -562,11 +570,53 @@ fn check(paths: Vec<PathBuf>, audio_dir: Option<PathBuf>) -> ExitCode {
     let options = baraza::flow::CheckOptions { audio_dir };
     let report = baraza::flow::check_paths_with(&paths, &options);
     print!("{}", baraza::flow::render_report(&report));
-    if report.has_errors() {
+    let segments_ok = check_segments(&paths, config);
+    if report.has_errors() || !segments_ok {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Checks `campaigns/segments.yaml` in each checked folder that has one against the contact
+/// fields of `config`; prints every mistake. Whether all were sound.
+fn check_segments(paths: &[PathBuf], config: Option<PathBuf>) -> bool {
+    let files: Vec<PathBuf> = paths
+        .iter()
+        .map(|dir| dir.join("campaigns").join("segments.yaml"))
+        .filter(|file| file.is_file())
+        .collect();
+    if files.is_empty() {
+        return true;
+    }
+    let schema = load_config(config).and_then(|config| {
+        baraza::contacts::ContactSchema::from_config(&config.contacts)
+            .map_err(|e| anyhow::anyhow!("contacts: {e}"))
+    });
+    let schema = match schema {
+        Ok(schema) => schema,
+        Err(e) => {
+            eprintln!("segments not checked: {e:#}");
+            return false;
+        }
+    };
+    let mut sound = true;
+    for file in files {
+        match baraza::contacts::segment::Segments::load(&file, &schema) {
+            Ok(segments) => println!(
+                "{}: {} segment(s), all sound",
+                file.display(),
+                segments.segments.len()
+            ),
+            Err(errors) => {
+                sound = false;
+                for error in errors {
+                    println!("error: {error}");
+                }
+            }
+        }
+    }
+    sound
 }
 
 /// Loads a flow for the simulator: the checker's loader (placed errors), then compiled.

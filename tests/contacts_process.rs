@@ -200,3 +200,42 @@ fn contacts_commands_on_postgres() {
         .expect("runtime");
     runtime.block_on(common::drop_schema(&schema));
 }
+
+/// `baraza check` also checks the segments file beside the flows (`campaigns/segments.yaml`)
+/// against the contact fields: a sound file is reported, a segment on an undeclared field
+/// fails the check with its place.
+#[test]
+fn check_reports_the_segments_beside_the_flows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flows = common::flows_folder(dir.path());
+    std::fs::create_dir_all(flows.join("campaigns")).expect("campaigns folder");
+    let segments = flows.join("campaigns/segments.yaml");
+    let check = || {
+        let output = Command::new(BIN)
+            .arg("check")
+            .arg(&flows)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("baraza runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    std::fs::write(
+        &segments,
+        "segments:\n  kondele: { field: ward, equals: Kondele }\n",
+    )
+    .expect("write");
+    let (ok, out) = check();
+    assert!(ok, "{out}");
+    assert!(out.contains("1 segment(s), all sound"), "{out}");
+    std::fs::write(
+        &segments,
+        "segments:\n  tall: { field: shoe_size, min: 40 }\n",
+    )
+    .expect("write");
+    let (ok, out) = check();
+    assert!(!ok, "{out}");
+    assert!(out.contains("error:") && out.contains("tall"), "{out}");
+}
