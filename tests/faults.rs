@@ -9,37 +9,18 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use baraza::config::SessionsConfig;
 use common::Stores;
+use common::servers::{PrivateRedis, free_port};
 
-/// A `redis-server` of this test's own, on `port`, keeping nothing on disk.
-fn redis_on(port: u16) -> Child {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts (installed by .ci/services.sh)")
-}
-
-/// Waits (bounded) until the private Redis answers PING.
-async fn until_up(port: u16) {
-    let url = format!("redis://127.0.0.1:{port}");
+/// Waits (bounded) until the Redis at `url` answers PING on a new connection.
+async fn until_up(url: &str) {
     let ready = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            if let Ok(client) = redis::Client::open(url.as_str())
+            if let Ok(client) = redis::Client::open(url)
                 && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 && redis::cmd("PING")
                     .query_async::<String>(&mut conn)
@@ -52,24 +33,15 @@ async fn until_up(port: u16) {
         }
     })
     .await;
-    assert!(ready.is_ok(), "private redis on {port} never answered");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    assert!(ready.is_ok(), "the private Redis at {url} never answered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_costs_the_live_sessions_and_nothing_else() {
-    let port = free_port();
-    let mut redis = redis_on(port);
-    until_up(port).await;
+    let mut redis = PrivateRedis::start();
     let gw = common::start_with(Stores::MemorySqlite, |c| {
         c.sessions = SessionsConfig::Redis {
-            url: Some(format!("redis://127.0.0.1:{port}").into()),
+            url: Some(redis.url().into()),
             key_prefix: "faults".into(),
             response_timeout_ms: 300,
             node_cache_entries: 0,
@@ -89,8 +61,7 @@ async fn a_redis_restart_costs_the_live_sessions_and_nothing_else() {
     );
 
     // Redis goes away.
-    redis.kill().expect("stop redis");
-    redis.wait().expect("reaped");
+    redis.stop();
     let started = std::time::Instant::now();
     let down = gw.at("f-1", phone, "*999#", "1*Kisumu").await;
     assert!(down.starts_with("END ") && down.contains("busy"), "{down}");
@@ -105,8 +76,7 @@ async fn a_redis_restart_costs_the_live_sessions_and_nothing_else() {
     );
 
     // Redis is back (empty: it keeps nothing): a new dial works on the same gateway.
-    let mut redis = redis_on(port);
-    until_up(port).await;
+    redis.start_again();
     let again = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let reply = gw.at("f-2", phone, "*999#", "").await;
@@ -124,8 +94,6 @@ async fn a_redis_restart_costs_the_live_sessions_and_nothing_else() {
             .await
             .starts_with("CON Which village")
     );
-    let _ = redis.kill();
-    let _ = redis.wait();
     gw.cleanup().await;
 }
 
@@ -215,13 +183,13 @@ fn pairs(rows: &[(&str, i64)]) -> Vec<(String, i64)> {
 /// answer is stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_pause_of_5_s_gets_polite_answers_and_stores_each_answer_once() {
-    let port = free_port();
-    let mut redis = redis_on(port);
-    until_up(port).await;
+    let redis = PrivateRedis::start();
+    let url = redis.url();
     let on_redis = |copies: usize| {
+        let url = url.clone();
         move |c: &mut baraza::config::Config| {
             c.sessions = SessionsConfig::Redis {
-                url: Some(format!("redis://127.0.0.1:{port}").into()),
+                url: Some(url.into()),
                 key_prefix: format!("pause{copies}"),
                 // Longer than the pause: only the step deadline answers the citizen.
                 response_timeout_ms: 10_000,
@@ -238,7 +206,7 @@ async fn a_redis_pause_of_5_s_gets_polite_answers_and_stores_each_answer_once() 
         begin(gw, "q-1", phone).await;
     }
 
-    let mut pause = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+    let mut pause = redis::Client::open(url.as_str())
         .expect("url")
         .get_multiplexed_async_connection()
         .await
@@ -256,7 +224,7 @@ async fn a_redis_pause_of_5_s_gets_polite_answers_and_stores_each_answer_once() 
     assert_polite_and_prompt(&dial, started, &gateways[0]);
 
     // PING on a new connection is answered once the pause is over.
-    until_up(port).await;
+    until_up(&url).await;
     for gw in &gateways {
         finish(gw, "q-1", phone).await;
         let answers = sqlite_counts(
@@ -273,8 +241,7 @@ async fn a_redis_pause_of_5_s_gets_polite_answers_and_stores_each_answer_once() 
                 .starts_with("CON Choose language")
         );
     }
-    let _ = redis.kill();
-    let _ = redis.wait();
+    drop(redis);
     for gw in gateways {
         gw.cleanup().await;
     }
@@ -724,12 +691,10 @@ async fn an_smsc_throttling_delays_replies_but_loses_and_doubles_none() {
 /// Found by `load-tests/faults/run.sh`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sms_step_whose_session_save_fails_still_replies_once() {
-    let port = free_port();
-    let mut redis = redis_on(port);
-    until_up(port).await;
+    let redis = PrivateRedis::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let sessions = SessionsConfig::Redis {
-        url: Some(format!("redis://127.0.0.1:{port}").into()),
+        url: Some(redis.url().into()),
         key_prefix: "faults-sms-save".into(),
         response_timeout_ms: 300,
         node_cache_entries: 0,
@@ -740,7 +705,7 @@ async fn an_sms_step_whose_session_save_fails_still_replies_once() {
         Some(sessions),
     )
     .await;
-    let mut control = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+    let mut control = redis::Client::open(redis.url())
         .expect("url")
         .get_multiplexed_async_connection()
         .await
@@ -806,6 +771,5 @@ async fn an_sms_step_whose_session_save_fails_still_replies_once() {
     );
     assert_eq!(sim.stats().messages.len(), 3, "each reply once");
     drop(gateway);
-    let _ = redis.kill();
-    let _ = redis.wait();
+    drop(redis);
 }

@@ -258,6 +258,17 @@ impl PrivateRedis {
     /// the same port with the same settings, ready.
     pub fn restart(&mut self) {
         stop(&mut self.child, "-TERM");
+        self.start_again();
+    }
+
+    /// Stops the server (SIGKILL: gone at once, as a crashed one is); [`Self::start_again`]
+    /// brings it back.
+    pub fn stop(&mut self) {
+        stop(&mut self.child, "-KILL");
+    }
+
+    /// Starts a stopped server again on the same port with the same settings, ready.
+    pub fn start_again(&mut self) {
         self.child = spawn_redis(&self.args, self.dir.path());
     }
 }
